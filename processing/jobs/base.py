@@ -1,0 +1,205 @@
+"""Job parameter classes: one ``param.Parameterized`` class per job type.
+
+A job's parameters are declared once. Each parameter carries, in ``metadata``:
+
+* ``tab`` — the RELION GUI tab it lives on (I/O, Reference, ..., Running);
+* ``var`` — its RELION job.star variable name (``rlnJobOptionVariable``);
+
+and in the ordinary param slots its GUI ``label``, its help text (``doc``) and its bounds.
+The same class then drives the browser form, the command line, validation and the saved
+``job.star``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import param
+
+from processing.errors import InputError
+
+__all__ = ["JobParameters", "FieldProblem", "yes_no", "parse_yes_no"]
+
+
+def yes_no(value: bool) -> str:
+    """RELION's job.star spelling of a boolean."""
+    return "Yes" if value else "No"
+
+
+def parse_yes_no(text: str, *, field: str) -> bool:
+    """Parse RELION's Yes/No (also accepting 1/0, true/false)."""
+    lowered = str(text).strip().lower()
+    if lowered in ("yes", "1", "true"):
+        return True
+    if lowered in ("no", "0", "false", ""):
+        return False
+    raise InputError(f"expected Yes or No, got {text!r}", column=field)
+
+
+class FieldProblem(tuple):
+    """A validation message attached to one field: ``(field_name, message)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, field: str, message: str) -> "FieldProblem":
+        return super().__new__(cls, (field, message))
+
+    @property
+    def field(self) -> str:
+        return self[0]
+
+    @property
+    def message(self) -> str:
+        return self[1]
+
+
+class JobParameters(param.Parameterized):
+    """Base of all job parameter classes.
+
+    Subclasses set the class variables below and declare their parameters with
+    ``metadata={"tab": ..., "var": ...}``. The Running tab (MPI, threads, queue) is shared.
+    """
+
+    #: RELION process type label written to job.star (``rlnJobTypeLabel``).
+    job_type_label: ClassVar[str] = ""
+    #: Directory of this job type in a project (``Extract``, ``Reconstruct``, ``Refine3D``).
+    process_dir: ClassVar[str] = ""
+    #: ``rlnJobIsTomo`` as RELION writes it for this type.
+    is_tomo: ClassVar[bool] = False
+    #: GUI tabs, in order.
+    tabs: ClassVar[tuple[str, ...]] = ("Running",)
+
+    nr_mpi = param.Integer(
+        1, bounds=(1, 64), label="Number of MPI procs:",
+        doc="Number of MPI processes. Each process handles its own share of the data; "
+            "more processes use more memory but finish sooner.",
+        metadata={"tab": "Running", "var": "nr_mpi"},
+    )
+    nr_threads = param.Integer(
+        1, bounds=(1, 64), label="Number of threads:",
+        doc="Threads inside each MPI process (shared-memory parallelism).",
+        metadata={"tab": "Running", "var": "nr_threads"},
+    )
+    do_queue = param.Boolean(
+        False, label="Submit to queue?",
+        doc="Submit the job to a cluster queue through the submission template instead of "
+            "running it on this machine.",
+        metadata={"tab": "Running", "var": "do_queue"},
+    )
+    queuename = param.String(
+        "openmpi", label="Queue name: ",
+        doc="Name of the queue (partition) to submit to; replaces XXXqueueXXX in the template.",
+        metadata={"tab": "Running", "var": "queuename"},
+    )
+    qsub = param.String(
+        "sbatch", label="Queue submit command:",
+        doc="Command used to submit the script, e.g. sbatch.",
+        metadata={"tab": "Running", "var": "qsub"},
+    )
+    qsubscript = param.String(
+        "", label="Standard submission script:",
+        doc="Template of the submission script, with RELION's XXX...XXX placeholders.",
+        metadata={"tab": "Running", "var": "qsubscript"},
+    )
+    min_dedicated = param.Integer(
+        1, bounds=(1, 64), label="Minimum dedicated cores per node:",
+        doc="Minimum number of dedicated cores per node (XXXdedicatedXXX in the template).",
+        metadata={"tab": "Running", "var": "min_dedicated"},
+    )
+    other_args = param.String(
+        "", label="Additional arguments:",
+        doc="Extra command-line arguments appended to the program's command line.",
+        metadata={"tab": "Running", "var": "other_args"},
+    )
+
+    # ---- introspection -------------------------------------------------------------------
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        """Names of the job's parameters (those with a job.star variable), in declaration order."""
+        return [
+            name for name, p in cls.param.objects("existing").items()
+            if p.metadata and "var" in p.metadata
+        ]
+
+    @classmethod
+    def fields_by_tab(cls) -> dict[str, list[str]]:
+        """Parameter names grouped by GUI tab, tabs in ``cls.tabs`` order."""
+        grouped: dict[str, list[str]] = {tab: [] for tab in cls.tabs}
+        for name in cls.fields():
+            tab = cls.param[name].metadata["tab"]
+            if tab not in grouped:
+                raise RuntimeError(f"{cls.__name__}.{name}: tab {tab!r} not in {cls.tabs}")
+            grouped[tab].append(name)
+        return grouped
+
+    # ---- job.star ------------------------------------------------------------------------
+
+    def to_job_options(self) -> dict[str, str]:
+        """All options as job.star strings, keyed by job.star variable."""
+        options: dict[str, str] = {}
+        for name in self.fields():
+            p = self.param[name]
+            value = getattr(self, name)
+            options[p.metadata["var"]] = self._format_value(p, value)
+        return options
+
+    @staticmethod
+    def _format_value(p: param.Parameter, value: Any) -> str:
+        if isinstance(p, param.Boolean):
+            return yes_no(bool(value))
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    @classmethod
+    def from_job_options(cls, options: dict[str, str], *, source: str | None = None) -> "JobParameters":
+        """Build parameters from job.star strings; unknown variables are ignored as RELION does."""
+        by_var = {cls.param[name].metadata["var"]: name for name in cls.fields()}
+        values: dict[str, Any] = {}
+        for var, text in options.items():
+            name = by_var.get(var)
+            if name is None:
+                continue
+            values[name] = cls._parse_value(cls.param[name], text, field=var, source=source)
+        return cls(**values)
+
+    @staticmethod
+    def _parse_value(p: param.Parameter, text: str, *, field: str, source: str | None) -> Any:
+        try:
+            if isinstance(p, param.Boolean):
+                return parse_yes_no(text, field=field)
+            if isinstance(p, param.Integer):
+                return int(float(text))
+            if isinstance(p, param.Number):
+                return float(text)
+            if isinstance(p, param.Selector):
+                return text
+            return str(text)
+        except InputError as exc:
+            raise InputError(exc.message, file=source, table="joboptions_values", column=field) from None
+        except ValueError:
+            raise InputError(
+                f"value {text!r} is not a number", file=source, table="joboptions_values", column=field
+            ) from None
+
+    # ---- validation ----------------------------------------------------------------------
+
+    def problems(self) -> list[FieldProblem]:
+        """Everything wrong with the current values, each attached to a field.
+
+        Subclasses extend this with cross-field rules; bounds are enforced by param itself.
+        """
+        out: list[FieldProblem] = []
+        if self.nr_mpi < 1:
+            out.append(FieldProblem("nr_mpi", "the number of MPI processes must be at least 1"))
+        return out
+
+    def check(self) -> None:
+        """Raise :class:`InputError` naming the first problem's field, if any."""
+        found = self.problems()
+        if found:
+            first = found[0]
+            label = self.param[first.field].label
+            raise InputError(f"{label.strip()} {first.message}", column=first.field)

@@ -1,0 +1,72 @@
+"""Parameters of "Reconstruct particle" (``relion.reconstructparticletomo``)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import param
+
+from processing.errors import InputError
+from processing.geometry.symmetry import normalise_symmetry_name
+
+from .base import FieldProblem
+from .tomo_inputs import TomoInputParameters
+
+__all__ = ["ReconstructParameters"]
+
+
+class ReconstructParameters(TomoInputParameters):
+    """Average the particles in 3D from their current poses: half1, half2 and merged maps."""
+
+    job_type_label: ClassVar[str] = "relion.reconstructparticletomo"
+    process_dir: ClassVar[str] = "Reconstruct"
+    is_tomo: ClassVar[bool] = False
+    tabs: ClassVar[tuple[str, ...]] = ("I/O", "Average", "Running")
+
+    binning = param.Number(
+        1.0, bounds=(1, 16), step=1, label="Binning factor:",
+        doc="Binning relative to the tilt-series pixel size; use the binning the particles "
+            "were extracted at so the map can serve as their reference.",
+        metadata={"tab": "Average", "var": "binning"},
+    )
+    box_size = param.Integer(
+        128, bounds=(32, 512), step=16, label="Box size (binned pix):",
+        doc="Box (binned pixels) in which the map is reconstructed.",
+        metadata={"tab": "Average", "var": "box_size"},
+    )
+    crop_size = param.Integer(
+        -1, bounds=(-1, 512), step=16, label="Cropped box size (binned pix):",
+        doc="Final box of the maps (binned pixels; -1: same as the box size). Use the "
+            "cropped size of the extraction so the map matches the particles.",
+        metadata={"tab": "Average", "var": "crop_size"},
+    )
+    snr = param.Number(
+        0.0, bounds=(0, None), softbounds=(0, 0.0001), step=0.00001, label="Wiener SNR constant:",
+        doc="If positive, divide by CTF^2 + 1/SNR (Wiener filter). 0: RELION's heuristic, "
+            "which divides by max(CTF^2, 0.001 x its radial average).",
+        metadata={"tab": "Average", "var": "snr"},
+    )
+    sym_name = param.String(
+        "C1", label="Symmetry:",
+        doc="Point-group symmetry imposed on the map (C1, Cn, Dn, T, O, I1-I4), in RELION's "
+            "orientation convention: Cn about Z, Dn with a 2-fold on X.",
+        metadata={"tab": "Average", "var": "sym_name"},
+    )
+
+    @property
+    def effective_crop_size(self) -> int:
+        return self.box_size if self.crop_size <= 0 else self.crop_size
+
+    def problems(self) -> list[FieldProblem]:
+        out = super().problems()
+        if self.box_size % 2:
+            out.append(FieldProblem("box_size", "must be even"))
+        if self.crop_size > 0 and self.crop_size > self.box_size:
+            out.append(FieldProblem(
+                "crop_size", f"({self.crop_size}) cannot be larger than the box size ({self.box_size})"))
+        if self.crop_size > 0 and self.crop_size % 2:
+            out.append(FieldProblem("crop_size", "must be even"))
+        try:
+            normalise_symmetry_name(self.sym_name)
+        except InputError as exc:
+            out.append(FieldProblem("sym_name", exc.message))
+        return out

@@ -1,0 +1,95 @@
+"""The tomography input block shared by Extract subtomos, Reconstruct particle and 3D auto-refine.
+
+Either an optimisation set, or direct entries (particles, tomograms, optional trajectories),
+as RELION's ``addTomoInputOptions``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import param
+
+from processing.io.optimisation_set import OptimisationSet
+
+from .base import FieldProblem, JobParameters
+
+__all__ = ["TomoInputParameters", "ResolvedTomoInputs"]
+
+
+class ResolvedTomoInputs(param.Parameterized):
+    """The three input files after the optimisation set and direct entries were combined."""
+
+    particles = param.String("")
+    tomograms = param.String("")
+    trajectories = param.String("")
+
+
+class TomoInputParameters(JobParameters):
+    """Job parameters whose I/O tab starts with RELION's tomography input block."""
+
+    in_optimisation = param.String(
+        "", label="Input optimisation set: ",
+        doc="The optimisation set (optimisation_set.star) written by the previous job: it "
+            "names the particle set, the tomogram set and, if any, the motion trajectories.",
+        metadata={"tab": "I/O", "var": "in_optimisation", "node": "TomoOptimisationSet.star.relion",
+                  "pattern": "*optimisation_set.star"},
+    )
+    use_direct_entries = param.Boolean(
+        False, label="OR: use direct entries?",
+        doc="Give the particle set, tomogram set and trajectories directly instead of an "
+            "optimisation set.",
+        metadata={"tab": "I/O", "var": "use_direct_entries"},
+    )
+    in_particles = param.String(
+        "", label="Input particle set: ",
+        doc="particles.star with the particles' tomograms, positions and orientations.",
+        metadata={"tab": "I/O", "var": "in_particles", "node": "ParticleGroupMetadata.star.relion",
+                  "pattern": "*.star"},
+    )
+    in_tomograms = param.String(
+        "", label="Input tomogram set: ",
+        doc="tomograms.star describing the tilt series: CTF, dose and alignment of every tilt.",
+        metadata={"tab": "I/O", "var": "in_tomograms", "node": "TomogramGroupMetadata.star.relion",
+                  "pattern": "*.star"},
+    )
+    in_trajectories = param.String(
+        "", label="Input trajectory set: ",
+        doc="Optional motion.star with per-particle motion trajectories from frame alignment.",
+        metadata={"tab": "I/O", "var": "in_trajectories", "node": "TomoTrajectoryData.star.relion",
+                  "pattern": "*.star"},
+    )
+
+    def problems(self) -> list[FieldProblem]:
+        out = super().problems()
+        if self.use_direct_entries:
+            if self.in_optimisation:
+                out.append(FieldProblem(
+                    "in_optimisation", "must be empty when direct entries are used"))
+            for name in ("in_particles", "in_tomograms"):
+                if not getattr(self, name):
+                    out.append(FieldProblem(name, "is required with direct entries"))
+            checked = ("in_particles", "in_tomograms", "in_trajectories")
+        else:
+            if not self.in_optimisation:
+                out.append(FieldProblem(
+                    "in_optimisation", "is required (or choose direct entries)"))
+            checked = ("in_optimisation",)
+        for name in checked:
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                out.append(FieldProblem(name, f"file does not exist: {path}"))
+        return out
+
+    def resolve_inputs(self) -> ResolvedTomoInputs:
+        """Particles, tomograms and trajectories this job reads (direct entries override)."""
+        if self.use_direct_entries:
+            return ResolvedTomoInputs(
+                particles=self.in_particles, tomograms=self.in_tomograms,
+                trajectories=self.in_trajectories,
+            )
+        opt = OptimisationSet.read(Path(self.in_optimisation))
+        return ResolvedTomoInputs(
+            particles=str(opt.particles or ""), tomograms=str(opt.tomograms or ""),
+            trajectories=str(opt.trajectories or ""),
+        )
