@@ -1,0 +1,253 @@
+"""Particles on spheres (vesicles / VLPs) and their poses in RELION 5's picker convention.
+
+Convention (derived from RELION's ``get_particle_poses spheres`` and spec 1.4 / 2.1 / 2.2):
+
+* The surface frame ``O`` (3×3, columns = local x, y, z axes in tomogram coordinates) has its
+  z column along the outward sphere normal n.
+* RELION's picker writes ``A_sub = A(rlnTomoSubtomogramRot, Tilt, Psi) = O · Ry(+90°)`` and
+  ``rlnAngleRot/Tilt/Psi`` = (0, 90, 0), the Euler angles of Ry(90°):
+  ``A(0, 90, 0) = Ry(90°)ᵀ = Ry(-90°)``, so ``R = A_sub · A_part = O``.
+* ``A`` maps reference coordinates to observation coordinates (spec 2.1, 2.2): a reference
+  point r (Å from the box centre) lies in the tomogram at ``p + R·r``. The reference Z axis
+  (the phantom's symmetry axis) therefore appears along ``R·e_z = O·e_z = n`` — the *third
+  column of R* (equivalently the third row of Rᵀ), i.e. the symmetry axis is the sphere normal.
+* With ``A(rot, tilt, psi) = Rz(-psi)·Ry(-tilt)·Rz(-rot)``, ``rlnAngleRot`` rotates the
+  particle about its own Z axis (in-plane on the membrane) and tilt/psi move the axis away
+  from the normal; the true poses have ``rlnAngleRot`` uniform in (-180, 180], tilt 90, psi 0,
+  which equals the priors ``rlnAngleTiltPrior`` = 90, ``rlnAnglePsiPrior`` = 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from ..errors import InputError
+from ..geometry.euler import euler_to_matrix, matrix_to_euler, rotation_y
+from .phantom import Phantom
+
+__all__ = [
+    "ParticlePoses",
+    "fibonacci_sphere",
+    "min_angular_separation",
+    "sphere_reach",
+    "sphere_lattice",
+    "place_spheres",
+    "surface_frames",
+    "sphere_particle_poses",
+    "perturb_poses",
+]
+
+PRIOR_ANGLES = (0.0, 90.0, 0.0)  # Euler angles of Ry(+90°): the picker's rlnAngle* / priors
+
+
+@dataclass(frozen=True)
+class ParticlePoses:
+    """Poses of the particles of one tomogram (all arrays share the leading length n).
+
+    positions : (n, 3) decentred positions in ts-px (tomogram corner = 0).
+    subtomogram_angles : (n, 3) rlnTomoSubtomogramRot/Tilt/Psi (deg).
+    angles : (n, 3) rlnAngleRot/Tilt/Psi (deg).
+    sphere_index : (n,) index of the sphere each particle sits on.
+    normals : (n, 3) outward unit normals at the particles.
+    """
+
+    positions: NDArray[np.float64]
+    subtomogram_angles: NDArray[np.float64]
+    angles: NDArray[np.float64]
+    sphere_index: NDArray[np.int64]
+    normals: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    def rotations(self) -> NDArray[np.float64]:
+        """Particle→tomogram rotations R = A_sub·A_part, (n, 3, 3)."""
+        s, a = self.subtomogram_angles, self.angles
+        return euler_to_matrix(s[:, 0], s[:, 1], s[:, 2]) @ euler_to_matrix(a[:, 0], a[:, 1], a[:, 2])
+
+
+def fibonacci_sphere(n: int) -> NDArray[np.float64]:
+    """``n`` nearly uniform unit vectors (Fibonacci lattice, offset variant), (n, 3)."""
+    i = np.arange(n, dtype=np.float64)
+    golden = (1.0 + np.sqrt(5.0)) / 2.0
+    phi = 2.0 * np.pi * i / golden
+    eps = 0.36
+    cos_theta = 1.0 - 2.0 * (i + eps) / max(n - 1 + 2.0 * eps, 1.0)
+    sin_theta = np.sqrt(np.clip(1.0 - cos_theta**2, 0.0, None))
+    return np.stack([np.cos(phi) * sin_theta, np.sin(phi) * sin_theta, cos_theta], axis=1)
+
+
+def min_angular_separation(points: NDArray[np.float64]) -> float:
+    """Smallest angle (radians) between any two unit vectors of (n, 3); π for n < 2."""
+    if len(points) < 2:
+        return float(np.pi)
+    cos = points @ points.T
+    np.fill_diagonal(cos, -1.0)
+    return float(np.arccos(np.clip(cos.max(), -1.0, 1.0)))
+
+
+def required_separation(phantom: Phantom, radius: float, gap: float) -> float:
+    """Smallest angle (radians, seen from the sphere centre) between two particles' normals
+    so that their blobs (out to 2σ) cannot overlap on a sphere of ``radius`` Å.
+
+    Each blob at lateral distance ρ from the particle axis and height z along the normal
+    subtends at most atan(ρ / (R + z)) from the particle's own normal.
+    """
+    rho, z = phantom.lateral_extent()
+    reach = radius + z - 2.0 * phantom.sigmas
+    if np.any(reach <= 0):
+        raise InputError(
+            f"sphere radius {radius:.0f} Å is too small for the particle", column="sphere_radius_angst"
+        )
+    half = np.arctan2(rho, reach).max()
+    return float(2.0 * half + gap / radius)
+
+
+def sphere_reach(phantom: Phantom, radius: float) -> float:
+    """How far (Å) the particles reach beyond a sphere of ``radius`` Å on which their centres
+    lie (blobs out to 2σ, symmetry axis along the normal)."""
+    rho, z = phantom.lateral_extent()
+    distance = np.hypot(radius + z + 2.0 * phantom.sigmas, rho)
+    return float(max(distance.max() - radius, 0.0))
+
+
+def sphere_lattice(separation: float, rng: np.random.Generator, *, max_points: int = 0) -> NDArray[np.float64]:
+    """Randomly rotated Fibonacci lattice of unit normals with pairwise angles ≥ ``separation``.
+
+    The largest lattice that satisfies the separation is taken, then randomly rotated and, if
+    ``max_points`` > 0, randomly thinned to at most that many points.
+    """
+    area_per_point = separation**2 * np.sqrt(3.0) / 2.0
+    n = int(4.0 * np.pi / area_per_point) + 2
+    while n > 1 and min_angular_separation(fibonacci_sphere(n)) < separation:
+        n -= 1
+    points = fibonacci_sphere(max(n, 1))
+    points = Rotation.random(random_state=rng).apply(points)
+    if max_points > 0 and len(points) > max_points:
+        keep = np.sort(rng.choice(len(points), size=max_points, replace=False))
+        points = points[keep]
+    return points
+
+
+def place_spheres(
+    n: int,
+    radii: NDArray[np.float64],
+    outer: float,
+    tomogram_size: tuple[int, int, int],
+    image_size: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    margin: float = 8.0,
+) -> NDArray[np.float64]:
+    """Centres (ts-px) of ``n`` non-overlapping spheres inside the tomogram.
+
+    ``radii`` are particle-centre radii and ``outer`` the extra reach of the particles (both
+    ts-px). Each sphere with its particles must fit in the tomogram and its projection in the
+    central disc of the tilt images (any in-plane rotation), so every particle stays visible.
+    """
+    size = np.asarray(tomogram_size, dtype=np.float64)
+    centre = size / 2.0
+    disc = min(image_size) / 2.0
+    centres: list[NDArray] = []
+    for i in range(n):
+        r = radii[i] + outer
+        if size[2] < 2 * r:
+            raise InputError(
+                f"tomogram thickness {tomogram_size[2]} ts-px cannot hold a sphere of diameter "
+                f"{2 * r:.0f} ts-px",
+                column="tomogram_size",
+            )
+        zslack = max(0.0, size[2] / 2.0 - r - margin) * 0.5
+        for _attempt in range(5000):
+            c = centre.copy()
+            if n == 1:
+                slack = max(0.0, min(0.1 * disc, disc - r - margin))
+                c[:2] += rng.uniform(-slack, slack, 2)
+            else:
+                low, high = r + margin, size[:2] - r - margin
+                if np.any(high <= low):
+                    break
+                c[:2] = rng.uniform(low, high)
+                if np.hypot(*(c[:2] - centre[:2])) + r + margin > disc:
+                    continue
+            c[2] += rng.uniform(-zslack, zslack)
+            if all(np.linalg.norm(c - o) >= r + radii[j] + outer + margin for j, o in enumerate(centres)):
+                centres.append(c)
+                break
+        else:
+            centres.append(None)  # type: ignore[arg-type]
+        if len(centres) <= i or centres[i] is None:
+            raise InputError(
+                f"cannot place {n} spheres of radius ~{radii.mean():.0f} ts-px in a tomogram of "
+                f"{tuple(tomogram_size)} ts-px with images {tuple(image_size)}",
+                column="spheres_per_tomogram",
+            )
+    return np.array(centres)
+
+
+def surface_frames(normals: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Right-handed frames O (n, 3, 3) whose third column is the given unit normal.
+
+    The first column is the normalised component of the lab axis least aligned with n
+    orthogonal to n; any in-plane choice works (the in-plane angle is then randomised).
+    """
+    n = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    lab = np.eye(3)[np.argmin(np.abs(n), axis=1)]
+    x = lab - np.sum(lab * n, axis=1, keepdims=True) * n
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.cross(n, x)
+    return np.stack([x, y, n], axis=2)
+
+
+def sphere_particle_poses(
+    sphere_centres: NDArray[np.float64],
+    sphere_radii: NDArray[np.float64],
+    separations: NDArray[np.float64],
+    rng: np.random.Generator,
+    *,
+    max_per_sphere: int = 0,
+) -> ParticlePoses:
+    """True poses of particles on spheres (centres/radii in ts-px, separations in radians).
+
+    ``A_sub = O·Ry(90°)`` (picker convention) and the true ``rlnAngle*`` = (φ, 90, 0) with φ
+    uniform: R = A_sub·A(φ, 90, 0) = O·Rz(-φ) keeps the symmetry axis on the normal with a
+    random in-plane rotation.
+    """
+    positions, normals, index = [], [], []
+    for s, (c, r, sep) in enumerate(zip(sphere_centres, sphere_radii, separations)):
+        pts = sphere_lattice(float(sep), rng, max_points=max_per_sphere)
+        positions.append(c + r * pts)
+        normals.append(pts)
+        index.append(np.full(len(pts), s, dtype=np.int64))
+    pos = np.concatenate(positions)
+    nrm = np.concatenate(normals)
+    a_sub = surface_frames(nrm) @ rotation_y(90.0)
+    sub = np.stack(matrix_to_euler(a_sub), axis=1)
+    phi = rng.uniform(-180.0, 180.0, len(pos))
+    angles = np.stack([phi, np.full_like(phi, PRIOR_ANGLES[1]), np.full_like(phi, PRIOR_ANGLES[2])], axis=1)
+    return ParticlePoses(pos, sub, angles, np.concatenate(index), nrm)
+
+
+def perturb_poses(
+    poses: ParticlePoses,
+    rng: np.random.Generator,
+    *,
+    rot_error: float,
+    tilt_error: float,
+    psi_error: float,
+    position_error_px: float,
+) -> ParticlePoses:
+    """Initial poses: truth + errors (rot uniform ±rot_error, tilt/psi normal σ, degrees;
+    position isotropic normal with RMS 3D error ``position_error_px``). A_sub is kept."""
+    n = len(poses)
+    d_rot = rng.uniform(-rot_error, rot_error, n)
+    d_tilt = rng.normal(0.0, tilt_error, n) if tilt_error > 0 else np.zeros(n)
+    d_psi = rng.normal(0.0, psi_error, n) if psi_error > 0 else np.zeros(n)
+    angles = poses.angles + np.stack([d_rot, d_tilt, d_psi], axis=1)
+    angles[:, 0] = np.mod(angles[:, 0] + 180.0, 360.0) - 180.0
+    angles[:, 2] = np.mod(angles[:, 2] + 180.0, 360.0) - 180.0
+    d_pos = rng.normal(0.0, position_error_px / np.sqrt(3.0), (n, 3)) if position_error_px > 0 else np.zeros((n, 3))
+    return ParticlePoses(poses.positions + d_pos, poses.subtomogram_angles.copy(), angles, poses.sphere_index, poses.normals)
