@@ -16,6 +16,7 @@ __all__ = [
     "ctf_value",
     "dose_weight",
     "fourier_frequency_grid",
+    "depth_defocus_offset",
 ]
 
 
@@ -154,3 +155,17 @@ def fourier_frequency_grid(box: int, pixel_size: float, *, half: bool = True) ->
     ky = np.fft.fftfreq(box, d=pixel_size)[:, None]
     kx = (np.fft.rfftfreq(box, d=pixel_size) if half else np.fft.fftfreq(box, d=pixel_size))[None, :]
     return np.broadcast_arrays(kx, ky)
+
+
+def depth_defocus_offset(
+    depth_px: ArrayLike, *, hand: float, pixel_size: float, defocus_slope: float = 1.0
+) -> NDArray[np.float64]:
+    """Depth-dependent defocus change (Å) added to DefocusU and DefocusV (spec 2.6).
+
+    ``hand * pixel_size * defocus_slope * dz`` with ``dz = (P_f p).z - (P_f C).z`` the depth of
+    the particle relative to the tomogram centre in tilt-series pixels
+    (see :func:`processing.geometry.projection.projection_depth`); ``hand`` is
+    ``rlnTomoHand`` (+1/-1), ``pixel_size`` the tilt-series pixel (Å) and ``defocus_slope``
+    ``rlnTomoDefocusSlope``. Pass the result as ``defocus_offset`` to :func:`ctf_value`.
+    """
+    return hand * pixel_size * defocus_slope * np.asarray(depth_px, dtype=np.float64)

@@ -1,0 +1,269 @@
+"""Tilt-image patches of particles: window, Fourier crop, sub-pixel recentre, CTF premultiply.
+
+The steps of RELION's pseudo-subtomogram extraction (spec 3.3-3.5), batched over the particles
+visible in one tilt image. Fourier arrays are half transforms in RELION normalisation (forward
+divided by the number of pixels, see :mod:`processing.fourier.fft`) with the real-space origin
+at the box centre ``N//2``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from processing.fourier.ctf import CtfParameters, ctf_value, dose_weight, fourier_frequency_grid
+from processing.fourier.fft import crop_half, half_frequencies, irfft2_centered, rfft2_centered
+from processing.fourier.masks import radius_grid
+
+__all__ = [
+    "window_size",
+    "extract_windows",
+    "circle_precrop",
+    "windows_to_fourier",
+    "ctf_dose_weights",
+    "finalise_2d",
+    "soft_circle_crop",
+    "premultiplied_patches",
+]
+
+#: fall-off width (pixels) of RELION's raised-cosine circle masks in extraction.
+MASK_FALLOFF = 5.0
+
+
+def window_size(binning: float, box: int) -> tuple[int, int]:
+    """Unbinned window ``s0 = round(bin * box)`` and binned box ``sb = round(s0 / bin)``."""
+    s0 = int(round(binning * box))
+    sb = int(round(s0 / binning))
+    return s0, sb
+
+
+def extract_windows(
+    image: NDArray, centres: ArrayLike, size: int
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Cut ``size`` x ``size`` windows around sub-pixel centres; edges are replicated.
+
+    Parameters
+    ----------
+    image
+        (H, W) tilt image.
+    centres
+        (m, 2) projected particle centres (x, y) in image pixels.
+    size
+        Window size ``s0`` (pixels).
+
+    Returns
+    -------
+    windows
+        (m, size, size) float64.
+    corners
+        (m, 2) integer (x, y) of each window's first pixel: ``round(centre) - size//2``.
+    """
+    c = np.atleast_2d(np.asarray(centres, dtype=np.float64))
+    corners = np.rint(c).astype(np.int64) - size // 2
+    offsets = np.arange(size)
+    h, w = image.shape
+    rows = np.clip(corners[:, 1, None] + offsets[None, :], 0, h - 1)
+    cols = np.clip(corners[:, 0, None] + offsets[None, :], 0, w - 1)
+    windows = np.asarray(image)[rows[:, :, None], cols[:, None, :]].astype(np.float64)
+    return windows, corners
+
+
+def circle_precrop(windows: NDArray) -> NDArray[np.float64]:
+    """Subtract the mean outside the inscribed circle, then taper to it (radius s0/2, 5 px)."""
+    size = windows.shape[-1]
+    r = radius_grid((size, size))
+    radius = size / 2.0
+    outside = r >= radius
+    mean_out = windows[:, outside].mean(axis=1) if outside.any() else np.zeros(len(windows))
+    taper = _inner_raised_cosine(r, radius)
+    return (windows - mean_out[:, None, None]) * taper
+
+
+def _inner_raised_cosine(r: NDArray, radius: float) -> NDArray[np.float64]:
+    """1 inside ``radius - 5``, 0 beyond ``radius``, raised cosine between."""
+    edge = 0.5 - 0.5 * np.cos(np.pi * (radius - r) / MASK_FALLOFF)
+    return np.where(r < radius - MASK_FALLOFF, 1.0, np.where(r > radius, 0.0, edge))
+
+
+def windows_to_fourier(
+    windows: NDArray,
+    centres: ArrayLike,
+    corners: NDArray[np.int64],
+    *,
+    binning: float,
+    binned_size: int,
+) -> NDArray[np.complex128]:
+    """Fourier transform, crop to the binned box and recentre each particle exactly.
+
+    Parameters
+    ----------
+    windows
+        (m, s0, s0) real windows whose centre pixel ``s0//2`` sits at ``corner + s0//2``.
+    centres
+        (m, 2) exact projected centres (x, y), unbinned image pixels.
+    corners
+        (m, 2) window corners from :func:`extract_windows`.
+    binning
+        Binning factor.
+    binned_size
+        ``sb``: the box after Fourier cropping.
+
+    Returns
+    -------
+    (m, sb, sb//2+1) complex128 half transforms, RELION-normalised, particle centre at the
+    box centre, grey values divided by ``binning`` (RELION's stack greyscale: a sum
+    projection in binned-voxel units).
+    """
+    s0 = windows.shape[-1]
+    spectra = rfft2_centered(windows)
+    if binned_size != s0:
+        spectra = crop_half(spectra, binned_size, ndim=2)
+    # Exact centre relative to the window centre, in binned pixels.
+    delta = (np.atleast_2d(np.asarray(centres, dtype=np.float64)) - (corners + s0 // 2)) / binning
+    ky, kx = half_frequencies(binned_size, ndim=2)
+    phase = 2.0 * np.pi * (kx[None] * delta[:, 0, None, None] + ky[None] * delta[:, 1, None, None]) / binned_size
+    return spectra * np.exp(1j * phase) / binning
+
+
+def ctf_dose_weights(
+    ctf: CtfParameters,
+    defocus_offsets: ArrayLike,
+    *,
+    dose: float,
+    bfactor_per_dose: float,
+    box: int,
+    pixel_size: float,
+    apply_ctf: bool = True,
+) -> NDArray[np.float64]:
+    """CTF (at each particle's depth, with the tilt's B-factor envelope and scale) x dose weight.
+
+    Parameters
+    ----------
+    ctf
+        The tilt's CTF parameters (defocus at the tomogram centre).
+    defocus_offsets
+        (m,) depth-dependent defocus change per particle (Å), spec 2.6.
+    dose
+        Pre-exposure of the tilt (e/Å²).
+    bfactor_per_dose
+        ``rlnCtfBfactorPerElectronDose`` (0: Grant-Grigorieff weighting).
+    box, pixel_size
+        Binned box and binned pixel size (Å).
+    apply_ctf
+        False gives the dose weight alone (``--no_ctf``).
+
+    Returns
+    -------
+    (m, box, box//2+1) float64.
+    """
+    kx, ky = fourier_frequency_grid(box, pixel_size)
+    weight = dose_weight(np.hypot(kx, ky), dose, bfactor_per_dose=bfactor_per_dose)
+    offsets = np.asarray(defocus_offsets, dtype=np.float64)[:, None, None]
+    if not apply_ctf:
+        return np.broadcast_to(weight, offsets.shape[:1] + weight.shape).copy()
+    return ctf_value(kx, ky, ctf, defocus_offset=offsets) * weight
+
+
+def soft_circle_crop(images: NDArray, *, crop: int) -> NDArray[np.float64]:
+    """RELION's final circular mask (spec 3.5 step 3), without cropping.
+
+    Subtract the mean of the pixels outside radius ``crop/2`` and taper with a raised cosine
+    that is 1 inside ``crop/2 - 5`` and 0 beyond ``crop/2``.
+
+    Parameters
+    ----------
+    images
+        (m, box, box) real images, centre at ``box//2``.
+    crop
+        Cropped box (pixels).
+    """
+    box = images.shape[-1]
+    r = radius_grid((box, box))
+    radius = crop / 2.0
+    outside = r > radius
+    mean_out = images[:, outside].mean(axis=1) if outside.any() else np.zeros(len(images))
+    return (images - mean_out[:, None, None]) * _inner_raised_cosine(r, radius)
+
+
+def finalise_2d(spectra: NDArray, *, box: int, crop: int, circle_crop: bool = True) -> NDArray[np.float64]:
+    """Back to real space, soft circular mask of the cropped box, centre crop (spec 3.5).
+
+    Parameters
+    ----------
+    spectra
+        (m, box, box//2+1) premultiplied half transforms.
+    box, crop
+        Binned box and final cropped box.
+
+    Returns
+    -------
+    (m, crop, crop) float64 images.
+    """
+    images = irfft2_centered(spectra, box)
+    if circle_crop:
+        images = soft_circle_crop(images, crop=crop)
+    start = box // 2 - crop // 2
+    return images[:, start:start + crop, start:start + crop]
+
+
+def premultiplied_patches(
+    image: NDArray,
+    centres: ArrayLike,
+    defocus_offsets: ArrayLike,
+    ctf: CtfParameters,
+    *,
+    dose: float,
+    bfactor_per_dose: float,
+    binning: float,
+    box: int,
+    pixel_size: float,
+    apply_ctf: bool = True,
+    invert_contrast: bool = True,
+    precrop: bool = False,
+) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
+    """Premultiplied Fourier patches of particles in one tilt image (spec 3.3, 3.4).
+
+    Parameters
+    ----------
+    image
+        (H, W) tilt image.
+    centres
+        (m, 2) exact projected centres (x, y) in image pixels.
+    defocus_offsets
+        (m,) depth-dependent defocus change (Å).
+    ctf
+        The tilt's CTF parameters at the tomogram centre.
+    dose, bfactor_per_dose
+        Pre-exposure of the tilt (e/Å²) and ``rlnCtfBfactorPerElectronDose``.
+    binning, box
+        Binning factor and binned box.
+    pixel_size
+        Tilt-series pixel size (Å).
+    apply_ctf
+        Multiply by the CTF (else by 1; ``--no_ctf``).
+    invert_contrast
+        Multiply by -1 so that protein becomes white (RELION's default).
+    precrop
+        Mean-subtract and taper each window to its inscribed circle first (``--circle_precrop``;
+        always on in Reconstruct particle).
+
+    Returns
+    -------
+    spectra
+        (m, sb, sb//2+1) complex ``±c·X`` with ``c`` = CTF x dose weight.
+    weights
+        (m, sb, sb//2+1) ``c²``.
+    """
+    s0, sb = window_size(binning, box)
+    windows, corners = extract_windows(image, centres, s0)
+    if precrop:
+        windows = circle_precrop(windows)
+    spectra = windows_to_fourier(windows, centres, corners, binning=binning, binned_size=sb)
+    if apply_ctf:
+        c = ctf_dose_weights(
+            ctf, defocus_offsets, dose=dose, bfactor_per_dose=bfactor_per_dose,
+            box=sb, pixel_size=binning * pixel_size,
+        )
+    else:
+        c = np.ones(spectra.shape)
+    sign = -1.0 if invert_contrast else 1.0
+    return spectra * (sign * c), c * c

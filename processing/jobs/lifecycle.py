@@ -1,0 +1,87 @@
+"""Job directory lifecycle: exit markers, run.err, abort requests (RELION's conventions).
+
+A job writes ``RELION_JOB_EXIT_SUCCESS`` when it finishes, ``RELION_JOB_EXIT_FAILURE`` (with
+the error in ``run.err``) when it fails, and ``RELION_JOB_EXIT_ABORTED`` when it stops on a
+``RELION_JOB_ABORT_NOW`` request.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from processing.errors import InputError
+from processing.io.atomic import atomic_write
+from processing.parallel import Communicator
+
+__all__ = [
+    "SUCCESS", "FAILURE", "ABORTED", "ABORT_NOW",
+    "JobAborted", "job_lifecycle", "abort_requested", "check_abort",
+]
+
+SUCCESS = "RELION_JOB_EXIT_SUCCESS"
+FAILURE = "RELION_JOB_EXIT_FAILURE"
+ABORTED = "RELION_JOB_EXIT_ABORTED"
+ABORT_NOW = "RELION_JOB_ABORT_NOW"
+
+
+class JobAborted(Exception):
+    """Raised inside a job when an abort was requested."""
+
+
+def abort_requested(job_dir: str | os.PathLike) -> bool:
+    return (Path(job_dir) / ABORT_NOW).exists()
+
+
+def check_abort(job_dir: str | os.PathLike | None) -> None:
+    """Raise :class:`JobAborted` if ``RELION_JOB_ABORT_NOW`` exists in the job directory."""
+    if job_dir is not None and abort_requested(job_dir):
+        raise JobAborted(f"abort requested ({ABORT_NOW} found)")
+
+
+def _touch(path: Path) -> None:
+    with atomic_write(path) as handle:
+        handle.write("")
+
+
+@contextmanager
+def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) -> Iterator[Path]:
+    """Run a job body, then leave exactly one exit marker in ``job_dir`` (leader only).
+
+    Errors are written to ``run.err`` and the process exits with status 1 (2 for bad input);
+    an MPI run is aborted as a whole so that no rank hangs.
+    """
+    comm = comm or Communicator(None)
+    directory = Path(job_dir)
+    if comm.is_leader:
+        directory.mkdir(parents=True, exist_ok=True)
+        for marker in (SUCCESS, FAILURE, ABORTED):
+            (directory / marker).unlink(missing_ok=True)
+    comm.barrier()
+    try:
+        yield directory
+    except JobAborted as exc:
+        if comm.is_leader:
+            (directory / ABORT_NOW).unlink(missing_ok=True)
+            _touch(directory / ABORTED)
+        print(f"Job aborted: {exc}", file=sys.stderr, flush=True)
+        comm.barrier()
+        raise SystemExit(1) from None
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and not exc.code:
+            raise
+        message = str(exc) if isinstance(exc, InputError) else traceback.format_exc()
+        with open(directory / "run.err", "a", encoding="utf-8") as err:
+            err.write(f"[rank {comm.rank}] ERROR: {message}\n")
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        _touch(directory / FAILURE)
+        if comm.size > 1:
+            comm.abort(1)
+        raise SystemExit(2 if isinstance(exc, InputError) else 1) from None
+    else:
+        comm.barrier()
+        if comm.is_leader:
+            _touch(directory / SUCCESS)

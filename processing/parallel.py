@@ -1,0 +1,95 @@
+"""MPI and thread helpers: the same code runs alone or under ``mpiexec -n N``.
+
+mpi4py is imported only when the process was started by an MPI launcher, so a plain
+``python -m ...`` run never initialises MPI.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+__all__ = ["Communicator", "get_communicator", "thread_map"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+class Communicator:
+    """A minimal communicator: an mpi4py ``Comm`` or a single-process stand-in."""
+
+    def __init__(self, comm: Any | None = None) -> None:
+        self._comm = comm
+
+    @property
+    def rank(self) -> int:
+        return 0 if self._comm is None else self._comm.Get_rank()
+
+    @property
+    def size(self) -> int:
+        return 1 if self._comm is None else self._comm.Get_size()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def mpi(self) -> Any | None:
+        """The underlying mpi4py communicator (None when running alone)."""
+        return self._comm
+
+    def gather(self, value: T, root: int = 0) -> list[T] | None:
+        if self._comm is None:
+            return [value]
+        return self._comm.gather(value, root=root)
+
+    def bcast(self, value: T, root: int = 0) -> T:
+        if self._comm is None:
+            return value
+        return self._comm.bcast(value, root=root)
+
+    def allreduce_sum(self, array: Any) -> Any:
+        """Element-wise sum of a numpy array over all ranks (returns a new array)."""
+        if self._comm is None:
+            return array
+        import numpy as np
+        from mpi4py import MPI
+
+        out = np.empty_like(array)
+        self._comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.SUM)
+        return out
+
+    def barrier(self) -> None:
+        if self._comm is not None:
+            self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        if self._comm is not None and self.size > 1:
+            self._comm.Abort(code)
+
+    def split(self, color: int, key: int = 0) -> "Communicator":
+        if self._comm is None:
+            return self
+        return Communicator(self._comm.Split(color, key))
+
+
+def get_communicator() -> Communicator:
+    """MPI.COMM_WORLD when launched by mpiexec, else a single-process communicator."""
+    if not any(v in os.environ for v in _LAUNCHER_VARIABLES):
+        return Communicator(None)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return Communicator(comm if comm.Get_size() > 1 else None)
+
+
+def thread_map(func: Callable[[T], R], items: Sequence[T] | Iterable[T], *, threads: int) -> list[R]:
+    """``[func(x) for x in items]`` on ``threads`` threads (in order; serial when threads <= 1)."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(func, items))

@@ -1,0 +1,238 @@
+"""Reconstruct particle: RELION 5's ``relion_tomo_reconstruct_particle`` (spec 4).
+
+Tilt-image patches (spec 3.3, with the circle pre-crop) are premultiplied by -CTF·dose and
+inserted, with CTF² weights, into one padded Fourier grid per half set at the particles'
+current poses; the sums are symmetrised, divided (heuristic or Wiener), tapered and cropped.
+Parallel over tomograms with MPI (sums reduced onto the leader) and over particles with threads.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from processing.errors import InputError
+from processing.extract.extract import TiltImages
+from processing.extract.geometry import tomogram_particles, usable_frames
+from processing.extract.patches import premultiplied_patches, window_size
+from processing.extract.trajectories import read_trajectories
+from processing.fourier.backprojector import BackProjector, taper
+from processing.fourier.fsc import fsc as fsc_curve
+from processing.fourier.fsc import resolution_from_fsc
+from processing.geometry.projection import particle_rotations
+from processing.geometry.symmetry import symmetry_operators
+from processing.io.mrc import write_mrc
+from processing.io.particles import ParticleSet
+from processing.io.star import write_star
+from processing.io.tomograms import TomogramSet
+from processing.jobs.lifecycle import check_abort
+from processing.parallel import Communicator, thread_map
+
+__all__ = ["ReconstructionSettings", "ReconstructionResult", "reconstruct_particles", "write_fsc_star"]
+
+PARTICLES_PER_TASK = 16
+PADDING = 2.0
+
+
+@dataclass(frozen=True)
+class ReconstructionSettings:
+    """binning; box and crop in binned px; symmetry name; snr (<= 0: heuristic division);
+    taper width (px); threads."""
+
+    binning: float = 1.0
+    box: int = 128
+    crop: int = 128
+    symmetry: str = "C1"
+    snr: float = 0.0
+    taper: float = 10.0
+    apply_ctf: bool = True
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.box % 2:
+            raise InputError(f"box ({self.box}) must be even", column="box_size")
+        if self.crop > self.box:
+            raise InputError(f"cropped box {self.crop} is larger than the box {self.box}", column="crop_size")
+
+
+@dataclass
+class ReconstructionResult:
+    half1: Path | None
+    half2: Path | None
+    merged: Path
+    fsc_file: Path | None
+    resolution_0143: float | None
+    n_particles: int
+    n_slices: int
+    seconds: float
+
+
+def _insert_group(
+    accumulators: list[BackProjector],
+    geo, members, usable, images, halves, part_rot, settings: ReconstructionSettings, sb: int, job_dir,
+) -> int:
+    check_abort(job_dir)
+    tomogram = geo.tomogram
+    tilts = tomogram.tilts
+    count = 0
+    local_acc = [BackProjector(sb, padding_factor=PADDING) for _ in accumulators]
+    for tilt in range(usable.shape[1]):
+        local = np.flatnonzero(usable[members, tilt])
+        if local.size == 0:
+            continue
+        idx = members[local]
+        data, weight = premultiplied_patches(
+            images[tilt], geo.projected[idx, tilt], geo.defocus_offsets[idx, tilt], geo.tilt_ctf(tilt),
+            dose=float(tilts.pre_exposure[tilt]), bfactor_per_dose=tomogram.bfactor_per_electron_dose,
+            binning=settings.binning, box=sb, pixel_size=tomogram.pixel_size,
+            apply_ctf=settings.apply_ctf, invert_contrast=True, precrop=True,
+        )
+        rotations = geo.projections[tilt, :3, :3][None] @ part_rot[idx]
+        for h, acc in enumerate(local_acc):
+            sel = halves[idx] == h
+            if sel.any():
+                acc.insert_slices(data[sel], rotations[sel], weights=weight[sel])
+        count += local.size
+    return count, local_acc
+
+
+def reconstruct_particles(
+    *,
+    particles_file: str | os.PathLike,
+    tomograms_file: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    settings: ReconstructionSettings,
+    trajectories_file: str | os.PathLike | None = None,
+    comm: Communicator | None = None,
+    job_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    log=print,
+) -> ReconstructionResult | None:
+    """Reconstruct half1, half2 and merged maps; the leader writes them and the FSC."""
+    start = time.perf_counter()
+    comm = comm or Communicator(None)
+    output_dir = Path(output_dir)
+    root_path = None if root is None else Path(root)
+    tomograms = TomogramSet.read(tomograms_file, root=root_path)
+    particles = ParticleSet.read(particles_file, tomograms)
+    trajectories = read_trajectories(trajectories_file) if trajectories_file else None
+    operators = symmetry_operators(settings.symmetry)
+    subsets = particles.random_subset()
+    split = subsets is not None and np.isin(subsets, (1, 2)).all()
+    halves = (subsets - 1) if split else np.zeros(len(particles), dtype=np.int64)
+    n_halves = 2 if split else 1
+    part_rot = particle_rotations(particles.angles(), particles.subtomogram_angles())
+    positions = particles.positions(tomograms, apply_origins=True)
+    _, sb = window_size(settings.binning, settings.box)
+    names = sorted(set(particles.tomo_names().tolist()), key=tomograms.names.index)
+    if comm.is_leader:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not split:
+            log("WARNING: no rlnRandomSubset 1/2 on every particle: everything goes into one map "
+                "(merged only, no FSC)")
+        log(f"Reconstructing {len(particles)} particles from {len(names)} tilt series (bin "
+            f"{settings.binning:g}, box {settings.box}, crop {settings.crop}, {settings.symmetry}) on "
+            f"{comm.size} process(es) x {settings.threads} thread(s)")
+    accumulators = [BackProjector(sb, padding_factor=PADDING) for _ in range(n_halves)]
+    n_slices = 0
+    for name in names[comm.rank::comm.size]:
+        geo = tomogram_particles(particles, tomograms, name, trajectories=trajectories,
+                                 trajectories_file=None if trajectories_file is None else str(trajectories_file),
+                                 positions=positions)
+        usable = usable_frames(geo, radius=settings.box / 2.0)
+        geo_halves = halves[geo.rows]
+        geo_rot = part_rot[geo.rows]
+        members_all = np.arange(len(geo.rows))
+        groups = [members_all[k:k + PARTICLES_PER_TASK] for k in range(0, len(members_all), PARTICLES_PER_TASK)]
+        images = TiltImages(geo, root_path)
+        try:
+            results = thread_map(
+                lambda g: _insert_group(accumulators, geo, g, usable, images, geo_halves, geo_rot, settings, sb,
+                                        None if job_dir is None else Path(job_dir)),
+                groups, threads=settings.threads,
+            )
+        finally:
+            images.close()
+        for count, local_acc in results:
+            n_slices += count
+            for acc, loc in zip(accumulators, local_acc):
+                acc.add(loc)
+        log(f"  [rank {comm.rank}] {name}: {len(geo.rows)} particles inserted")
+    for acc in accumulators:
+        acc.data = comm.allreduce_sum(acc.data)
+        acc.weight = comm.allreduce_sum(acc.weight)
+        acc.data_dim = 2
+    n_slices = sum(comm.gather(n_slices) or [n_slices]) if comm.size > 1 else n_slices
+    if not comm.is_leader:
+        return None
+    pixel = settings.binning * tomograms[names[0]].pixel_size
+    maps: dict[str, NDArray] = {}
+    for h, acc in enumerate(accumulators):
+        acc.symmetrise(operators)
+    if split:
+        merged = BackProjector(sb, padding_factor=PADDING)
+        merged.add(accumulators[0])
+        merged.add(accumulators[1])
+        merged._hermitian_done = True
+        sources = {"half1": accumulators[0], "half2": accumulators[1], "merged": merged}
+    else:
+        sources = {"merged": accumulators[0]}
+    for tag, acc in sources.items():
+        maps[tag] = _finish_map(acc, settings)
+        write_mrc(output_dir / f"{tag}.mrc", maps[tag].astype(np.float32), pixel)
+    fsc_file = None
+    resolution = None
+    if split:
+        fsc = fsc_curve(maps["half1"], maps["half2"])
+        fsc_file = output_dir / "fsc.star"
+        write_fsc_star(fsc_file, fsc, pixel_size=pixel, box=settings.crop)
+        resolution = resolution_from_fsc(fsc, box_size=settings.crop, pixel_size=pixel)
+        log(f"Half-map FSC: resolution at 0.143 = {resolution:.2f} Å (unmasked)")
+    return ReconstructionResult(
+        half1=output_dir / "half1.mrc" if split else None,
+        half2=output_dir / "half2.mrc" if split else None,
+        merged=output_dir / "merged.mrc",
+        fsc_file=fsc_file,
+        resolution_0143=resolution,
+        n_particles=len(particles),
+        n_slices=n_slices,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _finish_map(acc: BackProjector, settings: ReconstructionSettings) -> NDArray[np.float64]:
+    """Divide (heuristic floor or Wiener), taper, crop, taper again (spec 4.2 item 8)."""
+    if settings.snr > 0:
+        # Wiener: data / (weight + 1/SNR); the regulariser R = 1/(pad^3 tau2) equals 1/SNR.
+        n_shells = acc.stored_radius + 2
+        tau2 = np.full(n_shells, settings.snr / PADDING**3)
+        volume = acc.reconstruct(tau2=tau2, minres_map=0)
+    else:
+        volume = acc.reconstruct()
+    volume = taper(volume, width=settings.taper)
+    if settings.crop < volume.shape[0]:
+        n = volume.shape[0]
+        s = n // 2 - settings.crop // 2
+        volume = taper(volume[s:s + settings.crop, s:s + settings.crop, s:s + settings.crop],
+                       width=settings.taper)
+    return volume
+
+
+def write_fsc_star(path: Path, fsc: NDArray[np.float64], *, pixel_size: float, box: int) -> None:
+    """The half-map FSC as a ``data_fsc`` table (RELION postprocess column names)."""
+    import pandas as pd
+
+    shells = np.arange(len(fsc))
+    resolution = shells / (box * pixel_size)
+    angstrom = np.where(shells > 0, box * pixel_size / np.maximum(shells, 1), 999.0)
+    table = pd.DataFrame({
+        "rlnSpectralIndex": shells,
+        "rlnResolution": resolution,
+        "rlnAngstromResolution": angstrom,
+        "rlnFourierShellCorrelationUnmaskedMaps": fsc,
+    })
+    write_star(path, {"fsc": table})
