@@ -6,6 +6,7 @@ import sys
 
 from processing.cli import add_processing_commands
 from processing.errors import InputError
+from sessions.cli import add_session_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_processing_commands(subparsers)
+    add_session_commands(subparsers)
     return parser
 
 

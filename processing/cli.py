@@ -9,7 +9,8 @@ import argparse
 import importlib
 
 # Modules that each register one subcommand through ``add_parser(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("processing.simulate.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("processing.simulate.cli", "processing.jobs.extract", "processing.jobs.reconstruct",
+                                   "processing.refine.cli")
 
 
 def add_processing_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mrcfile
+import numba
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -133,6 +134,8 @@ def _extract_particle_group(
 ) -> int:
     """Compute and write the outputs of some particles of one tomogram; returns the count."""
     check_abort(job_dir)
+    if settings.threads > 1:
+        numba.set_num_threads(1)   # threads come from thread_map (no nested parallelism)
     tomogram = geo.tomogram
     tilts = tomogram.tilts
     _, sb = window_size(settings.binning, settings.box)

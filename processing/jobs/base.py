@@ -35,6 +35,18 @@ def parse_yes_no(text: str, *, field: str) -> bool:
     raise InputError(f"expected Yes or No, got {text!r}", column=field)
 
 
+def _bound_message(p: param.Parameter, value: Any, exc: Exception) -> str:
+    """A user-facing sentence for a value param rejected."""
+    bounds = getattr(p, "bounds", None)
+    if bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = bounds
+        if lo is not None and value < lo:
+            return f"must be at least {lo:g} (got {value:g})"
+        if hi is not None and value > hi:
+            return f"must be at most {hi:g} (got {value:g})"
+    return f"has an invalid value {value!r}"
+
+
 class FieldProblem(tuple):
     """A validation message attached to one field: ``(field_name, message)``."""
 
@@ -77,7 +89,7 @@ class JobParameters(param.Parameterized):
     nr_threads = param.Integer(
         1, bounds=(1, 64), label="Number of threads:",
         doc="Threads inside each MPI process (shared-memory parallelism).",
-        metadata={"tab": "Running", "var": "nr_threads"},
+        metadata={"tab": "Running", "var": "nr_threads", "flag": "--j"},
     )
     do_queue = param.Boolean(
         False, label="Submit to queue?",
@@ -163,7 +175,23 @@ class JobParameters(param.Parameterized):
             if name is None:
                 continue
             values[name] = cls._parse_value(cls.param[name], text, field=var, source=source)
-        return cls(**values)
+        return cls.from_values(values, source=source)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], *, source: str | None = None) -> "JobParameters":
+        """Build parameters from Python values, turning param's bound/type errors into
+        :class:`InputError` messages that name the field (e.g. an MPI count below 1)."""
+        obj = cls()
+        for name, value in values.items():
+            try:
+                setattr(obj, name, value)
+            except ValueError as exc:
+                p = cls.param[name]
+                raise InputError(
+                    f"{p.label.strip()} {_bound_message(p, value, exc)}",
+                    file=source, column=p.metadata.get("var", name) if p.metadata else name,
+                ) from None
+        return obj
 
     @staticmethod
     def _parse_value(p: param.Parameter, text: str, *, field: str, source: str | None) -> Any:

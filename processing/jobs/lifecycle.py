@@ -19,7 +19,7 @@ from processing.parallel import Communicator
 
 __all__ = [
     "SUCCESS", "FAILURE", "ABORTED", "ABORT_NOW",
-    "JobAborted", "job_lifecycle", "abort_requested", "check_abort",
+    "JobAborted", "job_lifecycle", "abort_requested", "check_abort", "record_failure",
 ]
 
 SUCCESS = "RELION_JOB_EXIT_SUCCESS"
@@ -47,6 +47,19 @@ def _touch(path: Path) -> None:
         handle.write("")
 
 
+def record_failure(job_dir: str | os.PathLike, message: str) -> None:
+    """Mark a job failed before it started (bad input): ``run.err`` + ``RELION_JOB_EXIT_FAILURE``.
+
+    Stale exit markers of an earlier run are removed first, so exactly one remains.
+    """
+    directory = Path(job_dir)
+    for marker in (SUCCESS, ABORTED):
+        (directory / marker).unlink(missing_ok=True)
+    with open(directory / "run.err", "a", encoding="utf-8") as err:
+        err.write(f"ERROR: {message}\n")
+    _touch(directory / FAILURE)
+
+
 @contextmanager
 def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) -> Iterator[Path]:
     """Run a job body, then leave exactly one exit marker in ``job_dir`` (leader only).
@@ -64,11 +77,13 @@ def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) 
     try:
         yield directory
     except JobAborted as exc:
-        if comm.is_leader:
-            (directory / ABORT_NOW).unlink(missing_ok=True)
-            _touch(directory / ABORTED)
+        # Whichever rank sees the request first marks the job; other ranks may be inside a
+        # collective, so an MPI run is then ended as a whole rather than synchronised.
+        _touch(directory / ABORTED)
+        (directory / ABORT_NOW).unlink(missing_ok=True)
         print(f"Job aborted: {exc}", file=sys.stderr, flush=True)
-        comm.barrier()
+        if comm.size > 1:
+            comm.abort(1)
         raise SystemExit(1) from None
     except BaseException as exc:
         if isinstance(exc, SystemExit) and not exc.code:

@@ -21,35 +21,44 @@ class ReconstructParameters(TomoInputParameters):
     process_dir: ClassVar[str] = "Reconstruct"
     is_tomo: ClassVar[bool] = False
     tabs: ClassVar[tuple[str, ...]] = ("I/O", "Average", "Running")
+    program: ClassVar[str] = "relion_tomo_reconstruct_particle"
+    cli_name: ClassVar[str] = "reconstruct"
+    #: relion_tomo_reconstruct_particle flags that are not GUI fields: kept in ``other_args``.
+    extra_flags: ClassVar[dict[str, dict]] = {
+        "--no_ctf": {"action": "store_true", "help": "ignore the CTF (dose weighting only)"},
+        "--taper": {"type": float, "default": 10.0, "help": "taper width at the box edge (px, default 10)"},
+        "--j_out": {"type": int, "default": None, "help": "accepted for RELION compatibility (threads)"},
+        "--j_in": {"type": int, "default": None, "help": "accepted for RELION compatibility (ignored)"},
+    }
 
     binning = param.Number(
         1.0, bounds=(1, 16), step=1, label="Binning factor:",
         doc="Binning relative to the tilt-series pixel size; use the binning the particles "
             "were extracted at so the map can serve as their reference.",
-        metadata={"tab": "Average", "var": "binning"},
+        metadata={"tab": "Average", "var": "binning", "flag": "--bin"},
     )
     box_size = param.Integer(
         128, bounds=(32, 512), step=16, label="Box size (binned pix):",
         doc="Box (binned pixels) in which the map is reconstructed.",
-        metadata={"tab": "Average", "var": "box_size"},
+        metadata={"tab": "Average", "var": "box_size", "flag": "--b"},
     )
     crop_size = param.Integer(
         -1, bounds=(-1, 512), step=16, label="Cropped box size (binned pix):",
         doc="Final box of the maps (binned pixels; -1: same as the box size). Use the "
             "cropped size of the extraction so the map matches the particles.",
-        metadata={"tab": "Average", "var": "crop_size"},
+        metadata={"tab": "Average", "var": "crop_size", "flag": "--crop"},
     )
     snr = param.Number(
         0.0, bounds=(0, None), softbounds=(0, 0.0001), step=0.00001, label="Wiener SNR constant:",
         doc="If positive, divide by CTF^2 + 1/SNR (Wiener filter). 0: RELION's heuristic, "
             "which divides by max(CTF^2, 0.001 x its radial average).",
-        metadata={"tab": "Average", "var": "snr"},
+        metadata={"tab": "Average", "var": "snr", "flag": "--SNR"},
     )
     sym_name = param.String(
         "C1", label="Symmetry:",
         doc="Point-group symmetry imposed on the map (C1, Cn, Dn, T, O, I1-I4), in RELION's "
             "orientation convention: Cn about Z, Dn with a 2-fold on X.",
-        metadata={"tab": "Average", "var": "sym_name"},
+        metadata={"tab": "Average", "var": "sym_name", "flag": "--sym"},
     )
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 import param
 
 from processing.io.optimisation_set import OptimisationSet
+from processing.io.paths import resolve_path
 
 from .base import FieldProblem, JobParameters
 
@@ -32,7 +33,7 @@ class TomoInputParameters(JobParameters):
         "", label="Input optimisation set: ",
         doc="The optimisation set (optimisation_set.star) written by the previous job: it "
             "names the particle set, the tomogram set and, if any, the motion trajectories.",
-        metadata={"tab": "I/O", "var": "in_optimisation", "node": "TomoOptimisationSet.star.relion",
+        metadata={"tab": "I/O", "var": "in_optimisation", "flag": "--i", "node": "TomoOptimisationSet.star.relion",
                   "pattern": "*optimisation_set.star"},
     )
     use_direct_entries = param.Boolean(
@@ -44,19 +45,19 @@ class TomoInputParameters(JobParameters):
     in_particles = param.String(
         "", label="Input particle set: ",
         doc="particles.star with the particles' tomograms, positions and orientations.",
-        metadata={"tab": "I/O", "var": "in_particles", "node": "ParticleGroupMetadata.star.relion",
+        metadata={"tab": "I/O", "var": "in_particles", "flag": "--p", "node": "ParticleGroupMetadata.star.relion",
                   "pattern": "*.star"},
     )
     in_tomograms = param.String(
         "", label="Input tomogram set: ",
         doc="tomograms.star describing the tilt series: CTF, dose and alignment of every tilt.",
-        metadata={"tab": "I/O", "var": "in_tomograms", "node": "TomogramGroupMetadata.star.relion",
+        metadata={"tab": "I/O", "var": "in_tomograms", "flag": "--t", "node": "TomogramGroupMetadata.star.relion",
                   "pattern": "*.star"},
     )
     in_trajectories = param.String(
         "", label="Input trajectory set: ",
         doc="Optional motion.star with per-particle motion trajectories from frame alignment.",
-        metadata={"tab": "I/O", "var": "in_trajectories", "node": "TomoTrajectoryData.star.relion",
+        metadata={"tab": "I/O", "var": "in_trajectories", "flag": "--mot", "node": "TomoTrajectoryData.star.relion",
                   "pattern": "*.star"},
     )
 
@@ -89,7 +90,15 @@ class TomoInputParameters(JobParameters):
                 trajectories=self.in_trajectories,
             )
         opt = OptimisationSet.read(Path(self.in_optimisation))
+
+        def find(entry: str | None) -> str:
+            # Paths in the set are relative to the project directory (the working directory);
+            # failing that, to the set's own directory or one of its parents (io.paths rule).
+            if not entry:
+                return ""
+            return str(resolve_path(entry, referrer=self.in_optimisation))
+
         return ResolvedTomoInputs(
-            particles=str(opt.particles or ""), tomograms=str(opt.tomograms or ""),
-            trajectories=str(opt.trajectories or ""),
+            particles=find(opt.particles), tomograms=find(opt.tomograms),
+            trajectories=find(opt.trajectories),
         )

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-particles-per-sphere", type=int, help="cap on particles per vesicle")
     parser.add_argument("--pixel-size", type=float, help="tilt-series pixel size (Å)")
     parser.add_argument("--hand", type=int, choices=(1, -1), help="rlnTomoHand")
-    parser.add_argument("--rot-error", type=float, dest="rot_error_deg", help="initial rot error, uniform ± (deg)")
+    parser.add_argument("--rot-error", type=float, dest="rot_error_deg", help="largest initial rot error (deg): normal with σ = half of it, clipped at ± it")
     parser.add_argument("--tilt-error", type=float, dest="tilt_error_deg", help="initial tilt error σ (deg)")
     parser.add_argument("--psi-error", type=float, dest="psi_error_deg", help="initial psi error σ (deg)")
     parser.add_argument("--position-error", type=float, dest="position_error_angst", help="initial position RMS error (Å)")
@@ -83,7 +83,7 @@ def format_report(result: SimulationResult) -> str:
         f"({p.tilt_min:g}..{p.tilt_max:g} step {p.tilt_step:g}, {p.dose_per_tilt:g} e/Å² per tilt), "
         f"images {p.image_size[0]}x{p.image_size[1]} px at {p.pixel_size} Å/px, tomograms "
         f"{'x'.join(map(str, p.tomogram_size))} ts-px, hand {p.hand:+d}",
-        f"  {result.n_particles} particles; initial poses: rot ±{p.rot_error_deg:g}°, tilt σ {p.tilt_error_deg:g}°, "
+        f"  {result.n_particles} particles; initial poses: rot σ {p.rot_error_deg / 2:g}° (≤ {p.rot_error_deg:g}°), tilt σ {p.tilt_error_deg:g}°, "
         f"psi σ {p.psi_error_deg:g}°, position RMS {p.position_error_angst:g} Å",
     ]
     for t in result.tomograms:

@@ -78,8 +78,8 @@ class SimulationParameters:
 
     Initial poses (particles.star; particles_true.star holds the truth)
     ------------------------------------------------------------------
-    rot_error_deg : ``rlnAngleRot`` error, uniform in ± this (degrees; in-plane about the
-        particle's symmetry axis).
+    rot_error_deg : largest ``rlnAngleRot`` error (degrees; in-plane about the particle's
+        symmetry axis): normal with σ = half of it, clipped at ± it.
     tilt_error_deg, psi_error_deg : σ of normal errors on ``rlnAngleTilt`` / ``rlnAnglePsi``.
     position_error_angst : RMS 3D error of the initial centred coordinates (Å).
 

@@ -240,10 +240,16 @@ def perturb_poses(
     psi_error: float,
     position_error_px: float,
 ) -> ParticlePoses:
-    """Initial poses: truth + errors (rot uniform ±rot_error, tilt/psi normal σ, degrees;
-    position isotropic normal with RMS 3D error ``position_error_px``). A_sub is kept."""
+    """Initial poses: truth + errors (rot normal with σ = rot_error/2, clipped to ±rot_error;
+    tilt/psi normal σ, degrees; position isotropic normal with RMS 3D error
+    ``position_error_px``). A_sub is kept.
+
+    The rot error is not uniform: errors spread evenly over a whole symmetry period (±30° for
+    C6) would average the initial reference into a cylinder, whose in-plane orientation (and
+    hence that of every refined particle) could then not be recovered by any refinement.
+    """
     n = len(poses)
-    d_rot = rng.uniform(-rot_error, rot_error, n)
+    d_rot = np.clip(rng.normal(0.0, rot_error / 2.0, n), -rot_error, rot_error) if rot_error > 0 else np.zeros(n)
     d_tilt = rng.normal(0.0, tilt_error, n) if tilt_error > 0 else np.zeros(n)
     d_psi = rng.normal(0.0, psi_error, n) if psi_error > 0 else np.zeros(n)
     angles = poses.angles + np.stack([d_rot, d_tilt, d_psi], axis=1)

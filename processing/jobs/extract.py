@@ -1,0 +1,112 @@
+"""Job entry point of Extract subtomos (RELION ``relion_tomo_subtomo``).
+
+::
+
+    python -m processing.jobs.extract --job-dir Extract/job002
+    mpiexec -n 2 python -m mpi4py -m processing.jobs.extract --job-dir Extract/job002
+    tomodash extract --i optimisation_set.star --o Extract/job002/ --b 64 --crop 48 --bin 3 \\
+        --stack2d --float16 --j 2
+
+The first two read ``job.star`` from the job directory; the third takes relion_tomo_subtomo's
+flags, writes them as ``job.star`` in ``--o`` and runs the same code.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from processing.errors import InputError
+from processing.extract import ExtractionSettings, extract_subtomograms
+from processing.io.particles import ParticleSet
+from processing.io.paths import resolve_path
+from processing.io.tomograms import TomogramSet
+from processing.parallel import Communicator
+
+from .extract_params import ExtractParameters
+from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
+
+__all__ = ["settings_from_params", "validate", "run", "main", "add_parser"]
+
+
+def settings_from_params(params: ExtractParameters, extras: argparse.Namespace, *,
+                         is_continue: bool = False) -> ExtractionSettings:
+    """The engine's settings for these job parameters and extra flags."""
+    return ExtractionSettings(
+        binning=float(params.binning), box=int(params.box_size), crop=int(params.effective_crop_size),
+        max_dose=float(params.max_dose), min_frames=int(params.min_frames),
+        stack2d=bool(params.do_stack2d), float16=bool(params.do_float16),
+        apply_ctf=not extras.no_ctf, invert_contrast=not extras.no_ic,
+        circle_crop=not extras.no_circle_crop, apply_offsets=not extras.dont_apply_offsets,
+        threads=int(params.nr_threads), only_unfinished=is_continue,
+    )
+
+
+def check_inputs(particles_file: str, tomograms_file: str, trajectories_file: str | None) -> None:
+    """Read the input sets and check every tilt image the particles need exists.
+
+    Raises
+    ------
+    InputError
+        Naming the file (and table/column/row) at fault.
+    """
+    tomograms = TomogramSet.read(tomograms_file)
+    particles = ParticleSet.read(particles_file, tomograms)
+    if len(particles) == 0:
+        raise InputError("the particle set is empty", file=particles_file, table="particles")
+    for name in sorted(set(particles.tomo_names().tolist())):
+        tilts = tomograms[name].tilts
+        for micrograph in tilts.micrograph_names:
+            path = resolve_path(micrograph, referrer=tilts.file)
+            if not path.is_file():
+                raise InputError(f"tilt image of {name} not found: {micrograph}", file=tilts.file,
+                                 column="rlnMicrographName")
+    if trajectories_file:
+        from processing.extract.trajectories import read_trajectories
+
+        read_trajectories(trajectories_file)
+
+
+def validate(params: ExtractParameters, extras: argparse.Namespace) -> None:
+    """Everything that can be checked before anything is written."""
+    settings_from_params(params, extras)
+    inputs = params.resolve_inputs()
+    if not inputs.particles or not inputs.tomograms:
+        raise InputError("the optimisation set names no particle or tomogram set",
+                         file=params.in_optimisation, column="rlnTomoParticlesFile")
+    check_inputs(inputs.particles, inputs.tomograms, inputs.trajectories or None)
+
+
+def run(params: ExtractParameters, extras: argparse.Namespace, *, job_dir: Path, comm: Communicator,
+        is_continue: bool, log=print) -> None:
+    """Extract all particles into ``job_dir`` (particles.star, optimisation_set.star, Subtomograms/)."""
+    inputs = params.resolve_inputs()
+    settings = settings_from_params(params, extras, is_continue=is_continue)
+    result = extract_subtomograms(
+        particles_file=inputs.particles, tomograms_file=inputs.tomograms, output_dir=job_dir,
+        settings=settings, trajectories_file=inputs.trajectories or None, comm=comm, job_dir=job_dir,
+        log=log,
+    )
+    if result is not None:
+        log(f"Extracted {result.n_particles} particles ({result.n_dropped} dropped, "
+            f"{result.n_computed} written, {result.n_skipped} already complete), "
+            f"{result.tilts_extracted} tilt images, in {result.seconds:.1f} s")
+        log(f"Written: {result.particles_file} and {result.optimisation_set_file}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``tomodash extract`` (relion_tomo_subtomo's flags)."""
+    parser = subparsers.add_parser(
+        "extract", help="Extract subtomos (flags of relion_tomo_subtomo)", allow_abbrev=False,
+    )
+    build_flag_parser(ExtractParameters, parser=parser)
+    parser.set_defaults(func=lambda args: main_from_flags(ExtractParameters, args, validate=validate, run=run))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_from_job_dir(ExtractParameters, argv, validate=validate, run=run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Job entry point of 3D auto-refine (RELION ``relion.refine3d.tomo`` / relion_refine).
+
+::
+
+    python -m processing.jobs.refine3d --job-dir Refine3D/job004
+    mpiexec -n 3 python -m mpi4py -m processing.jobs.refine3d --job-dir Refine3D/job004
+    mpiexec -n 3 tomodash refine --o Refine3D/job004/run --auto_refine --split_random_halves \\
+        --ios Extract/job002/optimisation_set.star --ref Reconstruct/job003/merged.mrc ...
+
+The first two read ``job.star`` (Refine3DParameters) from the job directory; the third takes
+relion_refine's flags. Both end in :func:`run_with_lifecycle`: exit markers, run.err, abort.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from processing.errors import InputError
+from processing.io.jobstar import JobStar
+from processing.jobs.lifecycle import job_lifecycle, record_failure
+from processing.parallel import Communicator, get_communicator
+from processing.refine.options import RefineOptions
+
+from .refine3d_params import Refine3DParameters
+from .relion_params import _append_note, _configure_threads
+
+__all__ = ["Refine3DParameters", "run_with_lifecycle", "main"]
+
+
+def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = None, invoked: str | None = None) -> int:
+    """Run the refinement in its job directory (the parent of ``--o``) with exit markers."""
+    from processing.refine.driver import run_refine
+
+    comm = comm or get_communicator()
+    job_dir = Path(options.output_root).parent
+    if comm.is_leader:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        if invoked:
+            _append_note(job_dir, [invoked])
+    comm.barrier()
+    _configure_threads(options.threads)
+    with job_lifecycle(job_dir, comm):
+        run_refine(options, comm=comm, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m processing.jobs.refine3d",
+                                     description="Run a 3D auto-refine job from its job.star.")
+    parser.add_argument("--job-dir", required=True, metavar="DIR")
+    args = parser.parse_args(argv)
+    comm = get_communicator()
+    job_dir = Path(args.job_dir)
+    try:
+        star = job_dir / "job.star"
+        if not star.is_file():
+            raise InputError("job.star not found in the job directory", file=star)
+        job = JobStar.read(star)
+        if not job.type_label.startswith("relion.refine3d"):
+            raise InputError(f"this job.star is a {job.type_label!r} job, not 3D auto-refine",
+                             file=star, column="rlnJobTypeLabel")
+        params = Refine3DParameters.from_job_options(job.options, source=str(star))
+        params.check(is_continue=job.is_continue)
+        options = params.to_options(job_dir, is_continue=job.is_continue)
+        if comm.size > 1 and comm.size != params.nr_mpi and comm.is_leader:
+            print(f"WARNING: running on {comm.size} MPI processes, job.star asks for {params.nr_mpi}",
+                  file=sys.stderr, flush=True)
+    except InputError as exc:
+        if comm.is_leader:
+            print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+            if job_dir.is_dir():
+                record_failure(job_dir, str(exc))
+        return 2
+    prefix = f"mpiexec -n {comm.size} python -m mpi4py " if comm.size > 1 else "python "
+    invoked = f"{prefix}-m processing.jobs.refine3d --job-dir {job_dir}\n# equivalent: " + \
+        params.command_line(job_dir, is_continue=job.is_continue)
+    return run_with_lifecycle(options, comm=comm, invoked=invoked)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

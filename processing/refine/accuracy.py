@@ -1,0 +1,79 @@
+"""Expected accuracy of rotations and translations (RELION calculateExpectedAngularErrors,
+spec 5.7): how far a pose must move before the model's projections become 100 times less
+likely, given the CTFs and the noise."""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from processing.geometry.euler import euler_to_matrix
+
+from .estep import EStepContext, ParticleState, Reference, _phases, _projected_shifts, _slices
+from .particles import ParticleImages
+
+__all__ = ["expected_accuracy", "angle_steps", "shift_steps"]
+
+#: -ln(0.01): the perturbed pose is 100 times less likely.
+THRESHOLD = 4.60517
+
+
+def angle_steps(limit: float = 30.0) -> NDArray[np.float64]:
+    """RELION's growing angular error steps (deg) up to ``limit``."""
+    out, a = [], 0.0
+    while a < limit:
+        a += 0.05 if a < 0.2 else 0.1 if a < 1 else 0.2 if a < 2 else 0.5 if a < 5 else 1.0 if a < 10 else \
+            2.0 if a < 20 else 5.0
+        out.append(min(a, limit))
+    return np.array(out)
+
+
+def shift_steps(limit: float = 10.0) -> NDArray[np.float64]:
+    """RELION's growing shift error steps (px) up to ``limit``."""
+    out, s = [], 0.0
+    while s < limit:
+        s += 0.1 if s < 1 else 0.2 if s < 2 else 0.5 if s < 5 else 1.0 if s < 10 else 2.0
+        out.append(min(s, limit))
+    return np.array(out)
+
+
+def _first_exceeding(diffs: NDArray, values: NDArray) -> float:
+    above = np.flatnonzero(diffs > THRESHOLD)
+    return float(values[above[0]] if above.size else values[-1])
+
+
+def expected_accuracy(
+    ctx: EStepContext, particles: list[tuple[ParticleImages, ParticleState]], *, rng: np.random.Generator,
+) -> tuple[float, float]:
+    """Mean angular (deg) and translational (Å) accuracy over the given particles."""
+    angles_found, shifts_found = [], []
+    freq = ctx.frequencies(ctx.current_size)
+    a_steps = angle_steps()
+    s_steps = shift_steps()
+    for particle, state in particles:
+        ref: Reference = ctx.references[state.half]
+        geo = particle.geometry
+        F = geo.rotations.shape[0]
+        C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float64)
+        inv_s2 = 1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)
+        weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
+        base = euler_to_matrix(*state.angles)
+        v0 = _slices(ref, geo.rotations @ base, freq)                       # (F, K)
+        # Rotation: perturb one randomly chosen Euler angle by growing amounts.
+        which = int(rng.integers(3))
+        pert = np.tile(state.angles, (a_steps.size, 1))
+        pert[:, which] += a_steps
+        mats = euler_to_matrix(pert[:, 0], pert[:, 1], pert[:, 2])          # (S, 3, 3)
+        rot = np.einsum("fij,sjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
+        v1 = _slices(ref, rot, freq).reshape(a_steps.size, F, -1)
+        d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
+        angles_found.append(_first_exceeding(d, a_steps))
+        # Translation: shift along a random axis of the subtomogram frame.
+        axis = np.zeros(3)
+        axis[int(rng.integers(3))] = 1.0
+        shifts = _projected_shifts(geo.rotations, s_steps[:, None] * axis[None], ctx.is_3d)
+        ph = _phases(freq, shifts, ctx.ori, -1.0)                           # (S, F, K)
+        d = (np.abs(v0[None] * (1.0 - ph)) ** 2 * weight[None]).sum(axis=(1, 2))
+        shifts_found.append(_first_exceeding(d, s_steps))
+    if not angles_found:
+        return 999.0, 999.0
+    return float(np.mean(angles_found)), float(np.mean(shifts_found) * ctx.pixel_size)

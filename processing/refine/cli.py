@@ -1,0 +1,295 @@
+"""``tomodash refine <relion_refine flags>``: relion_refine's command line for 3D auto-refine.
+
+The tomo "3D auto-refine" job of RELION's GUI builds a ``relion_refine(_mpi)`` command
+(project spec 8.5, STA spec 5.1). :func:`parse_refine_args` accepts exactly the flags that
+command uses (plus a few relion_refine options that make sense for this job), so that::
+
+    mpiexec -n 3 `which relion_refine_mpi` --o Refine3D/job004/run --auto_refine ...
+
+runs unchanged as::
+
+    mpiexec -n 3 tomodash refine --o Refine3D/job004/run --auto_refine ...
+
+Parsing follows relion_refine's own parser: flags may come in any order, a flag given twice
+takes its first value, boolean flags take no value, ``--gpu`` takes an optional value.
+Flags of relion_refine that this job does not support (``--blush``, ``--relax_sym``, helical
+options, classification options, ...) are refused with an error naming them: a run never
+silently ignores an option.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from processing.errors import InputError
+
+from .options import RefineOptions
+
+__all__ = ["parse_refine_args", "add_parser", "run", "SUPPORTED_FLAGS", "refine_help"]
+
+
+@dataclass(frozen=True)
+class _Flag:
+    attr: str | None          # RefineOptions field (None: accepted, no effect on the run)
+    kind: str                 # "flag", "int", "float", "str", "optional_str"
+    value: Any = True         # value stored for kind "flag"
+    help: str = ""
+
+
+def _f(attr, kind, help, value=True):
+    return _Flag(attr, kind, value, help)
+
+
+#: Every flag :func:`parse_refine_args` accepts, with the RefineOptions field it sets.
+SUPPORTED_FLAGS: dict[str, _Flag] = {
+    # I/O
+    "--o": _f("output_root", "str", "output rootname, e.g. Refine3D/job004/run"),
+    "--ios": _f("optimisation_set", "str", "input optimisation set (particles, tomograms, trajectories)"),
+    "--i": _f("particles", "str", "input particle set (overrides the optimisation set's)"),
+    "--tomograms": _f("tomograms", "str", "input tomogram set (overrides the optimisation set's)"),
+    "--trajectories": _f("trajectories", "str", "input motion trajectories (overrides the optimisation set's)"),
+    "--ref": _f("reference", "str", "reference map (MRC)"),
+    "--solvent_mask": _f("solvent_mask", "str", "reference mask: values in [0,1], 1 = protein"),
+    "--continue": _f("continue_from", "str", "continue from this run_itNNN_optimiser.star"),
+    # gold standard auto-refine
+    "--auto_refine": _f("auto_refine", "flag", "3D auto-refine (required)"),
+    "--split_random_halves": _f("split_random_halves", "flag", "gold-standard random halves (required)"),
+    "--low_resol_join_halves": _f("low_resol_join_halves", "float", "join the halves below this resolution (Å)"),
+    "--auto_iter_max": _f("auto_iter_max", "int", "stop after this many iterations"),
+    "--random_seed": _f("random_seed", "int", "random seed (-1: from the clock)"),
+    # reference
+    "--firstiter_cc": _f("firstiter_cc", "flag", "cross-correlation in iteration 1 (reference not on absolute greyscale)"),
+    "--trust_ref_size": _f("trust_ref_size", "flag", "resize the reference to the particles' pixel and box"),
+    "--ini_high": _f("ini_high", "float", "initial low-pass filter of the reference (Å)"),
+    "--sym": _f("symmetry", "str", "point-group symmetry (C1, C6, D2, T, O, I, ...)"),
+    # CTF
+    "--ctf": _f("ctf", "flag", "CTF correction"),
+    "--ctf_intact_first_peak": _f("ctf_intact_first_peak", "flag", "ignore CTFs until their first peak"),
+    # optimisation
+    "--particle_diameter": _f("particle_diameter", "float", "mask diameter (Å)"),
+    "--flatten_solvent": _f("flatten_solvent", "flag", "mask the references after each iteration"),
+    "--zero_mask": _f("zero_mask", "flag", "fill the particles' solvent with zeros (else noise)"),
+    "--solvent_correct_fsc": _f("solvent_correct_fsc", "flag", "solvent-flattened, phase-randomisation-corrected FSCs"),
+    "--tau2_fudge": _f("tau2_fudge", "float", "regularisation parameter T"),
+    "--norm": _f("norm", "flag", "per-particle normalisation correction"),
+    "--scale": _f("scale", "flag", "per-group intensity-scale correction"),
+    # sampling
+    "--oversampling": _f("oversampling", "int", "adaptive oversampling order"),
+    "--healpix_order": _f("healpix_order", "int", "initial HEALPix order (angular sampling 60/2^order deg)"),
+    "--psi_step": _f("psi_step", "float", "psi step (deg; default: the HEALPix step)"),
+    "--auto_local_healpix_order": _f("auto_local_healpix_order", "int", "HEALPix order from which local searches start"),
+    "--offset_range": _f("offset_range", "float", "initial offset search range (px)"),
+    "--offset_step": _f("offset_step", "float", "initial offset step (px)"),
+    "--offset": _f("offset_prior_sigma", "float", "initial sigma of the offset prior (Å)"),
+    "--sigma_tilt": _f("sigma_tilt", "float", "prior width on the tilt angle (deg)"),
+    "--auto_ignore_angles": _f("auto_ignore_angles", "flag", "finer sampling despite changing angles"),
+    "--auto_resol_angles": _f("auto_resol_angles", "flag", "finer sampling when the resolution requires it"),
+    "--perturb": _f("perturb", "float", "random perturbation of the sampling (fraction of a step)"),
+    # compute
+    "--pad": _f("pad", "int", "padding factor of the references (1 or 2)"),
+    "--pool": _f("pool", "int", "particles per thread in one batch"),
+    "--preread_images": _f("preread_images", "flag", "read all particles into memory first"),
+    "--scratch_dir": _f("scratch_dir", "str", "copy the particles to this (fast, local) directory"),
+    "--dont_combine_weights_via_disc": _f("combine_weights_via_disc", "flag", "combine sums through MPI, not files", False),
+    "--no_parallel_disc_io": _f("parallel_disc_io", "flag", "only the leader reads particle files", False),
+    "--j": _f("threads", "int", "threads per MPI process"),
+    "--gpu": _f("gpu", "optional_str", "use GPUs (optional ids: ranks separated by ':', threads by ',')"),
+    # harmless additions of RELION's GUI
+    "--pipeline_control": _f(None, "str", "job directory of the pipeline (accepted; exit markers go to the --o directory)"),
+    "--theme": _f(None, "str", "GUI theme (accepted, no effect)"),
+}
+
+#: relion_refine flags RELION's tomo auto-refine GUI can produce that we refuse, and why.
+_REFUSED: dict[str, str] = {
+    "--blush": "Blush regularisation needs RELION's neural-network denoiser and is not supported",
+    "--relax_sym": "symmetry relaxation is not supported",
+    "--helix": "helical reconstruction is not supported",
+    "--K": "classification is not supported: tomodash refine is 3D auto-refine (one class)",
+    "--iter": "fixed iteration counts are for classification; auto-refine stops when it converges "
+              "(use --auto_iter_max to cap it)",
+}
+
+
+def refine_help() -> str:
+    """The usage text of ``tomodash refine``."""
+    lines = [
+        "usage: tomodash refine <relion_refine flags>",
+        "",
+        "3D auto-refine (gold-standard, maximum likelihood) with relion_refine's flags; a",
+        "RELION command line runs unchanged with relion_refine(_mpi) replaced by tomodash refine.",
+        "",
+        "flags:",
+    ]
+    width = max(len(k) for k in SUPPORTED_FLAGS) + 8
+    for name, flag in SUPPORTED_FLAGS.items():
+        arg = {"flag": "", "int": " N", "float": " X", "str": " S", "optional_str": " [S]"}[flag.kind]
+        lines.append(f"  {(name + arg).ljust(width)} {flag.help}")
+    return "\n".join(lines)
+
+
+def _convert(flag_name: str, flag: _Flag, text: str) -> Any:
+    try:
+        if flag.kind == "int":
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if flag.kind == "float":
+            return float(text)
+    except ValueError:
+        expected = "an integer" if flag.kind == "int" else "a number"
+        raise InputError(f"{flag_name} expects {expected}, got {text!r}", column=flag_name) from None
+    return text
+
+
+def parse_refine_args(argv: Sequence[str]) -> RefineOptions:
+    """Parse relion_refine's command-line flags of a 3D auto-refine run.
+
+    Parameters
+    ----------
+    argv
+        The arguments (without the program name; a leading ``relion_refine`` /
+        ``relion_refine_mpi`` / ```which relion_refine_mpi``` token is skipped).
+
+    Returns
+    -------
+    RefineOptions
+        With ``command_line`` = the arguments as given.
+
+    Raises
+    ------
+    InputError
+        An unknown or unsupported flag, a missing or malformed value, a stray argument, or a
+        missing compulsory option (``--o``; for a new run ``--auto_refine``,
+        ``--split_random_halves``, an input and ``--ref``). ``column`` names the flag.
+    """
+    args = [str(a) for a in argv]
+    if args and not args[0].startswith("--") and "relion_refine" in args[0]:
+        args = args[1:]
+    values: dict[str, Any] = {}
+    seen: set[str] = set()
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--"):
+            raise InputError(f"unexpected argument {token!r} (every option starts with --)", column=token)
+        if token in _REFUSED:
+            raise InputError(f"{token}: {_REFUSED[token]}", column=token)
+        flag = SUPPORTED_FLAGS.get(token)
+        if flag is None:
+            raise InputError(
+                f"unknown option {token} (tomodash refine accepts relion_refine's 3D auto-refine "
+                f"options; see tomodash refine --help)", column=token)
+        i += 1
+        if flag.kind == "flag":
+            value: Any = flag.value
+        elif flag.kind == "optional_str":
+            if i < len(args) and not args[i].startswith("--"):
+                value = args[i]
+                i += 1
+            else:
+                value = ""
+        else:
+            if i >= len(args) or (args[i].startswith("--") and args[i] in SUPPORTED_FLAGS | _REFUSED):
+                raise InputError(f"{token} expects a value", column=token)
+            value = _convert(token, flag, args[i])
+            i += 1
+        if token in seen:
+            continue  # relion_refine reads the first occurrence of an option
+        seen.add(token)
+        if flag.attr is not None:
+            values[flag.attr] = value
+
+    if "output_root" not in values or not values["output_root"]:
+        raise InputError("--o (output rootname, e.g. Refine3D/job004/run) is required", column="--o")
+    continuing = bool(values.get("continue_from"))
+    if continuing:
+        # A continuation is always the gold-standard auto-refine it continues.
+        values.setdefault("auto_refine", True)
+        values.setdefault("split_random_halves", True)
+    else:
+        if not values.get("auto_refine"):
+            raise InputError("--auto_refine is required: tomodash refine runs 3D auto-refine", column="--auto_refine")
+        if not values.get("split_random_halves"):
+            raise InputError("--split_random_halves is required: auto-refine is gold-standard "
+                             "(two independent random halves)", column="--split_random_halves")
+        if not values.get("optimisation_set") and not values.get("particles"):
+            raise InputError("an input is required: --ios <optimisation set> or --i <particles> "
+                             "--tomograms <tomograms>", column="--ios")
+        if not values.get("optimisation_set") and not values.get("tomograms"):
+            raise InputError("--tomograms is required with --i (2D-stack particles need their tomogram set)",
+                             column="--tomograms")
+        if not values.get("reference") or values.get("reference") == "None":
+            raise InputError("--ref <map> is required (de-novo refinement without a reference is not supported)",
+                             column="--ref")
+    if "symmetry" in values:
+        from processing.geometry.symmetry import normalise_symmetry_name
+
+        try:
+            values["symmetry"] = normalise_symmetry_name(values["symmetry"])
+        except InputError as exc:
+            raise InputError(f"--sym: {exc.message}", column="--sym") from None
+    _check_ranges(values)
+    return RefineOptions(**values, command_line=tuple(args))
+
+
+def _check_ranges(values: dict[str, Any]) -> None:
+    def bad(flag: str, message: str) -> InputError:
+        return InputError(f"{flag} {message}", column=flag)
+
+    if values.get("offset_step", 1.0) <= 0:
+        raise bad("--offset_step", "must be positive")
+    if values.get("offset_range", 0.0) < 0:
+        raise bad("--offset_range", "cannot be negative")
+    if "particle_diameter" in values and values["particle_diameter"] == 0:
+        raise bad("--particle_diameter", "must be positive (or negative for the box size)")
+    if not 0 <= values.get("oversampling", 1) <= 3:
+        raise bad("--oversampling", "must be between 0 and 3")
+    for flag, attr in (("--healpix_order", "healpix_order"), ("--auto_local_healpix_order", "auto_local_healpix_order")):
+        if not 0 <= values.get(attr, 0) <= 8:
+            raise bad(flag, "must be between 0 and 8")
+    if values.get("pad", 2) not in (1, 2):
+        raise bad("--pad", "must be 1 or 2")
+    if values.get("pool", 1) < 1:
+        raise bad("--pool", "must be at least 1")
+    if values.get("threads", 1) < 1:
+        raise bad("--j", "must be at least 1")
+    if values.get("tau2_fudge", 1.0) <= 0:
+        raise bad("--tau2_fudge", "must be positive")
+    if values.get("auto_iter_max", 1) < 1:
+        raise bad("--auto_iter_max", "must be at least 1")
+
+
+# --------------------------------------------------------------------------------------------
+# the ``tomodash refine`` subcommand
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``tomodash refine`` (sets ``func``). All arguments go to :func:`parse_refine_args`."""
+    parser = subparsers.add_parser(
+        "refine",
+        help="3D auto-refine with relion_refine's command-line flags",
+        description="3D auto-refine; takes relion_refine's flags (tomodash refine --help lists them).",
+        prefix_chars="+",   # every --flag is passed through untouched
+        add_help=False,
+    )
+    parser.add_argument("relion_args", nargs=argparse.REMAINDER, help="relion_refine flags")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace, *, runner: Callable[..., int] | None = None) -> int:
+    """Parse ``args.relion_args`` and run the refinement (``runner`` replaces the driver in tests)."""
+    argv = list(args.relion_args)
+    if not argv or any(a in ("--help", "-h") for a in argv):
+        print(refine_help(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    options = parse_refine_args(argv)
+    if runner is None:
+        from processing.jobs.refine3d import run_with_lifecycle  # the engine is imported only to run
+
+        return run_with_lifecycle(options, invoked="tomodash refine " + " ".join(argv))
+    return int(runner(options) or 0)

@@ -1,0 +1,622 @@
+"""3D auto-refine driver: initialisation, the iteration loop, MPI distribution, outputs,
+continuation and abort (spec 5.3, 5.4, 5.9, 5.13, 5.14).
+
+MPI layout (``mpiexec -n N``, N odd >= 3): rank 0 leads (metadata, M-step, files) and does no
+image work; odd ranks refine half 1, even ranks half 2, each sharing its half's particles.
+With one process, that process refines both halves itself.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from processing.errors import InputError
+from processing.fourier.fft import irfft3_centered, rfft3_centered, shell_index
+from processing.fourier.filters import initial_lowpass
+from processing.fourier.projector import fourier_grid_from_volume
+from processing.geometry.euler import euler_to_matrix
+from processing.geometry.sampling import AngularSampling, translation_grid
+from processing.geometry.symmetry import normalise_symmetry_name, symmetry_operators
+from processing.io.atomic import atomic_write
+from processing.io.mrc import read_mrc, write_mrc
+from processing.io.optimisation_set import OptimisationSet
+from processing.io.particles import ParticleSet
+from processing.io.tomograms import TomogramSet
+from processing.jobs.lifecycle import check_abort
+from processing.parallel import Communicator, get_communicator
+
+from . import mstep
+from .accuracy import expected_accuracy
+from .estep import EStepContext, HalfAccumulator, ParticleResult, ParticleState, Reference, expect_particle
+from .options import RefineOptions
+from .particles import ParticleStore
+from .schedule import (
+    RefineCounters, SamplingState, has_converged, hidden_variable_changes, image_sizes,
+    update_angular_sampling, update_change_counters,
+)
+
+__all__ = ["run_refine", "RefineRun"]
+
+#: particles used for the initial noise estimate, per optics group (RELION: 10 for STA).
+NOISE_PARTICLES = 10
+#: particles used for the accuracy estimate (RELION: 100).
+ACCURACY_PARTICLES = 100
+
+
+@dataclass
+class HalfState:
+    """One half's reference and model."""
+
+    map: NDArray[np.float64]
+    fsc: NDArray[np.float64]
+    ssnr: NDArray[np.float64]
+    tau2: NDArray[np.float64]
+    sigma2_ref: NDArray[np.float64]
+    completeness: NDArray[np.float64]
+
+
+@dataclass
+class RunState:
+    """Everything needed to write an iteration's files and to continue from them."""
+
+    halves: list[HalfState]
+    sigma2: NDArray[np.float64]
+    pdf_direction: NDArray[np.float64]
+    scales: NDArray[np.float64]
+    counters: RefineCounters
+    sampling: SamplingState
+    particles: list[ParticleState]
+    pmax: NDArray[np.float64]
+    n_significant: NDArray[np.int64]
+    log_likelihood_particles: NDArray[np.float64]
+    log_likelihood: float = 0.0
+    joined: bool = False
+    unfil: list[NDArray[np.float64]] = field(default_factory=list)
+
+
+class RefineRun:
+    """One 3D auto-refine run (see module docstring)."""
+
+    def __init__(self, options: RefineOptions, *, comm: Communicator | None = None, log=print) -> None:
+        self.options = options
+        self.comm = comm or Communicator(None)
+        self.log = log if self.comm.is_leader else (lambda *a, **k: None)
+        self.output_root = Path(options.output_root)
+        self.job_dir = self.output_root.parent
+        self.symmetry = normalise_symmetry_name(options.symmetry)
+        self.operators = symmetry_operators(self.symmetry)
+        seed = options.random_seed if options.random_seed >= 0 else int(time.time())
+        self.seed = self.comm.bcast(seed)
+        self.timings: dict[str, float] = {}
+        self.started = time.time()
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def _inputs(self) -> tuple[str, str, str | None]:
+        o = self.options
+        particles, tomograms, trajectories = o.particles, o.tomograms, o.trajectories
+        if o.optimisation_set:
+            opt = OptimisationSet.read(o.optimisation_set)
+            particles = particles or opt.particles
+            tomograms = tomograms or opt.tomograms
+            trajectories = trajectories or opt.trajectories
+        if not particles:
+            raise InputError("no particles: give --ios (optimisation set) or --i", column="--ios")
+        if not tomograms:
+            raise InputError("no tomogram set: give --ios or --tomograms", column="--tomograms")
+        return str(particles), str(tomograms), (str(trajectories) if trajectories else None)
+
+    def load_data(self, particles_file: str, tomograms_file: str) -> None:
+        o = self.options
+        self.particles_file, self.tomograms_file = particles_file, tomograms_file
+        self.tomograms = TomogramSet.read(tomograms_file)
+        self.particle_set = ParticleSet.read(particles_file, self.tomograms)
+        ps = self.particle_set
+        optics = ps.optics
+        for label in ("rlnImageSize", "rlnImagePixelSize"):
+            if optics is None or label not in optics.columns:
+                raise InputError("particles were not extracted (no %s in the optics table): run Extract "
+                                 "subtomos first" % label, file=particles_file, table="optics", column=label)
+        self.ori = int(optics["rlnImageSize"].iloc[0])
+        self.pixel_size = float(optics["rlnImagePixelSize"].iloc[0])
+        self.is_3d = ps.are_2d_stacks is False or (
+            "rlnImageDimensionality" in optics.columns and int(optics["rlnImageDimensionality"].iloc[0]) == 3)
+        self.particle_diameter = o.particle_diameter if o.particle_diameter > 0 else (self.ori - 5) * self.pixel_size
+        self.mask_radius_px = self.particle_diameter / (2.0 * self.pixel_size)
+        self.store = ParticleStore(
+            ps, self.tomograms, box=self.ori, pixel_size=self.pixel_size, mask_radius_px=self.mask_radius_px,
+            zero_mask=o.zero_mask, do_ctf=o.ctf, intact_first_peak=o.ctf_intact_first_peak,
+            preread=o.preread_images, scratch_dir=o.scratch_dir if o.scratch_dir else None, seed=self.seed,
+        )
+        tomo_names = ps.tomo_names()
+        self.group_names = sorted(set(tomo_names.tolist()), key=self.tomograms.names.index)
+        self.groups = np.array([self.group_names.index(t) for t in tomo_names])
+        self.n_shells = self.ori // 2 + 1
+        self.npix_per_shell = np.bincount(
+            np.minimum(shell_index(self.ori, ndim=3 if self.is_3d else 2).ravel(), self.n_shells),
+            minlength=self.n_shells + 1)[: self.n_shells].astype(np.float64)
+
+    def _random_halves(self) -> NDArray[np.int64]:
+        subsets = self.particle_set.random_subset()
+        n = len(self.particle_set)
+        if subsets is None or np.all(subsets == 0):
+            rng = np.random.default_rng(self.seed)
+            return rng.integers(0, 2, n)
+        if not np.isin(subsets, (1, 2)).all():
+            bad = int(np.flatnonzero(~np.isin(subsets, (1, 2)))[0])
+            raise InputError("rlnRandomSubset must be 1 or 2 for every particle (or absent for all)",
+                             file=self.particles_file, table="particles", column="rlnRandomSubset", row=bad + 1)
+        return subsets.astype(np.int64) - 1
+
+    def _read_reference(self) -> NDArray[np.float64]:
+        o = self.options
+        if not o.reference:
+            raise InputError("a reference map is required (--ref)", column="--ref")
+        ref = read_mrc(o.reference)
+        vol = np.asarray(ref.data, dtype=np.float64)
+        if vol.ndim != 3 or len(set(vol.shape)) != 1:
+            raise InputError(f"reference must be a cubic 3D map, got shape {vol.shape}", file=o.reference)
+        px = float(ref.pixel_size) if ref.pixel_size else self.pixel_size
+        if vol.shape[0] == self.ori and abs(px - self.pixel_size) < 1e-3 * self.pixel_size:
+            return vol
+        if not o.trust_ref_size:
+            raise InputError(
+                f"reference box {vol.shape[0]} at {px:.3f} Å/px differs from the particles' "
+                f"{self.ori} at {self.pixel_size:.3f} Å/px; set 'Resize reference if needed?' (--trust_ref_size)",
+                file=o.reference)
+        return resize_reference(vol, px, self.ori, self.pixel_size)
+
+    # ---- initialisation -----------------------------------------------------------------
+
+    def initialise(self) -> RunState:
+        o = self.options
+        halves = self._random_halves()
+        ref = self._read_reference()
+        if o.ini_high > 0:
+            ref = initial_lowpass(ref, resolution=o.ini_high, pixel_size=self.pixel_size)
+        sampling = SamplingState(
+            healpix_order=o.healpix_order,
+            psi_step=o.psi_step if o.psi_step > 0 else 360.0 / (6 * 2 ** o.healpix_order),
+            offset_range=o.offset_range * self.pixel_size, offset_step=o.offset_step * self.pixel_size,
+            oversampling=o.oversampling, healpix_order_original=o.healpix_order,
+        )
+        sampling.psi_step_original = sampling.psi_step
+        sampling.offset_range_original = sampling.offset_range
+        sampling.offset_step_original = sampling.offset_step
+        if o.sigma_tilt > 0:
+            sampling.sigma_tilt = o.sigma_tilt
+        if o.healpix_order >= o.auto_local_healpix_order:
+            sampling.local_search = True
+            sampling.sigma_rot = sampling.sigma_tilt = sampling.sigma_psi = 2.0 * sampling.angular_step()
+        counters = RefineCounters(sigma_offset=o.offset_prior_sigma)
+        if o.ini_high > 0:
+            counters.current_resolution = round(self.ori * self.pixel_size / o.ini_high) / (self.ori * self.pixel_size)
+        ps = self.particle_set
+        angles = ps.angles()
+        origins = ps.origins()
+        priors = np.full((len(ps), 3), np.nan)
+        for k, getter in enumerate((ps.rot_prior, ps.tilt_prior, ps.psi_prior)):
+            values = getter()
+            if values is not None:
+                priors[:, k] = np.where(np.abs(values - 999.0) < 1e-6, np.nan, values)
+        origin_prior = np.zeros((len(ps), 3))
+        for k, label in enumerate(("rlnOriginXPriorAngst", "rlnOriginYPriorAngst", "rlnOriginZPriorAngst")):
+            if label in ps.particles.columns:
+                origin_prior[:, k] = ps.particles[label].astype(float).to_numpy()
+        states = [ParticleState(angles=angles[i].copy(), origin=origins[i].copy(), prior_angles=priors[i],
+                                origin_prior=origin_prior[i], half=int(halves[i]), group=int(self.groups[i]))
+                  for i in range(len(ps))]
+        sigma2 = self._initial_noise()
+        n_dirs = AngularSampling.create(sampling.healpix_order, self.symmetry, sampling.psi_step).n_directions
+        zeros = np.zeros(self.n_shells)
+        half_state = HalfState(map=ref, fsc=zeros.copy(), ssnr=zeros.copy(), tau2=zeros.copy(),
+                               sigma2_ref=zeros.copy(), completeness=zeros.copy())
+        return RunState(
+            halves=[half_state, HalfState(**{k: v.copy() for k, v in half_state.__dict__.items()})],
+            sigma2=sigma2, pdf_direction=np.full(n_dirs, 1.0 / n_dirs),
+            scales=np.ones(len(self.group_names)), counters=counters, sampling=sampling, particles=states,
+            pmax=np.zeros(len(ps)), n_significant=np.zeros(len(ps), dtype=np.int64),
+            log_likelihood_particles=np.zeros(len(ps)),
+        )
+
+    def _initial_noise(self) -> NDArray[np.float64]:
+        """σ² per shell from the first particles' masked images (spec 5.3 item 4)."""
+        count = min(NOISE_PARTICLES, len(self.store))
+        power = np.zeros(self.n_shells)
+        mean_image = None
+        n_images = 0
+        shells = np.minimum(shell_index(self.ori, ndim=3 if self.is_3d else 2).ravel(), self.n_shells)
+        for i in range(count):
+            item = self.store.load(i)
+            X = item.masked.reshape(item.masked.shape[0], -1)
+            power += np.bincount(shells, (np.abs(X) ** 2).sum(axis=0), minlength=self.n_shells + 1)[: self.n_shells]
+            mean_image = X.sum(axis=0) if mean_image is None else mean_image + X.sum(axis=0)
+            n_images += X.shape[0]
+        avg = mean_image / max(n_images, 1)
+        avg_power = np.bincount(shells, np.abs(avg) ** 2, minlength=self.n_shells + 1)[: self.n_shells]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sigma2 = (power / (2.0 * n_images) - avg_power / 2.0) / np.maximum(self.npix_per_shell, 1)
+        for i in range(1, sigma2.size):
+            if sigma2[i] <= 0:
+                sigma2[i] = sigma2[i - 1]
+        sigma2[0] = sigma2[1] if sigma2[0] <= 0 else sigma2[0]
+        return np.maximum(sigma2, 1e-15)
+
+    # ---- iteration ----------------------------------------------------------------------
+
+    def _my_particles(self, state: RunState) -> list[int]:
+        """Particle indices this rank works on."""
+        n = len(state.particles)
+        if self.comm.size == 1:
+            return list(range(n))
+        if self.comm.is_leader:
+            return []
+        half = (self.comm.rank - 1) % 2
+        workers = [r for r in range(1, self.comm.size) if (r - 1) % 2 == half]
+        mine = workers.index(self.comm.rank)
+        of_half = [i for i in range(n) if state.particles[i].half == half]
+        return of_half[mine::len(workers)]
+
+    def _context(self, state: RunState, *, cc: bool, final: bool) -> EStepContext:
+        s, c = state.sampling, state.counters
+        sampling = AngularSampling.create(s.healpix_order, self.symmetry, s.psi_step)
+        if state.pdf_direction.size != sampling.n_directions:
+            state.pdf_direction = np.full(sampling.n_directions, 1.0 / sampling.n_directions)
+        refs = []
+        for half in state.halves:
+            grid, cidx, _ = fourier_grid_from_volume(half.map, padding_factor=self.options.pad,
+                                                     dtype=np.complex64)
+            refs.append(Reference(grid=grid, c=cidx, pad=float(self.options.pad)))
+        step_px = s.offset_step / self.pixel_size
+        return EStepContext(
+            ori=self.ori, pixel_size=self.pixel_size, references=refs, sigma2=state.sigma2,
+            coarse_size=c.coarse_size, current_size=c.current_size, sampling=sampling,
+            translations=translation_grid(s.offset_range / self.pixel_size, step_px, dim=3),
+            offset_step=step_px, perturbation=c.random_perturbation,
+            sigma_rot=s.sigma_rot, sigma_tilt=s.sigma_tilt, sigma_psi=s.sigma_psi,
+            local_search=s.local_search,
+            pdf_direction=None if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0) else state.pdf_direction,
+            sigma_offset=c.sigma_offset, scales=state.scales if self.options.scale else None,
+            firstiter_cc=cc, oversampling=s.oversampling, is_3d=self.is_3d,
+        )
+
+    def run(self) -> int:
+        o = self.options
+        particles_file, tomograms_file, _ = self._inputs()
+        self.load_data(particles_file, tomograms_file)
+        if o.continue_from:
+            state, start = self.continue_state(o.continue_from)
+        else:
+            state = self.initialise()
+            start = 1
+            if self.comm.is_leader:
+                self.write_iteration(state, 0)
+        self.log(f"3D auto-refine: {len(self.particle_set)} particles ({'3D' if self.is_3d else '2D stacks'}), "
+                 f"box {self.ori} at {self.pixel_size:.3f} Å/px, {self.symmetry}, mask {self.particle_diameter:.0f} Å, "
+                 f"{self.comm.size} process(es) x {o.threads} thread(s)")
+        rng = np.random.default_rng(self.seed)
+        for iteration in range(start, o.auto_iter_max + 1):
+            final = state.counters.has_converged or has_converged(state.counters, auto_ignore_angles=o.auto_ignore_angles)
+            if final:
+                state.counters.has_converged = True
+            cc = o.firstiter_cc and iteration == 1 and not o.continue_from
+            self.iterate(state, iteration, cc=cc, final=final, rng=rng)
+            if final:
+                self.log(f"Auto-refine converged: final resolution {1.0 / state.counters.current_resolution:.2f} Å")
+                return 0
+        self.log("Stopped at --auto_iter_max without convergence")
+        return 0
+
+    def iterate(self, state: RunState, iteration: int, *, cc: bool, final: bool, rng: np.random.Generator) -> None:
+        o = self.options
+        c, s = state.counters, state.sampling
+        t0 = time.time()
+        c.iteration = iteration
+        c.current_size, c.coarse_size = image_sizes(
+            ori=self.ori, pixel_size=self.pixel_size, counters=c, sampling=s,
+            particle_diameter=self.particle_diameter, final=final)
+        c.random_perturbation = _next_perturbation(c.random_perturbation, o.perturb, rng)
+        ctx = self._context(state, cc=cc, final=final)
+        # Accuracy estimate (rank 1 / the single process) and auto-sampling.
+        if not cc:
+            acc_rot, acc_trans = self._accuracy(ctx, state, rng)
+            c.acc_rot, c.acc_trans = acc_rot, acc_trans
+        if iteration > 1 and not final:
+            changed = update_angular_sampling(
+                s, c, auto_ignore_angles=o.auto_ignore_angles, auto_resol_angles=o.auto_resol_angles,
+                local_order=o.auto_local_healpix_order, particle_diameter=self.particle_diameter,
+                is_3d_data=self.is_3d, offset_rms_change=c.current_changes_offsets,
+            )
+            if changed:
+                c.current_size, c.coarse_size = image_sizes(
+                    ori=self.ori, pixel_size=self.pixel_size, counters=c, sampling=s,
+                    particle_diameter=self.particle_diameter, final=final)
+                ctx = self._context(state, cc=cc, final=final)
+        self.log(f"Iteration {iteration}{' (final)' if final else ''}: resolution "
+                 f"{_angstrom(c.current_resolution)} Å, image size {c.current_size} (coarse {c.coarse_size}), "
+                 f"sampling {s.angular_step():.2f}° (HEALPix {s.healpix_order}{', local' if s.local_search else ''}), "
+                 f"offsets {s.offset_range:.1f}/{s.offset_step:.1f} Å")
+        t_e = time.time()
+        accumulators, results = self.expectation(ctx, state, iteration, final=final)
+        t_m = time.time()
+        self.timings = {"expectation": t_m - t_e}
+        if self.comm.is_leader:
+            self.maximisation(state, accumulators, results, cc=cc, final=final)
+        state_to_share = self._shared(state) if self.comm.is_leader else None
+        self._apply_shared(state, self.comm.bcast(state_to_share))
+        t_w = time.time()
+        self.timings["maximisation"] = t_w - t_m
+        if self.comm.is_leader:
+            self.write_iteration(state, None if final else iteration)
+        self.timings["io"] = time.time() - t_w
+        self.timings["total"] = time.time() - t0
+        self.log(f"  -> resolution {_angstrom(c.current_resolution)} Å, acc. rot {c.acc_rot:.2f}°, trans "
+                 f"{c.acc_trans:.2f} Å, changes {c.current_changes_orientations:.2f}° / {c.current_changes_offsets:.2f} Å, "
+                 f"<Pmax> {c.ave_pmax:.3f}, E {self.timings['expectation']:.1f} s, M {self.timings['maximisation']:.1f} s")
+
+    def _accuracy(self, ctx: EStepContext, state: RunState, rng: np.random.Generator) -> tuple[float, float]:
+        chosen = None
+        if self.comm.size == 1 or self.comm.rank == 1:
+            half0 = [i for i, p in enumerate(state.particles) if p.half == 0][:ACCURACY_PARTICLES]
+            items = [(self.store.load(i), state.particles[i]) for i in half0]
+            chosen = expected_accuracy(ctx, items, rng=np.random.default_rng(self.seed + state.counters.iteration))
+        if self.comm.size > 1:
+            chosen = self.comm.bcast(chosen, root=1)
+        return chosen
+
+    # ---- expectation ----------------------------------------------------------------------
+
+    def expectation(self, ctx: EStepContext, state: RunState, iteration: int, *, final: bool):
+        o = self.options
+        c = state.counters
+        r_max = c.current_size / 2.0
+        template = fourier_grid_from_volume(np.zeros((self.ori,) * 3), padding_factor=o.pad, r_max=r_max)
+        cgrid = template[1]
+        n_dirs = ctx.sampling.n_directions
+        accs = [HalfAccumulator.create(c=cgrid, pad=float(o.pad), n_shells=self.n_shells, n_directions=n_dirs,
+                                       n_groups=len(self.group_names)) for _ in range(2)]
+        mine = self._my_particles(state)
+        batch = max(1, o.pool * o.threads)
+        results: dict[int, ParticleResult] = {}
+        started = time.time()
+        n_total = len(state.particles)
+        for b in range(0, len(mine), batch):
+            check_abort(self.job_dir)
+            for i in mine[b:b + batch]:
+                p = state.particles[i]
+                item = self.store.load(i)
+                results[i] = expect_particle(ctx, item, p, accs[p.half])
+            if self.comm.size == 1:
+                self._progress(iteration, "expectation", len(results), n_total, started)
+            else:
+                self._write_rank_progress(iteration, len(results), len(mine))
+        if self.comm.size > 1:
+            self._wait_for_workers(iteration, n_total, started)
+            for acc in accs:
+                acc.set_arrays([self.comm.allreduce_sum(np.ascontiguousarray(a)) for a in acc.arrays()])
+            gathered = self.comm.gather(results)
+            if self.comm.is_leader:
+                results = {k: v for part in gathered for k, v in part.items()}
+        return accs, results
+
+    def _wait_for_workers(self, iteration: int, n_total: int, started: float) -> None:
+        """The leader keeps progress.json current while the workers run (non-blocking barrier)."""
+        request = self.comm.mpi.Ibarrier()
+        while not request.Test():
+            if self.comm.is_leader:
+                done = 0
+                for r in range(1, self.comm.size):
+                    try:
+                        done += json.loads((self.job_dir / f".progress_rank{r}.json").read_text())["done"]
+                    except (OSError, ValueError, KeyError):
+                        pass
+                self._progress(iteration, "expectation", done, n_total, started)
+                if (self.job_dir / "RELION_JOB_ABORT_NOW").exists():
+                    check_abort(self.job_dir)
+            time.sleep(0.5)
+
+    def _write_rank_progress(self, iteration: int, done: int, total: int) -> None:
+        with atomic_write(self.job_dir / f".progress_rank{self.comm.rank}.json") as fh:
+            json.dump({"iteration": iteration, "done": done, "total": total}, fh)
+
+    def _progress(self, iteration: int, phase: str, done: int, total: int, started: float) -> None:
+        elapsed = time.time() - started
+        per = elapsed / done if done else None
+        record = {
+            "iteration": iteration, "phase": phase, "particles_done": done, "particles_total": total,
+            "seconds_in_phase": round(elapsed, 2),
+            "estimated_seconds_left_in_phase": None if per is None else round(per * (total - done), 1),
+            "seconds_per_phase": self.timings, "updated": time.time(),
+            "started": self.started,
+        }
+        with atomic_write(self.job_dir / "progress.json") as fh:
+            json.dump(record, fh)
+
+    # ---- maximisation ---------------------------------------------------------------------
+
+    def maximisation(self, state: RunState, accs: list[HalfAccumulator], results: dict[int, ParticleResult],
+                     *, cc: bool, final: bool) -> None:
+        o = self.options
+        c, s = state.counters, state.sampling
+        # Hidden-variable changes, then the new poses.
+        idx = np.array(sorted(results))
+        old_m = np.stack([euler_to_matrix(*state.particles[i].angles) for i in idx])
+        new_m = np.stack([euler_to_matrix(*results[i].angles) for i in idx])
+        old_o = np.stack([state.particles[i].origin for i in idx])
+        new_o = np.stack([results[i].origin for i in idx])
+        orient, offset = hidden_variable_changes(old_m, new_m, old_o, new_o, self.symmetry)
+        if not cc:
+            update_change_counters(c, s, orient, offset)
+        for i in idx:
+            r = results[i]
+            state.particles[i].angles = r.angles
+            state.particles[i].origin = r.origin
+            state.pmax[i] = r.pmax
+            state.n_significant[i] = r.n_significant
+            state.log_likelihood_particles[i] = r.log_likelihood
+        for acc in accs:
+            mstep.symmetrise_half(acc, self.operators)
+        r_max = c.current_size / 2.0
+        if final:
+            state.unfil = [self._reconstruct_unfil(acc) for acc in accs]
+        join_shell = int(math.ceil(self.ori * self.pixel_size / max(o.low_resol_join_halves,
+                                                                     _angstrom_value(c.current_resolution))))
+        mstep.join_low_resolution(accs[0], accs[1], join_shell)
+        fsc = mstep.half_map_fsc(accs[0], accs[1], self.n_shells)
+        if not final:
+            _update_incr_size(c, fsc, c.current_size)
+        if final:
+            accs[0].add(accs[1])
+            model = mstep.reconstruct_half(accs[0], fsc, ori=self.ori, r_max=r_max, tau2_fudge=o.tau2_fudge,
+                                           joined=True)
+            models = [model, model]
+            state.joined = True
+        else:
+            models = [mstep.reconstruct_half(acc, fsc, ori=self.ori, r_max=r_max, tau2_fudge=o.tau2_fudge,
+                                             joined=False) for acc in accs]
+        for half, model in zip(state.halves, models):
+            volume = model.map
+            if cc and o.ini_high > 0:
+                volume = initial_lowpass(volume, resolution=o.ini_high, pixel_size=self.pixel_size)
+            if o.flatten_solvent and not final:
+                volume = mstep.solvent_flatten(volume, radius_px=self.mask_radius_px, mask=self._solvent_mask())
+            half.map = volume
+            half.fsc = fsc
+            half.ssnr, half.tau2, half.sigma2_ref, half.completeness = (
+                model.ssnr, model.tau2, model.sigma2_ref, model.completeness)
+        if not cc:
+            state.sigma2 = mstep.update_noise(accs, state.sigma2, self.npix_per_shell)
+        state.counters.sigma_offset = mstep.update_sigma_offset(accs)
+        pdf = accs[0].pdf_sum + accs[1].pdf_sum
+        if pdf.sum() > 0 and pdf.size == state.pdf_direction.size:
+            state.pdf_direction = pdf / pdf.sum()
+        if o.scale and not cc:
+            counts = np.bincount(self.groups, minlength=len(self.group_names)).astype(float)
+            state.scales = mstep.update_scales(accs, counts)
+        n = sum(a.n_particles for a in accs)
+        c.ave_pmax = sum(a.pmax_sum for a in accs) / max(n, 1)
+        state.log_likelihood = sum(a.log_likelihood for a in accs)
+        # Resolution (SSNR = 1, i.e. FSC 0.5 during refinement; 0.143 after joining).
+        shell = mstep.resolution_shell_from_ssnr(models[0].ssnr)
+        new_res = shell / (self.ori * self.pixel_size)
+        if not final and not cc:
+            if new_res <= c.best_resolution + 1e-9:
+                c.nr_iter_wo_resol_gain += 1
+            else:
+                c.nr_iter_wo_resol_gain = 0
+        c.current_resolution = new_res
+        c.best_resolution = max(c.best_resolution, new_res)
+        nyq_shell = c.current_size // 2 - 1
+        if 0 < nyq_shell < fsc.size and fsc[nyq_shell] > 0.2:
+            c.has_high_fsc_at_limit = True
+
+    def _reconstruct_unfil(self, acc: HalfAccumulator) -> NDArray[np.float64]:
+        from processing.fourier.backprojector import reconstruct
+
+        return reconstruct(acc.data, acc.weight, acc.c, ori_size=self.ori, padding_factor=acc.pad,
+                           r_max=self.ori / 2.0, tau2=None)
+
+    def _solvent_mask(self) -> NDArray | None:
+        if not self.options.solvent_mask:
+            return None
+        if not hasattr(self, "_mask_cache"):
+            m = read_mrc(self.options.solvent_mask).data.astype(np.float64)
+            if m.shape != (self.ori,) * 3:
+                raise InputError(f"solvent mask has shape {m.shape}, the reference {(self.ori,) * 3}",
+                                 file=self.options.solvent_mask)
+            if m.min() < -1e-6 or m.max() > 1 + 1e-6:
+                raise InputError("solvent mask values must lie in [0, 1]", file=self.options.solvent_mask)
+            self._mask_cache = np.clip(m, 0, 1)
+        return self._mask_cache
+
+    # ---- MPI sharing of the model ------------------------------------------------------------
+
+    @staticmethod
+    def _shared(state: RunState) -> dict:
+        return {
+            "halves": state.halves, "sigma2": state.sigma2, "pdf": state.pdf_direction, "scales": state.scales,
+            "counters": state.counters, "sampling": state.sampling,
+            "poses": [(p.angles, p.origin) for p in state.particles], "joined": state.joined,
+        }
+
+    @staticmethod
+    def _apply_shared(state: RunState, shared: dict) -> None:
+        state.halves = shared["halves"]
+        state.sigma2 = shared["sigma2"]
+        state.pdf_direction = shared["pdf"]
+        state.scales = shared["scales"]
+        state.counters = shared["counters"]
+        state.sampling = shared["sampling"]
+        state.joined = shared["joined"]
+        for p, (angles, origin) in zip(state.particles, shared["poses"]):
+            p.angles, p.origin = angles, origin
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def write_iteration(self, state: RunState, iteration: int | None) -> None:
+        from .outputs import write_iteration_files
+
+        write_iteration_files(self, state, iteration)
+
+    def continue_state(self, optimiser_file: str) -> tuple[RunState, int]:
+        from .outputs import read_continuation
+
+        return read_continuation(self, optimiser_file)
+
+
+def resize_reference(volume: NDArray, pixel: float, box: int, target_pixel: float) -> NDArray[np.float64]:
+    """Fourier-rescale a map to ``target_pixel`` (new size rounded to even), then window it to ``box``."""
+    n = volume.shape[0]
+    new = int(round(n * pixel / target_pixel))
+    new += new % 2
+    f = rfft3_centered(volume)
+    from processing.fourier.fft import crop_half, pad_half
+
+    f = crop_half(f, new, ndim=3) if new < n else pad_half(f, new, ndim=3)
+    resized = irfft3_centered(f, new)
+    out = np.zeros((box,) * 3)
+    if new >= box:
+        s = new // 2 - box // 2
+        return resized[s:s + box, s:s + box, s:s + box].copy()
+    s = box // 2 - new // 2
+    out[s:s + new, s:s + new, s:s + new] = resized
+    return out
+
+
+def _next_perturbation(previous: float, factor: float, rng: np.random.Generator) -> float:
+    if factor <= 0:
+        return 0.0
+    from processing.geometry.sampling import next_random_perturbation
+
+    return next_random_perturbation(previous, factor, rng)
+
+
+def _update_incr_size(c: RefineCounters, fsc: NDArray, current_size: int) -> None:
+    below_0143 = np.flatnonzero(fsc < 0.143)
+    below_05 = np.flatnonzero(fsc < 0.5)
+    if below_0143.size and below_05.size:
+        c.incr_size = max(c.incr_size, int(below_0143[0] - below_05[0] + 5))
+
+
+def _angstrom_value(resolution: float) -> float:
+    return 1.0 / resolution if resolution > 0 else 999.0
+
+
+def _angstrom(resolution: float) -> str:
+    return f"{_angstrom_value(resolution):.2f}"
+
+
+def run_refine(options: RefineOptions, *, comm: Communicator | None = None, log=print) -> int:
+    """Run 3D auto-refine in this process (or this MPI rank)."""
+    comm = comm or get_communicator()
+    if options.split_random_halves and comm.size > 1 and (comm.size < 3 or comm.size % 2 == 0):
+        raise InputError(f"with split random halves the number of MPI processes must be odd and >= 3 "
+                         f"(or 1), got {comm.size}", column="nr_mpi")
+    return RefineRun(options, comm=comm, log=log).run()

@@ -1,0 +1,430 @@
+"""Expectation step for one particle: marginalise over orientations and 3D translations
+(spec 5.5), with two-pass adaptive oversampling and the significance threshold.
+
+Formulation (see DESIGN.md, "The refinement engine"). For particle images X_f (premultiplied,
+CTF array C_f = CTF², noise σ²(k)) the score of orientation r and translation t is
+
+    diff2(r, t) = Σ_f Σ_k |s C_f V_r,f(k) - X_f(k) e^{-2πi k·p_f(t)/N}|² / (2σ²(k))
+                = A(r) - Re[ Σ_{f,k} W_r,f(k) · conj(X_f(k)) e^{+2πi k·p_f(t)/N} ] + const
+
+with V_r,f(k) = V(A_f,r^T k) the central slice at A_f,r = Aproj_f · A(r),
+W = s C V / σ², A(r) = Σ s² C² |V|² / (2σ²) and p_f(t) the 3D offset projected into image f.
+The cross term for all translations and orientations of a particle is one complex matrix
+product (T x FK) @ (FK x R): BLAS does the inner loop. Back-projection sums the shifted images
+over translations first, again as a matrix product, before inserting one slice per tilt and
+significant orientation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from processing.geometry.euler import euler_to_matrix, matrix_to_euler
+from processing.geometry.sampling import AngularSampling, PriorSubset, oversampled_translations
+
+from . import _kernels as K
+from .frequencies import FrequencySet, frequency_set, frequency_set_3d
+from .particles import ParticleImages
+
+__all__ = [
+    "Reference", "EStepContext", "ParticleState", "ParticleResult", "HalfAccumulator", "expect_particle",
+]
+
+#: rotations per chunk of the reference-side matrix (memory control).
+ROTATION_CHUNK = 512
+
+
+@dataclass
+class Reference:
+    """One half's reference, as a centred padded Fourier grid (see processing.fourier.projector)."""
+
+    grid: NDArray[np.complex64]
+    c: int
+    pad: float
+
+    def __post_init__(self) -> None:
+        self.grid = np.ascontiguousarray(self.grid, dtype=np.complex64)
+        self.grid_f32 = self.grid.view(np.float32).reshape(self.grid.shape + (2,))
+
+
+@dataclass
+class ParticleState:
+    """The hidden-variable state of a particle carried between iterations."""
+
+    angles: NDArray[np.float64]          # (3,) rot, tilt, psi (deg)
+    origin: NDArray[np.float64]          # (3,) Å, subtomogram frame
+    prior_angles: NDArray[np.float64]    # (3,) rot, tilt, psi prior centres (nan: none)
+    origin_prior: NDArray[np.float64]    # (3,) Å
+    half: int                            # 0 or 1
+    group: int                           # scale-correction group (0-based)
+
+
+@dataclass
+class ParticleResult:
+    angles: NDArray[np.float64]
+    origin: NDArray[np.float64]
+    pmax: float
+    n_significant: int
+    log_likelihood: float
+    direction_index: int
+
+
+@dataclass
+class EStepContext:
+    """Everything the E-step of one iteration needs besides the particles."""
+
+    ori: int
+    pixel_size: float
+    references: list[Reference]
+    sigma2: NDArray[np.float64]                 # (n_shells,) noise power per shell
+    coarse_size: int
+    current_size: int
+    sampling: AngularSampling
+    translations: NDArray[np.float64]           # (T, 3) coarse offsets (px), unperturbed
+    offset_step: float                          # coarse step (px)
+    perturbation: float                         # random perturbation instance
+    sigma_rot: float = 0.0
+    sigma_tilt: float = 0.0
+    sigma_psi: float = 0.0
+    local_search: bool = False                  # prior centres = current angles
+    pdf_direction: NDArray[np.float64] | None = None
+    sigma_offset: float = 10.0                  # Å
+    scales: NDArray[np.float64] | None = None   # (n_groups,)
+    firstiter_cc: bool = False
+    adaptive_fraction: float = 0.999
+    oversampling: int = 1
+    is_3d: bool = False
+
+    def frequencies(self, size: int) -> FrequencySet:
+        return frequency_set_3d(self.ori, size) if self.is_3d else frequency_set(self.ori, size)
+
+
+@dataclass
+class HalfAccumulator:
+    """Weighted sums of one half set over an iteration's E-step (spec 5.5 item 6)."""
+
+    data: NDArray[np.complex128]
+    weight: NDArray[np.float64]
+    c: int
+    pad: float
+    sigma2_sum: NDArray[np.float64]        # (n_shells,) Σ w'|diff|² per shell
+    sigma2_images: float = 0.0             # Σ_images w' (images counted per particle)
+    highres_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    offset_sum: float = 0.0                # Σ w' |Δorigin|² (Å²)
+    weight_sum: float = 0.0                # Σ w' (particles)
+    pdf_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    scale_xa: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    scale_aa: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    pmax_sum: float = 0.0
+    n_particles: int = 0
+    log_likelihood: float = 0.0
+
+    @classmethod
+    def create(cls, *, c: int, pad: float, n_shells: int, n_directions: int, n_groups: int) -> "HalfAccumulator":
+        shape = (2 * c + 1, 2 * c + 1, c + 1)
+        return cls(
+            data=np.zeros(shape, np.complex128), weight=np.zeros(shape), c=c, pad=pad,
+            sigma2_sum=np.zeros(n_shells), highres_sum=np.zeros(n_shells),
+            pdf_sum=np.zeros(n_directions), scale_xa=np.zeros(n_groups), scale_aa=np.zeros(n_groups),
+        )
+
+    def arrays(self) -> list[NDArray]:
+        """The arrays to sum across threads and MPI ranks, in a fixed order."""
+        return [self.data, self.weight, self.sigma2_sum, self.highres_sum, self.pdf_sum, self.scale_xa,
+                self.scale_aa, np.array([self.sigma2_images, self.offset_sum, self.weight_sum, self.pmax_sum,
+                                         float(self.n_particles), self.log_likelihood])]
+
+    def set_arrays(self, arrays: list[NDArray]) -> None:
+        (self.data, self.weight, self.sigma2_sum, self.highres_sum, self.pdf_sum, self.scale_xa,
+         self.scale_aa, scalars) = arrays
+        (self.sigma2_images, self.offset_sum, self.weight_sum, self.pmax_sum, n, self.log_likelihood) = scalars
+        self.n_particles = int(round(n))
+
+    def add(self, other: "HalfAccumulator") -> None:
+        self.set_arrays([a + b for a, b in zip(self.arrays(), other.arrays())])
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _orientation_subset(ctx: EStepContext, state: ParticleState) -> PriorSubset:
+    from processing.geometry.sampling import select_orientations_with_prior
+
+    s = ctx.sampling
+    if ctx.sigma_rot <= 0 and ctx.sigma_tilt <= 0 and ctx.sigma_psi <= 0:
+        pdf = ctx.pdf_direction
+        dw = np.full(s.n_directions, 1.0 / s.n_directions) if pdf is None else pdf / pdf.sum()
+        return PriorSubset(np.arange(s.n_directions), dw, np.arange(s.n_psi), np.full(s.n_psi, 1.0 / s.n_psi))
+    centre = state.angles if ctx.local_search else np.where(np.isnan(state.prior_angles), state.angles,
+                                                            state.prior_angles)
+    return select_orientations_with_prior(
+        s, centre[0], centre[1], centre[2], ctx.sigma_rot, ctx.sigma_tilt, ctx.sigma_psi,
+    )[0]
+
+
+def _projected_shifts(rotations: NDArray, offsets_px: NDArray, is_3d: bool) -> NDArray:
+    """(T, F, d) shifts of each image for 3D offsets (T, 3) in the subtomogram frame."""
+    if is_3d:
+        return np.einsum("fij,tj->tfi", rotations, offsets_px)
+    return np.einsum("fij,tj->tfi", rotations[:, :2, :], offsets_px)
+
+
+def _phases(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArray[np.complex64]:
+    """exp(sign 2πi k·s/N), shape (T, F, K)."""
+    arg = shifts[..., 0, None] * freq.kx + shifts[..., 1, None] * freq.ky
+    if freq.kz is not None:
+        arg = arg + shifts[..., 2, None] * freq.kz
+    arg *= sign * 2.0 * np.pi / ori
+    return (np.cos(arg) + 1j * np.sin(arg)).astype(np.complex64)
+
+
+def _slices(ref: Reference, rotations: NDArray, freq: FrequencySet) -> NDArray[np.complex64]:
+    out = np.empty((rotations.shape[0], freq.n), dtype=ref.grid.dtype)
+    rot = np.ascontiguousarray(rotations, dtype=np.float64)
+    if freq.kz is None:
+        K.gather_points(ref.grid_f32, ref.c, rot, ref.pad, freq.kx32, freq.ky32, out)
+    else:
+        K.gather_points_3d(ref.grid, ref.c, rot, ref.pad, freq.kx, freq.ky, freq.kz, out)
+    return out
+
+
+@dataclass
+class _Scores:
+    diff2: NDArray[np.float64]      # (T, R)
+    a_term: NDArray[np.float64]     # (R,)
+
+
+def _score(
+    ctx: EStepContext, ref: Reference, particle: ParticleImages, freq: FrequencySet,
+    part_rot: NDArray, offsets_px: NDArray, scale: float,
+) -> _Scores:
+    """diff2 (up to a constant) of all orientations x translations; or -CC for first-iter CC."""
+    geo = particle.geometry
+    F = geo.rotations.shape[0]
+    X = particle.masked.reshape(F, -1)[:, freq.flat]                       # (F, K)
+    C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float32)      # (F, K)
+    inv_s2 = (1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)).astype(np.float32)
+    if particle.multiplicity is not None:
+        M = particle.multiplicity.reshape(F, -1)[:, freq.flat]
+        valid = M >= 0.01
+        X = np.where(valid, X, 0)
+        C = np.where(valid, C, 0)
+        inv_s2 = np.where(valid, inv_s2[None] / np.maximum(M, 0.01), 0).astype(np.float32)
+    else:
+        inv_s2 = np.broadcast_to(inv_s2, C.shape)
+    shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
+    Y = np.conj(X)[None] * _phases(freq, shifts, ctx.ori, +1.0)             # (T, F, K)
+    Y = Y.reshape(len(offsets_px), -1)
+    R = part_rot.shape[0]
+    cross = np.empty((len(offsets_px), R))
+    a_term = np.empty(R)
+    for start in range(0, R, ROTATION_CHUNK):
+        rot = part_rot[start:start + ROTATION_CHUNK]
+        r = rot.shape[0]
+        total = np.einsum("fij,rjk->rfik", geo.rotations, rot).reshape(r * F, 3, 3)
+        V = _slices(ref, total, freq).reshape(r, F, -1)
+        CV = (scale * C)[None] * V
+        if ctx.firstiter_cc:
+            norm = np.sqrt(np.einsum("rfk,rfk->r", CV.real, CV.real) + np.einsum("rfk,rfk->r", CV.imag, CV.imag))
+            W = CV / np.maximum(norm, 1e-30)[:, None, None]
+            a_term[start:start + r] = 0.0
+        else:
+            W = CV * inv_s2[None]
+            a_term[start:start + r] = 0.5 * np.einsum("rfk,fk->r", CV.real**2 + CV.imag**2, inv_s2)
+        # (R x FK) @ (FK x T): BLAS's fast layout for C-contiguous operands.
+        cross[:, start:start + r] = (W.reshape(r, -1) @ Y.T).real.T
+    if ctx.firstiter_cc:
+        xnorm = float(np.sqrt((np.abs(X) ** 2).sum()))
+        return _Scores(diff2=-cross / max(xnorm, 1e-30), a_term=a_term)
+    return _Scores(diff2=a_term[None, :] - cross, a_term=a_term)
+
+
+def _offset_log_prior(ctx: EStepContext, state: ParticleState, offsets_px: NDArray) -> NDArray:
+    total = state.origin[None, :] + offsets_px * ctx.pixel_size
+    d2 = ((total - state.origin_prior[None, :]) ** 2).sum(axis=1)
+    return -d2 / (2.0 * ctx.sigma_offset**2)
+
+
+def _significant(weights: NDArray, fraction: float) -> NDArray[np.bool_]:
+    """Boolean mask of the largest weights whose sum first reaches ``fraction`` of the total."""
+    flat = weights.ravel()
+    order = np.argsort(flat)[::-1]
+    csum = np.cumsum(flat[order])
+    n = int(np.searchsorted(csum, fraction * csum[-1]) + 1)
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order[:n]] = True
+    return mask.reshape(weights.shape)
+
+
+def expect_particle(
+    ctx: EStepContext, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator | None,
+) -> ParticleResult:
+    """Run both E-step passes for one particle and add its weighted sums to ``acc``."""
+    ref = ctx.references[state.half]
+    scale = 1.0 if ctx.scales is None else float(ctx.scales[state.group])
+    os_ = ctx.oversampling
+    sampling = ctx.sampling
+    subset = _orientation_subset(ctx, state)
+    coarse_step = sampling.angular_step(0)
+    # Coarse orientations (direction outer, psi inner) with their prior weights.
+    d_idx = np.repeat(subset.dir_index, subset.psi_index.size)
+    p_idx = np.tile(subset.psi_index, subset.dir_index.size)
+    log_prior_rot = np.log(np.repeat(subset.dir_weight, subset.psi_index.size) *
+                           np.tile(subset.psi_weight, subset.dir_index.size) + 1e-300)
+    from processing.geometry.sampling import perturb_rotation_matrices
+
+    coarse_rot = perturb_rotation_matrices(
+        euler_to_matrix(sampling.rot[d_idx], sampling.tilt[d_idx], sampling.psi[p_idx]),
+        ctx.perturbation, coarse_step)
+    trans = ctx.translations + ctx.perturbation * ctx.offset_step
+    origin_px = state.origin / ctx.pixel_size
+    log_prior_t = _offset_log_prior(ctx, state, trans)
+
+    # ---- pass 1: coarse grid at the coarse image size
+    freq_c = ctx.frequencies(ctx.coarse_size)
+    sc = _score(ctx, ref, particle, freq_c, coarse_rot, origin_px[None] + trans, scale)
+    if ctx.firstiter_cc:
+        # Hard assignment by normalised cross-correlation: priors only restrict the search.
+        logw = -sc.diff2
+    else:
+        logw = -sc.diff2 + log_prior_rot[None, :] + log_prior_t[:, None]
+    if ctx.firstiter_cc:
+        best = np.unravel_index(np.argmax(logw), logw.shape)
+        significant = np.zeros(logw.shape, dtype=bool)
+        significant[best] = True
+    else:
+        w = np.exp(logw - logw.max())
+        significant = _significant(w, ctx.adaptive_fraction)
+    n_significant = int(significant.sum())
+
+    # ---- pass 2: oversampled children of the significant coarse pairs at the current size
+    sig_t, sig_r = np.nonzero(significant)
+    ur, r_inv = np.unique(sig_r, return_inverse=True)
+    ut, t_inv = np.unique(sig_t, return_inverse=True)
+    rot_c, tilt_c, psi_c = sampling.oversampled(d_idx[ur], p_idx[ur], os_)           # (nr, 8)
+    n_child_r = rot_c.shape[1]
+    fine_rot = perturb_rotation_matrices(euler_to_matrix(rot_c, tilt_c, psi_c), ctx.perturbation,
+                                         coarse_step).reshape(-1, 3, 3)
+    fine_t = oversampled_translations(trans[ut], ctx.offset_step, os_)               # (nt, 8, 3)
+    n_child_t = fine_t.shape[1]
+    fine_t = fine_t.reshape(-1, 3)
+    freq_f = ctx.frequencies(ctx.current_size)
+    sf = _score(ctx, ref, particle, freq_f, fine_rot, origin_px[None] + fine_t, scale)
+    parent_ok = np.zeros((ut.size, ur.size), dtype=bool)
+    parent_ok[t_inv, r_inv] = True
+    valid = np.repeat(np.repeat(parent_ok, n_child_t, axis=0), n_child_r, axis=1)
+    logw2 = -sf.diff2
+    if not ctx.firstiter_cc:
+        logw2 = logw2 + np.repeat(log_prior_rot[ur], n_child_r)[None, :] + \
+            np.repeat(log_prior_t[ut], n_child_t)[:, None]
+    logw2 = np.where(valid, logw2, -np.inf)
+    if ctx.firstiter_cc:
+        best2 = np.unravel_index(np.argmax(logw2), logw2.shape)
+        w2 = np.zeros(logw2.shape)
+        w2[best2] = 1.0
+        log_sum = 0.0
+    else:
+        top = logw2.max()
+        w2 = np.exp(logw2 - top)
+        total = w2.sum()
+        w2 /= total
+        log_sum = float(np.log(total) + top)
+    bt, br = np.unravel_index(np.argmax(w2), w2.shape)
+    pmax = float(w2[bt, br])
+    best_rot = fine_rot[br]
+    angles = np.array([float(a) for a in matrix_to_euler(best_rot)])
+    new_origin = state.origin + fine_t[bt] * ctx.pixel_size
+    direction = int(d_idx[ur[br // n_child_r]])
+
+    if acc is not None:
+        sig2 = w2 >= 0.0 if ctx.firstiter_cc else _significant(w2, ctx.adaptive_fraction)
+        w_sig = np.where(sig2, w2, 0.0)
+        w_sig /= w_sig.sum()
+        _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
+                    d_idx[ur], n_child_r)
+        acc.pmax_sum += pmax
+        acc.n_particles += 1
+        acc.log_likelihood += log_sum
+    return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
+                          log_likelihood=log_sum, direction_index=direction)
+
+
+def _accumulate(
+    ctx: EStepContext, ref: Reference, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator,
+    freq: FrequencySet, fine_rot: NDArray, origin_px: NDArray, fine_t: NDArray, w: NDArray, scale: float,
+    coarse_dirs: NDArray, n_child_r: int,
+) -> None:
+    """Back-projection, noise, offset, direction and scale sums of the significant samples."""
+    geo = particle.geometry
+    F = geo.rotations.shape[0]
+    rows = np.flatnonzero(w.sum(axis=1) > 0)
+    cols = np.flatnonzero(w.sum(axis=0) > 0)
+    wt = w[np.ix_(rows, cols)]                                             # (T', R')
+    w_r = wt.sum(axis=0)                                                   # (R',)
+    shifts = _projected_shifts(geo.rotations, origin_px[None] + fine_t[rows], ctx.is_3d)
+    E = _phases(freq, shifts, ctx.ori, -1.0).reshape(len(rows), -1)        # (T', FK)
+    shift_sum = (wt.T.astype(np.complex64) @ E).reshape(len(cols), F, -1)  # (R', F, K)
+    X = particle.images.reshape(F, -1)[:, freq.flat]
+    Xm = particle.masked.reshape(F, -1)[:, freq.flat]
+    C = particle.ctf2.reshape(F, -1)[:, freq.flat]
+    inv_s2 = 1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)
+    if particle.multiplicity is not None:
+        M = particle.multiplicity.reshape(F, -1)[:, freq.flat]
+        valid = M >= 0.01
+        inv_s2 = np.where(valid, inv_s2[None] / np.maximum(M, 0.01), 0.0)
+    else:
+        inv_s2 = np.broadcast_to(inv_s2, C.shape)
+    rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
+    V = _slices(ref, rot, freq).reshape(len(cols), F, -1)
+    CV = scale * C[None] * V
+    # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ².
+    values = (scale * shift_sum * X[None] * inv_s2[None]).reshape(len(cols) * F, -1)
+    weights = (w_r[:, None, None] * (scale * scale) * C[None] * inv_s2[None]).reshape(len(cols) * F, -1)
+    _scatter(acc, rot, freq, values.astype(np.complex128), weights.astype(np.float64))
+    # Noise: Σ w' |s C V - Xm_shift|² per shell.
+    mshift = shift_sum * Xm[None]
+    resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
+        (np.abs(Xm) ** 2)
+    if particle.multiplicity is not None:
+        resid = resid / np.maximum(particle.multiplicity.reshape(F, -1)[:, freq.flat], 0.01)
+    acc.sigma2_sum += np.bincount(freq.shell, resid.sum(axis=0), minlength=acc.sigma2_sum.size)[:acc.sigma2_sum.size]
+    acc.sigma2_images += F
+    # Image power beyond the current size, for the next iteration's larger images.
+    full = np.abs(particle.masked.reshape(F, -1)) ** 2
+    shells_all = _all_shells(ctx, full.shape[1])
+    outside = np.ones(full.shape[1], dtype=bool)
+    outside[freq.flat] = False
+    acc.highres_sum += np.bincount(shells_all[outside], full[:, outside].sum(axis=0),
+                                   minlength=acc.highres_sum.size)[:acc.highres_sum.size]
+    # Offsets (Å²) relative to the prior, direction distribution, scale correction.
+    total = state.origin[None] + fine_t[rows] * ctx.pixel_size
+    d2 = ((total - state.origin_prior[None]) ** 2).sum(axis=1)
+    acc.offset_sum += float((wt.sum(axis=1) * d2).sum())
+    acc.weight_sum += 1.0
+    np.add.at(acc.pdf_sum, coarse_dirs[cols // n_child_r], w_r)
+    xa = (CV * np.conj(mshift)).real.sum() / max(scale, 1e-12)
+    aa = (w_r[:, None, None] * np.abs(CV) ** 2).sum() / max(scale * scale, 1e-12)
+    acc.scale_xa[state.group] += float(xa)
+    acc.scale_aa[state.group] += float(aa)
+
+
+_SHELL_CACHE: dict[tuple[int, int, bool], NDArray] = {}
+
+
+def _all_shells(ctx: EStepContext, n_pixels: int) -> NDArray[np.int64]:
+    key = (ctx.ori, n_pixels, ctx.is_3d)
+    if key not in _SHELL_CACHE:
+        from processing.fourier.fft import shell_index
+
+        _SHELL_CACHE[key] = shell_index(ctx.ori, ndim=3 if ctx.is_3d else 2).ravel()
+    return _SHELL_CACHE[key]
+
+
+def _scatter(acc: HalfAccumulator, rot: NDArray, freq: FrequencySet, values: NDArray, weights: NDArray) -> None:
+    r = np.ascontiguousarray(rot, dtype=np.float64)
+    if freq.kz is None:
+        K.scatter_points(acc.data, acc.weight, acc.c, r, acc.pad, freq.kx, freq.ky, values, weights)
+    else:
+        K.scatter_points_3d(acc.data, acc.weight, acc.c, r, acc.pad, freq.kx, freq.ky, freq.kz, values, weights)

@@ -1,0 +1,219 @@
+"""Files of a 3D auto-refine run, and continuation from them (spec 1.7, 5.14).
+
+Per iteration N: ``run_itNNN_half{1,2}_model.star``, ``run_itNNN_half{1,2}_class001.mrc``,
+``run_itNNN_optimiser.star``, ``_sampling.star``, ``_data.star``, ``_optimisation_set.star``;
+at convergence the same without ``_itNNN`` plus ``run_class001.mrc`` and the unfiltered half
+maps ``run_half{1,2}_class001_unfil.mrc``. Every file is written atomically; the optimiser
+file is written last, so an iteration whose optimiser.star exists is complete.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from processing.errors import InputError
+from processing.geometry.sampling import AngularSampling
+from processing.io.mrc import read_mrc, write_mrc
+from processing.io.optimisation_set import OptimisationSet
+from processing.io.particles import ParticleSet
+
+from .estep import ParticleState
+from .schedule import RefineCounters, SamplingState
+from .starfiles import (
+    ModelStarContents, OptimiserStarContents, SamplingStarContents, iteration_root, read_data_star,
+    refine_optimisation_set,
+)
+
+if TYPE_CHECKING:
+    from .driver import RefineRun, RunState
+
+__all__ = ["write_iteration_files", "read_continuation"]
+
+
+def _model(run: "RefineRun", state: "RunState", half: int, map_file: str) -> ModelStarContents:
+    h = state.halves[half]
+    c, s = state.counters, state.sampling
+    mode = 1 if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0) else 0
+    counts = np.bincount(run.groups, minlength=len(run.group_names))
+    return ModelStarContents(
+        ori_size=run.ori, pixel_size=run.pixel_size,
+        current_resolution=1.0 / c.current_resolution if c.current_resolution > 0 else 999.0,
+        current_image_size=c.current_size or run.ori, reference_image=map_file,
+        gold_standard_fsc=h.fsc, ssnr_map=h.ssnr, fourier_completeness=h.completeness,
+        reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, sigma2_noise=[state.sigma2],
+        group_names=list(run.group_names), group_nr_particles=counts,
+        group_scale_correction=state.scales, orientation_distribution=state.pdf_direction,
+        data_dim=3 if run.is_3d else 2, padding_factor=float(run.options.pad),
+        tau2_fudge_factor=run.options.tau2_fudge, sigma_offsets_angst=c.sigma_offset,
+        orientational_prior_mode=mode, sigma_prior_rot_angle=s.sigma_rot, sigma_prior_tilt_angle=s.sigma_tilt,
+        sigma_prior_psi_angle=s.sigma_psi, log_likelihood=state.log_likelihood, average_pmax=c.ave_pmax,
+        accuracy_rotations=c.acc_rot, accuracy_translations_angst=c.acc_trans,
+        estimated_resolution=1.0 / c.current_resolution if c.current_resolution > 0 else 999.0,
+        overall_fourier_completeness=float(np.mean(h.completeness)) if h.completeness.size else 0.0,
+    )
+
+
+def _particles(run: "RefineRun", state: "RunState") -> ParticleSet:
+    ps = run.particle_set
+    table = ps.particles.copy()
+    angles = np.array([p.angles for p in state.particles])
+    origins = np.array([p.origin for p in state.particles])
+    for k, label in enumerate(("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")):
+        table[label] = angles[:, k]
+    for k, label in enumerate(("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")):
+        table[label] = origins[:, k]
+    table["rlnClassNumber"] = 1
+    table["rlnLogLikeliContribution"] = state.log_likelihood_particles
+    table["rlnMaxValueProbDistribution"] = state.pmax
+    table["rlnNrOfSignificantSamples"] = state.n_significant
+    table["rlnNormCorrection"] = 1.0
+    table["rlnGroupNumber"] = run.groups + 1
+    table["rlnRandomSubset"] = np.array([p.half + 1 for p in state.particles])
+    return ParticleSet(table, ps.optics, ps.general, extra_blocks=ps.extra_blocks)
+
+
+def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | None) -> None:
+    """Write one iteration's files (``iteration`` None: the converged, final set)."""
+    o = run.options
+    root = iteration_root(o.output_root, iteration)
+    c, s = state.counters, state.sampling
+    final = iteration is None
+    maps = []
+    for h in range(2):
+        path = f"{root}_half{h + 1}_class001.mrc"
+        if not final:
+            write_mrc(path, state.halves[h].map.astype(np.float32), run.pixel_size)
+        maps.append(path)
+    model_files = []
+    if final:
+        write_mrc(f"{root}_class001.mrc", state.halves[0].map.astype(np.float32), run.pixel_size)
+        for h, unfil in enumerate(state.unfil):
+            write_mrc(f"{root}_half{h + 1}_class001_unfil.mrc", unfil.astype(np.float32), run.pixel_size)
+        _model(run, state, 0, f"{root}_class001.mrc").write(f"{root}_model.star")
+        model_files = [f"{root}_model.star", ""]
+    else:
+        for h in range(2):
+            _model(run, state, h, maps[h]).write(f"{root}_half{h + 1}_model.star")
+            model_files.append(f"{root}_half{h + 1}_model.star")
+    data_file = f"{root}_data.star"
+    _particles(run, state).write(data_file)
+    sampling = AngularSampling.create(s.healpix_order, run.symmetry, s.psi_step)
+    SamplingStarContents(
+        healpix_order=s.healpix_order, psi_step=s.psi_step, offset_range=s.offset_range,
+        offset_step=s.offset_step, symmetry=run.symmetry, directions_rot=sampling.rot,
+        directions_tilt=sampling.tilt, perturb_instance=c.random_perturbation, perturb_factor=o.perturb,
+        healpix_order_original=s.healpix_order_original, psi_step_original=s.psi_step_original,
+        offset_range_original=s.offset_range_original, offset_step_original=s.offset_step_original,
+    ).write(f"{root}_sampling.star")
+    base = OptimisationSet(particles=run.particles_file, tomograms=run.tomograms_file,
+                           trajectories=run._inputs()[2])
+    refine_optimisation_set(
+        base, data_file,
+        half1_map=f"{root}_half1_class001_unfil.mrc" if final else None,
+        half2_map=f"{root}_half2_class001_unfil.mrc" if final else None,
+        mask=o.solvent_mask,
+    ).write(f"{root}_optimisation_set.star")
+    OptimiserStarContents(
+        output_root=o.output_root, model_star_file=model_files[0], model_star_file2=model_files[1],
+        data_star_file=data_file, sampling_star_file=f"{root}_sampling.star",
+        current_iteration=c.iteration, tomograms_file=run.tomograms_file,
+        trajectories_file=run._inputs()[2] or "", number_of_iterations=o.auto_iter_max,
+        do_split_random_halves=o.split_random_halves, join_halves_until_resolution=o.low_resol_join_halves,
+        adaptive_oversample_order=s.oversampling, random_seed=run.seed,
+        particle_diameter=run.particle_diameter, do_zero_mask=o.zero_mask,
+        do_solvent_flattening=o.flatten_solvent, do_solvent_fsc_correction=o.solvent_correct_fsc,
+        solvent_mask_name=o.solvent_mask or "None", increment_image_size=c.incr_size,
+        auto_local_healpix_order=o.auto_local_healpix_order,
+        nr_iter_without_resolution_gain=c.nr_iter_wo_resol_gain, best_resolution_thus_far=c.best_resolution,
+        nr_iter_without_changing_assignments=c.nr_iter_wo_large_changes,
+        overall_accuracy_rotations=c.acc_rot, overall_accuracy_translations_angst=c.acc_trans,
+        changes_optimal_orientations=c.current_changes_orientations,
+        changes_optimal_offsets=c.current_changes_offsets, changes_optimal_classes=0.0,
+        smallest_changes_orientations=c.smallest_changes_orientations,
+        smallest_changes_offsets=c.smallest_changes_offsets, smallest_changes_classes=0,
+        has_converged=c.has_converged, has_high_fsc_at_resol_limit=c.has_high_fsc_at_limit,
+        do_correct_norm=o.norm and False, do_correct_scale=o.scale, do_correct_ctf=o.ctf,
+        do_ignore_ctf_until_first_peak=o.ctf_intact_first_peak, max_number_of_pooled_particles=o.pool,
+        command_line=tuple(o.command_line),
+    ).write(f"{root}_optimiser.star")
+
+
+def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState", int]:
+    """Restore the run's state from ``run_itNNN_optimiser.star``; returns (state, next iteration)."""
+    from .driver import HalfState, RunState
+
+    path = Path(optimiser_file)
+    if not path.exists():
+        raise InputError("optimiser file to continue from does not exist", file=path)
+    opt = OptimiserStarContents.read(path)
+    if not opt.model_star_file2:
+        raise InputError("this optimiser file was written after the halves were joined (converged run); "
+                         "it cannot be continued", file=path, table="optimiser_general",
+                         column="rlnModelStarFile2")
+    models = [ModelStarContents.read(opt.model_star_file), ModelStarContents.read(opt.model_star_file2)]
+    samp = SamplingStarContents.read(opt.sampling_star_file)
+    data = read_data_star(opt.data_star_file)
+    if len(data) != len(run.particle_set):
+        raise InputError(f"data file has {len(data)} particles, the input {len(run.particle_set)}",
+                         file=opt.data_star_file, table="particles")
+    halves = []
+    for m in models:
+        halves.append(HalfState(map=np.asarray(read_mrc(m.reference_image).data, dtype=np.float64),
+                                fsc=m.gold_standard_fsc, ssnr=m.ssnr_map, tau2=m.reference_tau2,
+                                sigma2_ref=m.reference_sigma2, completeness=m.fourier_completeness))
+    m0 = models[0]
+    o = run.options
+    local = samp.healpix_order >= o.auto_local_healpix_order
+    sampling = SamplingState(
+        healpix_order=samp.healpix_order, psi_step=samp.psi_step, offset_range=samp.offset_range,
+        offset_step=samp.offset_step, oversampling=opt.adaptive_oversample_order, local_search=local,
+        sigma_rot=m0.sigma_prior_rot_angle, sigma_tilt=m0.sigma_prior_tilt_angle,
+        sigma_psi=m0.sigma_prior_psi_angle,
+        healpix_order_original=samp.healpix_order_original or samp.healpix_order,
+        psi_step_original=samp.psi_step_original or samp.psi_step,
+        offset_range_original=samp.offset_range_original or samp.offset_range,
+        offset_step_original=samp.offset_step_original or samp.offset_step,
+    )
+    counters = RefineCounters(
+        iteration=opt.current_iteration,
+        current_resolution=1.0 / m0.current_resolution if m0.current_resolution > 0 else 0.0,
+        best_resolution=opt.best_resolution_thus_far,
+        nr_iter_wo_resol_gain=opt.nr_iter_without_resolution_gain,
+        nr_iter_wo_large_changes=opt.nr_iter_without_changing_assignments,
+        smallest_changes_orientations=opt.smallest_changes_orientations,
+        smallest_changes_offsets=opt.smallest_changes_offsets,
+        current_changes_orientations=opt.changes_optimal_orientations,
+        current_changes_offsets=opt.changes_optimal_offsets,
+        has_converged=opt.has_converged, has_high_fsc_at_limit=opt.has_high_fsc_at_resol_limit,
+        incr_size=opt.increment_image_size, acc_rot=m0.accuracy_rotations,
+        acc_trans=m0.accuracy_translations_angst, ave_pmax=m0.average_pmax,
+        current_size=m0.current_image_size, sigma_offset=m0.sigma_offsets_angst,
+        random_perturbation=samp.perturb_instance,
+    )
+    state0 = run.initialise()
+    angles = data.angles()
+    origins = data.origins()
+    subsets = data.random_subset()
+    for i, p in enumerate(state0.particles):
+        p.angles = angles[i].copy()
+        p.origin = origins[i].copy()
+        if subsets is not None:
+            p.half = int(subsets[i]) - 1
+    table = data.particles
+
+    def column(label: str, default: float) -> np.ndarray:
+        return table[label].astype(float).to_numpy() if label in table.columns else np.full(len(table), default)
+
+    state = RunState(
+        halves=halves, sigma2=np.asarray(m0.sigma2_noise[0], dtype=np.float64),
+        pdf_direction=np.asarray(m0.orientation_distribution, dtype=np.float64),
+        scales=np.asarray(m0.group_scale_correction, dtype=np.float64), counters=counters, sampling=sampling,
+        particles=state0.particles, pmax=column("rlnMaxValueProbDistribution", 0.0),
+        n_significant=column("rlnNrOfSignificantSamples", 0).astype(np.int64),
+        log_likelihood_particles=column("rlnLogLikeliContribution", 0.0), log_likelihood=m0.log_likelihood,
+    )
+    if state.sigma2.size < run.n_shells:
+        state.sigma2 = np.concatenate([state.sigma2, np.full(run.n_shells - state.sigma2.size, state.sigma2[-1])])
+    return state, opt.current_iteration + 1

@@ -1,0 +1,274 @@
+"""Particles as the refinement sees them: tilt images (or 3D volumes), their projection
+geometry and CTF² arrays (spec 5.2, 5.15).
+
+Fourier arrays are RELION-normalised half transforms ``(N, N//2+1)`` with the real-space
+origin at the box centre; frequencies in pixels of the particle box ``N``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from processing.errors import InputError
+from processing.fourier.ctf import CtfParameters, ctf_value, fourier_frequency_grid
+from processing.fourier.fft import rfft2_centered, rfft3_centered
+from processing.fourier.masks import soft_mask_outside
+from processing.geometry.euler import euler_to_matrix
+from processing.io.mrc import read_mrc
+from processing.io.particles import ParticleSet
+from processing.io.paths import resolve_path
+from processing.io.tomograms import TomogramSet
+
+__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore"]
+
+
+@dataclass
+class ParticleGeometry:
+    """Per-particle geometry that does not change during refinement.
+
+    rotations: (F, 3, 3) ``P_f[:3,:3] @ A_sub`` of the particle's F images (2D stacks) or
+    ``A_sub`` (1, 3, 3) for 3D volumes; ctf: per image CTF parameters (None: no CTF);
+    dose: per image pre-exposure (e/Å²); bfactor_per_dose: tomogram's value.
+    """
+
+    index: int
+    name: str
+    tomogram: str
+    image_file: Path
+    ctf_file: Path | None
+    rotations: NDArray[np.float64]
+    ctf: list[CtfParameters]
+    dose: NDArray[np.float64]
+    bfactor_per_dose: float
+
+
+@dataclass
+class ParticleImages:
+    """Loaded Fourier data of one particle.
+
+    images: (F, N, N//2+1) complex64, unmasked; masked: same, soft-masked for the E-step;
+    ctf2: (F, N, N//2+1) float32, the CTF array of premultiplied data (CTF² incl. dose);
+    multiplicity: 3D path only, (1, N, N, N//2+1).
+    """
+
+    geometry: ParticleGeometry
+    images: NDArray[np.complex64]
+    masked: NDArray[np.complex64]
+    ctf2: NDArray[np.float32]
+    multiplicity: NDArray[np.float32] | None = None
+
+
+class ParticleStore:
+    """Loads particles for the E-step: pre-read into RAM, copied to scratch, or read on demand.
+
+    Parameters
+    ----------
+    particles, tomograms
+        The particle set (after extraction) and its tomogram set.
+    box, pixel_size
+        Particle box (px) and pixel size (Å) of the images.
+    mask_radius_px
+        Radius of the soft circular/spherical mask of the E-step (particle diameter / 2 / px).
+    zero_mask
+        Fill outside the mask with the soft background mean (True) or with noise (False).
+    do_ctf, intact_first_peak
+        CTF correction options.
+    preread
+        Keep every particle's Fourier data in memory after the first load.
+    scratch_dir
+        Copy the particle files there first and read them from there.
+    root
+        Project directory for relative paths.
+    """
+
+    def __init__(
+        self,
+        particles: ParticleSet,
+        tomograms: TomogramSet,
+        *,
+        box: int,
+        pixel_size: float,
+        mask_radius_px: float,
+        zero_mask: bool = True,
+        do_ctf: bool = True,
+        intact_first_peak: bool = False,
+        preread: bool = False,
+        scratch_dir: str | os.PathLike | None = None,
+        root: Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.box = int(box)
+        self.pixel_size = float(pixel_size)
+        self.mask_radius_px = float(mask_radius_px)
+        self.zero_mask = zero_mask
+        self.do_ctf = do_ctf
+        self.intact_first_peak = intact_first_peak
+        self.preread = preread
+        self.seed = seed
+        self.is_3d = particles.are_2d_stacks is False
+        self.geometries = self._geometries(particles, tomograms, root)
+        self._cache: dict[int, ParticleImages] = {}
+        self.noise_sigma2: NDArray[np.float64] | None = None
+        if scratch_dir:
+            self._copy_to_scratch(Path(scratch_dir))
+
+    # ---- geometry -------------------------------------------------------------------
+
+    def _geometries(self, particles: ParticleSet, tomograms: TomogramSet, root: Path | None) -> list[ParticleGeometry]:
+        names = particles.particle_names()
+        tomo_names = particles.tomo_names()
+        images = particles.image_names()
+        if images is None:
+            raise InputError("particles have no rlnImageName: run Extract subtomos first",
+                             file=particles.path, table="particles", column="rlnImageName")
+        sub = particles.subtomogram_angles()
+        a_sub = np.broadcast_to(np.eye(3), (len(particles), 3, 3)) if sub is None else euler_to_matrix(
+            sub[:, 0], sub[:, 1], sub[:, 2])
+        positions = particles.positions(tomograms, apply_origins=True)
+        visible = particles.visible_frames() if not self.is_3d else None
+        ctf_images = None
+        if self.is_3d:
+            if "rlnCtfImage" not in particles.particles.columns:
+                raise InputError("3D pseudo-subtomograms need rlnCtfImage (the weights file)",
+                                 file=particles.path, table="particles", column="rlnCtfImage")
+            ctf_images = particles.particles["rlnCtfImage"].astype(str).to_numpy()
+        out: list[ParticleGeometry] = []
+        tilt_ctf_cache: dict[str, object] = {}
+        for i in range(len(particles)):
+            tomo = tomograms[str(tomo_names[i])]
+            image_file = resolve_path(str(images[i]), root=root, referrer=particles.path)
+            if self.is_3d:
+                out.append(ParticleGeometry(
+                    index=i, name=str(names[i]), tomogram=tomo.name, image_file=image_file,
+                    ctf_file=resolve_path(str(ctf_images[i]), root=root, referrer=particles.path),
+                    rotations=np.asarray(a_sub[i])[None], ctf=[], dose=np.zeros(0),
+                    bfactor_per_dose=tomo.bfactor_per_electron_dose,
+                ))
+                continue
+            if visible is None:
+                raise InputError("2D stacks need rlnTomoVisibleFrames", file=particles.path,
+                                 table="particles", column="rlnTomoVisibleFrames", row=i + 1)
+            frames = np.flatnonzero(np.asarray(visible[i]) > 0)
+            if tomo.name not in tilt_ctf_cache:
+                tilt_ctf_cache[tomo.name] = tomo.projection_matrices()
+            proj = tilt_ctf_cache[tomo.name]
+            if frames.size and frames.max() >= proj.shape[0]:
+                raise InputError(
+                    f"rlnTomoVisibleFrames has {len(visible[i])} entries, tilt series {tomo.name} "
+                    f"{proj.shape[0]} tilts", file=particles.path, table="particles",
+                    column="rlnTomoVisibleFrames", row=i + 1)
+            ctf = tomo.ctf(positions[i:i + 1])
+            params = [ctf.parameters(0, int(f)) for f in frames]
+            # relion_refine's per-image CTF ignores the per-tilt B-factor (spec 2.7).
+            params = [CtfParameters(**{**p.__dict__, "bfactor": 0.0}) for p in params]
+            out.append(ParticleGeometry(
+                index=i, name=str(names[i]), tomogram=tomo.name, image_file=image_file, ctf_file=None,
+                rotations=proj[frames, :3, :3] @ a_sub[i], ctf=params, dose=ctf.dose[frames],
+                bfactor_per_dose=tomo.bfactor_per_electron_dose,
+            ))
+        return out
+
+    def _copy_to_scratch(self, scratch: Path) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        for g in self.geometries:
+            for attr in ("image_file", "ctf_file"):
+                src = getattr(g, attr)
+                if src is None:
+                    continue
+                dst = scratch / f"{g.index:07d}_{src.name}"
+                if not dst.exists():
+                    shutil.copyfile(src, dst)
+                setattr(g, attr, dst)
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    # ---- images ---------------------------------------------------------------------
+
+    def _ctf2(self, g: ParticleGeometry) -> NDArray[np.float32]:
+        n = self.box
+        kx, ky = fourier_frequency_grid(n, self.pixel_size)
+        out = np.ones((len(g.ctf), n, n // 2 + 1), dtype=np.float32)
+        if not self.do_ctf:
+            return out
+        for f, params in enumerate(g.ctf):
+            c = ctf_value(kx, ky, params, dose=float(g.dose[f]), bfactor_per_dose=g.bfactor_per_dose,
+                          intact_first_peak=self.intact_first_peak)
+            out[f] = c * c
+        return out
+
+    def load(self, i: int) -> ParticleImages:
+        """Fourier data of particle ``i`` (cached when pre-reading)."""
+        if i in self._cache:
+            return self._cache[i]
+        g = self.geometries[i]
+        if not g.image_file.exists():
+            raise InputError("particle image not found", file=g.image_file)
+        data = read_mrc(g.image_file).data.astype(np.float64)
+        if self.is_3d:
+            item = self._load_3d(g, data)
+        else:
+            if data.ndim == 2:
+                data = data[None]
+            if data.shape[0] != len(g.ctf) or data.shape[1] != self.box:
+                raise InputError(
+                    f"stack has shape {data.shape}, expected ({len(g.ctf)}, {self.box}, {self.box}) "
+                    "from rlnTomoVisibleFrames and rlnImageSize", file=g.image_file)
+            masked = self._mask(data, i)
+            item = ParticleImages(
+                geometry=g,
+                images=rfft2_centered(data).astype(np.complex64),
+                masked=rfft2_centered(masked).astype(np.complex64),
+                ctf2=self._ctf2(g),
+            )
+        if self.preread:
+            self._cache[i] = item
+        return item
+
+    def _mask(self, data: NDArray, i: int) -> NDArray:
+        ndim = 3 if self.is_3d else 2
+        masked = soft_mask_outside(data, radius=self.mask_radius_px, edge_width=5.0, ndim=ndim)
+        if self.zero_mask or self.noise_sigma2 is None:
+            return masked
+        # Outside the mask: coloured noise drawn from the current noise spectrum (seeded per particle).
+        from processing.fourier.masks import radius_grid
+
+        rng = np.random.default_rng(self.seed + i)
+        shape = data.shape[-ndim:]
+        r = radius_grid(shape)
+        t = np.clip((r - self.mask_radius_px) / 5.0, 0.0, 1.0)
+        t = 0.5 - 0.5 * np.cos(np.pi * t)
+        noise = rng.standard_normal(data.shape)
+        spec = np.fft.rfftn(noise, axes=tuple(range(-ndim, 0)))
+        shells = np.minimum(np.rint(_half_radius(shape)).astype(int), len(self.noise_sigma2) - 1)
+        spec *= np.sqrt(np.maximum(self.noise_sigma2[shells], 0.0) * 2.0) * np.sqrt(np.prod(shape))
+        noise = np.fft.irfftn(spec, s=shape, axes=tuple(range(-ndim, 0)))
+        return data * (1.0 - t) + noise * t
+
+    def _load_3d(self, g: ParticleGeometry, data: NDArray) -> ParticleImages:
+        n = self.box
+        if data.shape != (n, n, n):
+            raise InputError(f"volume has shape {data.shape}, expected {(n, n, n)}", file=g.image_file)
+        weights = read_mrc(g.ctf_file).data.astype(np.float32)
+        if weights.shape != (2 * n, n, n // 2 + 1):
+            raise InputError(f"weights volume has shape {weights.shape}, expected {(2 * n, n, n // 2 + 1)}",
+                             file=g.ctf_file)
+        masked = self._mask(data, g.index)
+        return ParticleImages(
+            geometry=g,
+            images=rfft3_centered(data).astype(np.complex64)[None],
+            masked=rfft3_centered(masked).astype(np.complex64)[None],
+            ctf2=weights[None, :n] if self.do_ctf else np.ones_like(weights[None, :n]),
+            multiplicity=weights[None, n:],
+        )
+
+
+def _half_radius(shape: tuple[int, ...]) -> NDArray[np.float64]:
+    axes = [np.fft.fftfreq(s) * s for s in shape[:-1]] + [np.arange(shape[-1] // 2 + 1, dtype=float)]
+    grids = np.meshgrid(*axes, indexing="ij", sparse=True)
+    return np.sqrt(sum(g * g for g in grids))

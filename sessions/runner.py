@@ -1,0 +1,588 @@
+"""Launch, watch, abort and continue jobs, out of process.
+
+Locally a job runs as ``mpiexec -n N python -m mpi4py -m <module> --job-dir DIR`` (plain
+``python -m <module> --job-dir DIR`` when N = 1), started from the session directory in a
+new session / process group, with stdout and stderr appended to ``run.out`` / ``run.err``.
+On a cluster the same command goes into a submission script made from a template with
+RELION's placeholders and is submitted with ``sbatch`` (section 11 of the project spec).
+
+The launch is recorded in ``<jobdir>/tomodash_run.json``: the argv, the pid *and* the
+process start time from ``/proc/<pid>/stat`` (so a reused pid is never mistaken for the job),
+or the queue's job id. :func:`refresh` reconciles the pipeline with reality:
+
+* an exit marker (``RELION_JOB_EXIT_SUCCESS|FAILURE|ABORTED``) decides, as in RELION;
+* a job whose process (or queue job) vanished without a marker is ``Failed`` (``Aborted`` if
+  an abort had been requested), and the reason is written to ``run.err`` and the run record.
+
+:func:`abort` writes ``RELION_JOB_ABORT_NOW`` (jobs poll it and stop cleanly), then after a
+grace period sends SIGTERM and finally SIGKILL to the whole process group (``scancel`` on a
+queue). :func:`continue_job` re-launches a stopped job in its directory with
+``rlnJobIsContinue 1`` and the job type's continue hook (3D auto-refine: ``fn_cont`` = the
+last completed iteration's optimiser file).
+
+Every command is an argv list; nothing is ever passed through a shell.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from processing.errors import InputError
+from processing.io.atomic import atomic_write
+from processing.io.jobstar import JobStar
+from processing.jobs.base import JobParameters
+
+from . import slurm
+from .jobtypes import JobType, get_job_type
+from .pipeline import ABORTED, FAILED, RUNNING, SCHEDULED, SUCCEEDED
+from .procinfo import ProcessIdentity, identity_of, is_running
+from .project import (
+    EXIT_MARKERS, PIPELINER_MARKERS, RUN_RECORD, JobInfo, Session, exit_marker_status, mark_final,
+    write_note,
+)
+
+__all__ = [
+    "ABORT_NOW", "RunRecord", "build_command", "job_environment", "launch", "run_job", "refresh",
+    "reconcile", "abort", "request_abort", "continue_job", "read_run_record", "failure_reason",
+    "find_mpiexec",
+]
+
+ABORT_NOW = "RELION_JOB_ABORT_NOW"
+PIPELINER_ABORT_NOW = "PIPELINER_JOB_ABORT_NOW"
+SUBMIT_SCRIPT = "run_submit.script"
+
+#: Environment variables of an MPI launcher that must not leak into a job we start.
+_MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID")
+
+#: Children started by this process, so they can be reaped (no zombies) and their exit codes read.
+_CHILDREN: dict[str, subprocess.Popen] = {}
+
+
+# ---- run record ---------------------------------------------------------------------------------
+
+@dataclass
+class RunRecord:
+    """Contents of ``tomodash_run.json``."""
+
+    data: dict[str, Any]
+
+    @property
+    def backend(self) -> str:
+        return self.data.get("backend", "local")
+
+    @property
+    def identity(self) -> ProcessIdentity | None:
+        proc = self.data.get("process")
+        return ProcessIdentity.from_dict(proc) if proc else None
+
+    @property
+    def slurm_job_id(self) -> str | None:
+        return self.data.get("slurm_job_id")
+
+    @property
+    def reason(self) -> str | None:
+        return self.data.get("reason")
+
+
+def read_run_record(job_dir: Path) -> RunRecord | None:
+    path = job_dir / RUN_RECORD
+    try:
+        return RunRecord(json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_run_record(job_dir: Path, data: Mapping[str, Any]) -> None:
+    with atomic_write(job_dir / RUN_RECORD) as handle:
+        handle.write(json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
+
+
+def _update_run_record(job_dir: Path, **values: Any) -> dict:
+    record = read_run_record(job_dir)
+    data = dict(record.data) if record else {}
+    data.update(values)
+    _write_run_record(job_dir, data)
+    return data
+
+
+def failure_reason(job_dir: Path) -> str | None:
+    """Why a job failed or was stopped, as recorded by :func:`reconcile` (else ``None``)."""
+    record = read_run_record(job_dir)
+    return record.reason if record else None
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+def find_mpiexec() -> str:
+    """``mpiexec`` beside this Python (the venv's mpich wheel), else on PATH.
+
+    Raises
+    ------
+    InputError
+        If there is none.
+    """
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if found:
+        return found
+    raise InputError("mpiexec not found (pip install mpich, or load your site's MPI)", column="nr_mpi")
+
+
+def build_command(job_type: JobType, job_dir: str, nr_mpi: int, *, python: str | None = None,
+                  mpiexec: str | None = None) -> list[str]:
+    """The argv that runs a job: ``[mpiexec -n N] python [-m mpi4py] -m <module> --job-dir DIR``."""
+    if not job_type.module:
+        raise InputError(f"{job_type.name} jobs are not run by the runner")
+    python = python or sys.executable
+    tail = ["-m", job_type.module, "--job-dir", job_dir]
+    if nr_mpi > 1 and job_type.uses_mpi:
+        return [mpiexec or find_mpiexec(), "-n", str(nr_mpi), python, "-m", "mpi4py", *tail]
+    return [python, *tail]
+
+
+def job_environment(params: JobParameters, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of a job: threads (OpenMP/BLAS/numba) and GPU ids passed on, MPI launcher
+    variables of the caller removed."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith(_MPI_ENV_PREFIXES)}
+    threads = str(max(1, int(getattr(params, "nr_threads", 1) or 1)))
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                "TOMODASH_THREADS"):
+        env[key] = threads
+    if getattr(params, "use_gpu", False):
+        env["TOMODASH_USE_GPU"] = "1"
+        env["TOMODASH_GPU_IDS"] = str(getattr(params, "gpu_ids", "") or "")
+    else:
+        env.pop("TOMODASH_GPU_IDS", None)
+        env["TOMODASH_USE_GPU"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _qsub_extras(options: Mapping[str, str]) -> dict[int, str]:
+    extras = {}
+    for key, value in options.items():
+        if key.startswith("qsub_extra") and key[len("qsub_extra"):].isdigit():
+            extras[int(key[len("qsub_extra"):])] = value
+    return extras
+
+
+# ---- launching ----------------------------------------------------------------------------------
+
+def _clear_markers(job_dir: Path) -> None:
+    for marker, _ in EXIT_MARKERS:
+        (job_dir / marker).unlink(missing_ok=True)
+    for marker in PIPELINER_MARKERS.values():
+        (job_dir / marker).unlink(missing_ok=True)
+    (job_dir / ABORT_NOW).unlink(missing_ok=True)
+    (job_dir / PIPELINER_ABORT_NOW).unlink(missing_ok=True)
+
+
+def launch(session: Session, job: str, *, is_continue: bool = False) -> RunRecord:
+    """Start a created (Scheduled, or stopped) job: locally or through the queue, as its
+    job.star's Running tab says.
+
+    The pipeline status becomes ``Running`` before the process starts; if starting fails the
+    job is marked ``Failed`` with the reason, and the error is raised.
+
+    Returns
+    -------
+    RunRecord
+    """
+    info = session.job(job)
+    if info.status == RUNNING and _still_active(session, info):
+        raise InputError(f"{info.name} is already running")
+    if info.job_type is None:
+        raise InputError(f"cannot run jobs of type {info.type_label!r}")
+    jt = get_job_type(info.job_type)
+    job_dir = info.path
+    star = JobStar.read(job_dir / "job.star")
+    params = jt.params_class.from_job_options(star.options, source=str(job_dir / "job.star"))
+    rel_dir = info.name.rstrip("/")
+    argv = build_command(jt, rel_dir, int(params.nr_mpi))
+    env = job_environment(params)
+
+    with session.edit_pipeline("launch") as pipe:
+        proc = pipe.process(info.name)
+        _clear_markers(job_dir)
+        proc.status = RUNNING
+        base = {
+            "argv": argv, "command": shlex.join(argv), "job": info.name, "job_type": jt.name,
+            "launched_at": time.time(), "launched": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "nr_mpi": int(params.nr_mpi), "nr_threads": int(params.nr_threads),
+            "gpu_ids": env.get("TOMODASH_GPU_IDS"), "continue": bool(is_continue or star.is_continue),
+            "abort_requested_at": None, "reason": None, "final_status": None,
+        }
+        try:
+            if params.do_queue:
+                record = _submit(session, job_dir, info.name, params, star, argv, env, base)
+            else:
+                record = _start_local(session, job_dir, argv, env, base)
+        except Exception as exc:  # recorded, then re-raised after the pipeline is written
+            error = exc
+            proc.status = FAILED
+            reason = f"could not start the job: {exc}"
+            with open(job_dir / "run.err", "a", encoding="utf-8") as err:
+                err.write(f"tomodash: {reason}\n")
+            _write_run_record(job_dir, {**base, "reason": reason, "final_status": FAILED})
+            mark_final(job_dir, FAILED)
+        else:
+            error = None
+    if error is not None:
+        raise error
+    try:
+        shutil.copyfile(session.pipeline_path, job_dir / "default_pipeline.star")
+    except OSError:
+        pass
+    return record
+
+
+def _start_local(session: Session, job_dir: Path, argv: list[str], env: dict[str, str],
+                 base: dict) -> RunRecord:
+    write_note(job_dir, [shlex.join(argv)])
+    with open(job_dir / "run.out", "ab") as out, open(job_dir / "run.err", "ab") as err:
+        child = subprocess.Popen(argv, cwd=session.root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=err, start_new_session=True, close_fds=True)
+    _CHILDREN[str(job_dir)] = child
+    try:
+        identity = identity_of(child.pid)
+    except ProcessLookupError:  # already gone: record what we know; reconcile will decide
+        identity = ProcessIdentity(child.pid, -1, os.uname().nodename, "")
+    data = {**base, "backend": "local", "process": identity.to_dict(), "pgid": child.pid}
+    _write_run_record(job_dir, data)
+    return RunRecord(data)
+
+
+def _submit(session: Session, job_dir: Path, name: str, params: JobParameters, star: JobStar,
+            argv: list[str], env: dict[str, str], base: dict) -> RunRecord:
+    template_path = params.qsubscript
+    if template_path and not os.path.isabs(template_path):
+        template_path = str(session.root / template_path)
+    template = slurm.read_template(template_path)
+    settings = slurm.QueueSettings(nr_mpi=int(params.nr_mpi), nr_threads=int(params.nr_threads),
+                                   min_dedicated=int(params.min_dedicated), queuename=params.queuename,
+                                   extras=_qsub_extras(star.options))
+    values = slurm.submission_values(settings, name)
+    script = job_dir / SUBMIT_SCRIPT
+    with atomic_write(script) as handle:
+        handle.write(slurm.render_template(template, values, [argv]))
+    os.chmod(script, 0o755)
+    write_note(job_dir, [shlex.join(argv)])
+    job_id = slurm.submit(f"{name}{SUBMIT_SCRIPT}", cwd=session.root, qsub=params.qsub or "sbatch", env=env)
+    data = {**base, "backend": "slurm", "slurm_job_id": job_id, "qsub": params.qsub,
+            "slurm_conf": env.get("SLURM_CONF")}
+    _write_run_record(job_dir, data)
+    return RunRecord(data)
+
+
+def run_job(session: Session, job_type: str | JobType, params: JobParameters, *,
+            alias: str | None = None) -> JobInfo:
+    """Create a job (validated; nothing left behind if invalid) and launch it."""
+    info = session.create_job(job_type, params, alias=alias)
+    launch(session, info.name)
+    return session.job(info.name)
+
+
+# ---- watching -----------------------------------------------------------------------------------
+
+def _slurm_env(record: RunRecord) -> dict[str, str] | None:
+    conf = record.data.get("slurm_conf")
+    if conf and os.environ.get("SLURM_CONF") != conf:
+        return {**os.environ, "SLURM_CONF": conf}
+    return None
+
+
+def _process_alive(job_dir: Path, record: RunRecord) -> bool | None:
+    """True/False if known; None when it cannot be told from here (other host, queue down)."""
+    if record.backend == "slurm":
+        try:
+            state = slurm.queue_state(record.slurm_job_id or "", env=_slurm_env(record))
+        except slurm.SlurmError:
+            return None
+        return state is not None and state in slurm.ACTIVE_STATES
+    child = _CHILDREN.get(str(job_dir))
+    if child is not None and child.poll() is not None:
+        return False
+    identity = record.identity
+    if identity is None:
+        return None
+    return is_running(identity)
+
+
+def _still_active(session: Session, info: JobInfo) -> bool:
+    record = read_run_record(info.path)
+    if record is None:
+        return False
+    return _process_alive(info.path, record) is not False
+
+
+def _describe_exit(job_dir: Path, record: RunRecord) -> str:
+    if record.backend == "slurm":
+        return (f"SLURM job {record.slurm_job_id} left the queue without writing an exit marker "
+                f"(cancelled, killed, out of time or crashed)")
+    identity = record.identity
+    what = f"process {identity.pid if identity else '?'} ({Path(record.data.get('argv', ['?'])[0]).name})"
+    child = _CHILDREN.get(str(job_dir))
+    code = child.returncode if child is not None else None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{what} was killed by {name} before it wrote an exit marker"
+    if code is not None:
+        return f"{what} exited with status {code} without writing an exit marker"
+    return f"{what} is no longer running and wrote no exit marker (killed or crashed)"
+
+
+def _finish(session: Session, info: JobInfo, status: str, reason: str | None) -> bool:
+    """Record a final status once (under the lock; a concurrent reconciler does nothing)."""
+    job_dir = info.path
+    with session.lock(f"finish {status}"):
+        proc = session.read_pipeline().process(info.name)
+        if proc.status != RUNNING:
+            return False
+        if reason:
+            with open(job_dir / "run.err", "a", encoding="utf-8") as err:
+                err.write(f"tomodash: {reason}\n")
+        _update_run_record(job_dir, final_status=status, reason=reason, finished_at=time.time())
+        session.set_status(info.name, status, touch_markers=True)  # re-entrant lock
+    _CHILDREN.pop(str(job_dir), None)
+    return True
+
+
+def reconcile(session: Session, job: str) -> str:
+    """Bring one job's pipeline status in line with its markers and process; returns it."""
+    info = session.job(job)
+    if info.status != RUNNING:
+        return info.status
+    job_dir = info.path
+    marker = exit_marker_status(job_dir)
+    if marker is not None:
+        _finish(session, info, marker, None if marker == SUCCEEDED else _marker_reason(job_dir, marker))
+        return marker
+    record = read_run_record(job_dir)
+    if record is None:
+        return RUNNING  # launched by someone else (RELION?): only markers can tell
+    alive = _process_alive(job_dir, record)
+    if alive is not False:
+        return RUNNING
+    marker = exit_marker_status(job_dir)  # it may have finished between the two looks
+    if marker is not None:
+        _finish(session, info, marker, None if marker == SUCCEEDED else _marker_reason(job_dir, marker))
+        return marker
+    reason = _describe_exit(job_dir, record)
+    if record.data.get("abort_requested_at"):
+        _finish(session, info, ABORTED, f"aborted on request; {reason}")
+        return ABORTED
+    _finish(session, info, FAILED, reason)
+    return FAILED
+
+
+def _marker_reason(job_dir: Path, status: str) -> str:
+    if status == ABORTED:
+        return "aborted on request"
+    tail = _tail(job_dir / "run.err", 5)
+    return "the job reported a failure" + (f": {tail}" if tail else "")
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def refresh(session: Session) -> list[JobInfo]:
+    """Reconcile every ``Running`` job, then list all jobs."""
+    for info in session.jobs():
+        if info.status == RUNNING:
+            try:
+                reconcile(session, info.name)
+            except (OSError, InputError):
+                continue
+    return session.jobs()
+
+
+# ---- abort --------------------------------------------------------------------------------------
+
+def request_abort(session: Session, job: str) -> JobInfo:
+    """Ask a running job to stop: write ``RELION_JOB_ABORT_NOW`` (and the pipeliner's twin)."""
+    info = session.job(job)
+    if info.status != RUNNING:
+        raise InputError(f"{info.name} is not running (status {info.status})")
+    for name in (ABORT_NOW, PIPELINER_ABORT_NOW):
+        (info.path / name).touch()
+    _update_run_record(info.path, abort_requested_at=time.time())
+    return info
+
+
+def _group_members(pgid: int, not_before: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        rest = fields[fields.rfind(")") + 2:].split()
+        # rest[0] = state (field 3), rest[2] = pgrp (field 5), rest[19] = starttime (field 22)
+        if int(rest[2]) == pgid and int(rest[19]) >= not_before and rest[0] not in ("Z", "X"):
+            members.append(pid)
+    return members
+
+
+def _signal_group(record: RunRecord, sig: int) -> None:
+    identity = record.identity
+    if identity is None:
+        return
+    pgid = int(record.data.get("pgid") or identity.pid)
+    if is_running(identity):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        return
+    # The leader is gone: signal the members of its group that started after it (never a
+    # process that merely reuses the number).
+    for pid in _group_members(pgid, identity.start_time):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(record: RunRecord) -> bool:
+    identity = record.identity
+    if identity is None:
+        return False
+    if is_running(identity):
+        return True
+    pgid = int(record.data.get("pgid") or identity.pid)
+    return bool(_group_members(pgid, identity.start_time))
+
+
+def _wait(predicate, timeout: float, poll: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
+def abort(session: Session, job: str, *, grace: float = 30.0, term_grace: float = 10.0,
+          wait: bool = True) -> str:
+    """Abort a running job.
+
+    Writes ``RELION_JOB_ABORT_NOW``; waits up to ``grace`` s for the job to stop by itself;
+    then SIGTERM to the whole process group (``scancel --signal=TERM`` on a queue), and after
+    ``term_grace`` s SIGKILL (``scancel``). The job ends ``Aborted``.
+
+    Parameters
+    ----------
+    wait
+        False: return at once and let a detached helper process
+        (``python -m sessions.escalate``) do the waiting and escalating, so a server never
+        blocks.
+
+    Returns
+    -------
+    str
+        The job's status afterwards (``Running`` when ``wait`` is false).
+    """
+    info = request_abort(session, job)
+    if not wait:
+        argv = [sys.executable, "-m", "sessions.escalate", "--session", str(session.root), "--job", info.name,
+                "--grace", str(grace), "--term-grace", str(term_grace)]
+        subprocess.Popen(argv, cwd=session.root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        return RUNNING
+    return escalate(session, info.name, grace=grace, term_grace=term_grace)
+
+
+def escalate(session: Session, job: str, *, grace: float, term_grace: float) -> str:
+    """The waiting part of :func:`abort` (marker -> SIGTERM -> SIGKILL), then reconcile."""
+    info = session.job(job)
+    job_dir = info.path
+    record = read_run_record(job_dir)
+    if record is None:
+        return reconcile(session, job)
+
+    def stopped() -> bool:
+        if exit_marker_status(job_dir) is not None and record.backend == "local":
+            return not _group_alive(record)
+        if record.backend == "slurm":
+            return _process_alive(job_dir, record) is False
+        child = _CHILDREN.get(str(job_dir))
+        if child is not None:
+            child.poll()
+        return not _group_alive(record)
+
+    if not _wait(stopped, grace):
+        _send(record, "TERM")
+        if not _wait(stopped, term_grace):
+            _send(record, "KILL")
+            _wait(stopped, 10.0)
+    status = reconcile(session, job)
+    return status
+
+
+def _send(record: RunRecord, which: str) -> None:
+    if record.backend == "slurm":
+        try:
+            slurm.cancel(record.slurm_job_id or "", signal="TERM" if which == "TERM" else None,
+                         env=_slurm_env(record))
+        except slurm.SlurmError:
+            pass
+        return
+    _signal_group(record, signal.SIGTERM if which == "TERM" else signal.SIGKILL)
+
+
+# ---- continue -----------------------------------------------------------------------------------
+
+def continue_job(session: Session, job: str) -> RunRecord:
+    """Re-launch a stopped job in its own directory (``rlnJobIsContinue 1``).
+
+    The job type's continue hook may update options first (3D auto-refine: ``fn_cont`` = the
+    last ``run_itNNN_optimiser.star``, so the engine resumes after the last completed
+    iteration).
+
+    Raises
+    ------
+    InputError
+        If the job is still running.
+    """
+    name = session.resolve_job(job)
+    if reconcile(session, name) == RUNNING:
+        raise InputError(f"{name} is still running; abort it first")
+    info = session.job(name)
+    if info.job_type is None:
+        raise InputError(f"cannot continue jobs of type {info.type_label!r}")
+    jt = get_job_type(info.job_type)
+    star = JobStar.read(info.path / "job.star")
+    options = dict(star.options)
+    if jt.continue_args is not None:
+        options.update(jt.continue_args(info.path, info.name))
+    JobStar(type_label=star.type_label, is_continue=True, is_tomo=star.is_tomo,
+            options=options).write(info.path / "job.star")
+    return launch(session, name, is_continue=True)
+
+
+__all__ += ["escalate"]

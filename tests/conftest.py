@@ -1,0 +1,86 @@
+"""Shared fixtures: simulated datasets and extractions, made once per test session."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from processing.io import ParticleSet
+from processing.simulate import simulate_dataset
+from processing.simulate.presets import DEMO, TEST
+
+#: Extraction used with the demo dataset (bin 3: 8.1 Å pixels, 48-px maps, Nyquist 16.2 Å).
+DEMO_EXTRACTION = {"bin": 3, "box": 64, "crop": 48}
+
+
+def venv_bin(name: str) -> str:
+    """An executable beside this Python (the venv's ``tomodash``, ``mpiexec``); fail if absent."""
+    path = Path(sys.executable).parent / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found beside {sys.executable} nor on PATH (pip install mpich)")
+    return found
+
+
+def run_cmd(args: list[str], cwd: Path | str | None = None, *, check: bool = True,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command; on an unexpected exit status fail with its output."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def with_random_subsets(src: Path, dst: Path, seed: int = 1) -> Path:
+    """Copy of a particle set with ``rlnRandomSubset`` 1/2 assigned at random."""
+    particles = ParticleSet.read(src)
+    particles.assign_random_subsets(np.random.default_rng(seed))
+    particles.write(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def test_dataset(tmp_path_factory) -> Path:
+    """TEST preset with two tilt series (so that MPI over tomograms has work for 2 ranks)."""
+    out = tmp_path_factory.mktemp("test_dataset")
+    simulate_dataset(dataclasses.replace(TEST, n_tomograms=2), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    """The demo dataset (4 tilt series, ~270 particles; ~12 s)."""
+    out = tmp_path_factory.mktemp("demo_dataset")
+    simulate_dataset(DEMO, out)
+    return out
+
+
+def _extract(dataset: Path, out: Path, *extra: str) -> Path:
+    from dashboard.cli import main
+
+    e = DEMO_EXTRACTION
+    code = main(["extract", "--i", str(dataset / "optimisation_set.star"), "--o", str(out) + "/",
+                 "--b", str(e["box"]), "--crop", str(e["crop"]), "--bin", str(e["bin"]), "--j", "2", *extra])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_extraction(demo_dataset, tmp_path_factory) -> Path:
+    """Demo particles (initial poses) extracted as 2D float16 stacks at bin 3, box 64, crop 48."""
+    return _extract(demo_dataset, tmp_path_factory.mktemp("demo_extract2d"), "--stack2d", "--float16")
+
+
+@pytest.fixture(scope="session")
+def demo_extraction_3d(demo_dataset, tmp_path_factory) -> Path:
+    """The same particles as 3D pseudo-subtomograms (float32)."""
+    return _extract(demo_dataset, tmp_path_factory.mktemp("demo_extract3d"))
