@@ -95,6 +95,7 @@ class RefineRun:
         seed = options.random_seed if options.random_seed >= 0 else int(time.time())
         self.seed = self.comm.bcast(seed)
         self.timings: dict[str, float] = {}
+        self.iteration_timings: list[dict[str, float]] = []
         self.started = time.time()
 
     # ---- inputs -------------------------------------------------------------------------
@@ -175,11 +176,11 @@ class RefineRun:
 
     # ---- initialisation -----------------------------------------------------------------
 
-    def initialise(self) -> RunState:
+    def initialise(self, *, with_reference: bool = True) -> RunState:
         o = self.options
         halves = self._random_halves()
-        ref = self._read_reference()
-        if o.ini_high > 0:
+        ref = self._read_reference() if with_reference else np.zeros((self.ori,) * 3)
+        if o.ini_high > 0 and with_reference:
             ref = initial_lowpass(ref, resolution=o.ini_high, pixel_size=self.pixel_size)
         sampling = SamplingState(
             healpix_order=o.healpix_order,
@@ -213,7 +214,7 @@ class RefineRun:
         states = [ParticleState(angles=angles[i].copy(), origin=origins[i].copy(), prior_angles=priors[i],
                                 origin_prior=origin_prior[i], half=int(halves[i]), group=int(self.groups[i]))
                   for i in range(len(ps))]
-        sigma2 = self._initial_noise()
+        sigma2 = self._initial_noise() if with_reference else np.ones(self.n_shells)
         n_dirs = AngularSampling.create(sampling.healpix_order, self.symmetry, sampling.psi_step).n_directions
         zeros = np.zeros(self.n_shells)
         half_state = HalfState(map=ref, fsc=zeros.copy(), ssnr=zeros.copy(), tau2=zeros.copy(),
@@ -287,7 +288,47 @@ class RefineRun:
             firstiter_cc=cc, oversampling=s.oversampling, is_3d=self.is_3d,
         )
 
+    def _restore_continuation_options(self) -> None:
+        """On ``--continue``, the run's settings come from its optimiser/model/sampling files;
+        only the options relion_refine lets a continuation change are taken from the command
+        line (spec 5.14)."""
+        from .starfiles import ModelStarContents, OptimiserStarContents, SamplingStarContents
+
+        o = self.options
+        path = Path(o.continue_from)
+        if not path.is_file():
+            raise InputError("optimiser file to continue from does not exist", file=path)
+        if "_it" not in path.name or not path.name.endswith("_optimiser.star"):
+            raise InputError("--continue needs a run_itNNN_optimiser.star file", file=path)
+        from processing.io.paths import resolve_path
+
+        def near(name: str) -> str:
+            return str(resolve_path(name, referrer=path)) if name else name
+
+        opt = OptimiserStarContents.read(path)
+        samp = SamplingStarContents.read(near(opt.sampling_star_file))
+        model = ModelStarContents.read(near(opt.model_star_file))
+        self.options = o.with_changes(
+            particles=near(opt.data_star_file), tomograms=near(opt.tomograms_file) or o.tomograms,
+            trajectories=near(opt.trajectories_file) or None, optimisation_set=None,
+            symmetry=samp.symmetry, ctf=opt.do_correct_ctf, ctf_intact_first_peak=opt.do_ignore_ctf_until_first_peak,
+            zero_mask=opt.do_zero_mask, flatten_solvent=opt.do_solvent_flattening,
+            solvent_correct_fsc=opt.do_solvent_fsc_correction,
+            solvent_mask=o.solvent_mask or (opt.solvent_mask_name if opt.solvent_mask_name not in ("", "None") else None),
+            low_resol_join_halves=opt.join_halves_until_resolution,
+            auto_local_healpix_order=opt.auto_local_healpix_order,
+            particle_diameter=o.particle_diameter if o.particle_diameter > 0 else opt.particle_diameter,
+            random_seed=opt.random_seed, scale=opt.do_correct_scale, pad=int(round(model.padding_factor)),
+            tau2_fudge=model.tau2_fudge_factor, oversampling=opt.adaptive_oversample_order,
+            perturb=samp.perturb_factor,
+        )
+        self.symmetry = normalise_symmetry_name(self.options.symmetry)
+        self.operators = symmetry_operators(self.symmetry)
+        self.seed = self.options.random_seed
+
     def run(self) -> int:
+        if self.options.continue_from:
+            self._restore_continuation_options()
         o = self.options
         particles_file, tomograms_file, _ = self._inputs()
         self.load_data(particles_file, tomograms_file)
@@ -357,6 +398,7 @@ class RefineRun:
             self.write_iteration(state, None if final else iteration)
         self.timings["io"] = time.time() - t_w
         self.timings["total"] = time.time() - t0
+        self.iteration_timings.append({"iteration": iteration, **self.timings})
         self.log(f"  -> resolution {_angstrom(c.current_resolution)} Å, acc. rot {c.acc_rot:.2f}°, trans "
                  f"{c.acc_trans:.2f} Å, changes {c.current_changes_orientations:.2f}° / {c.current_changes_offsets:.2f} Å, "
                  f"<Pmax> {c.ave_pmax:.3f}, E {self.timings['expectation']:.1f} s, M {self.timings['maximisation']:.1f} s")
@@ -399,12 +441,35 @@ class RefineRun:
                 self._write_rank_progress(iteration, len(results), len(mine))
         if self.comm.size > 1:
             self._wait_for_workers(iteration, n_total, started)
-            for acc in accs:
-                acc.set_arrays([self.comm.allreduce_sum(np.ascontiguousarray(a)) for a in acc.arrays()])
+            if o.combine_weights_via_disc:
+                self._combine_through_disc(accs)
+            else:
+                for acc in accs:
+                    acc.set_arrays([self.comm.allreduce_sum(np.ascontiguousarray(a)) for a in acc.arrays()])
             gathered = self.comm.gather(results)
             if self.comm.is_leader:
                 results = {k: v for part in gathered for k, v in part.items()}
         return accs, results
+
+    def _combine_through_disc(self, accs: list[HalfAccumulator]) -> None:
+        """"Combine iterations through disc": every rank writes its sums to a temporary file
+        in the job directory and the leader adds them up (instead of an MPI reduction)."""
+        path = self.job_dir / f".combine_rank{self.comm.rank:03d}.npz"
+        arrays = {f"h{h}_{k}": a for h, acc in enumerate(accs) for k, a in enumerate(acc.arrays())}
+        with atomic_write(path, "wb", encoding=None) as fh:
+            np.savez(fh, **arrays)
+        self.comm.barrier()
+        if self.comm.is_leader:
+            totals = None
+            for r in range(self.comm.size):
+                part = self.job_dir / f".combine_rank{r:03d}.npz"
+                with np.load(part) as data:
+                    loaded = [[data[f"h{h}_{k}"] for k in range(len(accs[h].arrays()))] for h in range(len(accs))]
+                totals = loaded if totals is None else [[a + b for a, b in zip(x, y)] for x, y in zip(totals, loaded)]
+                part.unlink()
+            for acc, arrays_h in zip(accs, totals):
+                acc.set_arrays(arrays_h)
+        self.comm.barrier()
 
     def _wait_for_workers(self, iteration: int, n_total: int, started: float) -> None:
         """The leader keeps progress.json current while the workers run (non-blocking barrier)."""
@@ -616,6 +681,17 @@ def _angstrom(resolution: float) -> str:
 def run_refine(options: RefineOptions, *, comm: Communicator | None = None, log=print) -> int:
     """Run 3D auto-refine in this process (or this MPI rank)."""
     comm = comm or get_communicator()
+    if not options.parallel_disc_io:
+        raise InputError("--no_parallel_disc_io is not allowed for subtomogram averaging (RELION forces "
+                         "parallel disc I/O on for tomography data)", column="do_parallel_discio")
+    if options.gpu is not None:
+        from processing.backend import cupy_available
+
+        if not cupy_available():
+            raise InputError("GPU acceleration was requested (--gpu) but CuPy or a CUDA GPU is not available "
+                             "on this machine; run without 'Use GPU acceleration?'", column="use_gpu")
+        raise InputError("GPU acceleration of 3D auto-refine is not implemented yet: the E-step kernels run "
+                         "on the CPU; run without 'Use GPU acceleration?'", column="use_gpu")
     if options.split_random_halves and comm.size > 1 and (comm.size < 3 or comm.size % 2 == 0):
         raise InputError(f"with split random halves the number of MPI processes must be odd and >= 3 "
                          f"(or 1), got {comm.size}", column="nr_mpi")

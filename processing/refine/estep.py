@@ -35,6 +35,11 @@ __all__ = [
 #: rotations per chunk of the reference-side matrix (memory control).
 ROTATION_CHUNK = 512
 
+#: Work counters of this process (read by benchmarks/refine_bench.py): pose evaluations
+#: (orientation x translation pairs scored) and the real floating-point operations of the
+#: cross-term products (8 per complex multiply-add).
+WORK = {"poses": 0, "matmul_flops": 0.0, "slices": 0}
+
 
 @dataclass
 class Reference:
@@ -233,8 +238,12 @@ def _score(
         else:
             W = CV * inv_s2[None]
             a_term[start:start + r] = 0.5 * np.einsum("rfk,fk->r", CV.real**2 + CV.imag**2, inv_s2)
-        # (R x FK) @ (FK x T): BLAS's fast layout for C-contiguous operands.
+        # (R x FK) @ (FK x T): BLAS's fast layout for C-contiguous operands (OpenBLAS's cgemm
+        # beats a real product of the stacked real/imaginary parts here).
         cross[:, start:start + r] = (W.reshape(r, -1) @ Y.T).real.T
+    WORK["poses"] += R * len(offsets_px)
+    WORK["matmul_flops"] += 8.0 * R * len(offsets_px) * Y.shape[1]
+    WORK["slices"] += R * F
     if ctx.firstiter_cc:
         xnorm = float(np.sqrt((np.abs(X) ** 2).sum()))
         return _Scores(diff2=-cross / max(xnorm, 1e-30), a_term=a_term)

@@ -152,15 +152,21 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
         raise InputError("this optimiser file was written after the halves were joined (converged run); "
                          "it cannot be continued", file=path, table="optimiser_general",
                          column="rlnModelStarFile2")
-    models = [ModelStarContents.read(opt.model_star_file), ModelStarContents.read(opt.model_star_file2)]
-    samp = SamplingStarContents.read(opt.sampling_star_file)
-    data = read_data_star(opt.data_star_file)
+    from processing.io.paths import resolve_path
+
+    def near(name: str, referrer: Path = path) -> Path:
+        return resolve_path(name, referrer=referrer)
+
+    models = [ModelStarContents.read(near(opt.model_star_file)), ModelStarContents.read(near(opt.model_star_file2))]
+    samp = SamplingStarContents.read(near(opt.sampling_star_file))
+    data = read_data_star(near(opt.data_star_file))
     if len(data) != len(run.particle_set):
         raise InputError(f"data file has {len(data)} particles, the input {len(run.particle_set)}",
                          file=opt.data_star_file, table="particles")
     halves = []
-    for m in models:
-        halves.append(HalfState(map=np.asarray(read_mrc(m.reference_image).data, dtype=np.float64),
+    for m, name in zip(models, (opt.model_star_file, opt.model_star_file2)):
+        image = near(m.reference_image, near(name))
+        halves.append(HalfState(map=np.asarray(read_mrc(image).data, dtype=np.float64),
                                 fsc=m.gold_standard_fsc, ssnr=m.ssnr_map, tau2=m.reference_tau2,
                                 sigma2_ref=m.reference_sigma2, completeness=m.fourier_completeness))
     m0 = models[0]
@@ -192,7 +198,7 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
         current_size=m0.current_image_size, sigma_offset=m0.sigma_offsets_angst,
         random_perturbation=samp.perturb_instance,
     )
-    state0 = run.initialise()
+    state0 = run.initialise(with_reference=False)
     angles = data.angles()
     origins = data.origins()
     subsets = data.random_subset()

@@ -1,0 +1,67 @@
+"""The shared session watcher and the file readers (dashboard.watcher, dashboard.readers)."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from dashboard import readers
+from dashboard.watcher import SessionWatcher, forget_watchers, watcher_for
+from sessions import Session
+
+
+def test_one_watcher_per_directory(tmp_path):
+    forget_watchers()
+    Session.create(tmp_path / "s")
+    a = watcher_for(tmp_path / "s")
+    b = watcher_for(str(tmp_path / "s") + "/")
+    assert a is b
+
+
+def test_versions_move_only_when_files_change_and_files_are_parsed_once(tmp_path):
+    from processing.jobs.extract_params import ExtractParameters
+    from sessions import create_demo_session
+
+    session = create_demo_session(tmp_path / "s", preset="test")
+    w = SessionWatcher(session.root, interval=0.0)
+    v_jobs = w.jobs_version
+    info = session.create_job("extract", ExtractParameters(in_optimisation="Import/job001/optimisation_set.star",
+                                                           binning=1, box_size=48, crop_size=32))
+    w.poll(force=True)
+    assert w.jobs_version == v_jobs + 1
+    assert w.job(info.name).status == "Scheduled"
+    w.want(info.name)
+    v = w.job_version(info.name)
+    w.poll(force=True)
+    assert w.job_version(info.name) == v                      # nothing changed
+    (info.path / "progress.json").write_text('{"iteration": 1, "phase": "expectation"}')
+    w.poll(force=True)
+    assert w.job_version(info.name) == v + 1
+    assert "progress.json" in w.listing(info.name)
+    reads = w.cache.reads
+    for _ in range(20):                                       # twenty viewers, one parse
+        assert w.progress(w.job(info.name))["iteration"] == 1
+    assert w.cache.reads == reads + 1
+    time.sleep(0.01)
+    (info.path / "progress.json").write_text('{"iteration": 2, "phase": "expectation"}')
+    os.utime(info.path / "progress.json", ns=(time.time_ns() + 10**9,) * 2)
+    assert w.progress(w.job(info.name))["iteration"] == 2
+
+
+def test_tail_and_slices(tmp_path):
+    log = tmp_path / "run.out"
+    log.write_text("".join(f"line {i}\n" for i in range(500)) + "50%\r100%\n")
+    tail = readers.tail_text(log, 3)
+    assert tail.splitlines() == ["line 498", "line 499", "100%"]
+    vol = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    s = readers.orthoslices(vol)
+    assert s["XY"].shape == (5, 6) and s["XZ"].shape == (4, 6) and s["YZ"].shape == (4, 5)
+    assert np.array_equal(s["XY"], vol[2])
+    assert np.array_equal(readers.orthoslices(vol, x=0)["YZ"], vol[:, :, 0])
+
+
+def test_fsc_resolution_crossing():
+    curve = readers.FscCurve(np.array([0.0, 0.01, 0.02, 0.03]), np.array([1.0, 0.9, 0.3, 0.0]))
+    # 0.5 is crossed between 0.01 (0.9) and 0.02 (0.3): at 0.01 + 0.4/0.6*0.01
+    assert abs(curve.resolution_at(0.5) - 1 / (0.01 + 0.4 / 0.6 * 0.01)) < 1e-9

@@ -1,0 +1,289 @@
+"""The dashboard in headless Chromium (Playwright): real server, real session, real jobs.
+
+One test session (the simulator's tiny ``test`` dataset) is shared by the tests of this module,
+which run in order: sessions page -> Extract and Reconstruct launched from the form -> a 3D
+auto-refine launched from the form, watched live (FSC curves per iteration, progress bar),
+orthoslices -> abort -> compare. Then a server with logins: a viewer cannot launch (the
+server refuses even a forced click), share links work read-only and stop when they expire.
+Screenshots of every page go to tests/ui/screenshots/.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard import auth
+from sessions import Preset, Session, create_demo_session, runner, save_preset
+
+from .conftest import DashboardServer
+
+pytestmark = pytest.mark.timeout(420)
+
+JS_TAGGED = """(tag) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.tags && m.tags.includes(tag)) return m.value; return null; }"""
+JS_FSC_CURVES = """(name) => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name(name);
+    if (s) return s.data.xs.length; } return -1; }"""
+JS_IMAGE = """(name) => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name(name);
+    if (s && s.data.image && s.data.image.length) return s.data.dw[0]; } return 0; }"""
+
+
+def wait_bokeh(page) -> None:
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && Bokeh.documents[0].all_models.size > 20",
+                           timeout=30_000)
+    time.sleep(0.8)
+
+
+def shot(page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def field(page, label: str):
+    return page.locator(".bk-input-group", has_text=label).first
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui") / "demo"
+    session = create_demo_session(root, preset="test")
+    session.update_settings(title="UI test session")
+    small = {"extract": {"binning": "1", "box_size": "48", "crop_size": "32", "do_stack2d": "Yes",
+                         "do_float16": "Yes", "nr_threads": "2"},
+             "reconstruct": {"binning": "1", "box_size": "48", "crop_size": "32", "sym_name": "C6", "nr_threads": "2"},
+             "refine3d": {"sym_name": "C6", "particle_diameter": "150", "ini_high": "40",
+                          "ref_correct_greyscale": "Yes", "nr_threads": "2", "other_args": "--auto_iter_max 3"}}
+    for job_type, options in small.items():
+        save_preset(Preset(f"tiny-{job_type}", job_type, options, description="UI test: tiny test dataset"),
+                    session=session)
+    return session
+
+
+@pytest.fixture(scope="module")
+def server(demo, tmp_path_factory):
+    s = DashboardServer([demo.root], log=tmp_path_factory.mktemp("log") / "server.log")
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def launch_from_form(page, server, job_type: str, alias: str, screenshots: Path) -> str:
+    page.goto(f"{server.url}/new?session=demo&type={job_type}")
+    wait_bokeh(page)
+    field(page, "Preset").locator("select").select_option(label=f"tiny-{job_type} (session)")
+    page.get_by_role("button", name="Load preset").click()
+    page.get_by_text(f"Loaded preset tiny-{job_type}").wait_for(timeout=15_000)
+    field(page, "Alias").locator("input").fill(alias)
+    field(page, "Alias").locator("input").press("Enter")
+    page.get_by_text("Ready to run").wait_for(timeout=15_000)
+    shot(page, screenshots, f"builder_{job_type}")
+    page.get_by_role("button", name="Run!").click()
+    page.wait_for_url("**/job?**", timeout=30_000)
+    wait_bokeh(page)
+    return page.url
+
+
+def wait_status(page, status: str, timeout: float = 120) -> None:
+    page.locator(".badge", has_text=status.lower()).first.wait_for(timeout=timeout * 1000)
+
+
+def test_sessions_and_pipeline_pages(server, page, screenshots):
+    page.goto(server.url)
+    wait_bokeh(page)
+    link = page.locator("a.session-link", has_text="UI test session")
+    link.wait_for()
+    page.get_by_text("35 particles").first.wait_for()
+    shot(page, screenshots, "sessions")
+    link.click()
+    page.wait_for_url("**/pipeline?**")
+    wait_bokeh(page)
+    assert page.locator("a.job-link", has_text="Import/job001").count() == 1
+    shot(page, screenshots, "pipeline_start")
+
+
+def test_launch_extract_and_reconstruct_from_the_form(server, page, screenshots, demo):
+    launch_from_form(page, server, "extract", "tiny", screenshots)
+    wait_status(page, "Succeeded", 120)
+    url = launch_from_form(page, server, "reconstruct", "ref", screenshots)
+    assert "Reconstruct" in url
+    wait_status(page, "Succeeded", 120)
+    page.wait_for_function(JS_IMAGE, arg="slice_merged_XY_source", timeout=20_000)
+    shot(page, screenshots, "monitor_reconstruct")
+    assert [j.status for j in Session(demo.root).jobs()] == ["Succeeded"] * 3
+    assert (demo.root / "Reconstruct" / "ref").is_symlink()
+
+
+def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screenshots, demo):
+    launch_from_form(page, server, "refine3d", "first", screenshots)
+    curves_seen, progress_seen = [], []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        curves_seen.append(page.evaluate(JS_FSC_CURVES, "fsc_source"))
+        progress_seen.append(page.evaluate(JS_TAGGED, "job-progress"))
+        if page.locator(".badge", has_text="succeeded").count():
+            break
+        if len(curves_seen) == 8:
+            shot(page, screenshots, "monitor_refine_running")
+        time.sleep(0.4)
+    wait_status(page, "Succeeded", 30)
+    time.sleep(1.5)
+    final = page.evaluate(JS_FSC_CURVES, "fsc_source")
+    counts = sorted(set(c for c in curves_seen + [final] if c >= 0))
+    # iterations 1..3 (iteration 0 has no FSC yet): the plot gained its curves one by one, live
+    assert final == 3, curves_seen
+    assert len([c for c in counts if 0 < c < 3]) >= 1, f"no intermediate state seen: {counts}"
+    advancing = [v for v in progress_seen if v is not None and 0 < v < 100]
+    assert len(set(advancing)) >= 2, f"progress bar did not advance: {progress_seen}"
+    # the series plots have one point per iteration
+    assert page.evaluate("() => Bokeh.documents[0].get_model_by_name('series_source').data.iteration.length") == 4
+    # orthoslices of both halves, newest iteration, then another iteration and a moved slider
+    page.wait_for_function(JS_IMAGE, arg="slice_half2_YZ_source", timeout=20_000)
+    assert page.evaluate(JS_IMAGE, "slice_half1_XY_source") == 32
+    field(page, "Iteration").locator("select").select_option(label="iteration 1")
+    page.get_by_text("run_it001_half1_class001.mrc").wait_for(timeout=10_000)
+    slider = page.locator(".bk-input-group", has_text="XY section").locator(".noUi-handle").first
+    slider.focus()
+    for _ in range(4):
+        slider.press("ArrowRight")
+    page.get_by_text("XY section: z:").first.wait_for()
+    time.sleep(1.0)
+    shot(page, screenshots, "monitor_refine")
+    page.set_viewport_size({"width": 420, "height": 900})
+    time.sleep(1.0)
+    shot(page, screenshots, "monitor_refine_phone")
+
+
+def test_abort_a_running_job(server, page, screenshots, demo):
+    session = Session(demo.root)
+    params = session.read_params("Refine3D/job004/")
+    params.other_args = "--auto_iter_max 30"
+    params.fn_cont = ""
+    info = runner.run_job(session, "refine3d", params, alias="long")
+    page.goto(f"{server.url}/job?session=demo&job={info.name}")
+    wait_bokeh(page)
+    wait_status(page, "Running", 30)
+    page.get_by_role("button", name="Abort").click()
+    wait_status(page, "Aborted", 90)
+    shot(page, screenshots, "monitor_aborted")
+    assert Session(demo.root).job(info.name).status == "Aborted"
+    assert page.locator(".tomo-job[data-status=Aborted]").count() == 1   # the sidebar follows
+
+
+def test_compare_and_presets_pages(server, page, screenshots, demo):
+    page.goto(f"{server.url}/compare?session=demo&jobs=Refine3D/job004,Refine3D/job005")
+    wait_bokeh(page)
+    table = page.locator("#diff-table")
+    table.wait_for(timeout=15_000)
+    assert "Additional arguments" in table.inner_text()
+    page.wait_for_function(JS_FSC_CURVES.replace("return -1", "return -1") + "", arg="compare_fsc_source")
+    time.sleep(1)
+    shot(page, screenshots, "compare")
+    page.goto(f"{server.url}/pipeline?session=demo")
+    wait_bokeh(page)
+    shot(page, screenshots, "pipeline")
+    page.goto(f"{server.url}/presets?session=demo")
+    wait_bokeh(page)
+    assert page.get_by_text("tiny-refine3d").count() >= 1
+    shot(page, screenshots, "presets")
+
+
+# ---- logins, roles, share links ---------------------------------------------------------------
+
+SECRET = "ui-test-cookie-secret"
+
+
+@pytest.fixture(scope="module")
+def auth_server(demo, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("auth")
+    users = folder / "users"
+    auth.set_password(users, "olga", "operator-pass", "operator")
+    auth.set_password(users, "victor", "viewer-pass", "viewer")
+    s = DashboardServer([demo.root], "--auth", str(users), "--cookie-secret", SECRET, log=folder / "server.log")
+    yield s
+    s.stop()
+
+
+def login(page, server, user: str, password: str) -> None:
+    page.goto(f"{server.url}/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login")
+    page.wait_for_url(f"{server.url}/**")
+
+
+def test_login_required_and_viewer_cannot_launch(auth_server, page, screenshots, demo):
+    page.goto(f"{auth_server.url}/pipeline?session=demo")
+    page.wait_for_url("**/login**")
+    shot(page, screenshots, "login")
+    login(page, auth_server, "victor", "wrong")
+    page.get_by_text("Wrong user name or password").wait_for()
+    login(page, auth_server, "victor", "viewer-pass")
+    wait_bokeh(page)
+    page.get_by_text("victor (viewer)").first.wait_for()
+    before = len(Session(demo.root).jobs())
+    page.goto(f"{auth_server.url}/new?session=demo&type=reconstruct")
+    wait_bokeh(page)
+    run = page.get_by_role("button", name="Run!")
+    assert run.is_disabled()
+    # Force the button on in the browser: the server must still refuse.
+    page.evaluate("""() => { for (const m of Bokeh.documents[0].all_models)
+        if (m.tags && m.tags.includes('run-button')) m.disabled = false; }""")
+    run.click()
+    page.locator("#builder-error").wait_for(timeout=10_000)
+    assert "operators only" in page.locator("#builder-error").inner_text()
+    shot(page, screenshots, "builder_viewer_refused")
+    page.goto(f"{auth_server.url}/job?session=demo&job=Refine3D/job005/")
+    wait_bokeh(page)
+    assert page.get_by_role("button", name="Continue").count() == 0
+    assert len(Session(demo.root).jobs()) == before
+
+
+def test_share_link_is_read_only_and_expires(auth_server, browser, page, screenshots):
+    login(page, auth_server, "olga", "operator-pass")
+    page.goto(f"{auth_server.url}/job?session=demo&job=Refine3D/job004/")
+    wait_bokeh(page)
+    page.get_by_role("button", name="Share read-only link").click()
+    share = page.locator(".bk-input-group input").last
+    page.wait_for_function("""() => { for (const m of Bokeh.documents[0].all_models)
+        if (m.tags && m.tags.includes('share-url') && m.value) return true; return false; }""")
+    url = page.evaluate("""() => { for (const m of Bokeh.documents[0].all_models)
+        if (m.tags && m.tags.includes('share-url')) return m.value; }""")
+    assert "/share?token=" in url
+    guest = browser.new_context(viewport={"width": 1200, "height": 900})
+    g = guest.new_page()
+    g.goto(url)
+    wait_bokeh(g)
+    g.get_by_text("Refine3D/job004").first.wait_for()
+    g.get_by_text("shared link (read-only)").first.wait_for()
+    assert g.get_by_role("button", name="Abort").count() == 0 and g.get_by_role("button", name="Continue").count() == 0
+    shot(g, screenshots, "share")
+    g.goto(url.split("/share")[0] + "/pipeline?session=demo")      # the link opens nothing else
+    g.wait_for_url("**/login**")
+    # A link that expires in a few seconds: works, then stops (open page and new visits).
+    short = auth.make_share_token(SECRET, "demo", "Refine3D/job004/", seconds=6)
+    g.goto(f"{auth_server.url}/share?token={short}")
+    wait_bokeh(g)
+    g.get_by_text("Refine3D/job004").first.wait_for()
+    g.get_by_text("This share link has expired").wait_for(timeout=15_000)
+    guest.close()
+    fresh = browser.new_context()
+    f = fresh.new_page()
+    f.goto(f"{auth_server.url}/share?token={short}")
+    f.wait_for_url("**/login**")
+    fresh.close()
+
+
+def test_public_address_without_auth_refuses_to_start(demo):
+    proc = subprocess.run([sys.executable, "-m", "dashboard.cli", "serve", str(demo.root), "--address", "0.0.0.0",
+                           "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without authentication" in proc.stderr
