@@ -82,6 +82,14 @@ def _cmd_session_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo_pipeline
+
+    run_demo_pipeline(args.dir, preset=args.preset, log=lambda m: print(m, flush=True))
+    print(f"Demo pipeline finished: session {args.dir} (tomodash jobs {args.dir}; tomodash serve {args.dir})")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import runner
     from .jobtypes import get_job_type
@@ -230,6 +238,13 @@ def add_session_commands(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument("--symmetry", help="the particle's point group (part of the dataset fingerprint)")
     new.add_argument("--title", help="session title")
     new.set_defaults(func=_cmd_session_new)
+
+    demo = subparsers.add_parser(
+        "demo", help="the whole demo pipeline in a new session: simulate, extract (bin 3), reconstruct, "
+                     "3D auto-refine (3 MPI), re-extract at bin 2 with the refined poses, reconstruct")
+    demo.add_argument("dir", metavar="DIR", help="new session directory")
+    demo.add_argument("--preset", default="demo", help="simulator preset (demo; test is tiny)")
+    demo.set_defaults(func=_cmd_demo)
 
     names = ", ".join(sorted(n for n in job_types() if n != "import")) or "none"
     run = subparsers.add_parser("run", help="create and launch a job in a session")

@@ -94,14 +94,15 @@ def test_converges_and_writes_relion_outputs(small_run: Path, small_inputs: Path
     progress = json.loads((small_run / "progress.json").read_text())
     assert {"iteration", "phase", "particles_done", "particles_total"} <= set(progress)
     # Science: the refined poses and map beat the initial ones against the simulator's truth.
-    # Tolerances: 20 particles at 12 Å/px cannot reach the demo's accuracy; the refinement must
-    # at least halve the initial angular error and keep the shift error below one pixel.
+    # Tolerances: a 150 Å particle in 12 Å pixels (12 px across) cannot be aligned to better than
+    # about 1 px at its edge (~9°); the refinement must cut the initial angular error by 3° and
+    # bring the median centre error below one pixel.
     before = pose_errors(small_inputs / "ex" / "particles.star", test_dataset / "particles_true.star",
                          test_dataset / "tomograms.star", symmetry="C6")
     after = pose_errors(small_run / "run_data.star", test_dataset / "particles_true.star",
                         test_dataset / "tomograms.star", symmetry="C6")
-    assert after.median_angle < 0.5 * before.median_angle
-    assert after.median_shift < BIN * 6.0
+    assert after.median_angle < before.median_angle - 3.0, (before.median_angle, after.median_angle)
+    assert after.median_shift < min(BIN * 6.0, before.median_shift), (before.median_shift, after.median_shift)
     truth = render_truth(test_dataset, CROP, BIN * 6.0)
     curve = fsc(read_mrc(small_run / "run_class001.mrc").data, truth)
     start = fsc(read_mrc(small_inputs / "rec" / "merged.mrc").data, truth)

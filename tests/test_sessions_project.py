@@ -214,9 +214,9 @@ def test_builtin_presets_match_the_tutorial():
         (60, "C6", "7.5 degrees", "1.8 degrees", 10, 3)
     assert 240 <= d.particle_diameter <= 260
     de = BUILTIN_PRESETS["demo-extract"].params()
-    assert (de.binning, de.box_size, de.crop_size) == (3, 64, 48)
+    assert (de.binning, de.box_size, de.crop_size, de.max_dose) == (3, 64, 40, 30)
     dr = BUILTIN_PRESETS["demo-reconstruct"].params()
-    assert (dr.binning, dr.box_size, dr.crop_size, dr.sym_name) == (3, 64, 48, "C6")
+    assert (dr.binning, dr.box_size, dr.crop_size, dr.sym_name) == (3, 64, 40, "C6")
 
 
 def test_presets_saved_in_session_and_user_folder(session, tmp_path, monkeypatch):
