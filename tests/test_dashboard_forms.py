@@ -103,12 +103,16 @@ def test_input_fields_offer_earlier_outputs_of_the_right_kind(tmp_path):
     session.create_job("extract", params)
     cls = get_job_type("refine3d").params_class
     opt = input_candidates(session, cls.param["in_optimisation"].metadata)
-    assert opt[0] == "Extract/job002/optimisation_set.star"      # newest job first
-    assert "Import/job001/optimisation_set.star" in opt
+    assert opt[:2] == ["Import/job001/optimisation_set.star",      # finished jobs first
+                       "Extract/job002/optimisation_set.star"]     # then the scheduled one
+    session.set_status("Extract/job002/", "Succeeded")
+    opt = input_candidates(session, cls.param["in_optimisation"].metadata)
+    assert opt[0] == "Extract/job002/optimisation_set.star"       # newest finished job first
     form = JobForm(cls, session)
     assert form.widgets["in_optimisation"].value == "Extract/job002/optimisation_set.star"  # required: prefilled
     assert form.widgets["fn_mask"].value == ""                                               # optional: not
-    # paths are validated relative to the session (the Extract job has not run: its output is pending)
+    # paths are validated relative to the session
+    form.set_value("in_optimisation", "Import/job001/optimisation_set.star")
     assert "in_optimisation" not in {p.field for p in form.problems}
     form.set_value("fn_ref", "Nowhere/map.mrc")
     assert "does not exist" in form.messages["fn_ref"].object

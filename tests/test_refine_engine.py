@@ -200,3 +200,20 @@ def test_bad_input_is_a_clear_error(small_inputs: Path) -> None:
     proc = run_cmd(args, check=False)
     assert proc.returncode != 0
     assert "missing.mrc" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_solvent_corrected_fsc_uses_the_mask(small_inputs: Path, small_run: Path) -> None:
+    """"Use solvent-flattened FSCs" with a reference mask: the FSC that drives tau² and the
+    resolution is the mask-corrected one (phase randomisation), not the unmasked curve."""
+    from processing.fourier.masks import soft_sphere_mask
+    from processing.io import write_mrc
+
+    mask = small_inputs / "mask.mrc"
+    write_mrc(mask, soft_sphere_mask(CROP, radius=7.0, edge_width=3.0).astype(np.float32), BIN * 6.0)
+    out = small_inputs / "solvent"
+    run_cmd([*refine_args(small_inputs, str(out), "--j", "2", "--auto_iter_max", "2"),
+             "--solvent_mask", str(mask), "--solvent_correct_fsc"], timeout=600)
+    masked = starfile.read(out / "run_it002_half1_model.star")["model_class_1"]["rlnGoldStandardFsc"].to_numpy()
+    plain = starfile.read(small_run / "run_it002_half1_model.star")["model_class_1"]["rlnGoldStandardFsc"].to_numpy()
+    assert np.abs(masked - plain)[1:].max() > 0.02
+    assert float(starfile.read(out / "run_it002_optimiser.star")["rlnDoSolventFscCorrection"]) == 1

@@ -535,6 +535,8 @@ class RefineRun:
                                                                      _angstrom_value(c.current_resolution))))
         mstep.join_low_resolution(accs[0], accs[1], join_shell)
         fsc = mstep.half_map_fsc(accs[0], accs[1], self.n_shells)
+        if o.solvent_correct_fsc and not final:
+            fsc = self._solvent_corrected_fsc(accs, fsc, seed=self.seed + c.iteration)
         if not final:
             _update_incr_size(c, fsc, c.current_size)
         if final:
@@ -581,6 +583,27 @@ class RefineRun:
         nyq_shell = c.current_size // 2 - 1
         if 0 < nyq_shell < fsc.size and fsc[nyq_shell] > 0.2:
             c.has_high_fsc_at_limit = True
+
+    def _solvent_corrected_fsc(self, accs: list[HalfAccumulator], fsc: NDArray, *, seed: int) -> NDArray[np.float64]:
+        """"Use solvent-flattened FSCs": the FSC of the unregularised half maps inside the
+        solvent mask (the reference mask, or the particle-diameter sphere), corrected for the
+        mask by phase randomisation as relion_postprocess does (spec 5.6). Shells below the
+        randomisation shell keep the masked FSC; the curve replaces the unmasked one for tau²
+        and the resolution."""
+        from processing.fourier.fsc import postprocess_fsc
+        from processing.fourier.masks import soft_sphere_mask
+
+        halves = [self._reconstruct_unfil(acc) for acc in accs]
+        mask = self._solvent_mask()
+        if mask is None:
+            mask = soft_sphere_mask(self.ori, radius=self.mask_radius_px, edge_width=5.0)
+        result = postprocess_fsc(halves[0], halves[1], pixel_size=self.pixel_size, mask=mask, seed=seed)
+        corrected = np.asarray(result.corrected, dtype=np.float64)
+        out = fsc.copy()
+        n = min(out.size, corrected.size)
+        out[:n] = corrected[:n]
+        out[0] = 1.0
+        return out
 
     def _reconstruct_unfil(self, acc: HalfAccumulator) -> NDArray[np.float64]:
         from processing.fourier.backprojector import reconstruct

@@ -166,7 +166,7 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
     halves = []
     for m, name in zip(models, (opt.model_star_file, opt.model_star_file2)):
         image = near(m.reference_image, near(name))
-        halves.append(HalfState(map=np.asarray(read_mrc(image).data, dtype=np.float64),
+        halves.append(HalfState(map=np.array(read_mrc(image).data, dtype=np.float64),
                                 fsc=m.gold_standard_fsc, ssnr=m.ssnr_map, tau2=m.reference_tau2,
                                 sigma2_ref=m.reference_sigma2, completeness=m.fourier_completeness))
     m0 = models[0]
@@ -210,12 +210,14 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
     table = data.particles
 
     def column(label: str, default: float) -> np.ndarray:
-        return table[label].astype(float).to_numpy() if label in table.columns else np.full(len(table), default)
+        if label not in table.columns:
+            return np.full(len(table), default)
+        return np.array(table[label].astype(float).to_numpy(), dtype=np.float64)  # writable copy
 
     state = RunState(
-        halves=halves, sigma2=np.asarray(m0.sigma2_noise[0], dtype=np.float64),
-        pdf_direction=np.asarray(m0.orientation_distribution, dtype=np.float64),
-        scales=np.asarray(m0.group_scale_correction, dtype=np.float64), counters=counters, sampling=sampling,
+        halves=halves, sigma2=np.array(m0.sigma2_noise[0], dtype=np.float64),
+        pdf_direction=np.array(m0.orientation_distribution, dtype=np.float64),
+        scales=np.array(m0.group_scale_correction, dtype=np.float64), counters=counters, sampling=sampling,
         particles=state0.particles, pmax=column("rlnMaxValueProbDistribution", 0.0),
         n_significant=column("rlnNrOfSignificantSamples", 0).astype(np.int64),
         log_likelihood_particles=column("rlnLogLikeliContribution", 0.0), log_likelihood=m0.log_likelihood,

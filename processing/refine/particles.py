@@ -146,7 +146,9 @@ class ParticleStore:
                 out.append(ParticleGeometry(
                     index=i, name=str(names[i]), tomogram=tomo.name, image_file=image_file,
                     ctf_file=resolve_path(str(ctf_images[i]), root=root, referrer=particles.path),
-                    rotations=np.asarray(a_sub[i])[None], ctf=[], dose=np.zeros(0),
+                    # The pseudo-subtomogram is already in the subtomogram frame (extraction
+                    # inserted each tilt at P_f A_sub), so only A_part remains to be searched.
+                    rotations=np.eye(3)[None], ctf=[], dose=np.zeros(0),
                     bfactor_per_dose=tomo.bfactor_per_electron_dose,
                 ))
                 continue

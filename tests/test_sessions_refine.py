@@ -1,0 +1,66 @@
+"""A real 3D auto-refine through a session: launched by the runner under MPI, aborted within a
+particle batch (marked Aborted), continued from its last completed iteration to the end."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from processing.jobs.extract_params import ExtractParameters
+from processing.jobs.reconstruct_params import ReconstructParameters
+from processing.jobs.refine3d_params import Refine3DParameters
+from sessions import create_demo_session, runner
+
+
+def _wait_status(session, name: str, timeout: float = 900) -> str:
+    end = time.time() + timeout
+    while time.time() < end:
+        status = runner.reconcile(session, name)
+        if status != "Running":
+            return status
+        time.sleep(0.5)
+    pytest.fail(f"{name} did not finish in {timeout} s")
+
+
+def _progress(job_dir: Path) -> dict:
+    try:
+        return json.loads((job_dir / "progress.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_refine_abort_then_continue(tmp_path) -> None:
+    session = create_demo_session(tmp_path / "s", preset="test")
+    ex = runner.run_job(session, "extract", ExtractParameters(
+        in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
+    assert _wait_status(session, ex.name) == "Succeeded"
+    rec = runner.run_job(session, "reconstruct", ReconstructParameters(
+        in_optimisation=f"{ex.name}optimisation_set.star", binning=2, box_size=32, crop_size=24, sym_name="C6"))
+    assert _wait_status(session, rec.name) == "Succeeded"
+    params = Refine3DParameters(
+        in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
+        ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
+        offset_range=4, nr_pool=1, nr_mpi=3, nr_threads=1)
+    job = runner.run_job(session, "refine3d", params, alias="small_refine")
+    job_dir = session.root / job.name
+    end = time.time() + 600
+    while time.time() < end and not (job_dir / "run_it001_optimiser.star").exists():
+        time.sleep(0.2)
+    while time.time() < end and not (_progress(job_dir).get("iteration") == 2
+                                     and _progress(job_dir).get("particles_done", 0) > 0):
+        time.sleep(0.2)
+    # Abort within a batch: the job stops by itself (no escalation needed) and is marked aborted.
+    started = time.time()
+    status = runner.abort(session, job.name, grace=60, term_grace=5)
+    assert status == "Aborted"
+    assert time.time() - started < 60
+    assert (job_dir / "RELION_JOB_EXIT_ABORTED").exists()
+    assert not (job_dir / "run_it002_optimiser.star").exists()
+    # Continue: resumes after iteration 1 (fn_cont = run_it001_optimiser.star) and converges.
+    runner.continue_job(session, job.name)
+    assert _wait_status(session, job.name) == "Succeeded"
+    assert (job_dir / "run_class001.mrc").exists() and (job_dir / "run_model.star").exists()
+    note = (job_dir / "note.txt").read_text()
+    assert "--continue" in note and "run_it001_optimiser.star" in note
