@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test test-deps demo clean
+.PHONY: setup test test-deps demo demo-dashboard clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,22 @@ demo: $(STAMP)
 	@echo "  truth:      $(DEMO_DIR)/truth_map.mrc (2.7 A pixels)"
 	@grep "Half-map resolution" $(DEMO_DIR)/reconstruct.log
 	@echo "  (from the initial, perturbed poses: 3D auto-refine is the next step; Nyquist is 16.2 A)"
+	@$(MAKE) --no-print-directory demo-dashboard
+
+# The dashboard on a demo *session* (DEMO_SESSION/): `tomodash demo` runs the demo pipeline
+# (Import -> Extract -> Reconstruct -> 3D auto-refine) in the background while the server serves
+# the session (Ctrl-C stops the server; the jobs keep their state on disk).
+DEMO_SESSION := demo_session
+DASH_PORT ?= 5006
+DEMO_TOMO := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/tomodash
+demo-dashboard: $(STAMP)
+	rm -rf $(DEMO_SESSION) $(DEMO_SESSION).log
+	$(DEMO_TOMO) demo $(DEMO_SESSION) > $(DEMO_SESSION).log 2>&1 &
+	@for i in $$(seq 1 240); do test -f $(DEMO_SESSION)/default_pipeline.star && break; sleep 0.5; done
+	@echo
+	@echo "Dashboard of the demo session (pipeline running in the background, log: $(DEMO_SESSION).log):"
+	@echo "    http://localhost:$(DASH_PORT)/pipeline?session=$(notdir $(DEMO_SESSION))"
+	$(DEMO_TOMO) serve $(DEMO_SESSION) --port $(DASH_PORT)
 
 clean:
-	rm -rf $(VENV) demo_output build *.egg-info
+	rm -rf $(VENV) demo_output demo_session demo_session.log build *.egg-info

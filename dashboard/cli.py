@@ -8,6 +8,8 @@ from processing.cli import add_processing_commands
 from processing.errors import InputError
 from sessions.cli import add_session_commands
 
+from .server_cli import add_dashboard_commands
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -17,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_processing_commands(subparsers)
     add_session_commands(subparsers)
+    add_dashboard_commands(subparsers)
     return parser
 
 

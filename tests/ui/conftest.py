@@ -47,6 +47,7 @@ class DashboardServer:
                 break
             except Exception:
                 if time.monotonic() > deadline:
+                    self.stop()
                     raise AssertionError(f"dashboard server did not answer:\n{log.read_text()}")
                 time.sleep(0.3)
 

@@ -121,6 +121,7 @@ def test_launch_extract_and_reconstruct_from_the_form(server, page, screenshots,
     assert "Reconstruct" in url
     wait_status(page, "Succeeded", 120)
     page.wait_for_function(JS_IMAGE, arg="slice_merged_XY_source", timeout=20_000)
+    time.sleep(2.0)
     shot(page, screenshots, "monitor_reconstruct")
     assert [j.status for j in Session(demo.root).jobs()] == ["Succeeded"] * 3
     assert (demo.root / "Reconstruct" / "ref").is_symlink()

@@ -1,0 +1,1 @@
+"""The dashboard's pages; each module's ``page(ctx)`` builds one route's layout."""

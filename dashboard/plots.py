@@ -1,0 +1,189 @@
+"""Bokeh figures of the job monitor and compare pages, updated in place (no flicker; a user's
+zoom survives new data: the ranges are data ranges that stop following once touched).
+
+* FSC: x is spatial frequency (1/Å) so that shells are evenly spaced, with tick labels in Å;
+  dashed lines at 0.143 and 0.5; every iteration one curve, light to dark, newest strongest;
+  hovering names the iteration and its resolution.
+* Series vs iteration: resolution (Å), accuracy of rotations (°) and translations (Å, right
+  axis), angular sampling (° step line).
+* Orthoslices: XY, XZ, YZ sections of a map with sliders, grey scale with auto contrast.
+"""
+from __future__ import annotations
+
+import numpy as np
+from bokeh.models import (ColumnDataSource, CustomJSTickFormatter, HoverTool, Label, LinearAxis,
+                          LinearColorMapper, Range1d, Span)
+from bokeh.plotting import figure
+
+from .readers import FscCurve, RefineIteration
+from .style import ACCENT, HALF_COLOURS, iteration_colours
+
+__all__ = ["fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
+           "angstrom_ticks"]
+
+_ANGSTROM_TICKS_JS = """
+    if (tick <= 0) return '∞';
+    const a = 1 / tick;
+    return (a >= 100 ? a.toFixed(0) : a >= 10 ? a.toFixed(1) : a.toFixed(2)) + ' Å';
+"""
+
+
+def angstrom_ticks() -> CustomJSTickFormatter:
+    """Tick labels of a 1/Å axis, in Å (a new model per figure: models belong to one document)."""
+    return CustomJSTickFormatter(code=_ANGSTROM_TICKS_JS)
+
+_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+
+
+def _style(fig) -> None:
+    fig.toolbar.logo = None
+    fig.toolbar.autohide = True
+    fig.title.text_font_size = "13px"
+    fig.title.text_color = "#323f4b"
+    fig.outline_line_color = None
+    fig.grid.grid_line_color = "#eef2f6"
+    fig.axis.axis_line_color = "#9aa5b1"
+    fig.axis.major_tick_line_color = "#9aa5b1"
+    fig.axis.minor_tick_line_color = None
+    fig.axis.axis_label_text_font_style = "normal"
+    fig.axis.axis_label_text_color = "#52606d"
+    fig.background_fill_color = "#ffffff"
+    fig.border_fill_color = "#ffffff"
+    fig.min_border_left = 50
+    if fig.xaxis and fig.xaxis[0].axis_label == "iteration":
+        fig.xaxis[0].ticker.min_interval = 1
+
+
+def fsc_figure(title: str = "Gold-standard FSC (every iteration)", *, name: str = "fsc", height: int = 340,
+               hover_label: str = "iteration"):
+    """An FSC figure and its source (one row per curve: xs, ys, label, resolution, colour, width, alpha)."""
+    source = ColumnDataSource({"xs": [], "ys": [], "label": [], "resolution": [], "colour": [], "width": [],
+                               "alpha": []}, name=f"{name}_source")
+    fig = figure(title=title, height=height, sizing_mode="stretch_width", tools=_TOOLS, name=name,
+                 x_axis_label="resolution (Å)", y_axis_label="FSC", y_range=Range1d(-0.05, 1.05))
+    _style(fig)
+    fig.xaxis.formatter = angstrom_ticks()
+    for value, text in ((0.143, "0.143"), (0.5, "0.5")):
+        fig.add_layout(Span(location=value, dimension="width", line_dash="dashed", line_color="#9aa5b1",
+                            line_width=1))
+        fig.add_layout(Label(x=2, y=value, x_units="screen", text=text, text_font_size="10px",
+                             text_color="#7b8794", y_offset=2))
+    fig.add_layout(Span(location=0, dimension="width", line_color="#cbd2d9", line_width=1))
+    renderer = fig.multi_line("xs", "ys", source=source, line_color="colour", line_width="width",
+                              line_alpha="alpha", hover_line_width=4, hover_line_color="#d9822b")
+    fig.add_tools(HoverTool(renderers=[renderer], tooltips=[(hover_label, "@label"),
+                                                            ("resolution", "@resolution{0.0} Å")],
+                            line_policy="nearest"))
+    return fig, source
+
+
+def fsc_data(curves: list[tuple[str, FscCurve, float]], colours: list[str] | None = None) -> dict:
+    """Source data of an FSC figure: ``(label, curve, resolution in Å)`` per curve, oldest first;
+    default colours light -> dark, the newest drawn strongest."""
+    n = len(curves)
+    colours = colours or iteration_colours(n)
+    widths = [1.2] * n
+    alphas = [0.75] * n
+    if n:
+        widths[-1], alphas[-1] = 3.0, 1.0
+    xs, ys = [], []
+    for _, curve, _ in curves:
+        f, c = np.asarray(curve.frequency), np.asarray(curve.fsc)
+        keep = f > 0
+        xs.append(f[keep].tolist())
+        ys.append(c[keep].tolist())
+    return {"xs": xs, "ys": ys, "label": [c[0] for c in curves],
+            "resolution": [float(c[2]) if c[2] is not None else float("nan") for c in curves],
+            "colour": colours[:n], "width": widths, "alpha": alphas}
+
+
+def series_figures(*, height: int = 210):
+    """Resolution, accuracy and sampling vs iteration: ``(figures dict, source)``."""
+    source = ColumnDataSource({"iteration": [], "resolution": [], "acc_rot": [], "acc_trans": [], "sampling": []},
+                              name="series_source")
+    res = figure(title="Resolution vs iteration", height=height, sizing_mode="stretch_width", tools=_TOOLS,
+                 x_axis_label="iteration", y_axis_label="resolution (Å)", name="resolution")
+    _style(res)
+    res.line("iteration", "resolution", source=source, line_color=ACCENT, line_width=2)
+    res.scatter("iteration", "resolution", source=source, size=6, color=ACCENT)
+    res.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("resolution", "@resolution{0.0} Å")], mode="vline"))
+
+    acc = figure(title="Accuracy: rotations (°) and translations (Å)", height=height, sizing_mode="stretch_width",
+                 tools=_TOOLS, x_axis_label="iteration", y_axis_label="rotations (°)", name="accuracy")
+    _style(acc)
+    acc.extra_y_ranges = {"trans": Range1d(0, 1)}
+    acc.add_layout(LinearAxis(y_range_name="trans", axis_label="translations (Å)",
+                              axis_label_text_color=HALF_COLOURS["half2"]), "right")
+    acc.line("iteration", "acc_rot", source=source, line_color=ACCENT, line_width=2, legend_label="rotations (°)")
+    acc.scatter("iteration", "acc_rot", source=source, size=6, color=ACCENT)
+    acc.line("iteration", "acc_trans", source=source, line_color=HALF_COLOURS["half2"], line_width=2,
+             y_range_name="trans", legend_label="translations (Å)")
+    acc.scatter("iteration", "acc_trans", source=source, size=6, color=HALF_COLOURS["half2"], y_range_name="trans",
+                marker="square")
+    acc.legend.location = "top_right"
+    acc.legend.label_text_font_size = "11px"
+    acc.legend.background_fill_alpha = 0.7
+    acc.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("rotations", "@acc_rot{0.00}°"),
+                                      ("translations", "@acc_trans{0.00} Å")], mode="vline"))
+
+    samp = figure(title="Angular sampling vs iteration", height=height, sizing_mode="stretch_width", tools=_TOOLS,
+                  x_axis_label="iteration", y_axis_label="angular step (°)", name="sampling")
+    _style(samp)
+    samp.step("iteration", "sampling", source=source, mode="after", line_color="#2e7d32", line_width=2)
+    samp.scatter("iteration", "sampling", source=source, size=5, color="#2e7d32")
+    samp.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("angular step", "@sampling{0.00}°")], mode="vline"))
+    return {"resolution": res, "accuracy": acc, "sampling": samp}, source
+
+
+def _clean(value: float | None) -> float:
+    if value is None or not np.isfinite(value) or value >= 999:
+        return float("nan")
+    return float(value)
+
+
+def series_data(iterations: list[RefineIteration]) -> dict:
+    return {
+        "iteration": [it.iteration for it in iterations],
+        "resolution": [_clean(it.resolution) for it in iterations],
+        "acc_rot": [_clean(it.accuracy_rotations) for it in iterations],
+        "acc_trans": [_clean(it.accuracy_translations) for it in iterations],
+        "sampling": [_clean(it.angular_step) for it in iterations],
+    }
+
+
+def fit_translation_axis(figures: dict, data: dict) -> None:
+    """The right-hand axis of the accuracy plot follows the translations."""
+    values = [v for v in data["acc_trans"] if np.isfinite(v)]
+    rng = figures["accuracy"].extra_y_ranges["trans"]
+    top = max(values) * 1.1 if values else 1.0
+    rng.start, rng.end = 0, top
+
+
+def slice_figure(title: str, *, size: int = 190, name: str = ""):
+    """One section image: ``(figure, source, colour mapper)``."""
+    mapper = LinearColorMapper(palette="Greys256", low=0, high=1)
+    source = ColumnDataSource({"image": [], "dw": [], "dh": []}, name=f"{name}_source" if name else None)
+    fig = figure(title=title, width=size, height=size, tools="pan,wheel_zoom,reset", match_aspect=True,
+                 x_range=Range1d(0, 1), y_range=Range1d(0, 1), name=name or None)
+    _style(fig)
+    fig.min_border_left = 4
+    fig.axis.visible = False
+    fig.grid.visible = False
+    fig.image(image="image", x=0, y=0, dw="dw", dh="dh", source=source, color_mapper=mapper)
+    return fig, source, mapper
+
+
+def slice_data(section: np.ndarray) -> dict:
+    rows, cols = section.shape
+    return {"image": [np.asarray(section, dtype=np.float32)], "dw": [cols], "dh": [rows]}
+
+
+def contrast(vol: np.ndarray) -> tuple[float, float]:
+    """Auto contrast of a map: the 1st and 99.5th percentiles (of a subsample)."""
+    flat = np.asarray(vol, dtype=np.float32).ravel()
+    if flat.size > 200_000:
+        flat = flat[:: flat.size // 200_000]
+    lo, hi = np.percentile(flat, [1.0, 99.5])
+    if hi <= lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)

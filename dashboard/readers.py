@@ -1,0 +1,154 @@
+"""Reading what jobs leave on disk, for the dashboard: progress, logs, per-iteration refine
+statistics, FSC curves and orthoslices of maps.
+
+Pure functions of files (no web imports); :mod:`dashboard.watcher` caches their results by
+file modification time so twenty viewers cost one read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from processing.errors import InputError
+
+__all__ = ["read_progress", "tail_text", "RefineIteration", "read_refine_iteration", "refine_iterations",
+           "FscCurve", "read_fsc_star", "read_volume", "orthoslices", "MAP_NAMES"]
+
+_IT_MODEL = re.compile(r"^run_it(\d{3,})_half1_model\.star$")
+
+
+def read_progress(path: Path) -> dict | None:
+    """``progress.json`` as a dict (``None`` if absent or unreadable)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tail_text(path: Path, lines: int = 80, max_bytes: int = 64_000) -> str:
+    """The last ``lines`` lines of a text file (reads at most ``max_bytes`` from its end)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    # Progress bars use carriage returns: keep only the last state of each line.
+    out = [line.rsplit("\r", 1)[-1] for line in text.rstrip("\n").split("\n")]
+    return "\n".join(out[-lines:])
+
+
+@dataclass(frozen=True)
+class FscCurve:
+    """An FSC curve: spatial frequency (1/Å), FSC per shell."""
+
+    frequency: np.ndarray
+    fsc: np.ndarray
+
+    def resolution_at(self, threshold: float) -> float | None:
+        """Resolution (Å) where the curve first drops below ``threshold`` (linear interpolation)."""
+        f, c = self.frequency, self.fsc
+        for i in range(1, len(c)):
+            if c[i] < threshold:
+                if c[i - 1] == c[i]:
+                    x = f[i]
+                else:
+                    x = f[i - 1] + (c[i - 1] - threshold) / (c[i - 1] - c[i]) * (f[i] - f[i - 1])
+                return float(1.0 / x) if x > 0 else None
+        return None
+
+
+@dataclass(frozen=True)
+class RefineIteration:
+    """What the dashboard plots of one refine iteration (from its model and sampling files)."""
+
+    iteration: int
+    resolution: float                  # rlnCurrentResolution (Å)
+    fsc: FscCurve                      # rlnGoldStandardFsc
+    accuracy_rotations: float          # degrees (999: not yet estimated)
+    accuracy_translations: float       # Å
+    angular_step: float | None         # degrees, after oversampling (psi step / 2)
+    healpix_order: int | None
+    offset_step: float | None          # Å
+    ori_size: int
+    pixel_size: float
+
+
+def refine_iterations(names: list[str]) -> list[int]:
+    """Iteration numbers with a half1 model in a directory listing, ascending."""
+    return sorted(int(m.group(1)) for n in names if (m := _IT_MODEL.match(n)))
+
+
+def read_refine_iteration(job_dir: Path, iteration: int) -> RefineIteration:
+    from processing.refine.starfiles import ModelStarContents, SamplingStarContents, shell_resolutions
+
+    model = ModelStarContents.read(Path(job_dir) / f"run_it{iteration:03d}_half1_model.star")
+    frequency, _ = shell_resolutions(model.ori_size, model.pixel_size)
+    angular = order = offset = None
+    sampling_path = Path(job_dir) / f"run_it{iteration:03d}_sampling.star"
+    if sampling_path.is_file():
+        try:
+            sampling = SamplingStarContents.read(sampling_path)
+            order, angular, offset = sampling.healpix_order, sampling.psi_step / 2.0, sampling.offset_step / 2.0
+        except InputError:
+            pass
+    return RefineIteration(
+        iteration=iteration, resolution=float(model.current_resolution),
+        fsc=FscCurve(np.asarray(frequency, float), np.asarray(model.gold_standard_fsc, float)),
+        accuracy_rotations=float(model.accuracy_rotations),
+        accuracy_translations=float(model.accuracy_translations_angst),
+        angular_step=angular, healpix_order=order, offset_step=offset,
+        ori_size=int(model.ori_size), pixel_size=float(model.pixel_size),
+    )
+
+
+def read_fsc_star(path: Path) -> FscCurve:
+    """``fsc.star`` of Reconstruct particle (``data_fsc``) or a postprocess-like FSC table."""
+    from processing.io.star import read_star
+
+    blocks = read_star(path)
+    table = blocks.get("fsc")
+    if table is None:
+        table = next(iter(blocks.values()))
+    column = next((c for c in ("rlnFourierShellCorrelationUnmaskedMaps", "rlnFourierShellCorrelationCorrected",
+                               "rlnFourierShellCorrelation", "rlnGoldStandardFsc") if c in table), None)
+    if column is None or "rlnResolution" not in table:
+        raise InputError("no FSC column", file=path)
+    return FscCurve(np.asarray(table["rlnResolution"], float), np.asarray(table[column], float))
+
+
+#: Map files of each kind of job the monitor can show, by role.
+MAP_NAMES = {
+    "reconstruct": {"half1": "half1.mrc", "half2": "half2.mrc", "merged": "merged.mrc"},
+}
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, float]:
+    """A map as float32 ``[z, y, x]`` and its pixel size (Å)."""
+    from processing.io.mrc import read_mrc
+
+    data = read_mrc(path)
+    vol = np.asarray(data.data, dtype=np.float32)
+    if vol.ndim != 3:
+        raise InputError("not a 3D map", file=path)
+    return vol, float(data.pixel_size)
+
+
+def orthoslices(vol: np.ndarray, z: int | None = None, y: int | None = None,
+                x: int | None = None) -> dict[str, np.ndarray]:
+    """XY (at z), XZ (at y) and YZ (at x) sections; the centre by default. Arrays are
+    ``[row, col]`` with rows the second-named axis (so XZ has z as rows)."""
+    nz, ny, nx = vol.shape
+    z = nz // 2 if z is None else int(np.clip(z, 0, nz - 1))
+    y = ny // 2 if y is None else int(np.clip(y, 0, ny - 1))
+    x = nx // 2 if x is None else int(np.clip(x, 0, nx - 1))
+    return {"XY": np.ascontiguousarray(vol[z, :, :]), "XZ": np.ascontiguousarray(vol[:, y, :]),
+            "YZ": np.ascontiguousarray(vol[:, :, x])}
