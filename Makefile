@@ -30,30 +30,11 @@ test-deps:
 test: $(STAMP) test-deps
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
-# The demo: simulate a dataset, Extract subtomos at bin 3, Reconstruct particle (C6), run as
-# RELION would from the project directory demo_output/ (random half sets assigned as relion_refine
-# does, since the simulated picks have none).
-DEMO_DIR := demo_output
-DEMO_RUN := cd $(DEMO_DIR) && PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
-demo: $(STAMP)
-	rm -rf $(DEMO_DIR)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/tomodash simulate $(DEMO_DIR) --preset demo
-	$(DEMO_RUN) tomodash extract --i optimisation_set.star --o Extract/job002/ --b 64 --crop 48 --bin 3 \
-		--float16 --stack2d --j 2
-	$(DEMO_RUN) $(CURDIR)/$(PY) -c "from processing.io import ParticleSet; p = ParticleSet.read('Extract/job002/particles.star'); p.assign_random_subsets(1); p.write('Extract/job002/particles_halves.star')"
-	$(DEMO_RUN) tomodash reconstruct --p Extract/job002/particles_halves.star --t tomograms.star \
-		--o Reconstruct/job003/ --b 64 --crop 48 --bin 3 --sym C6 --j 2 > reconstruct.log 2>&1 \
-		|| (cat $(DEMO_DIR)/reconstruct.log; false)
-	@cat $(DEMO_DIR)/reconstruct.log
-	@echo
-	@echo "Demo done. Project directory: $(DEMO_DIR)/"
-	@echo "  particles:  $(DEMO_DIR)/Extract/job002/particles.star (2D stacks in Extract/job002/Subtomograms/)"
-	@echo "  maps:       $(DEMO_DIR)/Reconstruct/job003/half1.mrc, half2.mrc, merged.mrc"
-	@echo "  FSC:        $(DEMO_DIR)/Reconstruct/job003/fsc.star"
-	@echo "  truth:      $(DEMO_DIR)/truth_map.mrc (2.7 A pixels)"
-	@grep "Half-map resolution" $(DEMO_DIR)/reconstruct.log
-	@echo "  (from the initial, perturbed poses: 3D auto-refine is the next step; Nyquist is 16.2 A)"
-	@$(MAKE) --no-print-directory demo-dashboard
+# The demo: a fresh demo session (simulated dataset imported as job 1), then in the background
+# Extract subtomos (bin 3) -> Reconstruct particle -> 3D auto-refine (mpiexec -n 3) -> re-extract
+# at bin 2 with the refined poses -> Reconstruct particle, printing resolutions and map paths as
+# each job ends (also in demo_session.log), while the dashboard serves the session.
+demo: demo-dashboard
 
 # The dashboard on a demo *session* (DEMO_SESSION/): `tomodash demo` runs the demo pipeline
 # (Import -> Extract -> Reconstruct -> 3D auto-refine) in the background while the server serves
@@ -63,7 +44,7 @@ DASH_PORT ?= 5006
 DEMO_TOMO := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/tomodash
 demo-dashboard: $(STAMP)
 	rm -rf $(DEMO_SESSION) $(DEMO_SESSION).log
-	$(DEMO_TOMO) demo $(DEMO_SESSION) > $(DEMO_SESSION).log 2>&1 &
+	( $(DEMO_TOMO) demo $(DEMO_SESSION) 2>&1 | tee $(DEMO_SESSION).log ) &
 	@for i in $$(seq 1 240); do test -f $(DEMO_SESSION)/default_pipeline.star && break; sleep 0.5; done
 	@echo
 	@echo "Dashboard of the demo session (pipeline running in the background, log: $(DEMO_SESSION).log):"
