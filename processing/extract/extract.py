@@ -165,7 +165,7 @@ def _extract_particle_group(
             stack = finalise_2d(spectra[k, frames], box=sb, crop=settings.crop, circle_crop=settings.circle_crop)
             write_mrc(Path(f"{stem}_stack2d.mrcs"), stack.astype(np.float32), pixel, float16=settings.float16)
         else:
-            rotations = geo.projections[frames, :3, :3] @ _subtomogram_matrix(geo, i)
+            rotations = geo.projections[frames, :3, :3] @ geo.subtomogram_matrices[i]
             volume, ctf2_multi = pseudo_subtomogram(
                 spectra[k, frames], weights[k, frames], rotations,
                 box=sb, crop=settings.crop, binning=settings.binning,
@@ -175,11 +175,6 @@ def _extract_particle_group(
             write_mrc(Path(f"{stem}_weights.mrc"), ctf2_multi.astype(np.float32), 1.0 / pixel,
                       float16=settings.float16)
     return len(members)
-
-
-def _subtomogram_matrix(geo: TomogramParticles, i: int) -> NDArray[np.float64]:
-    sub = getattr(geo, "subtomogram_matrices", None)
-    return np.eye(3) if sub is None else sub[i]
 
 
 def _expected_outputs(stem: Path, settings: ExtractionSettings, n_frames: int) -> list[tuple[Path, tuple]]:
@@ -205,12 +200,6 @@ def _extract_tomogram(
         particles, tomograms, tomo_name, trajectories=trajectories,
         trajectories_file=trajectories_file, positions=positions,
     )
-    sub = particles.subtomogram_angles()
-    if sub is not None:
-        from processing.geometry.euler import euler_to_matrix
-
-        s = sub[geo.rows]
-        geo.subtomogram_matrices = euler_to_matrix(s[:, 0], s[:, 1], s[:, 2])  # type: ignore[attr-defined]
     usable = usable_frames(geo, radius=settings.binning * settings.crop / 2.0, max_dose=settings.max_dose)
     keep = usable.sum(axis=1) >= settings.min_frames
     todo = []

@@ -7,6 +7,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processing.fourier.ctf import CtfParameters
+from processing.geometry.euler import euler_to_matrix
 from processing.io.particles import ParticleSet
 from processing.io.tomograms import Tomogram, TomogramSet
 
@@ -37,6 +38,8 @@ class TomogramParticles:
         (t, 4, 4) projection matrices of the tilt series.
     image_size
         Tilt-image (width, height) in pixels.
+    subtomogram_matrices
+        (n, 3, 3) ``A_sub`` of each particle (identity without rlnTomoSubtomogram angles).
     """
 
     tomogram: Tomogram
@@ -47,6 +50,7 @@ class TomogramParticles:
     defocus_offsets: NDArray[np.float64]
     projections: NDArray[np.float64]
     image_size: tuple[int, int]
+    subtomogram_matrices: NDArray[np.float64]
 
     @property
     def n_tilts(self) -> int:
@@ -97,9 +101,13 @@ def tomogram_particles(
     )
     projected = np.einsum("tij,ntj->nti", projections[:, :2, :3], frame_pos) + projections[None, :, :2, 3]
     offsets = tomogram.hand * tomogram.pixel_size * tomogram.defocus_slope * tomogram.depth_offsets(pos)
+    sub = particles.subtomogram_angles()
+    sub_matrices = np.broadcast_to(np.eye(3), (len(rows), 3, 3)).copy() if sub is None else \
+        euler_to_matrix(sub[rows, 0], sub[rows, 1], sub[rows, 2])
     return TomogramParticles(
         tomogram=tomogram, rows=rows, names=names, positions=pos, projected=projected,
         defocus_offsets=offsets, projections=projections, image_size=image_size,
+        subtomogram_matrices=sub_matrices,
     )
 
 

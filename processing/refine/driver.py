@@ -330,7 +330,7 @@ class RefineRun:
         if self.options.continue_from:
             self._restore_continuation_options()
         o = self.options
-        particles_file, tomograms_file, _ = self._inputs()
+        particles_file, tomograms_file, self.trajectories_file = self._inputs()
         self.load_data(particles_file, tomograms_file)
         if o.continue_from:
             state, start = self.continue_state(o.continue_from)

@@ -108,7 +108,7 @@ def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | 
         offset_range_original=s.offset_range_original, offset_step_original=s.offset_step_original,
     ).write(f"{root}_sampling.star")
     base = OptimisationSet(particles=run.particles_file, tomograms=run.tomograms_file,
-                           trajectories=run._inputs()[2])
+                           trajectories=run.trajectories_file)
     refine_optimisation_set(
         base, data_file,
         half1_map=f"{root}_half1_class001_unfil.mrc" if final else None,
@@ -119,7 +119,7 @@ def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | 
         output_root=o.output_root, model_star_file=model_files[0], model_star_file2=model_files[1],
         data_star_file=data_file, sampling_star_file=f"{root}_sampling.star",
         current_iteration=c.iteration, tomograms_file=run.tomograms_file,
-        trajectories_file=run._inputs()[2] or "", number_of_iterations=o.auto_iter_max,
+        trajectories_file=run.trajectories_file or "", number_of_iterations=o.auto_iter_max,
         do_split_random_halves=o.split_random_halves, join_halves_until_resolution=o.low_resol_join_halves,
         adaptive_oversample_order=s.oversampling, random_seed=run.seed,
         particle_diameter=run.particle_diameter, do_zero_mask=o.zero_mask,

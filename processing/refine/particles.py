@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from processing.errors import InputError
 from processing.fourier.ctf import CtfParameters, ctf_value, fourier_frequency_grid
-from processing.fourier.fft import rfft2_centered, rfft3_centered
+from processing.fourier.fft import half_radius, rfft2_centered, rfft3_centered
 from processing.fourier.masks import soft_mask_outside
 from processing.geometry.euler import euler_to_matrix
 from processing.io.mrc import read_mrc
@@ -247,7 +247,7 @@ class ParticleStore:
         t = 0.5 - 0.5 * np.cos(np.pi * t)
         noise = rng.standard_normal(data.shape)
         spec = np.fft.rfftn(noise, axes=tuple(range(-ndim, 0)))
-        shells = np.minimum(np.rint(_half_radius(shape)).astype(int), len(self.noise_sigma2) - 1)
+        shells = np.minimum(np.rint(half_radius(shape[0], ndim=ndim)).astype(int), len(self.noise_sigma2) - 1)
         spec *= np.sqrt(np.maximum(self.noise_sigma2[shells], 0.0) * 2.0) * np.sqrt(np.prod(shape))
         noise = np.fft.irfftn(spec, s=shape, axes=tuple(range(-ndim, 0)))
         return data * (1.0 - t) + noise * t
@@ -269,8 +269,3 @@ class ParticleStore:
             multiplicity=weights[None, n:],
         )
 
-
-def _half_radius(shape: tuple[int, ...]) -> NDArray[np.float64]:
-    axes = [np.fft.fftfreq(s) * s for s in shape[:-1]] + [np.arange(shape[-1] // 2 + 1, dtype=float)]
-    grids = np.meshgrid(*axes, indexing="ij", sparse=True)
-    return np.sqrt(sum(g * g for g in grids))
