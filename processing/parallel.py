@@ -6,11 +6,12 @@ mpi4py is imported only when the process was started by an MPI launcher, so a pl
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["Communicator", "get_communicator", "thread_map"]
+__all__ = ["Communicator", "get_communicator", "particle_threads", "thread_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -93,3 +94,25 @@ def thread_map(func: Callable[[T], R], items: Sequence[T] | Iterable[T], *, thre
         return [func(x) for x in items]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(func, items))
+
+
+@contextmanager
+def particle_threads(threads: int) -> Iterator[Callable[[Callable[[T], R], Sequence[T]], list[R]]]:
+    """A ``map`` that runs one item per thread on ``threads`` threads, each with one BLAS and
+    one numba thread, so that per-item work (small matrix products, numba kernels, numpy)
+    uses every core without oversubscription: OpenBLAS's own threads spin after each call
+    and would steal the cores numba's threads need."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads <= 1:
+            previous = numba.get_num_threads()
+            numba.set_num_threads(1)
+            try:
+                yield lambda func, items: [func(x) for x in items]
+            finally:
+                numba.set_num_threads(previous)
+            return
+        with ThreadPoolExecutor(max_workers=threads, initializer=numba.set_num_threads, initargs=(1,)) as pool:
+            yield lambda func, items: list(pool.map(func, items))

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,34 @@ def run_cmd(args: list[str], cwd: Path | str | None = None, *, check: bool = Tru
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def start_process(args: list[str], log: Path) -> subprocess.Popen:
+    """Start a command in its own process group (so a test can SIGKILL all of it), output to ``log``."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONUNBUFFERED="1")
+    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    """Poll ``predicate`` until true; fail if ``proc`` ends first or on timeout."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"process ended early with {proc.returncode}")
+        time.sleep(0.2)
+    pytest.fail("timed out")
+
+
+def in_iteration(run_dir: Path, iteration: int) -> bool:
+    """A refinement's progress.json reports particles done in ``iteration``."""
+    try:
+        progress = json.loads((run_dir / "progress.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return progress.get("iteration") == iteration and progress.get("particles_done", 0) > 0
 
 
 def with_random_subsets(src: Path, dst: Path, seed: int = 1) -> Path:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mrcfile
@@ -24,7 +21,7 @@ from processing.io import read_mrc
 from processing.refine.evaluate import pose_errors
 from processing.simulate import render_truth
 
-from conftest import run_cmd, venv_bin, with_random_subsets
+from conftest import in_iteration, run_cmd, start_process, venv_bin, wait_for, with_random_subsets
 
 BIN, BOX, CROP = 2, 32, 24
 
@@ -133,35 +130,10 @@ def test_combine_through_disc_under_mpi(small_inputs: Path, small_run: Path) -> 
     assert curve[1:10].min() > 0.95
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONUNBUFFERED="1")
-    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"process ended early with {proc.returncode}")
-        time.sleep(0.2)
-    pytest.fail("timed out")
-
-
-def _in_iteration(run_dir: Path, iteration: int) -> bool:
-    try:
-        progress = json.loads((run_dir / "progress.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return progress.get("iteration") == iteration and progress.get("particles_done", 0) > 0
-
-
 def test_sigkill_then_continue(small_inputs: Path, small_run: Path, test_dataset: Path) -> None:
     out = small_inputs / "killed"
-    proc = _start(refine_args(small_inputs, str(out), "--j", "2", "--pool", "1"), small_inputs / "killed.log")
-    _wait_for(lambda: _in_iteration(out, 3), 600, proc)
+    proc = start_process(refine_args(small_inputs, str(out), "--j", "2", "--pool", "1"), small_inputs / "killed.log")
+    wait_for(lambda: in_iteration(out, 3), 600, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (out / "run_it002_optimiser.star").exists()
@@ -184,8 +156,8 @@ def test_sigkill_then_continue(small_inputs: Path, small_run: Path, test_dataset
 
 def test_abort_request_stops_at_next_batch(small_inputs: Path) -> None:
     out = small_inputs / "aborted"
-    proc = _start(refine_args(small_inputs, str(out), "--j", "1", "--pool", "1"), small_inputs / "aborted.log")
-    _wait_for(lambda: _in_iteration(out, 1), 600, proc)
+    proc = start_process(refine_args(small_inputs, str(out), "--j", "1", "--pool", "1"), small_inputs / "aborted.log")
+    wait_for(lambda: in_iteration(out, 1), 600, proc)
     (out / "RELION_JOB_ABORT_NOW").touch()
     proc.wait(timeout=120)
     assert (out / "RELION_JOB_EXIT_ABORTED").exists()
@@ -217,3 +189,33 @@ def test_solvent_corrected_fsc_uses_the_mask(small_inputs: Path, small_run: Path
     plain = starfile.read(small_run / "run_it002_half1_model.star")["model_class_1"]["rlnGoldStandardFsc"].to_numpy()
     assert np.abs(masked - plain)[1:].max() > 0.02
     assert float(starfile.read(out / "run_it002_optimiser.star")["rlnDoSolventFscCorrection"]) == 1
+
+
+def test_pseudo_subtomograms_refine_like_tilt_stacks(small_inputs: Path, small_run: Path, test_dataset: Path) -> None:
+    """Extract's default layout, 3D pseudo-subtomograms (data, CTF² and multiplicity volumes),
+    refined against the same reference: it converges to the truth as well as the 2D stacks do."""
+    work = small_inputs
+    run_cmd([venv_bin("tomodash"), "extract", "--i", str(work / "input_set.star"), "--o", str(work / "ex3d") + "/",
+             "--b", str(BOX), "--crop", str(CROP), "--bin", str(BIN), "--j", "2"])
+    args = refine_args(work, str(work / "run3d"), "--j", "2")
+    args[args.index("--ios") + 1] = str(work / "ex3d" / "optimisation_set.star")
+    proc = run_cmd(args, timeout=900)
+    assert "(3D)" in proc.stdout
+    out = work / "run3d"
+    assert int(starfile.read(out / "run_optimiser.star")["rlnHasConverged"]) == 1
+    before = pose_errors(work / "ex3d" / "particles.star", test_dataset / "particles_true.star",
+                         test_dataset / "tomograms.star", symmetry="C6")
+    after = pose_errors(out / "run_data.star", test_dataset / "particles_true.star", test_dataset / "tomograms.star",
+                        symmetry="C6")
+    stacks = pose_errors(small_run / "run_data.star", test_dataset / "particles_true.star",
+                         test_dataset / "tomograms.star", symmetry="C6")
+    print(f"median angular error: initial {before.median_angle:.2f}°, 3D {after.median_angle:.2f}°, "
+          f"2D stacks {stacks.median_angle:.2f}°; shift 3D {after.median_shift:.2f} Å, 2D {stacks.median_shift:.2f} Å")
+    # Same tolerances as the 2D run above, and within 2° / half a pixel of it.
+    assert after.median_angle < before.median_angle - 3.0
+    assert after.median_angle < stacks.median_angle + 2.0
+    assert after.median_shift < min(BIN * 6.0, stacks.median_shift + BIN * 3.0)
+    truth = render_truth(test_dataset, CROP, BIN * 6.0)
+    curve = fsc(read_mrc(out / "run_class001.mrc").data, truth)
+    start = fsc(read_mrc(work / "rec" / "merged.mrc").data, truth)
+    assert curve[6:10].mean() > start[6:10].mean() + 0.1

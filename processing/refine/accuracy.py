@@ -57,14 +57,14 @@ def expected_accuracy(
         inv_s2 = 1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)
         weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
         base = euler_to_matrix(*state.angles)
-        v0 = _slices(ref, geo.rotations @ base, freq)                       # (F, K)
+        v0 = _slices(ref, geo.rotations @ base, freq)[0]                     # (F, K)
         # Rotation: perturb one randomly chosen Euler angle by growing amounts.
         which = int(rng.integers(3))
         pert = np.tile(state.angles, (a_steps.size, 1))
         pert[:, which] += a_steps
         mats = euler_to_matrix(pert[:, 0], pert[:, 1], pert[:, 2])          # (S, 3, 3)
         rot = np.einsum("fij,sjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
-        v1 = _slices(ref, rot, freq).reshape(a_steps.size, F, -1)
+        v1 = _slices(ref, rot, freq)[0].reshape(a_steps.size, F, -1)
         d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
         angles_found.append(_first_exceeding(d, a_steps))
         # Translation: shift along a random axis of the subtomogram frame.

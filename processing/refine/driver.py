@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 from processing.io.tomograms import TomogramSet
 from processing.jobs.lifecycle import check_abort
-from processing.parallel import Communicator, get_communicator
+from processing.parallel import Communicator, get_communicator, particle_threads
 
 from . import mstep
 from .accuracy import expected_accuracy
@@ -429,16 +430,20 @@ class RefineRun:
         results: dict[int, ParticleResult] = {}
         started = time.time()
         n_total = len(state.particles)
-        for b in range(0, len(mine), batch):
-            check_abort(self.job_dir)
-            for i in mine[b:b + batch]:
-                p = state.particles[i]
-                item = self.store.load(i)
-                results[i] = expect_particle(ctx, item, p, accs[p.half])
-            if self.comm.size == 1:
-                self._progress(iteration, "expectation", len(results), n_total, started)
-            else:
-                self._write_rank_progress(iteration, len(results), len(mine))
+        locks = [threading.Lock(), threading.Lock()]
+
+        def expect(i: int) -> tuple[int, ParticleResult]:
+            p = state.particles[i]
+            return i, expect_particle(ctx, self.store.load(i), p, accs[p.half], lock=locks[p.half])
+
+        with particle_threads(o.threads) as pmap:
+            for b in range(0, len(mine), batch):
+                check_abort(self.job_dir)
+                results.update(pmap(expect, mine[b:b + batch]))
+                if self.comm.size == 1:
+                    self._progress(iteration, "expectation", len(results), n_total, started)
+                else:
+                    self._write_rank_progress(iteration, len(results), len(mine))
         if self.comm.size > 1:
             self._wait_for_workers(iteration, n_total, started)
             if o.combine_weights_via_disc:

@@ -16,6 +16,7 @@ significant orientation.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -185,27 +186,45 @@ def _phases(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArr
     return (np.cos(arg) + 1j * np.sin(arg)).astype(np.complex64)
 
 
-def _slices(ref: Reference, rotations: NDArray, freq: FrequencySet) -> NDArray[np.complex64]:
-    out = np.empty((rotations.shape[0], freq.n), dtype=ref.grid.dtype)
+def _slices(
+    ref: Reference, rotations: NDArray, freq: FrequencySet, power_weights: NDArray | None = None,
+) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
+    """Central-slice values ``(n, K)`` at ``freq`` for rotations ``(n, 3, 3)``, and their
+    weighted power ``Σ_k |V|² power_weights[m % F, k]`` ``(n,)`` (zeros without weights)."""
+    n = rotations.shape[0]
+    out = np.empty((n, freq.n), dtype=np.complex64)
+    power = np.empty(n, dtype=np.float32)
+    if power_weights is None:
+        power_weights = np.zeros((1, freq.n), dtype=np.float32)
+    power_weights = np.ascontiguousarray(power_weights, dtype=np.float32)
     rot = np.ascontiguousarray(rotations, dtype=np.float64)
     if freq.kz is None:
-        K.gather_points(ref.grid_f32, ref.c, rot, ref.pad, freq.kx32, freq.ky32, out)
+        _check_inside_grid(ref, freq)
+        K.gather_points(ref.grid_f32, ref.c, rot, ref.pad, freq.kx32, freq.ky32, power_weights, out, power)
     else:
-        K.gather_points_3d(ref.grid, ref.c, rot, ref.pad, freq.kx, freq.ky, freq.kz, out)
-    return out
+        K.gather_points_3d(ref.grid, ref.c, rot, ref.pad, freq.kx, freq.ky, freq.kz, power_weights, out, power)
+    return out, power
 
 
-@dataclass
-class _Scores:
-    diff2: NDArray[np.float64]      # (T, R)
-    a_term: NDArray[np.float64]     # (R,)
+def _check_inside_grid(ref: Reference, freq: FrequencySet) -> None:
+    # gather_points has no bounds tests: every sample and its +1 neighbours must be stored.
+    if freq.n and freq.radius_max * ref.pad > ref.c - 2:
+        raise ValueError(f"frequencies up to {freq.radius_max:.1f} px exceed the reference grid "
+                         f"(c={ref.c}, pad={ref.pad})")
 
 
 def _score(
     ctx: EStepContext, ref: Reference, particle: ParticleImages, freq: FrequencySet,
     part_rot: NDArray, offsets_px: NDArray, scale: float,
-) -> _Scores:
-    """diff2 (up to a constant) of all orientations x translations; or -CC for first-iter CC."""
+) -> NDArray[np.float64]:
+    """diff2 ``(T, R)`` (up to a constant) of all translations x orientations; or -CC/|X|
+    for the first-iteration cross-correlation.
+
+    The particle-side factors (CTF, 1/σ², the shift phases) are folded into one matrix
+    ``Z (T, FK)``, so the cross term is a single real product of the interleaved (re, im)
+    slices with conj(Z): Re(V·Z) = V_re·Z_re - V_im·Z_im, half the work of a complex product.
+    The Σ|CTF·V|²/σ² term comes out of the gather kernel.
+    """
     geo = particle.geometry
     F = geo.rotations.shape[0]
     X = particle.masked.reshape(F, -1)[:, freq.flat]                       # (F, K)
@@ -219,35 +238,33 @@ def _score(
         inv_s2 = np.where(valid, inv_s2[None] / np.maximum(M, 0.01), 0).astype(np.float32)
     else:
         inv_s2 = np.broadcast_to(inv_s2, C.shape)
+    sc = np.float32(scale) * C
+    if ctx.firstiter_cc:
+        z_weight, power_weights = sc, sc * sc
+    else:
+        z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
-    Y = np.conj(X)[None] * _phases(freq, shifts, ctx.ori, +1.0)             # (T, F, K)
-    Y = Y.reshape(len(offsets_px), -1)
+    # conj(Z) = weight · X e^{-2πi k·p/N}, viewed as interleaved float32 (T, 2FK).
+    Zc = (X * z_weight).astype(np.complex64)[None] * _phases(freq, shifts, ctx.ori, -1.0)
+    Zc = Zc.reshape(len(offsets_px), -1).view(np.float32)
     R = part_rot.shape[0]
     cross = np.empty((len(offsets_px), R))
-    a_term = np.empty(R)
+    power = np.empty(R)
     for start in range(0, R, ROTATION_CHUNK):
         rot = part_rot[start:start + ROTATION_CHUNK]
         r = rot.shape[0]
         total = np.einsum("fij,rjk->rfik", geo.rotations, rot).reshape(r * F, 3, 3)
-        V = _slices(ref, total, freq).reshape(r, F, -1)
-        CV = (scale * C)[None] * V
-        if ctx.firstiter_cc:
-            norm = np.sqrt(np.einsum("rfk,rfk->r", CV.real, CV.real) + np.einsum("rfk,rfk->r", CV.imag, CV.imag))
-            W = CV / np.maximum(norm, 1e-30)[:, None, None]
-            a_term[start:start + r] = 0.0
-        else:
-            W = CV * inv_s2[None]
-            a_term[start:start + r] = 0.5 * np.einsum("rfk,fk->r", CV.real**2 + CV.imag**2, inv_s2)
-        # (R x FK) @ (FK x T): BLAS's fast layout for C-contiguous operands (OpenBLAS's cgemm
-        # beats a real product of the stacked real/imaginary parts here).
-        cross[:, start:start + r] = (W.reshape(r, -1) @ Y.T).real.T
+        V, p = _slices(ref, total, freq, power_weights)
+        power[start:start + r] = p.reshape(r, F).sum(axis=1)
+        cross[:, start:start + r] = (V.reshape(r, -1).view(np.float32) @ Zc.T).T
     WORK["poses"] += R * len(offsets_px)
-    WORK["matmul_flops"] += 8.0 * R * len(offsets_px) * Y.shape[1]
+    WORK["matmul_flops"] += 2.0 * R * len(offsets_px) * Zc.shape[1]
     WORK["slices"] += R * F
     if ctx.firstiter_cc:
+        # Normalised cross-correlation Σ C V X* / (|C V| |X|).
         xnorm = float(np.sqrt((np.abs(X) ** 2).sum()))
-        return _Scores(diff2=-cross / max(xnorm, 1e-30), a_term=a_term)
-    return _Scores(diff2=a_term[None, :] - cross, a_term=a_term)
+        return -cross / np.maximum(np.sqrt(power), 1e-30)[None, :] / max(xnorm, 1e-30)
+    return 0.5 * power[None, :] - cross
 
 
 def _offset_log_prior(ctx: EStepContext, state: ParticleState, offsets_px: NDArray) -> NDArray:
@@ -257,11 +274,17 @@ def _offset_log_prior(ctx: EStepContext, state: ParticleState, offsets_px: NDArr
 
 
 def _significant(weights: NDArray, fraction: float) -> NDArray[np.bool_]:
-    """Boolean mask of the largest weights whose sum first reaches ``fraction`` of the total."""
+    """Boolean mask of the largest weights whose sum first reaches ``fraction`` of the total.
+
+    Only weights above ``(1 - fraction) * total / (2 n)`` are sorted: all the others together
+    hold less than the ``1 - fraction`` left out, so the chosen set lies among them (exact).
+    """
     flat = weights.ravel()
-    order = np.argsort(flat)[::-1]
+    total = flat.sum()
+    candidates = np.flatnonzero(flat > (1.0 - fraction) * total / (2.0 * flat.size))
+    order = candidates[np.argsort(flat[candidates])[::-1]]
     csum = np.cumsum(flat[order])
-    n = int(np.searchsorted(csum, fraction * csum[-1]) + 1)
+    n = min(int(np.searchsorted(csum, fraction * total) + 1), order.size)
     mask = np.zeros(flat.size, dtype=bool)
     mask[order[:n]] = True
     return mask.reshape(weights.shape)
@@ -269,8 +292,10 @@ def _significant(weights: NDArray, fraction: float) -> NDArray[np.bool_]:
 
 def expect_particle(
     ctx: EStepContext, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator | None,
+    *, lock: AbstractContextManager | None = None,
 ) -> ParticleResult:
-    """Run both E-step passes for one particle and add its weighted sums to ``acc``."""
+    """Run both E-step passes for one particle and add its weighted sums to ``acc``
+    (under ``lock``, when threads share the accumulator)."""
     ref = ctx.references[state.half]
     scale = 1.0 if ctx.scales is None else float(ctx.scales[state.group])
     os_ = ctx.oversampling
@@ -293,12 +318,12 @@ def expect_particle(
 
     # ---- pass 1: coarse grid at the coarse image size
     freq_c = ctx.frequencies(ctx.coarse_size)
-    sc = _score(ctx, ref, particle, freq_c, coarse_rot, origin_px[None] + trans, scale)
+    diff2 = _score(ctx, ref, particle, freq_c, coarse_rot, origin_px[None] + trans, scale)
     if ctx.firstiter_cc:
         # Hard assignment by normalised cross-correlation: priors only restrict the search.
-        logw = -sc.diff2
+        logw = -diff2
     else:
-        logw = -sc.diff2 + log_prior_rot[None, :] + log_prior_t[:, None]
+        logw = -diff2 + log_prior_rot[None, :] + log_prior_t[:, None]
     if ctx.firstiter_cc:
         best = np.unravel_index(np.argmax(logw), logw.shape)
         significant = np.zeros(logw.shape, dtype=bool)
@@ -320,11 +345,11 @@ def expect_particle(
     n_child_t = fine_t.shape[1]
     fine_t = fine_t.reshape(-1, 3)
     freq_f = ctx.frequencies(ctx.current_size)
-    sf = _score(ctx, ref, particle, freq_f, fine_rot, origin_px[None] + fine_t, scale)
+    diff2_fine = _score(ctx, ref, particle, freq_f, fine_rot, origin_px[None] + fine_t, scale)
     parent_ok = np.zeros((ut.size, ur.size), dtype=bool)
     parent_ok[t_inv, r_inv] = True
     valid = np.repeat(np.repeat(parent_ok, n_child_t, axis=0), n_child_r, axis=1)
-    logw2 = -sf.diff2
+    logw2 = -diff2_fine
     if not ctx.firstiter_cc:
         logw2 = logw2 + np.repeat(log_prior_rot[ur], n_child_r)[None, :] + \
             np.repeat(log_prior_t[ut], n_child_t)[:, None]
@@ -351,11 +376,12 @@ def expect_particle(
         sig2 = w2 >= 0.0 if ctx.firstiter_cc else _significant(w2, ctx.adaptive_fraction)
         w_sig = np.where(sig2, w2, 0.0)
         w_sig /= w_sig.sum()
-        _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
-                    d_idx[ur], n_child_r)
-        acc.pmax_sum += pmax
-        acc.n_particles += 1
-        acc.log_likelihood += log_sum
+        with lock or nullcontext():
+            _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
+                        d_idx[ur], n_child_r)
+            acc.pmax_sum += pmax
+            acc.n_particles += 1
+            acc.log_likelihood += log_sum
     return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
                           log_likelihood=log_sum, direction_index=direction)
 
@@ -386,7 +412,7 @@ def _accumulate(
     else:
         inv_s2 = np.broadcast_to(inv_s2, C.shape)
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
-    V = _slices(ref, rot, freq).reshape(len(cols), F, -1)
+    V = _slices(ref, rot, freq)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
     # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ².
     values = (scale * shift_sum * X[None] * inv_s2[None]).reshape(len(cols) * F, -1)

@@ -7,7 +7,7 @@ likelihood ignores additive offsets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,11 +35,17 @@ class FrequencySet:
     def n(self) -> int:
         return int(self.flat.size)
 
-    @property
+    @cached_property
+    def radius_max(self) -> float:
+        """Largest |k| in the set (px)."""
+        k2 = self.kx**2 + self.ky**2 + (0.0 if self.kz is None else self.kz**2)
+        return float(np.sqrt(k2.max())) if self.n else 0.0
+
+    @cached_property
     def kx32(self) -> NDArray[np.float32]:
         return self.kx.astype(np.float32)
 
-    @property
+    @cached_property
     def ky32(self) -> NDArray[np.float32]:
         return self.ky.astype(np.float32)
 
