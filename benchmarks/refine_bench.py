@@ -104,17 +104,20 @@ def main() -> None:
 
     tomodash = str(Path(sys.executable).parent / "tomodash")
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
-    start = time.perf_counter()
-    subprocess.run([tomodash, "refine", *refine_argv(opt, ref, work / "single", args.iterations, 2)], check=True,
-                   capture_output=True)
-    single = time.perf_counter() - start
-    start = time.perf_counter()
-    subprocess.run([mpiexec, "-n", "3", tomodash, "refine", *refine_argv(opt, ref, work / "mpi", args.iterations, 1)],
-                   check=True, capture_output=True)
-    mpi = time.perf_counter() - start
-    print(f"wall time of {args.iterations} iterations: 1 process x 2 threads {single:.1f} s, mpiexec -n 3 "
-          f"(leader + 2 workers x 1 thread) {mpi:.1f} s: speed-up x{single / mpi:.2f}")
 
+    def wall(command: list[str], name: str, threads: int) -> float:
+        begin = time.perf_counter()
+        subprocess.run([*command, *refine_argv(opt, ref, work / name, args.iterations, threads)], check=True,
+                       capture_output=True)
+        return time.perf_counter() - begin
+
+    one = wall([tomodash, "refine"], "one_thread", 1)
+    threaded = wall([tomodash, "refine"], "two_threads", 2)
+    mpi = wall([mpiexec, "-n", "3", tomodash, "refine"], "mpi", 1)
+    print(f"wall time of {args.iterations} iterations: 1 process x 1 thread {one:.1f} s (baseline); "
+          f"1 process x 2 threads {threaded:.1f} s: x{one / threaded:.2f}; mpiexec -n 3 (leader + one worker "
+          f"per half, 1 thread each) {mpi:.1f} s: x{one / mpi:.2f} over the baseline, x{threaded / mpi:.2f} over "
+          "1 process x 2 threads")
 
 if __name__ == "__main__":
     main()

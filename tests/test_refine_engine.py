@@ -11,7 +11,6 @@ import os
 import signal
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pytest
 import starfile

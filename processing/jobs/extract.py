@@ -25,6 +25,7 @@ from processing.parallel import Communicator
 
 from .extract_params import ExtractParameters
 from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
+from .tomo_inputs import TomoInputParameters
 
 __all__ = ["settings_from_params", "validate", "run", "main", "add_parser"]
 
@@ -67,14 +68,20 @@ def check_inputs(particles_file: str, tomograms_file: str, trajectories_file: st
         read_trajectories(trajectories_file)
 
 
-def validate(params: ExtractParameters, extras: argparse.Namespace) -> None:
-    """Everything that can be checked before anything is written."""
-    settings_from_params(params, extras)
+def validate_inputs(params: TomoInputParameters) -> None:
+    """The particle, tomogram and trajectory files a form names exist and read (Extract and
+    Reconstruct)."""
     inputs = params.resolve_inputs()
     if not inputs.particles or not inputs.tomograms:
         raise InputError("the optimisation set names no particle or tomogram set",
                          file=params.in_optimisation, column="rlnTomoParticlesFile")
     check_inputs(inputs.particles, inputs.tomograms, inputs.trajectories or None)
+
+
+def validate(params: ExtractParameters, extras: argparse.Namespace) -> None:
+    """Everything that can be checked before anything is written."""
+    settings_from_params(params, extras)
+    validate_inputs(params)
 
 
 def run(params: ExtractParameters, extras: argparse.Namespace, *, job_dir: Path, comm: Communicator,

@@ -6,7 +6,7 @@ from typing import ClassVar
 import param
 
 from .base import FieldProblem
-from .tomo_inputs import TomoInputParameters
+from .tomo_inputs import TomoInputParameters, box_crop_problems
 
 __all__ = ["ExtractParameters"]
 
@@ -81,15 +81,5 @@ class ExtractParameters(TomoInputParameters):
 
     def problems(self) -> list[FieldProblem]:
         out = super().problems()
-        if self.box_size % 2:
-            out.append(FieldProblem("box_size", "must be even"))
-        if self.crop_size > 0:
-            if self.crop_size % 2:
-                out.append(FieldProblem("crop_size", "must be even"))
-            if self.crop_size > self.box_size:
-                out.append(FieldProblem(
-                    "crop_size", f"({self.crop_size}) cannot be larger than the box size "
-                                 f"({self.box_size})"))
-        elif self.crop_size not in (-1,):
-            out.append(FieldProblem("crop_size", "must be -1 (no cropping) or a positive size"))
+        out += box_crop_problems(self.box_size, self.crop_size)
         return out

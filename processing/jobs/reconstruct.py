@@ -22,7 +22,7 @@ from processing.io.optimisation_set import OptimisationSet
 from processing.parallel import Communicator
 from processing.reconstruct import ReconstructionSettings, reconstruct_particles
 
-from .extract import check_inputs
+from .extract import validate_inputs
 from .reconstruct_params import ReconstructParameters
 from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
 
@@ -43,11 +43,7 @@ def settings_from_params(params: ReconstructParameters, extras: argparse.Namespa
 def validate(params: ReconstructParameters, extras: argparse.Namespace) -> None:
     """Everything that can be checked before anything is written."""
     settings_from_params(params, extras)
-    inputs = params.resolve_inputs()
-    if not inputs.particles or not inputs.tomograms:
-        raise InputError("the optimisation set names no particle or tomogram set",
-                         file=params.in_optimisation, column="rlnTomoParticlesFile")
-    check_inputs(inputs.particles, inputs.tomograms, inputs.trajectories or None)
+    validate_inputs(params)
 
 
 def run(params: ReconstructParameters, extras: argparse.Namespace, *, job_dir: Path, comm: Communicator,

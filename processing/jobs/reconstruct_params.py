@@ -9,7 +9,7 @@ from processing.errors import InputError
 from processing.geometry.symmetry import normalise_symmetry_name
 
 from .base import FieldProblem
-from .tomo_inputs import TomoInputParameters
+from .tomo_inputs import TomoInputParameters, box_crop_problems
 
 __all__ = ["ReconstructParameters"]
 
@@ -67,13 +67,7 @@ class ReconstructParameters(TomoInputParameters):
 
     def problems(self) -> list[FieldProblem]:
         out = super().problems()
-        if self.box_size % 2:
-            out.append(FieldProblem("box_size", "must be even"))
-        if self.crop_size > 0 and self.crop_size > self.box_size:
-            out.append(FieldProblem(
-                "crop_size", f"({self.crop_size}) cannot be larger than the box size ({self.box_size})"))
-        if self.crop_size > 0 and self.crop_size % 2:
-            out.append(FieldProblem("crop_size", "must be even"))
+        out += box_crop_problems(self.box_size, self.crop_size)
         try:
             normalise_symmetry_name(self.sym_name)
         except InputError as exc:

@@ -17,13 +17,12 @@ import sys
 from pathlib import Path
 
 from processing.errors import InputError
-from processing.io.jobstar import JobStar
 from processing.jobs.lifecycle import job_lifecycle, record_failure
 from processing.parallel import Communicator, get_communicator
 from processing.refine.options import RefineOptions
 
 from .refine3d_params import Refine3DParameters
-from .relion_params import _append_note, _configure_threads
+from .relion_params import _append_note, _configure_threads, read_job_parameters
 
 __all__ = ["Refine3DParameters", "run_with_lifecycle", "main"]
 
@@ -53,14 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     comm = get_communicator()
     job_dir = Path(args.job_dir)
     try:
-        star = job_dir / "job.star"
-        if not star.is_file():
-            raise InputError("job.star not found in the job directory", file=star)
-        job = JobStar.read(star)
-        if not job.type_label.startswith("relion.refine3d"):
-            raise InputError(f"this job.star is a {job.type_label!r} job, not 3D auto-refine",
-                             file=star, column="rlnJobTypeLabel")
-        params = Refine3DParameters.from_job_options(job.options, source=str(star))
+        job, params = read_job_parameters(Refine3DParameters, job_dir)
         params.check(is_continue=job.is_continue)
         options = params.to_options(job_dir, is_continue=job.is_continue)
         if comm.size > 1 and comm.size != params.nr_mpi and comm.is_leader:

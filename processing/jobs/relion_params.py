@@ -304,6 +304,19 @@ def main_from_flags(cls: type[JobParameters], args: argparse.Namespace, *, valid
                        validate=validate, run=run, write_job_star=True, invoked=None)
 
 
+def read_job_parameters(cls: type[JobParameters], job_dir: Path) -> tuple[JobStar, JobParameters]:
+    """``job_dir/job.star`` and the parameters it holds; an InputError when it is missing or
+    is another job type."""
+    star = job_dir / "job.star"
+    if not star.is_file():
+        raise InputError("job.star not found in the job directory", file=star)
+    job = JobStar.read(star)
+    if not job.type_label.startswith(cls.job_type_label):
+        raise InputError(f"this job.star is a {job.type_label!r} job, not {cls.job_type_label!r}",
+                         file=star, column="rlnJobTypeLabel")
+    return job, cls.from_job_options(job.options, source=str(star))
+
+
 def main_from_job_dir(cls: type[JobParameters], argv: list[str] | None, *, validate: Validator,
                       run: Runner) -> int:
     """``python -m processing.jobs.<name> --job-dir DIR``: DIR/job.star -> parameters -> run."""
@@ -316,14 +329,7 @@ def main_from_job_dir(cls: type[JobParameters], argv: list[str] | None, *, valid
     comm = get_communicator()
     job_dir = Path(args.job_dir)
     try:
-        star = job_dir / "job.star"
-        if not star.is_file():
-            raise InputError("job.star not found in the job directory", file=star)
-        job = JobStar.read(star)
-        if not job.type_label.startswith(cls.job_type_label):
-            raise InputError(f"this job.star is a {job.type_label!r} job, not {cls.job_type_label!r}",
-                             file=star, column="rlnJobTypeLabel")
-        params = cls.from_job_options(job.options, source=str(star))
+        job, params = read_job_parameters(cls, job_dir)
         extras = parse_other_args(cls, params.other_args)
     except InputError as exc:
         if comm.is_leader:

@@ -102,3 +102,19 @@ class TomoInputParameters(JobParameters):
             particles=find(opt.particles), tomograms=find(opt.tomograms),
             trajectories=find(opt.trajectories),
         )
+
+
+def box_crop_problems(box_size: int, crop_size: int) -> list[FieldProblem]:
+    """Problems of a ``box_size`` / ``crop_size`` pair (binned pixels; crop -1 = no cropping),
+    shared by the Extract and Reconstruct forms."""
+    out = []
+    if box_size % 2:
+        out.append(FieldProblem("box_size", "must be even"))
+    if crop_size > 0:
+        if crop_size % 2:
+            out.append(FieldProblem("crop_size", "must be even"))
+        if crop_size > box_size:
+            out.append(FieldProblem("crop_size", f"({crop_size}) cannot be larger than the box size ({box_size})"))
+    elif crop_size != -1:
+        out.append(FieldProblem("crop_size", "must be -1 (no cropping) or a positive size"))
+    return out

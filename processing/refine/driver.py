@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from processing.geometry.euler import euler_to_matrix
 from processing.geometry.sampling import AngularSampling, translation_grid
 from processing.geometry.symmetry import normalise_symmetry_name, symmetry_operators
 from processing.io.atomic import atomic_write
-from processing.io.mrc import read_mrc, write_mrc
+from processing.io.mrc import read_mrc
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 from processing.io.tomograms import TomogramSet

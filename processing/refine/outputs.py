@@ -19,7 +19,6 @@ from processing.io.mrc import read_mrc, write_mrc
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 
-from .estep import ParticleState
 from .schedule import RefineCounters, SamplingState
 from .starfiles import (
     ModelStarContents, OptimiserStarContents, SamplingStarContents, iteration_root, read_data_star,
