@@ -101,10 +101,19 @@ def particle_threads(threads: int) -> Iterator[Callable[[Callable[[T], R], Seque
     """A ``map`` that runs one item per thread on ``threads`` threads, each with one BLAS and
     one numba thread, so that per-item work (small matrix products, numba kernels, numpy)
     uses every core without oversubscription: OpenBLAS's own threads spin after each call
-    and would steal the cores numba's threads need."""
+    and would steal the cores numba's threads need.
+
+    numba's parallel kernels may be entered from several threads only with a thread-safe
+    threading layer (OpenMP or TBB); with the workqueue layer the items run one at a time
+    with ``threads`` numba and BLAS threads each instead.
+    """
     import numba
     from threadpoolctl import threadpool_limits
 
+    if threads > 1 and not _numba_is_threadsafe():
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield lambda func, items: [func(x) for x in items]
+        return
     with threadpool_limits(limits=1, user_api="blas"):
         if threads <= 1:
             previous = numba.get_num_threads()
@@ -116,3 +125,25 @@ def particle_threads(threads: int) -> Iterator[Callable[[Callable[[T], R], Seque
             return
         with ThreadPoolExecutor(max_workers=threads, initializer=numba.set_num_threads, initargs=(1,)) as pool:
             yield lambda func, items: list(pool.map(func, items))
+
+
+def _numba_is_threadsafe() -> bool:
+    """Whether numba's parallel kernels will run on its OpenMP or TBB threading layer (chosen in
+    that order of preference, TBB first, unless NUMBA_THREADING_LAYER says otherwise)."""
+    import numba
+
+    layer = numba.config.THREADING_LAYER
+    if layer == "workqueue":
+        return False
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:      # no parallel kernel has run yet: see which layers can load
+        pass
+    candidates = {"tbb": ["tbb"], "omp": ["omp"]}.get(layer, ["tbb", "omp"])
+    for name in candidates:
+        try:
+            __import__(f"numba.np.ufunc.{name}pool")
+            return True
+        except ImportError:
+            continue
+    return False

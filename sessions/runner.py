@@ -44,7 +44,7 @@ from processing.jobs.base import JobParameters
 
 from . import slurm
 from .jobtypes import JobType, get_job_type
-from .pipeline import ABORTED, FAILED, RUNNING, SCHEDULED, SUCCEEDED
+from .pipeline import ABORTED, FAILED, RUNNING, SUCCEEDED
 from .procinfo import ProcessIdentity, identity_of, is_running
 from .project import (
     EXIT_MARKERS, PIPELINER_MARKERS, RUN_RECORD, JobInfo, Session, exit_marker_status, mark_final,
