@@ -6,6 +6,7 @@ mpi4py is imported only when the process was started by an MPI launcher, so a pl
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,7 +21,16 @@ _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RAN
 
 
 class Communicator:
-    """A minimal communicator: an mpi4py ``Comm`` or a single-process stand-in."""
+    """A minimal communicator: an mpi4py ``Comm`` or a single-process stand-in.
+
+    Every collective first waits in a barrier that sleeps between polls: MPICH's blocking
+    collectives spin, and a rank spinning while it waits for the leader (M-step, files) or for
+    another worker takes a core from the rank that still works whenever there are more
+    processes than cores (``mpiexec -n 3`` on two cores).
+    """
+
+    #: seconds between polls of a waiting rank.
+    POLL = 0.005
 
     def __init__(self, comm: Any | None = None) -> None:
         self._comm = comm
@@ -42,14 +52,21 @@ class Communicator:
         """The underlying mpi4py communicator (None when running alone)."""
         return self._comm
 
+    def _wait_for_all(self) -> None:
+        request = self._comm.Ibarrier()
+        while not request.Test():
+            time.sleep(self.POLL)
+
     def gather(self, value: T, root: int = 0) -> list[T] | None:
         if self._comm is None:
             return [value]
+        self._wait_for_all()
         return self._comm.gather(value, root=root)
 
     def bcast(self, value: T, root: int = 0) -> T:
         if self._comm is None:
             return value
+        self._wait_for_all()
         return self._comm.bcast(value, root=root)
 
     def allreduce_sum(self, array: Any) -> Any:
@@ -60,12 +77,13 @@ class Communicator:
         from mpi4py import MPI
 
         out = np.empty_like(array)
+        self._wait_for_all()
         self._comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.SUM)
         return out
 
     def barrier(self) -> None:
         if self._comm is not None:
-            self._comm.Barrier()
+            self._wait_for_all()
 
     def abort(self, code: int = 1) -> None:
         if self._comm is not None and self.size > 1:

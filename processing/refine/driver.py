@@ -478,8 +478,10 @@ class RefineRun:
     def _wait_for_workers(self, iteration: int, n_total: int, started: float) -> None:
         """The leader keeps progress.json current while the workers run (non-blocking barrier)."""
         request = self.comm.mpi.Ibarrier()
+        last_report = 0.0
         while not request.Test():
-            if self.comm.is_leader:
+            if self.comm.is_leader and time.time() - last_report >= 0.5:
+                last_report = time.time()
                 done = 0
                 for r in range(1, self.comm.size):
                     try:
@@ -489,7 +491,7 @@ class RefineRun:
                 self._progress(iteration, "expectation", done, n_total, started)
                 if (self.job_dir / "RELION_JOB_ABORT_NOW").exists():
                     check_abort(self.job_dir)
-            time.sleep(0.5)
+            time.sleep(Communicator.POLL)
 
     def _write_rank_progress(self, iteration: int, done: int, total: int) -> None:
         with atomic_write(self.job_dir / f".progress_rank{self.comm.rank}.json") as fh:
