@@ -33,8 +33,12 @@ __all__ = [
     "Reference", "EStepContext", "ParticleState", "ParticleResult", "HalfAccumulator", "expect_particle",
 ]
 
-#: rotations per chunk of the reference-side matrix (memory control).
+#: at most this many rotations per chunk of the reference-side matrix (BLAS works well from
+#: a few dozen rows; more only costs memory) ...
 ROTATION_CHUNK = 512
+#: ... and at most this many bytes of central slices per chunk (per thread): large boxes with
+#: many tilts get smaller chunks (a 128-px image with 40 tilts: 2 MB per rotation).
+CHUNK_BYTES = 64 * 2**20
 
 #: Work counters of this process (read by benchmarks/refine_bench.py): pose evaluations
 #: (orientation x translation pairs scored) and the real floating-point operations of the
@@ -250,8 +254,9 @@ def _score(
     R = part_rot.shape[0]
     cross = np.empty((len(offsets_px), R))
     power = np.empty(R)
-    for start in range(0, R, ROTATION_CHUNK):
-        rot = part_rot[start:start + ROTATION_CHUNK]
+    chunk = int(max(1, min(ROTATION_CHUNK, CHUNK_BYTES // (8 * F * freq.n))))
+    for start in range(0, R, chunk):
+        rot = part_rot[start:start + chunk]
         r = rot.shape[0]
         total = np.einsum("fij,rjk->rfik", geo.rotations, rot).reshape(r * F, 3, 3)
         V, p = _slices(ref, total, freq, power_weights)
