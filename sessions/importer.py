@@ -18,7 +18,6 @@ from typing import ClassVar
 import pandas as pd
 import param
 
-from processing.errors import InputError
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.paths import resolve_path
 from processing.io.star import read_star, write_star
@@ -26,7 +25,7 @@ from processing.jobs.base import FieldProblem, JobParameters
 
 from .jobtypes import JobType, OutputNode, register_job_type
 from .pipeline import SCHEDULED, SUCCEEDED
-from .project import JobInfo, Session, mark_final, write_note
+from .project import JobInfo, Session, write_note
 
 __all__ = ["ImportTomoParameters", "IMPORT_JOB_TYPE", "import_dataset", "create_demo_session",
            "dataset_summary"]

@@ -313,15 +313,9 @@ def save_preset(preset: Preset, *, session=None, user: bool = False) -> Path:
     """Save in the session's ``presets/`` (default) or, with ``user=True``, the user folder."""
     if not _NAME_RE.match(preset.name):
         raise InputError(f"preset name {preset.name!r}: use letters, digits, '-', '_', '.', '+'", column="preset")
-    if user or session is None:
-        directory = user_preset_dir()
-        source = "user"
-    else:
-        directory = Path(session.root) / "presets"
-        source = "session"
+    directory = user_preset_dir() if user or session is None else Path(session.root) / "presets"
     directory.mkdir(parents=True, exist_ok=True)
-    path = preset.write(directory / f"{preset.name}.star")
-    return path
+    return preset.write(directory / f"{preset.name}.star")
 
 
 def preset_from_params(name: str, job_type: str, params: JobParameters, *, fields: list[str] | None = None,

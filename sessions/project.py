@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import param
 
 from processing.errors import InputError
 from processing.io.atomic import atomic_write

@@ -448,12 +448,25 @@ class RefineRun:
             if o.combine_weights_via_disc:
                 self._combine_through_disc(accs)
             else:
-                for acc in accs:
-                    acc.set_arrays([self.comm.allreduce_sum(np.ascontiguousarray(a)) for a in acc.arrays()])
+                self._sum_over_ranks(accs)
             gathered = self.comm.gather(results)
             if self.comm.is_leader:
                 results = {k: v for part in gathered for k, v in part.items()}
         return accs, results
+
+    def _sum_over_ranks(self, accs: list[HalfAccumulator]) -> None:
+        """Both halves' sums added over all ranks in one MPI reduction (packed as float64)."""
+        arrays = [[np.ascontiguousarray(a) for a in acc.arrays()] for acc in accs]
+        flat = [a.view(np.float64).ravel() for group in arrays for a in group]
+        total = self.comm.allreduce_sum(np.concatenate(flat))
+        start = 0
+        for acc, group in zip(accs, arrays):
+            summed = []
+            for a in group:
+                n = a.size * a.itemsize // 8
+                summed.append(total[start:start + n].view(a.dtype).reshape(a.shape))
+                start += n
+            acc.set_arrays(summed)
 
     def _combine_through_disc(self, accs: list[HalfAccumulator]) -> None:
         """"Combine iterations through disc": every rank writes its sums to a temporary file

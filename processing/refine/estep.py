@@ -381,12 +381,8 @@ def expect_particle(
         sig2 = w2 >= 0.0 if ctx.firstiter_cc else _significant(w2, ctx.adaptive_fraction)
         w_sig = np.where(sig2, w2, 0.0)
         w_sig /= w_sig.sum()
-        with lock or nullcontext():
-            _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
-                        d_idx[ur], n_child_r)
-            acc.pmax_sum += pmax
-            acc.n_particles += 1
-            acc.log_likelihood += log_sum
+        _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
+                    d_idx[ur], n_child_r, pmax=pmax, log_likelihood=log_sum, lock=lock)
     return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
                           log_likelihood=log_sum, direction_index=direction)
 
@@ -394,9 +390,11 @@ def expect_particle(
 def _accumulate(
     ctx: EStepContext, ref: Reference, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator,
     freq: FrequencySet, fine_rot: NDArray, origin_px: NDArray, fine_t: NDArray, w: NDArray, scale: float,
-    coarse_dirs: NDArray, n_child_r: int,
+    coarse_dirs: NDArray, n_child_r: int, *, pmax: float, log_likelihood: float,
+    lock: AbstractContextManager | None,
 ) -> None:
-    """Back-projection, noise, offset, direction and scale sums of the significant samples."""
+    """Back-projection, noise, offset, direction and scale sums of the significant samples:
+    computed first, then added to ``acc`` under ``lock`` (threads share the accumulator)."""
     geo = particle.geometry
     F = geo.rotations.shape[0]
     rows = np.flatnonzero(w.sum(axis=1) > 0)
@@ -420,34 +418,40 @@ def _accumulate(
     V = _slices(ref, rot, freq)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
     # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ².
-    values = (scale * shift_sum * X[None] * inv_s2[None]).reshape(len(cols) * F, -1)
+    values = (scale * shift_sum * X[None] * inv_s2[None]).reshape(len(cols) * F, -1).astype(np.complex128)
     weights = (w_r[:, None, None] * (scale * scale) * C[None] * inv_s2[None]).reshape(len(cols) * F, -1)
-    _scatter(acc, rot, freq, values.astype(np.complex128), weights.astype(np.float64))
     # Noise: Σ w' |s C V - Xm_shift|² per shell.
     mshift = shift_sum * Xm[None]
     resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
         (np.abs(Xm) ** 2)
     if particle.multiplicity is not None:
         resid = resid / np.maximum(particle.multiplicity.reshape(F, -1)[:, freq.flat], 0.01)
-    acc.sigma2_sum += np.bincount(freq.shell, resid.sum(axis=0), minlength=acc.sigma2_sum.size)[:acc.sigma2_sum.size]
-    acc.sigma2_images += F
+    n_shells = acc.sigma2_sum.size
+    noise = np.bincount(freq.shell, resid.sum(axis=0), minlength=n_shells)[:n_shells]
     # Image power beyond the current size, for the next iteration's larger images.
     full = np.abs(particle.masked.reshape(F, -1)) ** 2
     shells_all = _all_shells(ctx, full.shape[1])
     outside = np.ones(full.shape[1], dtype=bool)
     outside[freq.flat] = False
-    acc.highres_sum += np.bincount(shells_all[outside], full[:, outside].sum(axis=0),
-                                   minlength=acc.highres_sum.size)[:acc.highres_sum.size]
+    highres = np.bincount(shells_all[outside], full[:, outside].sum(axis=0), minlength=n_shells)[:n_shells]
     # Offsets (Å²) relative to the prior, direction distribution, scale correction.
     total = state.origin[None] + fine_t[rows] * ctx.pixel_size
     d2 = ((total - state.origin_prior[None]) ** 2).sum(axis=1)
-    acc.offset_sum += float((wt.sum(axis=1) * d2).sum())
-    acc.weight_sum += 1.0
-    np.add.at(acc.pdf_sum, coarse_dirs[cols // n_child_r], w_r)
     xa = (CV * np.conj(mshift)).real.sum() / max(scale, 1e-12)
     aa = (w_r[:, None, None] * np.abs(CV) ** 2).sum() / max(scale * scale, 1e-12)
-    acc.scale_xa[state.group] += float(xa)
-    acc.scale_aa[state.group] += float(aa)
+    with lock or nullcontext():
+        _scatter(acc, rot, freq, values, weights.astype(np.float64))
+        acc.sigma2_sum += noise
+        acc.sigma2_images += F
+        acc.highres_sum += highres
+        acc.offset_sum += float((wt.sum(axis=1) * d2).sum())
+        acc.weight_sum += 1.0
+        np.add.at(acc.pdf_sum, coarse_dirs[cols // n_child_r], w_r)
+        acc.scale_xa[state.group] += float(xa)
+        acc.scale_aa[state.group] += float(aa)
+        acc.pmax_sum += pmax
+        acc.n_particles += 1
+        acc.log_likelihood += log_likelihood
 
 
 _SHELL_CACHE: dict[tuple[int, int, bool], NDArray] = {}
