@@ -28,13 +28,14 @@ print("threadsafe", _numba_is_threadsafe())
 """
 
 
-@pytest.mark.parametrize("layer, threadsafe", [("default", True), ("workqueue", False)])
-def test_particle_threads_give_the_serial_result(layer: str, threadsafe: bool) -> None:
+@pytest.mark.parametrize("layer, threadsafe", [("default", None), ("workqueue", False)])
+def test_particle_threads_give_the_serial_result(layer: str, threadsafe: bool | None) -> None:
     env = dict(os.environ)
     if layer != "default":
         env["NUMBA_THREADING_LAYER"] = layer
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    if layer == "default" and "threadsafe False" in proc.stdout:
-        pytest.skip("no OpenMP/TBB threading layer on this machine")
-    assert f"threadsafe {threadsafe}" in proc.stdout
+    # With the default layer, either outcome is valid (numba picks OpenMP/TBB when it can
+    # load them); the results were checked equal in the script.
+    if layer != "default":
+        assert f"threadsafe {threadsafe}" in proc.stdout

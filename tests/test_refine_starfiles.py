@@ -22,9 +22,8 @@ from processing.refine.starfiles import (
     write_data_star,
 )
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-if not CONFORMANCE.exists():
-    CONFORMANCE = Path("/work/shared/conformance")
+#: RELION 5 fixtures copied from ../shared/conformance (origin: tests/data/*/ORIGIN.md).
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def make_model(ori_size=32, n_optics=1, orientability=True) -> ModelStarContents:
@@ -227,9 +226,7 @@ def test_optimiser_reads_relion_style_file_and_locates_errors(tmp_path):
 
 
 def test_sampling_reads_relion_fixture_and_round_trips(tmp_path):
-    fixture = CONFORMANCE / "sampling" / "C6_order2_sampling.star"
-    if not fixture.exists():
-        pytest.skip("conformance fixtures not available")
+    fixture = DATA / "sampling" / "C6_order2_sampling.star"
     s = SamplingStarContents.read(fixture)
     assert (s.healpix_order, s.symmetry, s.psi_step, s.offset_range, s.offset_step) == (2, "C6", 15.0, 20.0, 8.0)
     assert len(s.directions_rot) == 28 and not s.is_3d_translational and s.is_3d
