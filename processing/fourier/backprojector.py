@@ -17,6 +17,8 @@ real (e.g. ``CTF^2`` or ``CTF^2/sigma^2``).
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -221,15 +223,17 @@ def grid_shell_index(c: int, padding_factor: float) -> tuple[NDArray[np.float64]
 
 
 def reference_sigma2(
-    weight: NDArray[np.floating], c: int, *, padding_factor: float, n_shells: int
+    weight: NDArray[np.floating], c: int, *, padding_factor: float, n_shells: int, r_max: float | None = None,
 ) -> NDArray[np.float64]:
     """RELION's ``sigma2_ref(shell) = 1 / (pad^3 * <weight>_shell)`` (spec 5.6), ``(n_shells,)``.
 
     Shells with zero mean weight get 0. The mean runs over grid voxels with
-    ``round(|K|/pad) = shell`` inside the stored radius.
+    ``round(|K|/pad) = shell`` and ``|K|^2 < round(r_max*pad)^2`` (``BackProjector::
+    updateSSNRarrays``; ``r_max`` in un-padded pixels, default: the stored radius ``c - 2``).
     """
     r, sh = grid_shell_index(c, padding_factor)
-    sel = (r <= c - 2) & (sh < n_shells)
+    limit = c - 2 if r_max is None else math.floor(r_max * padding_factor + 0.5)
+    sel = (r * r < limit * limit - 1e-9) & (sh < n_shells)
     cnt = np.bincount(sh[sel], minlength=n_shells)
     tot = np.bincount(sh[sel], weight[sel].astype(np.float64), minlength=n_shells)
     mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0)

@@ -13,6 +13,7 @@ directions on the border of an asymmetric unit fall on the same side as in RELIO
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -228,7 +229,9 @@ def healpix_directions(order: int, pix: ArrayLike | None = None) -> tuple[NDArra
         pix = np.arange(healpix_npix(order), dtype=np.int64)
     z, phi = healpix_z_phi(pix, order)
     rot = phi * 180.0 / _PI
-    tilt = np.arccos(z) * 180.0 / _PI
+    # glibc's acos, as RELION's ACOSD: numpy's own arccos differs in the last bit for some z,
+    # and tilts exactly 3 sigma from a prior are decided by that bit.
+    tilt = np.frompyfunc(math.acos, 1, 1)(z).astype(np.float64) * 180.0 / _PI
     return normalise_direction(rot, tilt)
 
 

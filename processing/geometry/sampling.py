@@ -12,6 +12,7 @@ weights, the same way as RELION's ``selectOrientationsWithNonZeroPriorProbabilit
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -472,9 +473,61 @@ def _wrap_abs(diff: NDArray) -> NDArray:
     return np.where(d > 180.0, np.abs(d - 360.0), d)
 
 
+def _tilt_prior_distances(sampling: "AngularSampling", group: SymmetryGroup, prior_tilt: float) -> NDArray:
+    """Tilt distance (deg) of every direction to ``prior_tilt``, minimised over symmetry mates,
+    in RELION's exact arithmetic (``selectOrientationsWithNonZeroPriorProbability``, prior on
+    tilt only): the stored tilt, then for each operator (identity included) the direction
+    vector ``(sin t cos r, sin t sin r, cos t)`` times R, renormalised by its reciprocal length,
+    back to a tilt with ``acos``, all with glibc's double functions.
+
+    The bits matter: with ``--sigma_tilt 10`` around 90 the order-2 HEALPix rings at 60 and 120
+    degrees lie exactly 3 sigma away, and RELION's rounding keeps the ring at 60 but not the
+    one at 120 (its refine_demo poses sit at tilt 54.3, a child of the 60-degree ring, and never
+    beyond 120).
+    """
+    key = (sampling.healpix_order, group.name, round(prior_tilt, 12), len(sampling.rot))
+    cached = _TILT_DISTANCE_CACHE.get(key)
+    if cached is not None and len(cached) == len(sampling.rot):
+        return cached
+    ops = [(L.tolist(), R.tolist()) for L, R in zip(group.L, group.R)]
+    out = np.empty(len(sampling.rot))
+    for d, (rot, tilt) in enumerate(zip(sampling.rot.tolist(), sampling.tilt.tolist())):
+        best = _wrapped_difference(tilt, prior_tilt)
+        a, b = rot * _RELION_PI / 180, tilt * _RELION_PI / 180
+        ca, cb, sa, sb = math.cos(a), math.cos(b), math.sin(a), math.sin(b)
+        v = (sb * ca, sb * sa, cb)
+        for L, R in ops:
+            w = [((0.0 + v[0] * R[0][j]) + v[1] * R[1][j]) + v[2] * R[2][j] for j in range(3)]
+            u = [((0.0 + L[i][0] * w[0]) + L[i][1] * w[1]) + L[i][2] * w[2] for i in range(3)]
+            m = math.sqrt(((0.0 + u[0] * u[0]) + u[1] * u[1]) + u[2] * u[2])
+            if m > 1e-6:
+                u[2] = u[2] * (1.0 / m)
+            best = min(best, _wrapped_difference(math.acos(max(-1.0, min(1.0, u[2]))) * 180 / _RELION_PI,
+                                                 prior_tilt))
+        out[d] = best
+    if len(_TILT_DISTANCE_CACHE) > 4096:       # per-particle prior centres: keep it bounded
+        _TILT_DISTANCE_CACHE.clear()
+    _TILT_DISTANCE_CACHE[key] = out
+    return out
+
+
+def _wrapped_difference(a: float, b: float) -> float:
+    d = abs(a - b)
+    return abs(d - 360.0) if d > 180.0 else d
+
+
+_TILT_DISTANCE_CACHE: dict[tuple, NDArray] = {}
+#: RELION's PI (macros.h), the double nearest to pi.
+_RELION_PI = 3.14159265358979323846
+
+
 def _select(dist: NDArray, cutoff: float, sigma: float) -> tuple[list[NDArray], list[NDArray]]:
     """Per row: indices with dist < cutoff and Gaussian weights (fallback: nearest)."""
     keep = dist < cutoff
+    return _weights(dist, keep, sigma)
+
+
+def _weights(dist: NDArray, keep: NDArray, sigma: float) -> tuple[list[NDArray], list[NDArray]]:
     out_i, out_w = [], []
     for row, k in zip(dist, keep):
         idx = np.flatnonzero(k)
@@ -570,10 +623,8 @@ def select_orientations_with_prior(
             dir_idx += i
             dir_w += w
     elif sigma_tilt > 0:
-        mate_tilt = np.rad2deg(np.arccos(np.clip(mates[..., 2], -1.0, 1.0)))  # (D, K)
-        mate_tilt[:, 0] = sampling.tilt  # RELION uses the stored tilt for the identity
-        for s in range(0, n, chunk):
-            dist = _wrap_abs(mate_tilt[None] - pt[s:s + chunk, None, None]).min(axis=-1)
+        for prior in pt:
+            dist = _tilt_prior_distances(sampling, g, float(prior))[None]
             i, w = _select(dist, sigma_cutoff * sigma_tilt, sigma_tilt)
             dir_idx += i
             dir_w += w

@@ -24,6 +24,8 @@ How RELION uses the operators:
 """
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -54,6 +56,8 @@ VALID_SYMMETRY_FORMS = (
 
 # RELION's equality tolerance when closing a group (XMIPP_EQUAL_ACCURACY, double build).
 _EQUAL_ACCURACY = 1e-6
+#: RELION's PI (macros.h), the double nearest to pi.
+_RELION_PI = 3.14159265358979323846
 
 # Generators per group kind, in RELION's order (src/symmetries.cpp fill_symmetry_class).
 # ("rot", fold, axis) | ("mirror", normal) | ("inversion",). For T/Td/Th the source gives
@@ -198,14 +202,37 @@ def _generators(kind: str, n: int) -> list[tuple]:
     raise InputError(f"symmetry family {kind!r} is not known")  # pragma: no cover
 
 
+def _matmul(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """3x3 product summed in RELION's order (``Matrix2D::operator*``: k = 0, 1, 2 from 0),
+    so that the operators carry RELION's exact bits (sampling cut-offs at exactly 3 sigma
+    depend on them)."""
+    out = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            acc = 0.0
+            for k in range(3):
+                acc += float(a[i, k]) * float(b[k, j])
+            out[i, j] = acc
+    return out
+
+
 def _active_rotation(angle_deg: float, axis: ArrayLike) -> NDArray[np.float64]:
-    """Active right-handed rotation by ``angle_deg`` about ``axis`` (Rodrigues), (3, 3)."""
-    u = np.asarray(axis, dtype=np.float64)
-    u = u / np.linalg.norm(u)
-    a = np.deg2rad(angle_deg)
-    c, s = np.cos(a), np.sin(a)
-    k = np.array([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]])
-    return c * np.eye(3) + s * k + (1.0 - c) * np.outer(u, u)
+    """Active right-handed rotation by ``angle_deg`` about ``axis``, computed as RELION's
+    ``rotation3DMatrix(ang, axis)`` does: ``A^T R_z(ang) A`` with ``A`` from ``alignWithZ``
+    (glibc cos/sin of ``ang * PI / 180``), (3, 3)."""
+    x, y, z = (float(v) for v in axis)
+    m = math.sqrt(x * x + y * y + z * z)
+    im = 1.0 / m
+    x, y, z = x * im, y * im, z * im
+    proj = math.sqrt(y * y + z * z)
+    if proj > _EQUAL_ACCURACY:
+        A = np.array([[proj, -x * y / proj, -x * z / proj], [0.0, z / proj, -y / proj], [x, y, z]])
+    else:
+        A = np.array([[0.0, 0.0, -1.0 if x > 0 else 1.0], [0.0, 1.0, 0.0], [1.0 if x > 0 else -1.0, 0.0, 0.0]])
+    ang = angle_deg * _RELION_PI / 180
+    c, s = math.cos(ang), math.sin(ang)
+    Rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return _matmul(_matmul(A.T, Rz), A)
 
 
 def _zero_small(m: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -222,9 +249,12 @@ def _generator_matrices(kind: str, n: int) -> tuple[list[NDArray], list[NDArray]
     for gen in _generators(kind, n):
         if gen[0] == "rot":
             fold, axis = gen[1], gen[2]
-            for k in range(1, fold):
+            increment = 360.0 / fold
+            angle = increment                      # accumulated, as RELION does
+            for _ in range(1, fold):
                 Ls.append(eye.copy())
-                Rs.append(_zero_small(_active_rotation(k * 360.0 / fold, axis)).T.copy())
+                Rs.append(_zero_small(_active_rotation(angle, axis)).T.copy())
+                angle += increment
         elif gen[0] == "mirror":
             u = np.asarray(gen[1], dtype=np.float64)
             u = u / np.linalg.norm(u)
@@ -255,8 +285,8 @@ def _close(Ls: list[NDArray], Rs: list[NDArray]) -> tuple[list[NDArray], list[ND
     while m < len(Rs):
         cells = [(i, m) for i in range(m + 1)] + [(m, j) for j in range(m - 1, -1, -1)]
         for i, j in cells:
-            new_l = Ls[i] @ Ls[j]
-            new_r = Rs[i] @ Rs[j]
+            new_l = _matmul(Ls[i], Ls[j])
+            new_r = _matmul(Rs[i], Rs[j])
             flat = np.concatenate([new_l.ravel(), new_r.ravel()])
             if np.all(np.abs(flat - identity) < _EQUAL_ACCURACY):
                 continue

@@ -389,8 +389,9 @@ class Tomogram:
             file=tilts.file, table=self.name, column="rlnTomoYTilt",
         )
 
-    def _rotations(self) -> NDArray[np.float64]:
-        """(n_tilts, 3, 3) rotation parts of the projection matrices (no image size needed)."""
+    def projection_rotations(self) -> NDArray[np.float64]:
+        """(n_tilts, 3, 3) rotation parts of the projection matrices (no image size needed:
+        refinement works from extracted images and needs no tilt-series files)."""
         tilts = self.tilts
         if tilts.has_alignment_angles:
             return tilt_projection_matrices(
@@ -407,7 +408,7 @@ class Tomogram:
         """
         p = np.atleast_2d(np.asarray(positions, dtype=np.float64))
         centre = tomogram_centre(self._require_size())
-        depth_rows = self._rotations()[:, 2, :]  # (t, 3)
+        depth_rows = self.projection_rotations()[:, 2, :]  # (t, 3)
         return (p - centre) @ depth_rows.T
 
     def ctf(self, positions: ArrayLike) -> TiltCtf:

@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 
 from processing.geometry.euler import euler_to_matrix
 
-from .estep import EStepContext, ParticleState, Reference, _phases, _projected_shifts, _slices
+from .estep import EStepContext, ParticleState, Reference, _inverse_noise, _phases, _slices
 from .particles import ParticleImages
 
 __all__ = ["expected_accuracy", "angle_steps", "shift_steps"]
@@ -18,21 +18,22 @@ THRESHOLD = 4.60517
 
 
 def angle_steps(limit: float = 30.0) -> NDArray[np.float64]:
-    """RELION's growing angular error steps (deg) up to ``limit``."""
+    """RELION's growing angular error steps (deg): up to the first value beyond ``limit``
+    (which is what a particle that never reaches the threshold is credited with)."""
     out, a = [], 0.0
-    while a < limit:
+    while a <= limit:
         a += 0.05 if a < 0.2 else 0.1 if a < 1 else 0.2 if a < 2 else 0.5 if a < 5 else 1.0 if a < 10 else \
             2.0 if a < 20 else 5.0
-        out.append(min(a, limit))
+        out.append(a)
     return np.array(out)
 
 
 def shift_steps(limit: float = 10.0) -> NDArray[np.float64]:
-    """RELION's growing shift error steps (px) up to ``limit``."""
+    """RELION's growing shift error steps (px), up to the first value beyond ``limit``."""
     out, s = [], 0.0
-    while s < limit:
+    while s <= limit:
         s += 0.1 if s < 1 else 0.2 if s < 2 else 0.5 if s < 5 else 1.0 if s < 10 else 2.0
-        out.append(min(s, limit))
+        out.append(s)
     return np.array(out)
 
 
@@ -54,23 +55,24 @@ def expected_accuracy(
         geo = particle.geometry
         F = geo.rotations.shape[0]
         C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float64)
-        inv_s2 = 1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)
+        inv_s2 = _inverse_noise(ctx.noise(state), freq)
         weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
         base = euler_to_matrix(*state.angles)
         v0 = _slices(ref, geo.rotations @ base, freq)[0]                     # (F, K)
-        # Rotation: perturb one randomly chosen Euler angle by growing amounts.
-        which = int(rng.integers(3))
-        pert = np.tile(state.angles, (a_steps.size, 1))
-        pert[:, which] += a_steps
-        mats = euler_to_matrix(pert[:, 0], pert[:, 1], pert[:, 2])          # (S, 3, 3)
-        rot = np.einsum("fij,sjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
+        # Rotation: each tilt image perturbs one randomly chosen Euler angle (RELION draws the
+        # choice per image, the same at every step) by growing amounts.
+        which = rng.integers(3, size=F)
+        pert = np.tile(state.angles, (a_steps.size, F, 1))                  # (S, F, 3)
+        pert[:, np.arange(F), which] += a_steps[:, None]
+        mats = euler_to_matrix(pert[..., 0], pert[..., 1], pert[..., 2])    # (S, F, 3, 3)
+        rot = np.einsum("fij,sfjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
         v1 = _slices(ref, rot, freq)[0].reshape(a_steps.size, F, -1)
         d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
         angles_found.append(_first_exceeding(d, a_steps))
-        # Translation: shift along a random axis of the subtomogram frame.
-        axis = np.zeros(3)
-        axis[int(rng.integers(3))] = 1.0
-        shifts = _projected_shifts(geo.rotations, s_steps[:, None] * axis[None], ctx.is_3d)
+        # Translation: each tilt image shifts along a randomly chosen axis of the subtomogram frame.
+        axes = np.eye(3)[rng.integers(3, size=F)]                            # (F, 3)
+        proj = np.einsum("fij,fj->fi", geo.rotations, axes)                 # (F, 3) per unit shift
+        shifts = s_steps[:, None, None] * (proj if ctx.is_3d else proj[:, :2])[None]
         ph = _phases(freq, shifts, ctx.ori, -1.0)                           # (S, F, K)
         d = (np.abs(v0[None] * (1.0 - ph)) ** 2 * weight[None]).sum(axis=(1, 2))
         shifts_found.append(_first_exceeding(d, s_steps))

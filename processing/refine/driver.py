@@ -33,9 +33,11 @@ from processing.jobs.lifecycle import check_abort
 from processing.parallel import Communicator, get_communicator, particle_threads
 
 from . import mstep
+from .mstep import initial_ssnr, initial_tau2
 from .accuracy import expected_accuracy
 from .estep import EStepContext, HalfAccumulator, ParticleResult, ParticleState, Reference, expect_particle
 from .options import RefineOptions
+from .frequencies import pixels_per_shell
 from .particles import ParticleStore
 from .schedule import (
     RefineCounters, SamplingState, has_converged, hidden_variable_changes, image_sizes,
@@ -44,15 +46,18 @@ from .schedule import (
 
 __all__ = ["run_refine", "RefineRun"]
 
-#: particles used for the initial noise estimate, per optics group (RELION: 10 for STA).
-NOISE_PARTICLES = 10
+#: tilt images used for the initial noise estimate, per optics group (RELION's
+#: minimum_nr_particles_sigma2_noise = 10 for STA, which counts images, not particles).
+NOISE_IMAGES = 10
 #: particles used for the accuracy estimate (RELION: 100).
 ACCURACY_PARTICLES = 100
 
 
 @dataclass
 class HalfState:
-    """One half's reference and model."""
+    """One half set's reference and model: as in RELION, where each half's ranks keep their own
+    model, the nuisance parameters (noise spectra, orientation distribution, scale corrections,
+    offset prior width) are estimated within the half, so the halves stay independent."""
 
     map: NDArray[np.float64]
     fsc: NDArray[np.float64]
@@ -60,6 +65,15 @@ class HalfState:
     tau2: NDArray[np.float64]
     sigma2_ref: NDArray[np.float64]
     completeness: NDArray[np.float64]
+    sigma2: NDArray[np.float64]              # (n_optics, n_shells) noise power
+    pdf_direction: NDArray[np.float64]       # (n_directions,)
+    scales: NDArray[np.float64]              # (n_groups,) intensity-scale corrections
+    sigma_offset: float = 10.0               # Å
+    ave_pmax: float = 0.0
+    log_likelihood: float = 0.0
+
+    def copy(self) -> "HalfState":
+        return HalfState(**{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
 
 
 @dataclass
@@ -67,16 +81,12 @@ class RunState:
     """Everything needed to write an iteration's files and to continue from them."""
 
     halves: list[HalfState]
-    sigma2: NDArray[np.float64]
-    pdf_direction: NDArray[np.float64]
-    scales: NDArray[np.float64]
     counters: RefineCounters
     sampling: SamplingState
     particles: list[ParticleState]
     pmax: NDArray[np.float64]
     n_significant: NDArray[np.int64]
     log_likelihood_particles: NDArray[np.float64]
-    log_likelihood: float = 0.0
     joined: bool = False
     unfil: list[NDArray[np.float64]] = field(default_factory=list)
 
@@ -127,6 +137,18 @@ class RefineRun:
                                  "subtomos first" % label, file=particles_file, table="optics", column=label)
         self.ori = int(optics["rlnImageSize"].iloc[0])
         self.pixel_size = float(optics["rlnImagePixelSize"].iloc[0])
+        # One noise spectrum per optics group; all groups must share the model's box and pixel.
+        numbers = [int(g) for g in optics["rlnOpticsGroup"]]
+        for row, (box, px) in enumerate(zip(optics["rlnImageSize"], optics["rlnImagePixelSize"])):
+            if int(box) != self.ori or abs(float(px) - self.pixel_size) > 1e-4 * self.pixel_size:
+                raise InputError(
+                    f"optics group {numbers[row]} has box {int(box)} at {float(px):.4f} Å/px, optics group "
+                    f"{numbers[0]} {self.ori} at {self.pixel_size:.4f} Å/px: optics groups with different image "
+                    "sizes or pixel sizes are not supported yet; extract all tomograms with the same box and binning",
+                    file=particles_file, table="optics", column="rlnImageSize", row=row + 1)
+        self.optics_numbers = numbers
+        self.optics_index = np.array([numbers.index(int(g)) for g in ps.optics_groups()], dtype=np.int64)
+        self.n_optics = len(numbers)
         self.is_3d = ps.are_2d_stacks is False or (
             "rlnImageDimensionality" in optics.columns and int(optics["rlnImageDimensionality"].iloc[0]) == 3)
         self.particle_diameter = o.particle_diameter if o.particle_diameter > 0 else (self.ori - 5) * self.pixel_size
@@ -140,9 +162,7 @@ class RefineRun:
         self.group_names = sorted(set(tomo_names.tolist()), key=self.tomograms.names.index)
         self.groups = np.array([self.group_names.index(t) for t in tomo_names])
         self.n_shells = self.ori // 2 + 1
-        self.npix_per_shell = np.bincount(
-            np.minimum(shell_index(self.ori, ndim=3 if self.is_3d else 2).ravel(), self.n_shells),
-            minlength=self.n_shells + 1)[: self.n_shells].astype(np.float64)
+        self.npix_per_shell = pixels_per_shell(self.ori, 3 if self.is_3d else 2)
 
     def _random_halves(self) -> NDArray[np.int64]:
         subsets = self.particle_set.random_subset()
@@ -156,14 +176,31 @@ class RefineRun:
                              file=self.particles_file, table="particles", column="rlnRandomSubset", row=bad + 1)
         return subsets.astype(np.int64) - 1
 
-    def _read_reference(self) -> NDArray[np.float64]:
+    def reference_files(self) -> list[str]:
+        """The reference of each half set: a file whose name contains ``half1`` (``half2``) is
+        the first (second) half's, and the other half reads the name with the two swapped, as
+        relion_refine does (``FileName::getHalf``: only the base name is changed)."""
         o = self.options
         if not o.reference:
             raise InputError("a reference map is required (--ref)", column="--ref")
-        ref = read_mrc(o.reference)
+        path = Path(o.reference)
+        files = []
+        for half, (this, other) in enumerate((("half2", "half1"), ("half1", "half2"))):
+            name = path.name.replace(this, other) if this in path.name else path.name
+            files.append(str(path.with_name(name)) if path.name != name else o.reference)
+        for f in files:
+            if not Path(f).is_file():
+                raise InputError("reference map not found" + (
+                    f" (the other half set's map, named after {o.reference})" if f != o.reference else ""),
+                    file=f, column="--ref")
+        return files
+
+    def _read_reference(self, path: str) -> NDArray[np.float64]:
+        o = self.options
+        ref = read_mrc(path)
         vol = np.asarray(ref.data, dtype=np.float64)
         if vol.ndim != 3 or len(set(vol.shape)) != 1:
-            raise InputError(f"reference must be a cubic 3D map, got shape {vol.shape}", file=o.reference)
+            raise InputError(f"reference must be a cubic 3D map, got shape {vol.shape}", file=path)
         px = float(ref.pixel_size) if ref.pixel_size else self.pixel_size
         if vol.shape[0] == self.ori and abs(px - self.pixel_size) < 1e-3 * self.pixel_size:
             return vol
@@ -171,7 +208,7 @@ class RefineRun:
             raise InputError(
                 f"reference box {vol.shape[0]} at {px:.3f} Å/px differs from the particles' "
                 f"{self.ori} at {self.pixel_size:.3f} Å/px; set 'Resize reference if needed?' (--trust_ref_size)",
-                file=o.reference)
+                file=path)
         return resize_reference(vol, px, self.ori, self.pixel_size)
 
     # ---- initialisation -----------------------------------------------------------------
@@ -179,9 +216,12 @@ class RefineRun:
     def initialise(self, *, with_reference: bool = True) -> RunState:
         o = self.options
         halves = self._random_halves()
-        ref = self._read_reference() if with_reference else np.zeros((self.ori,) * 3)
-        if o.ini_high > 0 and with_reference:
-            ref = initial_lowpass(ref, resolution=o.ini_high, pixel_size=self.pixel_size)
+        if with_reference:
+            refs = [self._read_reference(f) for f in self.reference_files()]
+            if o.ini_high > 0:
+                refs = [initial_lowpass(r, resolution=o.ini_high, pixel_size=self.pixel_size) for r in refs]
+        else:
+            refs = [np.zeros((self.ori,) * 3)] * 2
         sampling = SamplingState(
             healpix_order=o.healpix_order,
             psi_step=o.psi_step if o.psi_step > 0 else 360.0 / (6 * 2 ** o.healpix_order),
@@ -196,9 +236,7 @@ class RefineRun:
         if o.healpix_order >= o.auto_local_healpix_order:
             sampling.local_search = True
             sampling.sigma_rot = sampling.sigma_tilt = sampling.sigma_psi = 2.0 * sampling.angular_step()
-        counters = RefineCounters(sigma_offset=o.offset_prior_sigma)
-        if o.ini_high > 0:
-            counters.current_resolution = round(self.ori * self.pixel_size / o.ini_high) / (self.ori * self.pixel_size)
+        counters = RefineCounters()
         ps = self.particle_set
         angles = ps.angles()
         origins = ps.origins()
@@ -207,48 +245,79 @@ class RefineRun:
             values = getter()
             if values is not None:
                 priors[:, k] = np.where(np.abs(values - 999.0) < 1e-6, np.nan, values)
+        classes = (ps.particles["rlnClassNumber"].astype(int).to_numpy() if "rlnClassNumber" in ps.particles.columns
+                   else np.zeros(len(ps), dtype=int))
         origin_prior = np.zeros((len(ps), 3))
         for k, label in enumerate(("rlnOriginXPriorAngst", "rlnOriginYPriorAngst", "rlnOriginZPriorAngst")):
             if label in ps.particles.columns:
                 origin_prior[:, k] = ps.particles[label].astype(float).to_numpy()
         states = [ParticleState(angles=angles[i].copy(), origin=origins[i].copy(), prior_angles=priors[i],
-                                origin_prior=origin_prior[i], half=int(halves[i]), group=int(self.groups[i]))
+                                origin_prior=origin_prior[i], half=int(halves[i]), group=int(self.groups[i]),
+                                optics=int(self.optics_index[i]), class_number=int(classes[i]))
                   for i in range(len(ps))]
-        sigma2 = self._initial_noise() if with_reference else np.ones(self.n_shells)
+        sigma2 = self._initial_noise(states) if with_reference else np.ones((self.n_optics, self.n_shells))
         n_dirs = AngularSampling.create(sampling.healpix_order, self.symmetry, sampling.psi_step).n_directions
         zeros = np.zeros(self.n_shells)
-        half_state = HalfState(map=ref, fsc=zeros.copy(), ssnr=zeros.copy(), tau2=zeros.copy(),
-                               sigma2_ref=zeros.copy(), completeness=zeros.copy())
-        return RunState(
-            halves=[half_state, HalfState(**{k: v.copy() for k, v in half_state.__dict__.items()})],
-            sigma2=sigma2, pdf_direction=np.full(n_dirs, 1.0 / n_dirs),
-            scales=np.ones(len(self.group_names)), counters=counters, sampling=sampling, particles=states,
+        run_halves = []
+        for h, ref in enumerate(refs):
+            tau2 = initial_tau2(ref, tau2_fudge=o.tau2_fudge) if with_reference else zeros.copy()
+            ssnr = initial_ssnr(tau2, sigma2, int(np.sum(halves == h))) if with_reference else zeros.copy()
+            run_halves.append(HalfState(
+                map=ref, fsc=zeros.copy(), ssnr=ssnr, tau2=tau2, sigma2_ref=zeros.copy(),
+                completeness=zeros.copy(), sigma2=sigma2.copy(), pdf_direction=np.full(n_dirs, 1.0 / n_dirs),
+                scales=np.ones(len(self.group_names)), sigma_offset=o.offset_prior_sigma))
+        state = RunState(
+            halves=run_halves, counters=counters, sampling=sampling, particles=states,
             pmax=np.zeros(len(ps)), n_significant=np.zeros(len(ps), dtype=np.int64),
             log_likelihood_particles=np.zeros(len(ps)),
         )
+        if with_reference:
+            # Iteration 0's resolution: --ini_high, else where the initial SSNR drops below 1.
+            self._update_current_resolution(state, cc=o.ini_high > 0)
+        return state
 
-    def _initial_noise(self) -> NDArray[np.float64]:
-        """σ² per shell from the first particles' masked images (spec 5.3 item 4)."""
-        count = min(NOISE_PARTICLES, len(self.store))
-        power = np.zeros(self.n_shells)
+    def _initial_noise(self, states: list[ParticleState]) -> NDArray[np.float64]:
+        """σ² per optics group and shell (spec 5.3 item 4, RELION's
+        calculateSumOfPowerSpectraAndAverageImage): particles in half-set order (half 1 first),
+        each particle's tilt images in turn, until an optics group has 10 *images*
+        (``minimum_nr_particles_sigma2_noise`` counts images); every image soft-masked when
+        ``--zero_mask``. σ² = ⟨per-shell mean |F|²⟩/2 − (per-shell mean |F̄|² of the average
+        image)/2, negative shells replaced by a positive neighbour.
+
+        Returns
+        -------
+        ``(n_optics, n_shells)`` float64.
+        """
+        ndim = 3 if self.is_3d else 2
+        shells = shell_index(self.ori, ndim=ndim).ravel()
+        inside = shells < self.n_shells
+        counts = np.bincount(shells[inside], minlength=self.n_shells).astype(np.float64)
+        spectra = np.zeros((self.n_optics, self.n_shells))
+        images = np.zeros(self.n_optics)
         mean_image = None
-        n_images = 0
-        shells = np.minimum(shell_index(self.ori, ndim=3 if self.is_3d else 2).ravel(), self.n_shells)
-        for i in range(count):
+        order = sorted(range(len(states)), key=lambda i: states[i].half)
+        for i in order:
+            g = states[i].optics
+            if images[g] >= NOISE_IMAGES:
+                continue
             item = self.store.load(i)
-            X = item.masked.reshape(item.masked.shape[0], -1)
-            power += np.bincount(shells, (np.abs(X) ** 2).sum(axis=0), minlength=self.n_shells + 1)[: self.n_shells]
-            mean_image = X.sum(axis=0) if mean_image is None else mean_image + X.sum(axis=0)
-            n_images += X.shape[0]
-        avg = mean_image / max(n_images, 1)
-        avg_power = np.bincount(shells, np.abs(avg) ** 2, minlength=self.n_shells + 1)[: self.n_shells]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sigma2 = (power / (2.0 * n_images) - avg_power / 2.0) / np.maximum(self.npix_per_shell, 1)
-        for i in range(1, sigma2.size):
-            if sigma2[i] <= 0:
-                sigma2[i] = sigma2[i - 1]
-        sigma2[0] = sigma2[1] if sigma2[0] <= 0 else sigma2[0]
-        return np.maximum(sigma2, 1e-15)
+            X = (item.masked if self.options.zero_mask else item.images).reshape(item.images.shape[0], -1)
+            power = np.abs(X[:, inside]) ** 2
+            spectra[g] += np.bincount(shells[inside], power.sum(axis=0), minlength=self.n_shells) / \
+                np.maximum(counts, 1) 
+            images[g] += X.shape[0]
+            total = X.sum(axis=0)
+            mean_image = total if mean_image is None else mean_image + total
+            if np.all(images >= NOISE_IMAGES):
+                break
+        avg = mean_image / max(images.sum(), 1)
+        avg_power = np.bincount(shells[inside], np.abs(avg[inside]) ** 2, minlength=self.n_shells) / \
+            np.maximum(counts, 1)
+        sigma2 = np.zeros((self.n_optics, self.n_shells))
+        for g in range(self.n_optics):
+            if images[g] > 0:
+                sigma2[g] = _replace_negative(spectra[g] / (2.0 * images[g]) - avg_power / 2.0)
+        return sigma2
 
     # ---- iteration ----------------------------------------------------------------------
 
@@ -268,8 +337,9 @@ class RefineRun:
     def _context(self, state: RunState, *, cc: bool, final: bool) -> EStepContext:
         s, c = state.sampling, state.counters
         sampling = AngularSampling.create(s.healpix_order, self.symmetry, s.psi_step)
-        if state.pdf_direction.size != sampling.n_directions:
-            state.pdf_direction = np.full(sampling.n_directions, 1.0 / sampling.n_directions)
+        for half in state.halves:
+            if half.pdf_direction.size != sampling.n_directions:
+                half.pdf_direction = np.full(sampling.n_directions, 1.0 / sampling.n_directions)
         refs = []
         for half in state.halves:
             grid, cidx, _ = fourier_grid_from_volume(half.map, padding_factor=self.options.pad,
@@ -277,14 +347,20 @@ class RefineRun:
             refs.append(Reference(grid=grid, c=cidx, pad=float(self.options.pad)))
         step_px = s.offset_step / self.pixel_size
         return EStepContext(
-            ori=self.ori, pixel_size=self.pixel_size, references=refs, sigma2=state.sigma2,
+            ori=self.ori, pixel_size=self.pixel_size, references=refs,
+            sigma2=np.stack([h.sigma2 for h in state.halves]),
             coarse_size=c.coarse_size, current_size=c.current_size, sampling=sampling,
             translations=translation_grid(s.offset_range / self.pixel_size, step_px, dim=3),
             offset_step=step_px, perturbation=c.random_perturbation,
             sigma_rot=s.sigma_rot, sigma_tilt=s.sigma_tilt, sigma_psi=s.sigma_psi,
             local_search=s.local_search,
-            pdf_direction=None if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0) else state.pdf_direction,
-            sigma_offset=c.sigma_offset, scales=state.scales if self.options.scale else None,
+            pdf_direction=None if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0)
+            else np.stack([h.pdf_direction for h in state.halves]),
+            sigma_offset=np.array([h.sigma_offset for h in state.halves]),
+            scales=np.stack([h.scales for h in state.halves]) if self.options.scale else None,
+            # Scale corrections use the shells where half 1's SSNR exceeds 3 (RELION broadcasts
+            # rank 1's data_vs_prior to every rank).
+            scale_ssnr=state.halves[0].ssnr,
             firstiter_cc=cc, oversampling=s.oversampling, is_3d=self.is_3d,
         )
 
@@ -423,7 +499,7 @@ class RefineRun:
         cgrid = template[1]
         n_dirs = ctx.sampling.n_directions
         accs = [HalfAccumulator.create(c=cgrid, pad=float(o.pad), n_shells=self.n_shells, n_directions=n_dirs,
-                                       n_groups=len(self.group_names)) for _ in range(2)]
+                                       n_groups=len(self.group_names), n_optics=self.n_optics) for _ in range(2)]
         mine = self._my_particles(state)
         batch = max(1, o.pool * o.threads)
         results: dict[int, ParticleResult] = {}
@@ -527,6 +603,10 @@ class RefineRun:
 
     def maximisation(self, state: RunState, accs: list[HalfAccumulator], results: dict[int, ParticleResult],
                      *, cc: bool, final: bool) -> None:
+        """RELION's steps after the E-step (spec 5.4 items 3-11): hidden-variable changes,
+        symmetrisation, low-resolution joining, gold-standard FSC, image-size bookkeeping, one
+        M-step per half set (its own reference and nuisance parameters; both summed in the
+        final iteration), solvent flattening and the new current resolution."""
         o = self.options
         c, s = state.counters, state.sampling
         # Hidden-variable changes, then the new poses.
@@ -536,12 +616,13 @@ class RefineRun:
         old_o = np.stack([state.particles[i].origin for i in idx])
         new_o = np.stack([results[i].origin for i in idx])
         orient, offset = hidden_variable_changes(old_m, new_m, old_o, new_o, self.symmetry)
-        if not cc:
-            update_change_counters(c, s, orient, offset)
+        class_changes = float(np.mean([state.particles[i].class_number != 1 for i in idx]))
+        update_change_counters(c, s, orient, offset, class_changes)
         for i in idx:
             r = results[i]
             state.particles[i].angles = r.angles
             state.particles[i].origin = r.origin
+            state.particles[i].class_number = 1
             state.pmax[i] = r.pmax
             state.n_significant[i] = r.n_significant
             state.log_likelihood_particles[i] = r.log_likelihood
@@ -550,24 +631,27 @@ class RefineRun:
         r_max = c.current_size / 2.0
         if final:
             state.unfil = [self._reconstruct_unfil(acc) for acc in accs]
-        join_shell = int(math.ceil(self.ori * self.pixel_size / max(o.low_resol_join_halves,
-                                                                     _angstrom_value(c.current_resolution))))
-        mstep.join_low_resolution(accs[0], accs[1], join_shell)
-        fsc = mstep.half_map_fsc(accs[0], accs[1], self.n_shells)
-        if o.solvent_correct_fsc and not final:
-            fsc = self._solvent_corrected_fsc(accs, fsc, seed=self.seed + c.iteration)
-        if not final:
-            _update_incr_size(c, fsc, c.current_size)
+        if o.low_resol_join_halves > 0:
+            join_shell = int(math.ceil(self.ori * self.pixel_size / max(
+                o.low_resol_join_halves, _angstrom_value(c.current_resolution))))
+            mstep.join_low_resolution(accs[0], accs[1], join_shell)
+        if o.solvent_correct_fsc and self._solvent_mask() is not None:
+            fsc = self._solvent_corrected_fsc(accs, seed=self.seed + c.iteration)
+        else:
+            fsc = mstep.half_map_fsc(accs[0], accs[1], self.n_shells, r_max=int(r_max))
+        _update_incr_size(c, fsc)
+        if not c.has_high_fsc_at_limit:
+            limit = c.current_size // 2 - 1
+            c.has_high_fsc_at_limit = bool(0 <= limit < fsc.size and fsc[limit] > 0.2)
         if final:
             accs[0].add(accs[1])
-            model = mstep.reconstruct_half(accs[0], fsc, ori=self.ori, r_max=r_max, tau2_fudge=o.tau2_fudge,
-                                           joined=True)
-            models = [model, model]
+            accs = [accs[0], accs[0]]
             state.joined = True
-        else:
-            models = [mstep.reconstruct_half(acc, fsc, ori=self.ori, r_max=r_max, tau2_fudge=o.tau2_fudge,
-                                             joined=False) for acc in accs]
-        for half, model in zip(state.halves, models):
+        counts = [np.bincount(self.groups[[p.half == h for p in state.particles]],
+                              minlength=len(self.group_names)).astype(float) for h in range(2)]
+        for h, (half, acc) in enumerate(zip(state.halves, accs)):
+            model = mstep.reconstruct_half(acc, fsc, ori=self.ori, r_max=r_max, tau2_fudge=o.tau2_fudge,
+                                           joined=final)
             volume = model.map
             if cc and o.ini_high > 0:
                 volume = initial_lowpass(volume, resolution=o.ini_high, pixel_size=self.pixel_size)
@@ -577,48 +661,50 @@ class RefineRun:
             half.fsc = fsc
             half.ssnr, half.tau2, half.sigma2_ref, half.completeness = (
                 model.ssnr, model.tau2, model.sigma2_ref, model.completeness)
-        if not cc:
-            state.sigma2 = mstep.update_noise(accs, state.sigma2, self.npix_per_shell)
-        state.counters.sigma_offset = mstep.update_sigma_offset(accs)
-        pdf = accs[0].pdf_sum + accs[1].pdf_sum
-        if pdf.sum() > 0 and pdf.size == state.pdf_direction.size:
-            state.pdf_direction = pdf / pdf.sum()
-        if o.scale and not cc:
-            counts = np.bincount(self.groups, minlength=len(self.group_names)).astype(float)
-            state.scales = mstep.update_scales(accs, counts)
-        n = sum(a.n_particles for a in accs)
-        c.ave_pmax = sum(a.pmax_sum for a in accs) / max(n, 1)
-        state.log_likelihood = sum(a.log_likelihood for a in accs)
-        # Resolution (SSNR = 1, i.e. FSC 0.5 during refinement; 0.143 after joining).
-        shell = mstep.resolution_shell_from_ssnr(models[0].ssnr)
-        new_res = shell / (self.ori * self.pixel_size)
-        if not final and not cc:
-            if new_res <= c.best_resolution + 1e-9:
-                c.nr_iter_wo_resol_gain += 1
-            else:
-                c.nr_iter_wo_resol_gain = 0
-        c.current_resolution = new_res
-        c.best_resolution = max(c.best_resolution, new_res)
-        nyq_shell = c.current_size // 2 - 1
-        if 0 < nyq_shell < fsc.size and fsc[nyq_shell] > 0.2:
-            c.has_high_fsc_at_limit = True
+            if not cc:
+                half.sigma2 = mstep.update_noise(acc, half.sigma2, self.npix_per_shell)
+            half.sigma_offset = mstep.update_sigma_offset(acc)
+            if acc.weight_sum > 0 and acc.pdf_sum.size == half.pdf_direction.size:
+                half.pdf_direction = acc.pdf_sum / acc.weight_sum
+            if o.scale and not cc:
+                half.scales = mstep.update_scales(acc, counts[0] + counts[1] if final else counts[h])
+            half.ave_pmax = acc.pmax_sum / max(acc.weight_sum, 1e-30)
+            half.log_likelihood = acc.log_likelihood
+        # RELION broadcasts rank 1's <Pmax> (half 1) for the image-size rule.
+        c.ave_pmax = state.halves[0].ave_pmax
+        self._update_current_resolution(state, cc=cc)
 
-    def _solvent_corrected_fsc(self, accs: list[HalfAccumulator], fsc: NDArray, *, seed: int) -> NDArray[np.float64]:
-        """"Use solvent-flattened FSCs": the FSC of the unregularised half maps inside the
-        solvent mask (the reference mask, or the particle-diameter sphere), corrected for the
-        mask by phase randomisation as relion_postprocess does (spec 5.6). Shells below the
-        randomisation shell keep the masked FSC; the curve replaces the unmasked one for tau²
-        and the resolution."""
+    def _update_current_resolution(self, state: RunState, *, cc: bool) -> None:
+        """RELION's updateCurrentResolution: the shell before SSNR (half 1's) first drops
+        below 1 (FSC 0.5 while the halves are separate, 0.143 once joined), held at
+        ``--ini_high`` after a first cross-correlation iteration; no gain counts against the
+        previous iteration's value."""
+        o, c = self.options, state.counters
+        box = self.ori * self.pixel_size
+        if cc and o.ini_high > 0:
+            shell = int(math.floor(box / o.ini_high + 0.5))
+        else:
+            shell = mstep.resolution_shell_from_ssnr(state.halves[0].ssnr)
+        new_res = shell / box
+        if new_res <= c.current_resolution + 1e-4:
+            c.nr_iter_wo_resol_gain += 1
+        else:
+            c.nr_iter_wo_resol_gain = 0
+        c.best_resolution = max(c.best_resolution, new_res)
+        c.current_resolution = new_res
+
+    def _solvent_corrected_fsc(self, accs: list[HalfAccumulator], *, seed: int) -> NDArray[np.float64]:
+        """"Use solvent-flattened FSCs" (needs a reference mask, as in RELION, and runs in every
+        iteration, the final one included): the FSC of the unregularised half maps inside the
+        solvent mask, corrected for the mask by phase randomisation as relion_postprocess does
+        (spec 5.6); the curve replaces the unmasked one for tau² and the resolution."""
         from processing.fourier.fsc import postprocess_fsc
-        from processing.fourier.masks import soft_sphere_mask
 
         halves = [self._reconstruct_unfil(acc) for acc in accs]
-        mask = self._solvent_mask()
-        if mask is None:
-            mask = soft_sphere_mask(self.ori, radius=self.mask_radius_px, edge_width=5.0)
-        result = postprocess_fsc(halves[0], halves[1], pixel_size=self.pixel_size, mask=mask, seed=seed)
+        result = postprocess_fsc(halves[0], halves[1], pixel_size=self.pixel_size, mask=self._solvent_mask(),
+                                 seed=seed)
         corrected = np.asarray(result.corrected, dtype=np.float64)
-        out = fsc.copy()
+        out = np.zeros(self.n_shells)
         n = min(out.size, corrected.size)
         out[:n] = corrected[:n]
         out[0] = 1.0
@@ -648,17 +734,13 @@ class RefineRun:
     @staticmethod
     def _shared(state: RunState) -> dict:
         return {
-            "halves": state.halves, "sigma2": state.sigma2, "pdf": state.pdf_direction, "scales": state.scales,
-            "counters": state.counters, "sampling": state.sampling,
+            "halves": state.halves, "counters": state.counters, "sampling": state.sampling,
             "poses": [(p.angles, p.origin) for p in state.particles], "joined": state.joined,
         }
 
     @staticmethod
     def _apply_shared(state: RunState, shared: dict) -> None:
         state.halves = shared["halves"]
-        state.sigma2 = shared["sigma2"]
-        state.pdf_direction = shared["pdf"]
-        state.scales = shared["scales"]
         state.counters = shared["counters"]
         state.sampling = shared["sampling"]
         state.joined = shared["joined"]
@@ -705,11 +787,28 @@ def _next_perturbation(previous: float, factor: float, rng: np.random.Generator)
     return next_random_perturbation(previous, factor, rng)
 
 
-def _update_incr_size(c: RefineCounters, fsc: NDArray, current_size: int) -> None:
+def _replace_negative(sigma2: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Negative values replaced by the previous positive value, else the next positive one."""
+    out = sigma2.copy()
+    for n in range(out.size):
+        if out[n] < 0:
+            if n > 0 and out[n - 1] > 0:
+                out[n] = out[n - 1]
+            else:
+                later = out[n + 1:][out[n + 1:] > 0]
+                if later.size == 0:
+                    raise ValueError("no positive value in the initial noise spectrum")
+                out[n] = later[0]
+    return out
+
+
+def _update_incr_size(c: RefineCounters, fsc: NDArray) -> None:
+    """incr_size >= (first shell with FSC < 0.143) - (first with FSC < 0.5) + 5 (-1 if none)."""
     below_0143 = np.flatnonzero(fsc < 0.143)
     below_05 = np.flatnonzero(fsc < 0.5)
-    if below_0143.size and below_05.size:
-        c.incr_size = max(c.incr_size, int(below_0143[0] - below_05[0] + 5))
+    first_0143 = int(below_0143[0]) if below_0143.size else -1
+    first_05 = int(below_05[0]) if below_05.size else -1
+    c.incr_size = max(c.incr_size, first_0143 - first_05 + 5)
 
 
 def _angstrom_value(resolution: float) -> float:

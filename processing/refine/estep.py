@@ -26,7 +26,7 @@ from processing.geometry.euler import euler_to_matrix, matrix_to_euler
 from processing.geometry.sampling import AngularSampling, PriorSubset, oversampled_translations
 
 from . import _kernels as K
-from .frequencies import FrequencySet, frequency_set, frequency_set_3d
+from .frequencies import FrequencySet, frequency_set, frequency_set_3d, highres_pixels
 from .particles import ParticleImages
 
 __all__ = [
@@ -69,6 +69,8 @@ class ParticleState:
     origin_prior: NDArray[np.float64]    # (3,) Å
     half: int                            # 0 or 1
     group: int                           # scale-correction group (0-based)
+    optics: int = 0                      # optics group (0-based): selects the noise spectrum
+    class_number: int = 0                # rlnClassNumber (0: none yet; 1 after the first iteration)
 
 
 @dataclass
@@ -88,7 +90,7 @@ class EStepContext:
     ori: int
     pixel_size: float
     references: list[Reference]
-    sigma2: NDArray[np.float64]                 # (n_shells,) noise power per shell
+    sigma2: NDArray[np.float64]                 # (2, n_optics, n_shells) noise power per half, optics group, shell
     coarse_size: int
     current_size: int
     sampling: AngularSampling
@@ -99,9 +101,10 @@ class EStepContext:
     sigma_tilt: float = 0.0
     sigma_psi: float = 0.0
     local_search: bool = False                  # prior centres = current angles
-    pdf_direction: NDArray[np.float64] | None = None
-    sigma_offset: float = 10.0                  # Å
-    scales: NDArray[np.float64] | None = None   # (n_groups,)
+    pdf_direction: NDArray[np.float64] | None = None  # (2, n_directions) per half
+    sigma_offset: NDArray[np.float64] = field(default_factory=lambda: np.full(2, 10.0))  # (2,) Å, per half
+    scales: NDArray[np.float64] | None = None   # (2, n_groups) per half
+    scale_ssnr: NDArray[np.float64] | None = None  # (n_shells,) SSNR that selects the scale-correction shells
     firstiter_cc: bool = False
     adaptive_fraction: float = 0.999
     oversampling: int = 1
@@ -109,6 +112,13 @@ class EStepContext:
 
     def frequencies(self, size: int) -> FrequencySet:
         return frequency_set_3d(self.ori, size) if self.is_3d else frequency_set(self.ori, size)
+
+    def noise(self, state: "ParticleState") -> NDArray[np.float64]:
+        """(n_shells,) noise spectrum of the particle's half set and optics group."""
+        return self.sigma2[state.half, state.optics]
+
+    def scale(self, state: "ParticleState") -> float:
+        return 1.0 if self.scales is None else float(self.scales[state.half, state.group])
 
 
 @dataclass
@@ -119,9 +129,9 @@ class HalfAccumulator:
     weight: NDArray[np.float64]
     c: int
     pad: float
-    sigma2_sum: NDArray[np.float64]        # (n_shells,) Σ w'|diff|² per shell
-    sigma2_images: float = 0.0             # Σ_images w' (images counted per particle)
-    highres_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    sigma2_sum: NDArray[np.float64]        # (n_optics, n_shells) Σ w'|diff|² per shell
+    sigma2_images: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics,) images
+    highres_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics, n_shells)
     offset_sum: float = 0.0                # Σ w' |Δorigin|² (Å²)
     weight_sum: float = 0.0                # Σ w' (particles)
     pdf_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
@@ -132,24 +142,26 @@ class HalfAccumulator:
     log_likelihood: float = 0.0
 
     @classmethod
-    def create(cls, *, c: int, pad: float, n_shells: int, n_directions: int, n_groups: int) -> "HalfAccumulator":
+    def create(cls, *, c: int, pad: float, n_shells: int, n_directions: int, n_groups: int,
+               n_optics: int = 1) -> "HalfAccumulator":
         shape = (2 * c + 1, 2 * c + 1, c + 1)
         return cls(
             data=np.zeros(shape, np.complex128), weight=np.zeros(shape), c=c, pad=pad,
-            sigma2_sum=np.zeros(n_shells), highres_sum=np.zeros(n_shells),
+            sigma2_sum=np.zeros((n_optics, n_shells)), highres_sum=np.zeros((n_optics, n_shells)),
+            sigma2_images=np.zeros(n_optics),
             pdf_sum=np.zeros(n_directions), scale_xa=np.zeros(n_groups), scale_aa=np.zeros(n_groups),
         )
 
     def arrays(self) -> list[NDArray]:
         """The arrays to sum across threads and MPI ranks, in a fixed order."""
-        return [self.data, self.weight, self.sigma2_sum, self.highres_sum, self.pdf_sum, self.scale_xa,
-                self.scale_aa, np.array([self.sigma2_images, self.offset_sum, self.weight_sum, self.pmax_sum,
-                                         float(self.n_particles), self.log_likelihood])]
+        return [self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.pdf_sum,
+                self.scale_xa, self.scale_aa, np.array([self.offset_sum, self.weight_sum, self.pmax_sum,
+                                                        float(self.n_particles), self.log_likelihood])]
 
     def set_arrays(self, arrays: list[NDArray]) -> None:
-        (self.data, self.weight, self.sigma2_sum, self.highres_sum, self.pdf_sum, self.scale_xa,
-         self.scale_aa, scalars) = arrays
-        (self.sigma2_images, self.offset_sum, self.weight_sum, self.pmax_sum, n, self.log_likelihood) = scalars
+        (self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.pdf_sum,
+         self.scale_xa, self.scale_aa, scalars) = arrays
+        (self.offset_sum, self.weight_sum, self.pmax_sum, n, self.log_likelihood) = scalars
         self.n_particles = int(round(n))
 
     def add(self, other: "HalfAccumulator") -> None:
@@ -164,8 +176,8 @@ def _orientation_subset(ctx: EStepContext, state: ParticleState) -> PriorSubset:
 
     s = ctx.sampling
     if ctx.sigma_rot <= 0 and ctx.sigma_tilt <= 0 and ctx.sigma_psi <= 0:
-        pdf = ctx.pdf_direction
-        dw = np.full(s.n_directions, 1.0 / s.n_directions) if pdf is None else pdf / pdf.sum()
+        pdf = None if ctx.pdf_direction is None else ctx.pdf_direction[state.half]
+        dw = np.full(s.n_directions, 1.0 / s.n_directions) if pdf is None or pdf.sum() <= 0 else pdf / pdf.sum()
         return PriorSubset(np.arange(s.n_directions), dw, np.arange(s.n_psi), np.full(s.n_psi, 1.0 / s.n_psi))
     centre = state.angles if ctx.local_search else np.where(np.isnan(state.prior_angles), state.angles,
                                                             state.prior_angles)
@@ -212,14 +224,14 @@ def _slices(
 
 def _check_inside_grid(ref: Reference, freq: FrequencySet) -> None:
     # gather_points has no bounds tests: every sample and its +1 neighbours must be stored.
-    if freq.n and freq.radius_max * ref.pad > ref.c - 2:
+    if freq.n and int(freq.radius_max * ref.pad) + 1 > ref.c:
         raise ValueError(f"frequencies up to {freq.radius_max:.1f} px exceed the reference grid "
                          f"(c={ref.c}, pad={ref.pad})")
 
 
 def _score(
     ctx: EStepContext, ref: Reference, particle: ParticleImages, freq: FrequencySet,
-    part_rot: NDArray, offsets_px: NDArray, scale: float,
+    part_rot: NDArray, offsets_px: NDArray, scale: float, sigma2: NDArray,
 ) -> NDArray[np.float64]:
     """diff2 ``(T, R)`` (up to a constant) of all translations x orientations; or -CC/|X|
     for the first-iteration cross-correlation.
@@ -233,7 +245,7 @@ def _score(
     F = geo.rotations.shape[0]
     X = particle.masked.reshape(F, -1)[:, freq.flat]                       # (F, K)
     C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float32)      # (F, K)
-    inv_s2 = (1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)).astype(np.float32)
+    inv_s2 = _inverse_noise(sigma2, freq).astype(np.float32)
     if particle.multiplicity is not None:
         M = particle.multiplicity.reshape(F, -1)[:, freq.flat]
         valid = M >= 0.01
@@ -244,6 +256,7 @@ def _score(
         inv_s2 = np.broadcast_to(inv_s2, C.shape)
     sc = np.float32(scale) * C
     if ctx.firstiter_cc:
+        sc = sc * freq.scored
         z_weight, power_weights = sc, sc * sc
     else:
         z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
@@ -267,15 +280,47 @@ def _score(
     WORK["slices"] += R * F
     if ctx.firstiter_cc:
         # Normalised cross-correlation Σ C V X* / (|C V| |X|).
-        xnorm = float(np.sqrt((np.abs(X) ** 2).sum()))
+        xnorm = float(np.sqrt((np.abs(X[:, freq.scored]) ** 2).sum()))
         return -cross / np.maximum(np.sqrt(power), 1e-30)[None, :] / max(xnorm, 1e-30)
     return 0.5 * power[None, :] - cross
 
 
+def _inverse_noise(sigma2: NDArray, freq: FrequencySet) -> NDArray[np.float64]:
+    """(K,) 1/σ² per pixel; zero at shell 0, which the likelihood leaves out."""
+    return np.where(freq.scored, 1.0 / np.maximum(sigma2[np.minimum(freq.shell, sigma2.size - 1)], 1e-30), 0.0)
+
+
+def _likelihood_constants(
+    ctx: EStepContext, particle: ParticleImages, sigma2: NDArray, freq: FrequencySet, *,
+    n_orientations: int, log_prior_t: NDArray,
+) -> float:
+    """What turns log Σ exp(logw) into RELION's ``rlnLogLikeliContribution``
+    (``ln Σw − min diff2 − Σ_img Σ_k ln 2πσ²``): the image terms the score leaves out
+    (Σ|X|²/2σ² and half the power beyond the current size), the normalisation term, and RELION's
+    prior normalisations (orientation and offset priors divided by their means over the
+    coarse grid)."""
+    F = particle.masked.shape[0]
+    inv = _inverse_noise(sigma2, freq)
+    X = particle.masked.reshape(F, -1)
+    image_term = float((np.abs(X[:, freq.flat]) ** 2 * inv).sum()) / 2.0
+    hi_flat, _ = highres_pixels(ctx.ori, ctx.current_size, 3 if ctx.is_3d else 2)
+    image_term += float((np.abs(X[:, hi_flat]) ** 2).sum()) / 2.0
+    log_norm = F * float(np.log(2.0 * np.pi * sigma2[freq.shell[freq.scored]]).sum())
+    top = float(log_prior_t.max())
+    log_mean_t = top + float(np.log(np.mean(np.exp(log_prior_t - top))))
+    return float(np.log(n_orientations)) - log_mean_t - image_term - log_norm
+
+
 def _offset_log_prior(ctx: EStepContext, state: ParticleState, offsets_px: NDArray) -> NDArray:
-    total = state.origin[None, :] + offsets_px * ctx.pixel_size
-    d2 = ((total - state.origin_prior[None, :]) ** 2).sum(axis=1)
-    return -d2 / (2.0 * ctx.sigma_offset**2)
+    """log P(offset) at the coarse translations ``offsets_px`` (T, 3), as relion_refine 5.0
+    evaluates it (``convertAllSquaredDifferencesToWeights``): the old offset and its prior in
+    pixels plus the search translation in Å, the sum scaled by the pixel size, against
+    σ_offset in Å. The translation term is therefore ``pixel_size`` times stiffer than the
+    model's σ_offset says; matching RELION's poses (refine_demo fixture) needs it."""
+    px = ctx.pixel_size
+    v = (state.origin - state.origin_prior)[None, :] / px + offsets_px * px
+    d2 = (v**2).sum(axis=1) * px * px
+    return -d2 / (2.0 * float(ctx.sigma_offset[state.half]) ** 2)
 
 
 def _significant(weights: NDArray, fraction: float) -> NDArray[np.bool_]:
@@ -302,7 +347,8 @@ def expect_particle(
     """Run both E-step passes for one particle and add its weighted sums to ``acc``
     (under ``lock``, when threads share the accumulator)."""
     ref = ctx.references[state.half]
-    scale = 1.0 if ctx.scales is None else float(ctx.scales[state.group])
+    scale = ctx.scale(state)
+    sigma2 = ctx.noise(state)
     os_ = ctx.oversampling
     sampling = ctx.sampling
     subset = _orientation_subset(ctx, state)
@@ -319,11 +365,13 @@ def expect_particle(
         ctx.perturbation, coarse_step)
     trans = ctx.translations + ctx.perturbation * ctx.offset_step
     origin_px = state.origin / ctx.pixel_size
-    log_prior_t = _offset_log_prior(ctx, state, trans)
+    # The prior is evaluated at the unperturbed coarse translations (RELION's
+    # sampling.translations; the perturbation only moves the shifts applied to the images).
+    log_prior_t = _offset_log_prior(ctx, state, ctx.translations)
 
     # ---- pass 1: coarse grid at the coarse image size
     freq_c = ctx.frequencies(ctx.coarse_size)
-    diff2 = _score(ctx, ref, particle, freq_c, coarse_rot, origin_px[None] + trans, scale)
+    diff2 = _score(ctx, ref, particle, freq_c, coarse_rot, origin_px[None] + trans, scale, sigma2)
     if ctx.firstiter_cc:
         # Hard assignment by normalised cross-correlation: priors only restrict the search.
         logw = -diff2
@@ -350,7 +398,7 @@ def expect_particle(
     n_child_t = fine_t.shape[1]
     fine_t = fine_t.reshape(-1, 3)
     freq_f = ctx.frequencies(ctx.current_size)
-    diff2_fine = _score(ctx, ref, particle, freq_f, fine_rot, origin_px[None] + fine_t, scale)
+    diff2_fine = _score(ctx, ref, particle, freq_f, fine_rot, origin_px[None] + fine_t, scale, sigma2)
     parent_ok = np.zeros((ut.size, ur.size), dtype=bool)
     parent_ok[t_inv, r_inv] = True
     valid = np.repeat(np.repeat(parent_ok, n_child_t, axis=0), n_child_r, axis=1)
@@ -369,7 +417,8 @@ def expect_particle(
         w2 = np.exp(logw2 - top)
         total = w2.sum()
         w2 /= total
-        log_sum = float(np.log(total) + top)
+        log_sum = float(np.log(total) + top) + _likelihood_constants(
+            ctx, particle, sigma2, freq_f, n_orientations=log_prior_rot.size, log_prior_t=log_prior_t)
     bt, br = np.unravel_index(np.argmax(w2), w2.shape)
     pmax = float(w2[bt, br])
     best_rot = fine_rot[br]
@@ -379,8 +428,8 @@ def expect_particle(
 
     if acc is not None:
         sig2 = w2 >= 0.0 if ctx.firstiter_cc else _significant(w2, ctx.adaptive_fraction)
+        # RELION keeps each significant weight normalised by the sum over all samples.
         w_sig = np.where(sig2, w2, 0.0)
-        w_sig /= w_sig.sum()
         _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
                     d_idx[ur], n_child_r, pmax=pmax, log_likelihood=log_sum, lock=lock)
     return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
@@ -407,7 +456,7 @@ def _accumulate(
     X = particle.images.reshape(F, -1)[:, freq.flat]
     Xm = particle.masked.reshape(F, -1)[:, freq.flat]
     C = particle.ctf2.reshape(F, -1)[:, freq.flat]
-    inv_s2 = 1.0 / np.maximum(ctx.sigma2[freq.shell], 1e-30)
+    inv_s2 = _inverse_noise(ctx.noise(state), freq)
     if particle.multiplicity is not None:
         M = particle.multiplicity.reshape(F, -1)[:, freq.flat]
         valid = M >= 0.01
@@ -417,35 +466,40 @@ def _accumulate(
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
     V = _slices(ref, rot, freq)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
-    # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ².
-    values = (scale * shift_sum * X[None] * inv_s2[None]).reshape(len(cols) * F, -1).astype(np.complex128)
-    weights = (w_r[:, None, None] * (scale * scale) * C[None] * inv_s2[None]).reshape(len(cols) * F, -1)
+    # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ², for
+    # the pixels with |k| <= size/2 only.
+    ins = freq.inserted
+    values = (scale * shift_sum[..., ins] * (X[:, ins] * inv_s2[:, ins])[None]
+              ).reshape(len(cols) * F, -1).astype(np.complex128)
+    weights = (w_r[:, None, None] * (scale * scale) * (C[:, ins] * inv_s2[:, ins])[None]).reshape(len(cols) * F, -1)
     # Noise: Σ w' |s C V - Xm_shift|² per shell.
     mshift = shift_sum * Xm[None]
     resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
         (np.abs(Xm) ** 2)
     if particle.multiplicity is not None:
         resid = resid / np.maximum(particle.multiplicity.reshape(F, -1)[:, freq.flat], 0.01)
-    n_shells = acc.sigma2_sum.size
+    n_shells = acc.sigma2_sum.shape[1]
     noise = np.bincount(freq.shell, resid.sum(axis=0), minlength=n_shells)[:n_shells]
     # Image power beyond the current size, for the next iteration's larger images.
-    full = np.abs(particle.masked.reshape(F, -1)) ** 2
-    shells_all = _all_shells(ctx, full.shape[1])
-    outside = np.ones(full.shape[1], dtype=bool)
-    outside[freq.flat] = False
-    highres = np.bincount(shells_all[outside], full[:, outside].sum(axis=0), minlength=n_shells)[:n_shells]
-    # Offsets (Å²) relative to the prior, direction distribution, scale correction.
+    hi_flat, hi_shell = highres_pixels(ctx.ori, ctx.current_size, 3 if ctx.is_3d else 2)
+    full = np.abs(particle.masked.reshape(F, -1)[:, hi_flat]) ** 2
+    highres = np.bincount(hi_shell, full.sum(axis=0), minlength=n_shells)[:n_shells]
+    # Offsets (Å²) relative to the prior, direction distribution, and the scale correction
+    # over the shells where the reference's SSNR (half 1's) exceeds 3.
     total = state.origin[None] + fine_t[rows] * ctx.pixel_size
     d2 = ((total - state.origin_prior[None]) ** 2).sum(axis=1)
-    xa = (CV * np.conj(mshift)).real.sum() / max(scale, 1e-12)
-    aa = (w_r[:, None, None] * np.abs(CV) ** 2).sum() / max(scale * scale, 1e-12)
+    xa = aa = 0.0
+    if ctx.scales is not None:
+        strong = _strong_pixels(ctx, freq)
+        xa = (CV[..., strong] * np.conj(mshift[..., strong])).real.sum() / max(scale, 1e-12)
+        aa = (w_r[:, None, None] * np.abs(CV[..., strong]) ** 2).sum() / max(scale * scale, 1e-12)
     with lock or nullcontext():
-        _scatter(acc, rot, freq, values, weights.astype(np.float64))
-        acc.sigma2_sum += noise
-        acc.sigma2_images += F
-        acc.highres_sum += highres
+        _scatter(acc, rot, freq, values, weights.astype(np.float64), ins)
+        acc.sigma2_sum[state.optics] += noise
+        acc.sigma2_images[state.optics] += F
+        acc.highres_sum[state.optics] += highres
         acc.offset_sum += float((wt.sum(axis=1) * d2).sum())
-        acc.weight_sum += 1.0
+        acc.weight_sum += float(w_r.sum())
         np.add.at(acc.pdf_sum, coarse_dirs[cols // n_child_r], w_r)
         acc.scale_xa[state.group] += float(xa)
         acc.scale_aa[state.group] += float(aa)
@@ -454,21 +508,18 @@ def _accumulate(
         acc.log_likelihood += log_likelihood
 
 
-_SHELL_CACHE: dict[tuple[int, int, bool], NDArray] = {}
+def _strong_pixels(ctx: EStepContext, freq: FrequencySet) -> NDArray[np.bool_]:
+    """(K,) pixels whose shell has SSNR > 3 (RELION's data_vs_prior of half 1)."""
+    if ctx.scale_ssnr is None:
+        return np.ones(freq.n, dtype=bool)
+    return ctx.scale_ssnr[np.minimum(freq.shell, ctx.scale_ssnr.size - 1)] > 3.0
 
 
-def _all_shells(ctx: EStepContext, n_pixels: int) -> NDArray[np.int64]:
-    key = (ctx.ori, n_pixels, ctx.is_3d)
-    if key not in _SHELL_CACHE:
-        from processing.fourier.fft import shell_index
-
-        _SHELL_CACHE[key] = shell_index(ctx.ori, ndim=3 if ctx.is_3d else 2).ravel()
-    return _SHELL_CACHE[key]
-
-
-def _scatter(acc: HalfAccumulator, rot: NDArray, freq: FrequencySet, values: NDArray, weights: NDArray) -> None:
+def _scatter(acc: HalfAccumulator, rot: NDArray, freq: FrequencySet, values: NDArray, weights: NDArray,
+             pixels: NDArray[np.bool_]) -> None:
     r = np.ascontiguousarray(rot, dtype=np.float64)
+    kx, ky = freq.kx[pixels], freq.ky[pixels]
     if freq.kz is None:
-        K.scatter_points(acc.data, acc.weight, acc.c, r, acc.pad, freq.kx, freq.ky, values, weights)
+        K.scatter_points(acc.data, acc.weight, acc.c, r, acc.pad, kx, ky, values, weights)
     else:
-        K.scatter_points_3d(acc.data, acc.weight, acc.c, r, acc.pad, freq.kx, freq.ky, freq.kz, values, weights)
+        K.scatter_points_3d(acc.data, acc.weight, acc.c, r, acc.pad, kx, ky, freq.kz[pixels], values, weights)

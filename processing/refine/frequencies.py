@@ -1,8 +1,13 @@
 """The Fourier pixels a refinement iteration works with (spec 5.5, 5.6).
 
-Only half-transform pixels with shell ``1 <= round(|k|)`` and ``|k| < size/2`` are used: the
-image is "windowed" to the current (or coarse) size, and shell 0 is left out so that the
-likelihood ignores additive offsets.
+RELION windows each image's half transform to the current (or coarse) size ``s``: rows
+``ky`` in ``[-s/2+1, s/2]`` (and planes ``kz`` likewise for 3D data), columns ``kx`` in
+``[0, s/2]``. Of those it uses the pixels of ``Mresol``: shell ``round(|k|) <= s/2``, without
+the half of the ``kx = 0`` column (``ky < 0``) that FFTW stores twice
+(``MlOptimiser::updateImageSizeAndResolutionPointers``). Shell 0 stays in the set for the noise
+sums; the likelihood gives it no weight (``1/sigma^2 = 0`` there), which makes it invariant to
+additive offsets. Back-projection inserts only the pixels with ``|k| <= s/2``
+(``BackProjector::backproject2Dto3D``), flagged by :attr:`FrequencySet.inserted`.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["FrequencySet", "frequency_set", "frequency_set_3d"]
+__all__ = ["FrequencySet", "frequency_set", "frequency_set_3d", "pixels_per_shell", "highres_pixels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,7 +25,8 @@ class FrequencySet:
     """Flat list of half-transform pixels of an ``ori``-box image used at image ``size``.
 
     flat: (K,) indices into the flattened ``(ori, ori//2+1)`` (or ``(ori, ori, ori//2+1)``)
-    array; kx, ky (, kz): (K,) float64 frequencies in pixels; shell: (K,) int ``round(|k|)``.
+    array; kx, ky (, kz): (K,) float64 frequencies in pixels; shell: (K,) int ``round(|k|)``
+    (``0 .. size/2``); inserted: (K,) bool, ``|k| <= size/2`` (back-projected pixels).
     """
 
     ori: int
@@ -30,6 +36,7 @@ class FrequencySet:
     ky: NDArray[np.float64]
     kz: NDArray[np.float64] | None
     shell: NDArray[np.int64]
+    inserted: NDArray[np.bool_]
 
     @property
     def n(self) -> int:
@@ -49,36 +56,81 @@ class FrequencySet:
     def ky32(self) -> NDArray[np.float32]:
         return self.ky.astype(np.float32)
 
+    @cached_property
+    def scored(self) -> NDArray[np.bool_]:
+        """(K,) pixels that enter the likelihood (shell >= 1)."""
+        return self.shell >= 1
+
 
 def _logical(n: int) -> NDArray[np.int64]:
+    """FFTW's logical frequencies of an axis of length ``n``: 0 .. n/2, then -n/2+1 .. -1."""
     i = np.arange(n)
     return np.where(i <= n // 2, i, i - n)
 
 
+def _select(k: list[NDArray], size: int, *, only_inside: bool) -> tuple[NDArray, NDArray]:
+    """Mask and shell of the windowed, non-redundant pixels of a half transform grid."""
+    kx = k[-1]
+    r2 = sum(a.astype(np.float64) ** 2 for a in k)
+    r = np.sqrt(r2)
+    shell = np.floor(r + 0.5).astype(np.int64)
+    half = size // 2
+    keep = (shell <= half) & ~((kx == 0) & (k[-2] < 0))
+    for a in k[:-1]:
+        keep &= (a > -half) & (a <= half)
+    keep &= kx <= half
+    if only_inside:
+        keep &= r <= half
+    return keep, shell
+
+
+def _build(ori: int, size: int, ndim: int) -> FrequencySet:
+    shape = (ori,) * (ndim - 1) + (ori // 2 + 1,)
+    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
+    k = np.meshgrid(*axes, indexing="ij")
+    keep, shell = _select(k, size, only_inside=False)
+    flat = np.flatnonzero(keep)
+    kf = [a.ravel()[flat].astype(np.float64) for a in k]
+    r = np.sqrt(sum(a * a for a in kf))
+    assert keep.shape == shape
+    return FrequencySet(
+        ori, size, flat, kf[-1].copy(), kf[-2].copy(), kf[0].copy() if ndim == 3 else None,
+        shell.ravel()[flat].copy(), r <= size // 2,
+    )
+
+
 @lru_cache(maxsize=64)
 def frequency_set(ori: int, size: int) -> FrequencySet:
-    """Pixels of a 2D half transform of box ``ori`` inside radius ``size/2`` (shell >= 1)."""
-    ky = _logical(ori)[:, None].astype(np.float64)
-    kx = np.arange(ori // 2 + 1, dtype=np.float64)[None, :]
-    r = np.sqrt(kx * kx + ky * ky)
-    shell = np.rint(r).astype(np.int64)
-    keep = (r < size / 2.0) & (shell >= 1)
-    flat = np.flatnonzero(keep)
-    kxb, kyb = np.broadcast_arrays(kx, ky)
-    return FrequencySet(ori, size, flat, kxb.ravel()[flat].copy(), kyb.ravel()[flat].copy(), None,
-                        shell.ravel()[flat].copy())
+    """Pixels of a 2D half transform of box ``ori`` windowed to image size ``size`` (even)."""
+    return _build(ori, size, 2)
 
 
 @lru_cache(maxsize=64)
 def frequency_set_3d(ori: int, size: int) -> FrequencySet:
     """As :func:`frequency_set` for a 3D half transform ``(ori, ori, ori//2+1)``."""
-    kz = _logical(ori)[:, None, None].astype(np.float64)
-    ky = _logical(ori)[None, :, None].astype(np.float64)
-    kx = np.arange(ori // 2 + 1, dtype=np.float64)[None, None, :]
-    r = np.sqrt(kx * kx + ky * ky + kz * kz)
-    shell = np.rint(r).astype(np.int64)
-    keep = (r < size / 2.0) & (shell >= 1)
+    return _build(ori, size, 3)
+
+
+@lru_cache(maxsize=16)
+def pixels_per_shell(ori: int, ndim: int) -> NDArray[np.float64]:
+    """RELION's ``Npix_per_shell`` ``(ori//2+1,)``: non-redundant pixels of the full half
+    transform per shell ``round(|k|) <= ori/2`` (no window)."""
+    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
+    k = np.meshgrid(*axes, indexing="ij")
+    r = np.sqrt(sum(a.astype(np.float64) ** 2 for a in k))
+    shell = np.floor(r + 0.5).astype(np.int64)
+    keep = (shell <= ori // 2) & ~((k[-1] == 0) & (k[-2] < 0))
+    return np.bincount(shell[keep], minlength=ori // 2 + 1).astype(np.float64)
+
+
+@lru_cache(maxsize=64)
+def highres_pixels(ori: int, size: int, ndim: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Flat indices and shells of the full half transform's pixels beyond image size ``size``:
+    shells ``size/2+1 .. ori/2``, non-redundant; their power fills the noise sums there."""
+    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
+    k = np.meshgrid(*axes, indexing="ij")
+    r = np.sqrt(sum(a.astype(np.float64) ** 2 for a in k))
+    shell = np.floor(r + 0.5).astype(np.int64).ravel()
+    keep = ((shell >= size // 2 + 1) & (shell <= ori // 2) & ~((k[-1] == 0) & (k[-2] < 0)).ravel())
     flat = np.flatnonzero(keep)
-    kxb, kyb, kzb = np.broadcast_arrays(kx, ky, kz)
-    return FrequencySet(ori, size, flat, kxb.ravel()[flat].copy(), kyb.ravel()[flat].copy(),
-                        kzb.ravel()[flat].copy(), shell.ravel()[flat].copy())
+    return flat, shell[flat]

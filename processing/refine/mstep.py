@@ -16,13 +16,15 @@ from processing.fourier.backprojector import (
     symmetrise,
     tau2_from_fsc,
 )
+from processing.fourier.fft import radial_average, shell_index
 from processing.fourier.masks import flatten_solvent
 
 from .estep import HalfAccumulator
 
 __all__ = [
     "symmetrise_half", "join_low_resolution", "half_map_fsc", "HalfModel", "reconstruct_half",
-    "update_noise", "update_sigma_offset", "update_scales", "resolution_shell_from_ssnr",
+    "update_noise", "update_sigma_offset", "update_scales", "resolution_shell_from_ssnr", "initial_tau2",
+    "initial_ssnr",
 ]
 
 
@@ -34,9 +36,11 @@ def symmetrise_half(acc: HalfAccumulator, operators: NDArray) -> None:
 
 
 def join_low_resolution(a: HalfAccumulator, b: HalfAccumulator, max_shell: int) -> None:
-    """Average both halves' sums for shells ``<= max_shell`` (``--low_resol_join_halves``)."""
-    r, sh = grid_shell_index(a.c, a.pad)
-    sel = sh <= max_shell
+    """Average both halves' sums inside padded radius ``round(pad * max_shell)``
+    (``--low_resol_join_halves``; ``BackProjector::getLowResDataAndWeight``)."""
+    r, _ = grid_shell_index(a.c, a.pad)
+    limit = math.floor(a.pad * max_shell + 0.5)
+    sel = r * r <= limit * limit + 1e-9
     data = 0.5 * (a.data[sel] + b.data[sel])
     weight = 0.5 * (a.weight[sel] + b.weight[sel])
     a.data[sel] = data
@@ -45,17 +49,52 @@ def join_low_resolution(a: HalfAccumulator, b: HalfAccumulator, max_shell: int) 
     b.weight[sel] = weight
 
 
-def half_map_fsc(a: HalfAccumulator, b: HalfAccumulator, n_shells: int) -> NDArray[np.float64]:
-    """FSC of the unregularised half reconstructions data/weight, per un-padded shell."""
-    r, sh = grid_shell_index(a.c, a.pad)
+def _round_half_away(x: NDArray) -> NDArray[np.int64]:
+    """RELION's ROUND: halves rounded away from zero."""
+    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+
+
+def downsampled_average(acc: HalfAccumulator, r_max: int) -> NDArray[np.complex128]:
+    """``BackProjector::getDownsampledAverage``: Σdata/Σweight over the padded voxels that round
+    (per axis) to each un-padded voxel; shape ``(2(r_max+1)+1, 2(r_max+1)+1, r_max+2)``,
+    centred like the accumulators."""
+    m = r_max + 1
+    lk = np.arange(-acc.c, acc.c + 1)
+    kx = np.arange(acc.c + 1)
+    zz = _round_half_away(lk / acc.pad)
+    xx = _round_half_away(kx / acc.pad)
+    keep_z = np.abs(zz) <= m
+    keep_x = xx <= m
+    data = acc.data[np.ix_(keep_z, keep_z, keep_x)]
+    weight = acc.weight[np.ix_(keep_z, keep_z, keep_x)]
+    iz = (zz[keep_z] + m)[:, None, None]
+    iy = (zz[keep_z] + m)[None, :, None]
+    ix = xx[keep_x][None, None, :]
+    shape = (2 * m + 1, 2 * m + 1, m + 1)
+    flat = np.ravel_multi_index(np.broadcast_arrays(iz, iy, ix), shape).ravel()
+    n = int(np.prod(shape))
+    re = np.bincount(flat, data.real.ravel(), minlength=n)
+    im = np.bincount(flat, data.imag.ravel(), minlength=n)
+    w = np.bincount(flat, weight.ravel(), minlength=n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fa = np.where(a.weight > 0, a.data / a.weight, 0.0)
-        fb = np.where(b.weight > 0, b.data / b.weight, 0.0)
-    sel = (sh < n_shells) & (r <= a.c - 2)
-    s = sh[sel]
-    num = np.bincount(s, (fa[sel] * np.conj(fb[sel])).real, minlength=n_shells)
-    pa = np.bincount(s, np.abs(fa[sel]) ** 2, minlength=n_shells)
-    pb = np.bincount(s, np.abs(fb[sel]) ** 2, minlength=n_shells)
+        avg = np.where(w > 0, (re + 1j * im) / np.where(w > 0, w, 1.0), 0.0)
+    return avg.reshape(shape)
+
+
+def half_map_fsc(a: HalfAccumulator, b: HalfAccumulator, n_shells: int, *, r_max: int) -> NDArray[np.float64]:
+    """Gold-standard FSC as RELION computes it (``compareTwoHalves``): each half's sums
+    averaged down to the un-padded grid, then correlated per shell ``round(|k|)`` over
+    ``|k| <= r_max`` (the current image size / 2); FSC(0) = 1, ``(n_shells,)``."""
+    fa = downsampled_average(a, r_max)
+    fb = downsampled_average(b, r_max)
+    m = r_max + 1
+    lk = np.arange(-m, m + 1, dtype=np.float64)
+    r = np.sqrt(lk[:, None, None] ** 2 + lk[None, :, None] ** 2 + np.arange(m + 1.0)[None, None, :] ** 2)
+    sel = r <= r_max
+    shell = np.floor(r[sel] + 0.5).astype(np.int64)
+    num = np.bincount(shell, (fa[sel] * np.conj(fb[sel])).real, minlength=n_shells)[:n_shells]
+    pa = np.bincount(shell, np.abs(fa[sel]) ** 2, minlength=n_shells)[:n_shells]
+    pb = np.bincount(shell, np.abs(fb[sel]) ** 2, minlength=n_shells)[:n_shells]
     den = np.sqrt(pa * pb)
     fsc = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     fsc[0] = 1.0
@@ -85,14 +124,15 @@ def reconstruct_half(
 ) -> HalfModel:
     """Regularised (MAP) map of one half with tau² from the gold-standard FSC (spec 5.6)."""
     n_shells = ori // 2 + 1
-    sigma2_ref = reference_sigma2(acc.weight, acc.c, padding_factor=acc.pad, n_shells=n_shells)
+    sigma2_ref = reference_sigma2(acc.weight, acc.c, padding_factor=acc.pad, n_shells=n_shells, r_max=r_max)
     ssnr, tau2 = tau2_from_fsc(sigma2_ref, fsc, tau2_fudge=tau2_fudge, joined=joined)
     volume = reconstruct(
         acc.data, acc.weight, acc.c, ori_size=ori, padding_factor=acc.pad, r_max=r_max,
         tau2=tau2 if regularise else None, tau2_fudge=tau2_fudge,
     )
     r, sh = grid_shell_index(acc.c, acc.pad)
-    sel = (sh < n_shells) & (r <= acc.c - 2)
+    limit = math.floor(r_max * acc.pad + 0.5)
+    sel = (sh < n_shells) & (r * r < limit * limit - 1e-9)
     with np.errstate(divide="ignore", invalid="ignore"):
         reg = np.where(tau2[np.minimum(sh, n_shells - 1)] > 0,
                        1.0 / (acc.pad**3 * tau2_fudge * tau2[np.minimum(sh, n_shells - 1)]), np.inf)
@@ -108,58 +148,80 @@ def solvent_flatten(volume: NDArray, *, radius_px: float, mask: NDArray | None) 
 
 
 def update_noise(
-    accumulators: list[HalfAccumulator], previous: NDArray[np.float64], npix_per_shell: NDArray[np.float64],
+    acc: HalfAccumulator, previous: NDArray[np.float64], npix_per_shell: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    """σ²(shell) = Σ w'|diff|² / (2 Σ_images Npix(shell)); empty shells keep the previous shell's value."""
-    total = sum(a.sigma2_sum + a.highres_sum for a in accumulators)
-    images = sum(a.sigma2_images for a in accumulators)
-    if images <= 0:
-        return previous
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(npix_per_shell > 0, total / (2.0 * images * npix_per_shell), 0.0)
-    out = np.maximum(out, 0.0)
-    for i in range(1, out.size):
-        if out[i] <= 0:
-            out[i] = out[i - 1]
-    if out[0] <= 0:
-        out[0] = out[1] if out.size > 1 else 1.0
-    return np.maximum(out, 1e-15)
+    """σ²(optics group, shell) = Σ w'|diff|² / (2 Σ_images Npix(shell)) within one half set
+    (``maximizationOtherParameters``): floored at 1e-15, values below 1e-14 replaced by the
+    previous shell's; groups without images keep ``previous``. Shapes ``(n_optics, n_shells)``."""
+    out = previous.copy()
+    total = acc.sigma2_sum + acc.highres_sum
+    for g in range(out.shape[0]):
+        if acc.sigma2_images[g] <= 0 or total[g].sum() == 0:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = np.where(npix_per_shell > 0, total[g] / (2.0 * acc.sigma2_images[g] * npix_per_shell), 0.0)
+        new = np.maximum(new, 1e-15)
+        for n in range(1, new.size):
+            if new[n] < 1e-14:
+                new[n] = new[n - 1]
+        out[g] = new
+    return out
 
 
-def update_sigma_offset(accumulators: list[HalfAccumulator], *, minimum_sigma2: float = 2.0) -> float:
-    """σ_offset (Å) = sqrt(Σ w'|Δ|² / (3 Σ w')), with RELION's floor of 2 Å²."""
-    s = sum(a.offset_sum for a in accumulators)
-    w = sum(a.weight_sum for a in accumulators)
-    if w <= 0:
+def update_sigma_offset(acc: HalfAccumulator, *, minimum_sigma2: float = 2.0) -> float:
+    """σ_offset (Å) = sqrt(Σ w'|Δ|² / (3 Σ w')) within one half set, floored at 2 Å²."""
+    if acc.weight_sum <= 0:
         return math.sqrt(minimum_sigma2)
-    return math.sqrt(max(s / (3.0 * w), minimum_sigma2))
+    return math.sqrt(max(acc.offset_sum / (3.0 * acc.weight_sum), minimum_sigma2))
 
 
-def update_scales(accumulators: list[HalfAccumulator], counts: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Per-group intensity scale <XA>/<AA>, clipped to [median/5, 5 median], particle-weighted mean 1."""
-    xa = sum(a.scale_xa for a in accumulators)
-    aa = sum(a.scale_aa for a in accumulators)
+def update_scales(acc: HalfAccumulator, counts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-group intensity scale ⟨XA⟩/⟨AA⟩ within one half set, clipped to [median/5, 5·median]
+    (RELION's median: the upper one of an even count) and normalised to a particle-weighted
+    mean of 1 (``counts``: the half set's particles per group)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(aa > 0, xa / aa, 1.0)
-    positive = scale[scale > 0]
-    if positive.size == 0:
-        return np.ones_like(scale)
-    med = float(np.median(positive))
+        scale = np.where(acc.scale_aa > 0, acc.scale_xa / acc.scale_aa, 1.0)
+    med = float(np.sort(scale)[scale.size // 2])
     scale = np.clip(scale, med / 5.0, med * 5.0)
     mean = float((scale * counts).sum() / max(counts.sum(), 1.0))
     return scale / mean if mean > 0 else np.ones_like(scale)
 
 
-def resolution_shell_from_ssnr(ssnr: NDArray[np.float64], *, auto_refine_split: bool = True) -> int:
-    """RELION's updateCurrentResolution: (first shell >= 1 with SSNR < 1) - 1, checked for an
-    FSC that dips and recovers; at least 5."""
-    n = ssnr.size
-    below = np.flatnonzero((ssnr < 1.0) & (np.arange(n) >= 1))
-    maxres = (int(below[0]) - 1) if below.size else n - 1
+def resolution_shell_from_ssnr(ssnr: NDArray[np.float64], *, auto_refine_split: bool = True,
+                               minres_map: int = 5) -> int:
+    """RELION's updateCurrentResolution on ``ssnr`` ``(ori//2+1,)``: the shell before the first
+    shell ``1 <= i < ori/2`` with SSNR < 1; for split-half auto-refine, the highest shell
+    ``< ori/2`` with SSNR > 1 instead when it lies more than 3 shells higher (an FSC that dips
+    and recovers); at least ``minres_map``."""
+    half = ssnr.size - 1
+    below = [i for i in range(1, half) if ssnr[i] < 1.0]
+    ires = (below[0] if below else half) - 1
     if auto_refine_split:
-        above = np.flatnonzero(ssnr > 1.0)
-        if above.size:
-            highest = int(above.max())
-            if highest > maxres + 3:
-                maxres = highest
-    return max(maxres, 5)
+        above = [i for i in range(half - 1, ires - 1, -1) if ssnr[i] > 1.0]
+        if above and above[0] > ires + 3:
+            ires = above[0]
+    return max(ires, minres_map)
+
+
+def initial_tau2(reference: NDArray, *, tau2_fudge: float = 1.0) -> NDArray[np.float64]:
+    """Iteration-0 prior power τ² ``(N//2+1,)`` of a reference (``MlModel::
+    initialiseDataVersusPrior``): T × the per-shell mean of |F|² (F normalised by N³, all
+    half-transform voxels) × N²/2 (3D reference, 2D images)."""
+    vol = np.asarray(reference, dtype=np.float64)
+    n = vol.shape[0]
+    f = np.fft.rfftn(vol) / float(n) ** 3
+    shells = shell_index(n, ndim=3)
+    return tau2_fudge * radial_average(np.abs(f) ** 2, shells, n_shells=n // 2 + 1) * (n * n) / 2.0
+
+
+def initial_ssnr(tau2: NDArray[np.float64], sigma2: NDArray[np.float64], n_particles: int) -> NDArray[np.float64]:
+    """Iteration-0 data-versus-prior ratio (reporting only): N/⟨σ²⟩ per shell, divided by 2i
+    for a 3D reference (i > 0), times τ². ``sigma2`` is ``(n_optics, n_shells)``; groups
+    without a spectrum are left out of the average."""
+    used = sigma2[sigma2.sum(axis=1) > 0]
+    avg = used.mean(axis=0)
+    i = np.arange(tau2.size, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        evidence = n_particles / avg
+        evidence = np.where(i > 0, evidence / (2.0 * np.maximum(i, 1)), evidence)
+        return evidence * tau2

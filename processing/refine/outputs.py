@@ -35,19 +35,20 @@ def _model(run: "RefineRun", state: "RunState", half: int, map_file: str) -> Mod
     h = state.halves[half]
     c, s = state.counters, state.sampling
     mode = 1 if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0) else 0
-    counts = np.bincount(run.groups, minlength=len(run.group_names))
+    members = [p.half == half for p in state.particles] if not state.joined else slice(None)
+    counts = np.bincount(run.groups[members], minlength=len(run.group_names))
     return ModelStarContents(
         ori_size=run.ori, pixel_size=run.pixel_size,
         current_resolution=1.0 / c.current_resolution if c.current_resolution > 0 else 999.0,
         current_image_size=c.current_size or run.ori, reference_image=map_file,
         gold_standard_fsc=h.fsc, ssnr_map=h.ssnr, fourier_completeness=h.completeness,
-        reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, sigma2_noise=[state.sigma2],
+        reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, sigma2_noise=list(h.sigma2),
         group_names=list(run.group_names), group_nr_particles=counts,
-        group_scale_correction=state.scales, orientation_distribution=state.pdf_direction,
+        group_scale_correction=h.scales, orientation_distribution=h.pdf_direction,
         data_dim=3 if run.is_3d else 2, padding_factor=float(run.options.pad),
-        tau2_fudge_factor=run.options.tau2_fudge, sigma_offsets_angst=c.sigma_offset,
+        tau2_fudge_factor=run.options.tau2_fudge, sigma_offsets_angst=h.sigma_offset,
         orientational_prior_mode=mode, sigma_prior_rot_angle=s.sigma_rot, sigma_prior_tilt_angle=s.sigma_tilt,
-        sigma_prior_psi_angle=s.sigma_psi, log_likelihood=state.log_likelihood, average_pmax=c.ave_pmax,
+        sigma_prior_psi_angle=s.sigma_psi, log_likelihood=h.log_likelihood, average_pmax=h.ave_pmax,
         accuracy_rotations=c.acc_rot, accuracy_translations_angst=c.acc_trans,
         estimated_resolution=1.0 / c.current_resolution if c.current_resolution > 0 else 999.0,
         overall_fourier_completeness=float(np.mean(h.completeness)) if h.completeness.size else 0.0,
@@ -129,9 +130,10 @@ def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | 
         nr_iter_without_changing_assignments=c.nr_iter_wo_large_changes,
         overall_accuracy_rotations=c.acc_rot, overall_accuracy_translations_angst=c.acc_trans,
         changes_optimal_orientations=c.current_changes_orientations,
-        changes_optimal_offsets=c.current_changes_offsets, changes_optimal_classes=0.0,
+        changes_optimal_offsets=c.current_changes_offsets, changes_optimal_classes=c.current_changes_classes,
         smallest_changes_orientations=c.smallest_changes_orientations,
-        smallest_changes_offsets=c.smallest_changes_offsets, smallest_changes_classes=0,
+        smallest_changes_offsets=c.smallest_changes_offsets,
+        smallest_changes_classes=int(min(c.smallest_changes_classes, 9999999)),
         has_converged=c.has_converged, has_high_fsc_at_resol_limit=c.has_high_fsc_at_limit,
         do_correct_norm=o.norm and False, do_correct_scale=o.scale, do_correct_ctf=o.ctf,
         do_ignore_ctf_until_first_peak=o.ctf_intact_first_peak, max_number_of_pooled_particles=o.pool,
@@ -165,9 +167,17 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
     halves = []
     for m, name in zip(models, (opt.model_star_file, opt.model_star_file2)):
         image = near(m.reference_image, near(name))
+        sigma2 = np.array([_extend(np.asarray(s2, dtype=np.float64), run.n_shells) for s2 in m.sigma2_noise])
+        if sigma2.shape[0] != run.n_optics:
+            raise InputError(f"model has {sigma2.shape[0]} optics groups, the particles {run.n_optics}",
+                             file=near(name), table="model_optics_group_1", column="rlnSigma2Noise")
         halves.append(HalfState(map=np.array(read_mrc(image).data, dtype=np.float64),
                                 fsc=m.gold_standard_fsc, ssnr=m.ssnr_map, tau2=m.reference_tau2,
-                                sigma2_ref=m.reference_sigma2, completeness=m.fourier_completeness))
+                                sigma2_ref=m.reference_sigma2, completeness=m.fourier_completeness,
+                                sigma2=sigma2, pdf_direction=np.array(m.orientation_distribution, dtype=np.float64),
+                                scales=np.array(m.group_scale_correction, dtype=np.float64),
+                                sigma_offset=m.sigma_offsets_angst, ave_pmax=m.average_pmax,
+                                log_likelihood=m.log_likelihood))
     m0 = models[0]
     o = run.options
     local = samp.healpix_order >= o.auto_local_healpix_order
@@ -194,18 +204,23 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
         has_converged=opt.has_converged, has_high_fsc_at_limit=opt.has_high_fsc_at_resol_limit,
         incr_size=opt.increment_image_size, acc_rot=m0.accuracy_rotations,
         acc_trans=m0.accuracy_translations_angst, ave_pmax=m0.average_pmax,
-        current_size=m0.current_image_size, sigma_offset=m0.sigma_offsets_angst,
-        random_perturbation=samp.perturb_instance,
+        current_size=m0.current_image_size, random_perturbation=samp.perturb_instance,
+        current_changes_classes=opt.changes_optimal_classes,
+        smallest_changes_classes=float(opt.smallest_changes_classes),
     )
     state0 = run.initialise(with_reference=False)
     angles = data.angles()
     origins = data.origins()
     subsets = data.random_subset()
+    classes = (data.particles["rlnClassNumber"].astype(int).to_numpy()
+               if "rlnClassNumber" in data.particles.columns else None)
     for i, p in enumerate(state0.particles):
         p.angles = angles[i].copy()
         p.origin = origins[i].copy()
         if subsets is not None:
             p.half = int(subsets[i]) - 1
+        if classes is not None:
+            p.class_number = int(classes[i])
     table = data.particles
 
     def column(label: str, default: float) -> np.ndarray:
@@ -214,13 +229,16 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState"
         return np.array(table[label].astype(float).to_numpy(), dtype=np.float64)  # writable copy
 
     state = RunState(
-        halves=halves, sigma2=np.array(m0.sigma2_noise[0], dtype=np.float64),
-        pdf_direction=np.array(m0.orientation_distribution, dtype=np.float64),
-        scales=np.array(m0.group_scale_correction, dtype=np.float64), counters=counters, sampling=sampling,
+        halves=halves, counters=counters, sampling=sampling,
         particles=state0.particles, pmax=column("rlnMaxValueProbDistribution", 0.0),
         n_significant=column("rlnNrOfSignificantSamples", 0).astype(np.int64),
-        log_likelihood_particles=column("rlnLogLikeliContribution", 0.0), log_likelihood=m0.log_likelihood,
+        log_likelihood_particles=column("rlnLogLikeliContribution", 0.0),
     )
-    if state.sigma2.size < run.n_shells:
-        state.sigma2 = np.concatenate([state.sigma2, np.full(run.n_shells - state.sigma2.size, state.sigma2[-1])])
     return state, opt.current_iteration + 1
+
+
+def _extend(values: np.ndarray, n: int) -> np.ndarray:
+    """A per-shell array padded to ``n`` shells with its last value."""
+    if values.size >= n:
+        return values[:n]
+    return np.concatenate([values, np.full(n - values.size, values[-1])])

@@ -157,7 +157,7 @@ class ParticleStore:
                                  table="particles", column="rlnTomoVisibleFrames", row=i + 1)
             frames = np.flatnonzero(np.asarray(visible[i]) > 0)
             if tomo.name not in tilt_ctf_cache:
-                tilt_ctf_cache[tomo.name] = tomo.projection_matrices()
+                tilt_ctf_cache[tomo.name] = tomo.projection_rotations()
             proj = tilt_ctf_cache[tomo.name]
             if frames.size and frames.max() >= proj.shape[0]:
                 raise InputError(
@@ -170,7 +170,7 @@ class ParticleStore:
             params = [CtfParameters(**{**p.__dict__, "bfactor": 0.0}) for p in params]
             out.append(ParticleGeometry(
                 index=i, name=str(names[i]), tomogram=tomo.name, image_file=image_file, ctf_file=None,
-                rotations=proj[frames, :3, :3] @ a_sub[i], ctf=params, dose=ctf.dose[frames],
+                rotations=proj[frames] @ a_sub[i], ctf=params, dose=ctf.dose[frames],
                 bfactor_per_dose=tomo.bfactor_per_electron_dose,
             ))
         return out

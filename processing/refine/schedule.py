@@ -115,6 +115,7 @@ def update_angular_sampling(
     if step < 0.75 * counters.acc_rot:
         counters.has_fine_enough_angular_sampling = True
         return False
+    counters.has_fine_enough_angular_sampling = False
     os_factor = 2 ** sampling.oversampling
     old_step, old_range = sampling.offset_step, sampling.offset_range
     new_step = min(1.5, 0.75 * counters.acc_trans) * os_factor
@@ -162,22 +163,34 @@ def hidden_variable_changes(
     return float(angle.mean()), float(math.sqrt(d2.sum() / (2.0 * max(len(d2), 1))))
 
 
-def update_change_counters(counters: RefineCounters, sampling: SamplingState, orient: float, offset: float) -> None:
-    """nr_iter_wo_large_hidden_variable_changes and the running minima (spec 5.7)."""
+def update_change_counters(
+    counters: RefineCounters, sampling: SamplingState, orient: float, offset: float, classes: float = 0.0,
+) -> None:
+    """nr_iter_wo_large_hidden_variable_changes and the running minima (spec 5.7,
+    ``updateOverallChangesInHiddenVariables``).
+
+    The class term counts too: the fraction of particles whose class changed must be within 3%
+    of the smallest so far. With one class it is 0 after the first iteration, but the smallest
+    starts at 9999999 (and is reset to it whenever the sampling gets finer), so the counter
+    cannot grow in the first iteration at a sampling level: RELION spends at least two
+    iterations per level.
+    """
     counters.current_changes_orientations = orient
     counters.current_changes_offsets = offset
-    counters.current_changes_classes = 0.0
+    counters.current_changes_classes = classes
     angular_step = sampling.angular_step()
     translational_step = sampling.offset_step / (2 ** sampling.oversampling)
-    small_offsets = offset < 0.4 * translational_step or offset >= counters.smallest_changes_offsets / 1.03
-    small_orient = orient < 0.4 * angular_step or orient >= counters.smallest_changes_orientations / 1.03
-    if small_offsets and small_orient:
+    small_classes = 1.03 * classes >= counters.smallest_changes_classes
+    small_offsets = offset < 0.4 * translational_step or 1.03 * offset >= counters.smallest_changes_offsets
+    small_orient = orient < 0.4 * angular_step or 1.03 * orient >= counters.smallest_changes_orientations
+    if small_classes and small_offsets and small_orient:
         counters.nr_iter_wo_large_changes += 1
     else:
         counters.nr_iter_wo_large_changes = 0
+    if classes < counters.smallest_changes_classes:
+        counters.smallest_changes_classes = float(int(math.floor(classes + 0.5)))
     counters.smallest_changes_orientations = min(counters.smallest_changes_orientations, orient)
     counters.smallest_changes_offsets = min(counters.smallest_changes_offsets, offset)
-    counters.smallest_changes_classes = min(counters.smallest_changes_classes, 0.0)
 
 
 def has_converged(counters: RefineCounters, *, auto_ignore_angles: bool) -> bool:
