@@ -1,6 +1,8 @@
-"""3D auto-refine against RELION 5's own run on the demo data (tests/data/refine_demo, see its
-ORIGIN.md): iteration 0 and iteration 1 from RELION's inputs (its stacks, its reference, its
-random half sets, ``--perturb 0``), compared number by number with RELION's files.
+"""3D auto-refine against RELION 5's own runs: iteration 0 and iteration 1 from RELION's inputs
+(the stacks, the reference, RELION's random half sets, ``--perturb 0``), compared number by
+number with RELION's files. Three cases (see each folder's ORIGIN.md): the demo data
+(tests/data/refine_demo, RELION's own extraction), and two unkind variants of the TEST data
+(tests/data/refine_unkind): stacks that are not CTF-premultiplied, and two optics groups.
 
 Iteration 1 is deterministic up to floating point in both programs, so the tolerances are set
 just above the differences measured here and well below what the deviations fixed in issue 10
@@ -8,6 +10,7 @@ produced (each named at its assertion).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,69 +24,98 @@ from processing.refine.driver import RefineRun, RunState
 from processing.refine.options import RefineOptions
 from processing.refine.starfiles import ModelStarContents, OptimiserStarContents
 
-FIXTURE = Path(__file__).parent / "data" / "refine_demo"
-RELION = FIXTURE / "Refine3D"
+DATA = Path(__file__).parent / "data"
+DEMO = DATA / "refine_demo"
+RELION = DEMO / "Refine3D"
 
 
-def relion_options(out: Path, optimisation_set: Path, **changes) -> RefineOptions:
+@dataclass(frozen=True)
+class Case:
+    """A RELION run of the fixtures: its folder, particle file, reference and mask diameter."""
+
+    root: Path
+    particles: str
+    reference: str
+    diameter: float
+
+    @property
+    def relion(self) -> Path:
+        return self.root / "Refine3D"
+
+
+CASES = {
+    "demo": Case(DEMO, "Extract/particles.star", "Reconstruct/merged.mrc", 250.0),
+    "not_premultiplied": Case(DATA / "refine_unkind" / "nopre", "ex/particles.star", "rec/merged.mrc", 200.0),
+    "two_optics_groups": Case(DATA / "refine_unkind" / "optics2", "ex/particles.star", "rec/merged.mrc", 200.0),
+}
+
+
+def relion_options(out: Path, optimisation_set: Path, case: Case = CASES["demo"], **changes) -> RefineOptions:
     """RELION's command line of the fixture (ORIGIN.md), as RefineOptions."""
     options = RefineOptions(
         output_root=str(out / "run"), optimisation_set=str(optimisation_set),
-        reference=str(FIXTURE / "Reconstruct" / "merged.mrc"), trust_ref_size=True, ini_high=60.0, ctf=True,
-        particle_diameter=250.0, zero_mask=True, flatten_solvent=True, symmetry="C6", sigma_tilt=10.0,
+        reference=str(case.root / case.reference), trust_ref_size=True, ini_high=60.0, ctf=True,
+        particle_diameter=case.diameter, zero_mask=True, flatten_solvent=True, symmetry="C6", sigma_tilt=10.0,
         offset_range=4, offset_step=2, scale=True, random_seed=1, perturb=0.0, combine_weights_via_disc=False,
         low_resol_join_halves=40.0, healpix_order=2, auto_local_healpix_order=4, pool=3, threads=2,
     )
     return options.with_changes(**changes)
 
 
-def with_relion_halves(tmp: Path) -> Path:
-    """The fixture's extracted particles with RELION's rlnRandomSubset (from run_it000_data.star),
+def with_relion_halves(tmp: Path, case: Case = CASES["demo"]) -> Path:
+    """The case's extracted particles with RELION's rlnRandomSubset (from run_it000_data.star),
     image paths made absolute; returns the optimisation set."""
-    particles = ParticleSet.read(FIXTURE / "Extract" / "particles.star")
-    relion = starfile.read(RELION / "run_it000_data.star")["particles"]
+    particles = ParticleSet.read(case.root / case.particles)
+    relion = starfile.read(case.relion / "run_it000_data.star")["particles"]
     table = particles.particles
     assert list(table["rlnTomoParticleName"]) == list(relion["rlnTomoParticleName"])
     table["rlnRandomSubset"] = relion["rlnRandomSubset"].to_numpy()
-    table["rlnImageName"] = [str(FIXTURE / name) for name in table["rlnImageName"]]
+    table["rlnImageName"] = [str(case.root / name) for name in table["rlnImageName"]]
     particles.write(tmp / "particles.star")
-    OptimisationSet(particles=str(tmp / "particles.star"), tomograms=str(FIXTURE / "tomograms.star")).write(
+    OptimisationSet(particles=str(tmp / "particles.star"), tomograms=str(case.root / "tomograms.star")).write(
         tmp / "optimisation_set.star")
     return tmp / "optimisation_set.star"
 
 
-def started_run(tmp: Path, **changes) -> tuple[RefineRun, RunState]:
-    run = RefineRun(relion_options(tmp / "out", with_relion_halves(tmp), **changes), log=lambda *a, **k: None)
+def started_run(tmp: Path, case: Case = CASES["demo"], **changes) -> tuple[RefineRun, RunState]:
+    run = RefineRun(relion_options(tmp / "out", with_relion_halves(tmp, case), case, **changes),
+                    log=lambda *a, **k: None)
     (tmp / "out").mkdir()
     particles, tomograms, run.trajectories_file = run._inputs()
     run.load_data(particles, tomograms)
     return run, run.initialise()
 
 
-def relion_model(iteration: int, half: int) -> ModelStarContents:
-    return ModelStarContents.read(RELION / f"run_it{iteration:03d}_half{half}_model.star")
+def relion_model(iteration: int, half: int, case: Case = CASES["demo"]) -> ModelStarContents:
+    return ModelStarContents.read(case.relion / f"run_it{iteration:03d}_half{half}_model.star")
 
 
-@pytest.fixture(scope="module")
-def iteration_one(tmp_path_factory) -> tuple[RefineRun, RunState, RunState]:
-    """(run, state after initialisation, state after iteration 1)."""
+@pytest.fixture(scope="module", params=list(CASES))
+def iteration_one(request, tmp_path_factory) -> tuple[Case, RefineRun, RunState, RunState]:
+    """(case, run, state after initialisation, state after iteration 1)."""
     import copy
 
-    run, state = started_run(tmp_path_factory.mktemp("relion_it1"))
+    case = CASES[request.param]
+    run, state = started_run(tmp_path_factory.mktemp(f"relion_it1_{request.param}"), case)
     initial = copy.deepcopy(state)
     run.iterate(state, 1, cc=False, final=False, rng=np.random.default_rng(1))
-    return run, initial, state
+    return case, run, initial, state
 
 
 def test_iteration_zero_matches_relion(iteration_one) -> None:
-    _, state, _ = iteration_one
-    assert 1.0 / state.counters.current_resolution == pytest.approx(64.8)
+    case, run, state, _ = iteration_one
+    # Iteration 0 stands at --ini_high's shell (RELION's iteration-0 files say "inf").
+    box = run.ori * run.pixel_size
+    assert 1.0 / state.counters.current_resolution == pytest.approx(box / np.floor(box / 60.0 + 0.5))
     for half in (1, 2):
-        model = relion_model(0, half)
+        model = relion_model(0, half, case)
         ours = state.halves[half - 1]
-        # Noise spectra from the first ten tilt images of half 1 (RELION counts images, not
-        # particles): measured agreement 1e-5; ten particles instead gave 10-100 % errors.
-        np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=1e-3)
+        # Noise spectra per optics group from the first ten tilt images of each group, half 1
+        # first (RELION counts images, not particles): measured agreement 1e-5; ten particles
+        # instead gave 10-100 % errors.
+        assert ours.sigma2.shape[0] == len(model.sigma2_noise) == run.n_optics
+        for group in range(run.n_optics):
+            np.testing.assert_allclose(ours.sigma2[group], model.sigma2_noise[group], rtol=1e-3)
         # Reference power tau2 and the data-vs-prior ratio where the low-passed reference has
         # power (RELION's higher shells hold round-off at 1e-33).
         np.testing.assert_allclose(ours.tau2[1:7], model.reference_tau2[1:7], rtol=1e-3)
@@ -91,11 +123,11 @@ def test_iteration_zero_matches_relion(iteration_one) -> None:
 
 
 def test_first_iteration_model_matches_relion(iteration_one) -> None:
-    run, _, state = iteration_one
+    case, run, _, state = iteration_one
     c = state.counters
-    optimiser = OptimiserStarContents.read(RELION / "run_it001_optimiser.star")
-    # Resolution and the image-size bookkeeping are RELION's (tomodash had 64.8 Å here).
-    assert 1.0 / c.current_resolution == pytest.approx(relion_model(1, 1).current_resolution)
+    optimiser = OptimiserStarContents.read(case.relion / "run_it001_optimiser.star")
+    # Resolution and the image-size bookkeeping are RELION's (tomodash had 64.8 Å on the demo).
+    assert 1.0 / c.current_resolution == pytest.approx(relion_model(1, 1, case).current_resolution)
     assert c.has_high_fsc_at_limit == bool(optimiser.has_high_fsc_at_resol_limit)
     assert c.incr_size == optimiser.increment_image_size
     # Hidden-variable changes: every particle changed class (RELION's input has class 0).
@@ -103,21 +135,25 @@ def test_first_iteration_model_matches_relion(iteration_one) -> None:
     assert c.current_changes_orientations == pytest.approx(optimiser.changes_optimal_orientations, abs=1.0)
     assert c.current_changes_offsets == pytest.approx(optimiser.changes_optimal_offsets, abs=0.5)
     # Accuracies: RELION draws its 100 particles and perturbed axes at random (glibc rand),
-    # tomodash with numpy; 0.1 deg / 0.1 A is about 20 % / 12 %, and tomodash's old one axis per
-    # particle gave 0.77 deg against RELION's 0.565.
-    assert c.acc_rot == pytest.approx(optimiser.overall_accuracy_rotations, abs=0.1)
-    assert c.acc_trans == pytest.approx(optimiser.overall_accuracy_translations_angst, abs=0.1)
+    # tomodash with numpy: measured within 3 %; tomodash's old one axis per particle gave
+    # 0.77 deg against RELION's 0.565 on the demo.
+    assert c.acc_rot == pytest.approx(optimiser.overall_accuracy_rotations, rel=0.06, abs=0.1)
+    assert c.acc_trans == pytest.approx(optimiser.overall_accuracy_translations_angst, rel=0.06, abs=0.1)
     for half in (1, 2):
-        model = relion_model(1, half)
+        model = relion_model(1, half, case)
         ours = state.halves[half - 1]
         # Gold-standard FSC per shell (down-sampled sums, RELION's pixel sets): measured within
         # 0.005; the per-voxel FSC and the other deviations gave 0.1 - 0.3 at shells 7-15.
         np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=0.01)
-        # Noise spectra within each half (measured 4e-4).
-        np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=2e-3)
-        # tau2 where the FSC is above noise level, and sigma2_ref (measured 2.6 % / 0.1 %).
+        # Noise spectra within each half and optics group (measured 4e-4).
+        for group in range(run.n_optics):
+            np.testing.assert_allclose(ours.sigma2[group], model.sigma2_noise[group], rtol=2e-3)
+        # tau2 where the FSC is above noise level, and sigma2_ref below the edge shell
+        # (measured 2.6 % / 0.1 %); the edge shell (current size / 2) differs by up to 6 %.
+        edge = c.current_size // 2
         np.testing.assert_allclose(ours.tau2[2:11], model.reference_tau2[2:11], rtol=0.03)
-        np.testing.assert_allclose(ours.sigma2_ref[2:15], model.reference_sigma2[2:15], rtol=3e-3)
+        np.testing.assert_allclose(ours.sigma2_ref[2:edge], model.reference_sigma2[2:edge], rtol=3e-3)
+        assert ours.sigma2_ref[edge] == pytest.approx(model.reference_sigma2[edge], rel=0.08)
         # Within-half nuisance parameters: offsets prior width (measured 0.15 %), per-tomogram
         # scale corrections over SSNR > 3 shells (measured 0.002).
         assert ours.sigma_offset == pytest.approx(model.sigma_offsets_angst, rel=0.01)
@@ -138,8 +174,8 @@ def _angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_first_iteration_poses_match_relion(iteration_one) -> None:
-    _, _, state = iteration_one
-    relion = starfile.read(RELION / "run_it001_data.star")["particles"]
+    case, _, _, state = iteration_one
+    relion = starfile.read(case.relion / "run_it001_data.star")["particles"]
     angles = np.array([p.angles for p in state.particles])
     origins = np.array([p.origin for p in state.particles])
     difference = _angle_between(relion[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(), angles)

@@ -469,9 +469,13 @@ def _accumulate(
     # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ², for
     # the pixels with |k| <= size/2 only.
     ins = freq.inserted
-    values = (scale * shift_sum[..., ins] * (X[:, ins] * inv_s2[:, ins])[None]
+    # Premultiplied images already carry CTF (C = CTF²); otherwise X is multiplied by C = CTF
+    # and the weight is C².
+    data_factor = inv_s2[:, ins] if particle.premultiplied else C[:, ins] * inv_s2[:, ins]
+    weight_factor = C[:, ins] if particle.premultiplied else C[:, ins] * C[:, ins]
+    values = (scale * shift_sum[..., ins] * (X[:, ins] * data_factor)[None]
               ).reshape(len(cols) * F, -1).astype(np.complex128)
-    weights = (w_r[:, None, None] * (scale * scale) * (C[:, ins] * inv_s2[:, ins])[None]).reshape(len(cols) * F, -1)
+    weights = (w_r[:, None, None] * (scale * scale) * (weight_factor * inv_s2[:, ins])[None]).reshape(len(cols) * F, -1)
     # Noise: Σ w' |s C V - Xm_shift|² per shell.
     mshift = shift_sum * Xm[None]
     resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \

@@ -52,8 +52,11 @@ class ParticleImages:
     """Loaded Fourier data of one particle.
 
     images: (F, N, N//2+1) complex64, unmasked; masked: same, soft-masked for the E-step;
-    ctf2: (F, N, N//2+1) float32, the CTF array of premultiplied data (CTF² incl. dose);
-    multiplicity: 3D path only, (1, N, N, N//2+1).
+    ctf2: (F, N, N//2+1) float32, the CTF array C of the image model ``X = C·V + noise``: CTF²
+    (incl. dose) for CTF-premultiplied data, the CTF itself (|CTF| if phase-flipped) otherwise;
+    multiplicity: 3D path only, (1, N, N, N//2+1);
+    premultiplied: whether the images are CTF-premultiplied (``rlnCtfDataAreCtfPremultiplied``):
+    back-projection then inserts X with weight C, otherwise C·X with weight C².
     """
 
     geometry: ParticleGeometry
@@ -61,6 +64,7 @@ class ParticleImages:
     masked: NDArray[np.complex64]
     ctf2: NDArray[np.float32]
     multiplicity: NDArray[np.float32] | None = None
+    premultiplied: bool = True
 
 
 class ParticleStore:
@@ -112,6 +116,9 @@ class ParticleStore:
         self.seed = seed
         self.is_3d = particles.are_2d_stacks is False
         self.geometries = self._geometries(particles, tomograms, root)
+        # RELION's optics flags (absent: false), per particle.
+        self.premultiplied = particles.optics_column("rlnCtfDataAreCtfPremultiplied", default=0.0) > 0
+        self.phase_flipped = particles.optics_column("rlnCtfDataArePhaseFlipped", default=0.0) > 0
         self._cache: dict[int, ParticleImages] = {}
         self.noise_sigma2: NDArray[np.float64] | None = None
         if scratch_dir:
@@ -193,6 +200,8 @@ class ParticleStore:
     # ---- images ---------------------------------------------------------------------
 
     def _ctf2(self, g: ParticleGeometry) -> NDArray[np.float32]:
+        """The image model's CTF array: CTF² for premultiplied data, else CTF (|CTF| when the
+        data are phase-flipped), dose weighting included (spec 5.12)."""
         n = self.box
         kx, ky = fourier_frequency_grid(n, self.pixel_size)
         out = np.ones((len(g.ctf), n, n // 2 + 1), dtype=np.float32)
@@ -201,7 +210,10 @@ class ParticleStore:
         for f, params in enumerate(g.ctf):
             c = ctf_value(kx, ky, params, dose=float(g.dose[f]), bfactor_per_dose=g.bfactor_per_dose,
                           intact_first_peak=self.intact_first_peak)
-            out[f] = c * c
+            if self.premultiplied[g.index]:
+                out[f] = c * c
+            else:
+                out[f] = np.abs(c) if self.phase_flipped[g.index] else c
         return out
 
     def load(self, i: int) -> ParticleImages:
@@ -226,7 +238,7 @@ class ParticleStore:
                 geometry=g,
                 images=rfft2_centered(data).astype(np.complex64),
                 masked=rfft2_centered(masked).astype(np.complex64),
-                ctf2=self._ctf2(g),
+                ctf2=self._ctf2(g), premultiplied=bool(self.premultiplied[i]),
             )
         if self.preread:
             self._cache[i] = item
