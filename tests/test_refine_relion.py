@@ -192,3 +192,73 @@ def test_first_iteration_poses_match_relion(iteration_one) -> None:
     log_likelihood = state.log_likelihood_particles - relion["rlnLogLikeliContribution"].to_numpy()
     assert np.median(np.abs(log_likelihood)) < 1.0
     assert state.pmax.mean() == pytest.approx(relion["rlnMaxValueProbDistribution"].mean(), abs=0.01)
+
+
+def relion_path(last: int) -> list[dict]:
+    """RELION's state after each iteration 1..last of the demo run (its optimiser, sampling
+    and half-1 model files)."""
+    from processing.refine.starfiles import SamplingStarContents
+
+    path = []
+    for iteration in range(1, last + 1):
+        optimiser = OptimiserStarContents.read(RELION / f"run_it{iteration:03d}_optimiser.star")
+        sampling = SamplingStarContents.read(RELION / f"run_it{iteration:03d}_sampling.star")
+        model = relion_model(iteration, 1)
+        path.append({
+            "resolution": model.current_resolution, "healpix_order": sampling.healpix_order,
+            "offset_range": sampling.offset_range, "offset_step": sampling.offset_step,
+            "acc_rot": optimiser.overall_accuracy_rotations, "acc_trans": optimiser.overall_accuracy_translations_angst,
+            "changes": (optimiser.changes_optimal_orientations, optimiser.changes_optimal_offsets),
+            "wo_gain": optimiser.nr_iter_without_resolution_gain,
+            "wo_changes": optimiser.nr_iter_without_changing_assignments,
+        })
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_path(tmp_path_factory) -> list[dict]:
+    """tomodash's state after each of the first ten iterations on RELION's inputs (about a
+    minute on 2 cores)."""
+    run, state = started_run(tmp_path_factory.mktemp("relion_path"))
+    rng = np.random.default_rng(1)
+    path = []
+    for iteration in range(1, RECORDED_ITERATIONS + 1):
+        run.iterate(state, iteration, cc=False, final=False, rng=rng)
+        c, s = state.counters, state.sampling
+        path.append({
+            "resolution": 1.0 / c.current_resolution, "healpix_order": s.healpix_order,
+            "offset_range": s.offset_range, "offset_step": s.offset_step, "acc_rot": c.acc_rot,
+            "acc_trans": c.acc_trans, "changes": (c.current_changes_orientations, c.current_changes_offsets),
+            "wo_gain": c.nr_iter_wo_resol_gain, "wo_changes": c.nr_iter_wo_large_changes,
+            "local": s.local_search, "joined": state.joined, "converged": c.has_converged,
+        })
+    return path
+
+
+#: Iterations RELION had finished when the demo fixture was cut (see ORIGIN.md).
+RECORDED_ITERATIONS = 10
+
+
+def test_whole_run_follows_relion(demo_path) -> None:
+    relion = relion_path(RECORDED_ITERATIONS)
+    first = relion_model(1, 1)
+    box = first.ori_size * first.pixel_size                                     # Å
+    for i, (ours, theirs) in enumerate(zip(demo_path, relion), start=1):
+        # Resolution within one Fourier shell of RELION's, every iteration (tomodash lost 2-3
+        # shells in iterations 2-3 before issue 10).
+        assert abs(box / ours["resolution"] - box / theirs["resolution"]) <= 1.0 + 1e-6, (i, ours, theirs)
+        # The same sampling (order, offsets; RELION stays global at 7.5 deg through iteration 10,
+        # where tomodash stepped the order every iteration).
+        assert ours["healpix_order"] == theirs["healpix_order"], (i, ours, theirs)
+        assert ours["offset_range"] == pytest.approx(theirs["offset_range"], rel=0.01), i
+        assert ours["offset_step"] == pytest.approx(theirs["offset_step"], rel=0.01), i
+        assert not ours["local"] and not ours["joined"] and not ours["converged"]
+        # Accuracies and hidden-variable changes that drive the sampling: within 10 % (RELION
+        # estimates accuracy on another random 100 particles; measured within 5 %).
+        assert ours["acc_rot"] == pytest.approx(theirs["acc_rot"], rel=0.1), (i, ours, theirs)
+        assert ours["acc_trans"] == pytest.approx(theirs["acc_trans"], rel=0.1), (i, ours, theirs)
+        assert ours["changes"][0] == pytest.approx(theirs["changes"][0], rel=0.15, abs=0.5), (i, ours, theirs)
+        assert ours["changes"][1] == pytest.approx(theirs["changes"][1], rel=0.15, abs=0.5), (i, ours, theirs)
+    resolutions = [box / p["resolution"] for p in demo_path]
+    # While the halves are separate the resolution never falls by more than a shell.
+    assert all(b >= a - 1.0 for a, b in zip(resolutions, resolutions[1:])), resolutions
