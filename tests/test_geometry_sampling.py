@@ -245,22 +245,49 @@ def test_prior_rot_only_and_no_prior() -> None:
 
 
 def test_random_perturbation() -> None:
-    rng = np.random.default_rng(3)
     p = 0.0
-    for _ in range(50):
-        q = next_random_perturbation(p, 0.5, rng)
+    for seed in range(50):
+        q = next_random_perturbation(p, 0.5, seed)
         assert -0.5 <= q <= 0.5
         step = (q - p) % 1.0  # advance of U(0.25, 0.5) modulo the period 1
         assert 0.25 - 1e-12 <= step <= 0.5 + 1e-12
         p = q
     assert real_wrap(0.7, -0.5, 0.5) == pytest.approx(-0.3)
     assert real_wrap(-0.9, -0.5, 0.5) == pytest.approx(0.1)
-    assert next_random_perturbation(0.0, 0.0, rng) == 0.0
+    assert next_random_perturbation(0.0, 0.0, 1) == 0.0
     rot, tilt, psi = perturb_orientations(10.0, 20.0, 30.0, 0.2, 15.0)
     A = euler_to_matrix(rot, tilt, psi)
     np.testing.assert_allclose(A, euler_to_matrix(10, 20, 30) @ euler_to_matrix(3, 3, 3), atol=1e-12)
     np.testing.assert_allclose(perturb_translations(np.zeros((2, 3)), 0.2, 8.0), 1.6)
     grid = make_sampling(2, "C1", offset_range=5, offset_step=2)
-    g2 = grid.with_next_perturbation(np.random.default_rng(0))
+    g2 = grid.with_next_perturbation(2)
     assert g2.random_perturbation != 0.0 and grid.random_perturbation == 0.0
     assert grid.n_translations(0) == 81 and grid.n_translations(1) == 81 * 8
+
+
+def test_random_perturbation_is_relions() -> None:
+    """relion_refine's perturbation instances (``rlnSamplingPerturbInstance`` of its
+    run_itNNN_sampling.star, RELION 5.0.1 on the TEST data with ``--perturb 0.5``; see
+    tests/data/refine_unkind/ORIGIN.md): iteration 0 from glibc's unseeded state whatever the
+    seed, then ``srand(random_seed + iteration)`` each iteration."""
+    from processing.geometry.sampling import initial_random_perturbation
+
+    p0 = initial_random_perturbation(0.5)
+    assert p0 == pytest.approx(0.460047, abs=1e-6)
+    p1 = next_random_perturbation(p0, 0.5, 1 + 1)          # --random_seed 1, iteration 1
+    assert p1 == pytest.approx(-0.11471, abs=1e-5)
+    assert next_random_perturbation(p1, 0.5, 1 + 2) == pytest.approx(0.275636, abs=1e-6)
+    assert next_random_perturbation(p0, 0.5, 7 + 1) == pytest.approx(-0.20176, abs=1e-5)   # --random_seed 7
+
+
+def test_glibc_random_is_libc() -> None:
+    import ctypes
+    import ctypes.util
+
+    from processing.glibc_random import GlibcRandom
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    for seed in (0, 1, 2, 12345):
+        libc.srand(seed)
+        generator = GlibcRandom(seed)
+        assert [generator.rand() for _ in range(500)] == [libc.rand() for _ in range(500)]

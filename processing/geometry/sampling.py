@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
+from ..glibc_random import GlibcRandom, relion_rnd_unif
 from .euler import euler_to_matrix, matrix_to_euler
 from .healpix import (
     asymmetric_unit_directions,
@@ -316,9 +317,10 @@ class SamplingGrid:
         divided by the number of classes)."""
         return self.n_orientations(oversampling) * self.n_translations(oversampling)
 
-    def with_next_perturbation(self, rng: np.random.Generator) -> "SamplingGrid":
-        """A copy with the perturbation advanced once (:func:`next_random_perturbation`)."""
-        p = next_random_perturbation(self.random_perturbation, self.perturbation_factor, rng)
+    def with_next_perturbation(self, seed: int) -> "SamplingGrid":
+        """A copy with the perturbation advanced once (:func:`next_random_perturbation`;
+        ``seed`` = random_seed + iteration)."""
+        p = next_random_perturbation(self.random_perturbation, self.perturbation_factor, seed)
         return replace(self, random_perturbation=p)
 
     def perturbed_matrices(self, A: ArrayLike) -> NDArray[np.float64]:
@@ -388,12 +390,22 @@ def real_wrap(x: float, x0: float, xf: float) -> float:
     return x - int((x - xf) / period + 1) * period
 
 
-def next_random_perturbation(previous: float, factor: float, rng: np.random.Generator) -> float:
-    """Advance the perturbation instance: ``wrap(p + U(factor/2, factor), -factor, factor)``."""
+def next_random_perturbation(previous: float, factor: float, seed: int) -> float:
+    """Advance the perturbation instance as relion_refine does at the start of iteration i
+    (``expectationSetup``: ``srand(random_seed + i)``, then
+    ``wrap(p + rnd_unif(factor/2, factor), -factor, factor)``); ``seed`` = random_seed + i."""
     if factor == 0:
         return 0.0
-    p = previous + rng.uniform(0.5 * factor, factor)
+    p = previous + relion_rnd_unif(GlibcRandom(seed), 0.5 * factor, factor)
     return real_wrap(p, -factor, factor)
+
+
+def initial_random_perturbation(factor: float) -> float:
+    """RELION's iteration-0 perturbation: drawn when the sampling is set up, before anything
+    seeds glibc's generator (so from its default state, whatever ``--random_seed`` is)."""
+    if factor == 0:
+        return 0.0
+    return real_wrap(relion_rnd_unif(GlibcRandom(1), 0.5 * factor, factor), -factor, factor)
 
 
 def perturb_rotation_matrices(

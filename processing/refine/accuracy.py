@@ -7,6 +7,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processing.geometry.euler import euler_to_matrix
+from processing.glibc_random import GlibcRandom, relion_rnd_unif
 
 from .estep import EStepContext, ParticleState, Reference, _inverse_noise, _phases, _slices
 from .particles import ParticleImages
@@ -42,8 +43,17 @@ def _first_exceeding(diffs: NDArray, values: NDArray) -> float:
     return float(values[above[0]] if above.size else values[-1])
 
 
+def _random_axes(seed: int, n_images: int) -> NDArray[np.int64]:
+    """Which axis each tilt image perturbs: RELION re-seeds with ``random_seed + part_id`` at
+    every step and draws ``rnd_unif()`` per image (< 0.3333: rot / x, < 0.6667: tilt / y, else
+    psi / z), so the choice is the same at every step and for both modes."""
+    generator = GlibcRandom(seed)
+    draws = np.array([relion_rnd_unif(generator, 0.0, 1.0) for _ in range(n_images)])
+    return np.where(draws < 0.3333, 0, np.where(draws < 0.6667, 1, 2))
+
+
 def expected_accuracy(
-    ctx: EStepContext, particles: list[tuple[ParticleImages, ParticleState]], *, rng: np.random.Generator,
+    ctx: EStepContext, particles: list[tuple[ParticleImages, ParticleState]], *, random_seed: int,
 ) -> tuple[float, float]:
     """Mean angular (deg) and translational (Å) accuracy over the given particles."""
     angles_found, shifts_found = [], []
@@ -59,9 +69,8 @@ def expected_accuracy(
         weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
         base = euler_to_matrix(*state.angles)
         v0 = _slices(ref, geo.rotations @ base, freq)[0]                     # (F, K)
-        # Rotation: each tilt image perturbs one randomly chosen Euler angle (RELION draws the
-        # choice per image, the same at every step) by growing amounts.
-        which = rng.integers(3, size=F)
+        # Rotation: each tilt image perturbs one randomly chosen Euler angle by growing amounts.
+        which = _random_axes(random_seed + geo.index, F)
         pert = np.tile(state.angles, (a_steps.size, F, 1))                  # (S, F, 3)
         pert[:, np.arange(F), which] += a_steps[:, None]
         mats = euler_to_matrix(pert[..., 0], pert[..., 1], pert[..., 2])    # (S, F, 3, 3)
@@ -70,7 +79,7 @@ def expected_accuracy(
         d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
         angles_found.append(_first_exceeding(d, a_steps))
         # Translation: each tilt image shifts along a randomly chosen axis of the subtomogram frame.
-        axes = np.eye(3)[rng.integers(3, size=F)]                            # (F, 3)
+        axes = np.eye(3)[which]                                              # (F, 3)
         proj = np.einsum("fij,fj->fi", geo.rotations, axes)                 # (F, 3) per unit shift
         shifts = s_steps[:, None, None] * (proj if ctx.is_3d else proj[:, :2])[None]
         ph = _phases(freq, shifts, ctx.ori, -1.0)                           # (S, F, K)

@@ -22,7 +22,10 @@ from processing.fourier.fft import irfft3_centered, rfft3_centered, shell_index
 from processing.fourier.filters import initial_lowpass
 from processing.fourier.projector import fourier_grid_from_volume
 from processing.geometry.euler import euler_to_matrix
-from processing.geometry.sampling import AngularSampling, translation_grid
+from processing.geometry.sampling import (
+    AngularSampling, initial_random_perturbation, next_random_perturbation, translation_grid,
+)
+from processing.glibc_random import GlibcRandom
 from processing.geometry.symmetry import normalise_symmetry_name, symmetry_operators
 from processing.io.atomic import atomic_write
 from processing.io.mrc import read_mrc
@@ -168,8 +171,9 @@ class RefineRun:
         subsets = self.particle_set.random_subset()
         n = len(self.particle_set)
         if subsets is None or np.all(subsets == 0):
-            rng = np.random.default_rng(self.seed)
-            return rng.integers(0, 2, n)
+            # relion_refine's split: srand(random_seed), then rand() % 2 per particle in file order.
+            generator = GlibcRandom(self.seed)
+            return np.array([generator.rand() % 2 for _ in range(n)], dtype=np.int64)
         if not np.isin(subsets, (1, 2)).all():
             bad = int(np.flatnonzero(~np.isin(subsets, (1, 2)))[0])
             raise InputError("rlnRandomSubset must be 1 or 2 for every particle (or absent for all)",
@@ -236,7 +240,7 @@ class RefineRun:
         if o.healpix_order >= o.auto_local_healpix_order:
             sampling.local_search = True
             sampling.sigma_rot = sampling.sigma_tilt = sampling.sigma_psi = 2.0 * sampling.angular_step()
-        counters = RefineCounters()
+        counters = RefineCounters(random_perturbation=initial_random_perturbation(max(o.perturb, 0.0)))
         ps = self.particle_set
         angles = ps.angles()
         origins = ps.origins()
@@ -439,7 +443,8 @@ class RefineRun:
         c.current_size, c.coarse_size = image_sizes(
             ori=self.ori, pixel_size=self.pixel_size, counters=c, sampling=s,
             particle_diameter=self.particle_diameter, final=final)
-        c.random_perturbation = _next_perturbation(c.random_perturbation, o.perturb, rng)
+        c.random_perturbation = next_random_perturbation(c.random_perturbation, max(o.perturb, 0.0),
+                                                         self.seed + iteration)
         ctx = self._context(state, cc=cc, final=final)
         # Accuracy estimate (rank 1 / the single process) and auto-sampling.
         if not cc:
@@ -484,7 +489,7 @@ class RefineRun:
         if self.comm.size == 1 or self.comm.rank == 1:
             half0 = [i for i, p in enumerate(state.particles) if p.half == 0][:ACCURACY_PARTICLES]
             items = [(self.store.load(i), state.particles[i]) for i in half0]
-            chosen = expected_accuracy(ctx, items, rng=np.random.default_rng(self.seed + state.counters.iteration))
+            chosen = expected_accuracy(ctx, items, random_seed=self.seed)
         if self.comm.size > 1:
             chosen = self.comm.bcast(chosen, root=1)
         return chosen
@@ -777,14 +782,6 @@ def resize_reference(volume: NDArray, pixel: float, box: int, target_pixel: floa
     s = box // 2 - new // 2
     out[s:s + new, s:s + new, s:s + new] = resized
     return out
-
-
-def _next_perturbation(previous: float, factor: float, rng: np.random.Generator) -> float:
-    if factor <= 0:
-        return 0.0
-    from processing.geometry.sampling import next_random_perturbation
-
-    return next_random_perturbation(previous, factor, rng)
 
 
 def _replace_negative(sigma2: NDArray[np.float64]) -> NDArray[np.float64]:
