@@ -41,7 +41,7 @@ from .accuracy import expected_accuracy
 from .estep import EStepContext, HalfAccumulator, ParticleResult, ParticleState, Reference, expect_particle
 from .options import RefineOptions
 from .frequencies import pixels_per_shell
-from .particles import ParticleStore
+from .particles import ParticleStore, images_are_3d
 from .schedule import (
     RefineCounters, SamplingState, has_converged, hidden_variable_changes, image_sizes,
     update_angular_sampling, update_change_counters,
@@ -152,8 +152,7 @@ class RefineRun:
         self.optics_numbers = numbers
         self.optics_index = np.array([numbers.index(int(g)) for g in ps.optics_groups()], dtype=np.int64)
         self.n_optics = len(numbers)
-        self.is_3d = ps.are_2d_stacks is False or (
-            "rlnImageDimensionality" in optics.columns and int(optics["rlnImageDimensionality"].iloc[0]) == 3)
+        self.is_3d = images_are_3d(ps)
         self.particle_diameter = o.particle_diameter if o.particle_diameter > 0 else (self.ori - 5) * self.pixel_size
         self.mask_radius_px = self.particle_diameter / (2.0 * self.pixel_size)
         self.store = ParticleStore(
@@ -514,7 +513,8 @@ class RefineRun:
 
         def expect(i: int) -> tuple[int, ParticleResult]:
             p = state.particles[i]
-            return i, expect_particle(ctx, self.store.load(i), p, accs[p.half], lock=locks[p.half])
+            noise = None if o.zero_mask else ctx.noise(p)
+            return i, expect_particle(ctx, self.store.load(i, noise=noise), p, accs[p.half], lock=locks[p.half])
 
         with particle_threads(o.threads) as pmap:
             for b in range(0, len(mine), batch):

@@ -132,6 +132,7 @@ class HalfAccumulator:
     sigma2_sum: NDArray[np.float64]        # (n_optics, n_shells) Σ w'|diff|² per shell
     sigma2_images: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics,) images
     highres_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics, n_shells)
+    multiplicity_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics, n_shells) ΣM, 3D
     offset_sum: float = 0.0                # Σ w' |Δorigin|² (Å²)
     weight_sum: float = 0.0                # Σ w' (particles)
     pdf_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
@@ -148,19 +149,19 @@ class HalfAccumulator:
         return cls(
             data=np.zeros(shape, np.complex128), weight=np.zeros(shape), c=c, pad=pad,
             sigma2_sum=np.zeros((n_optics, n_shells)), highres_sum=np.zeros((n_optics, n_shells)),
-            sigma2_images=np.zeros(n_optics),
+            sigma2_images=np.zeros(n_optics), multiplicity_sum=np.zeros((n_optics, n_shells)),
             pdf_sum=np.zeros(n_directions), scale_xa=np.zeros(n_groups), scale_aa=np.zeros(n_groups),
         )
 
     def arrays(self) -> list[NDArray]:
         """The arrays to sum across threads and MPI ranks, in a fixed order."""
-        return [self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.pdf_sum,
-                self.scale_xa, self.scale_aa, np.array([self.offset_sum, self.weight_sum, self.pmax_sum,
+        return [self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.multiplicity_sum,
+                self.pdf_sum, self.scale_xa, self.scale_aa, np.array([self.offset_sum, self.weight_sum, self.pmax_sum,
                                                         float(self.n_particles), self.log_likelihood])]
 
     def set_arrays(self, arrays: list[NDArray]) -> None:
-        (self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.pdf_sum,
-         self.scale_xa, self.scale_aa, scalars) = arrays
+        (self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.multiplicity_sum,
+         self.pdf_sum, self.scale_xa, self.scale_aa, scalars) = arrays
         (self.offset_sum, self.weight_sum, self.pmax_sum, n, self.log_likelihood) = scalars
         self.n_particles = int(round(n))
 
@@ -247,11 +248,9 @@ def _score(
     C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float32)      # (F, K)
     inv_s2 = _inverse_noise(sigma2, freq).astype(np.float32)
     if particle.multiplicity is not None:
+        # RELION scores |C V - X|² / (σ² M) where M > 0.1 (empty voxels are already zero).
         M = particle.multiplicity.reshape(F, -1)[:, freq.flat]
-        valid = M >= 0.01
-        X = np.where(valid, X, 0)
-        C = np.where(valid, C, 0)
-        inv_s2 = np.where(valid, inv_s2[None] / np.maximum(M, 0.01), 0).astype(np.float32)
+        inv_s2 = np.where(M > 0.1, inv_s2[None] / np.where(M > 0.1, M, 1.0), inv_s2[None]).astype(np.float32)
     else:
         inv_s2 = np.broadcast_to(inv_s2, C.shape)
     sc = np.float32(scale) * C
@@ -456,13 +455,9 @@ def _accumulate(
     X = particle.images.reshape(F, -1)[:, freq.flat]
     Xm = particle.masked.reshape(F, -1)[:, freq.flat]
     C = particle.ctf2.reshape(F, -1)[:, freq.flat]
-    inv_s2 = _inverse_noise(ctx.noise(state), freq)
-    if particle.multiplicity is not None:
-        M = particle.multiplicity.reshape(F, -1)[:, freq.flat]
-        valid = M >= 0.01
-        inv_s2 = np.where(valid, inv_s2[None] / np.maximum(M, 0.01), 0.0)
-    else:
-        inv_s2 = np.broadcast_to(inv_s2, C.shape)
+    # The sums take plain 1/σ² (RELION: "for storeWeightedSums the factor M should not be
+    # there"); the multiplicity enters the noise normalisation instead.
+    inv_s2 = np.broadcast_to(_inverse_noise(ctx.noise(state), freq), C.shape)
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
     V = _slices(ref, rot, freq)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
@@ -480,10 +475,12 @@ def _accumulate(
     mshift = shift_sum * Xm[None]
     resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
         (np.abs(Xm) ** 2)
-    if particle.multiplicity is not None:
-        resid = resid / np.maximum(particle.multiplicity.reshape(F, -1)[:, freq.flat], 0.01)
     n_shells = acc.sigma2_sum.shape[1]
     noise = np.bincount(freq.shell, resid.sum(axis=0), minlength=n_shells)[:n_shells]
+    multiplicity = None
+    if particle.multiplicity is not None:
+        multiplicity = np.bincount(freq.shell, particle.multiplicity.reshape(F, -1)[:, freq.flat].sum(axis=0),
+                                   minlength=n_shells)[:n_shells]
     # Image power beyond the current size, for the next iteration's larger images.
     hi_flat, hi_shell = highres_pixels(ctx.ori, ctx.current_size, 3 if ctx.is_3d else 2)
     full = np.abs(particle.masked.reshape(F, -1)[:, hi_flat]) ** 2
@@ -501,6 +498,8 @@ def _accumulate(
         _scatter(acc, rot, freq, values, weights.astype(np.float64), ins)
         acc.sigma2_sum[state.optics] += noise
         acc.sigma2_images[state.optics] += F
+        if multiplicity is not None:
+            acc.multiplicity_sum[state.optics] += multiplicity
         acc.highres_sum[state.optics] += highres
         acc.offset_sum += float((wt.sum(axis=1) * d2).sum())
         acc.weight_sum += float(w_r.sum())

@@ -150,8 +150,8 @@ def solvent_flatten(volume: NDArray, *, radius_px: float, mask: NDArray | None) 
 def update_noise(
     acc: HalfAccumulator, previous: NDArray[np.float64], npix_per_shell: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    """σ²(optics group, shell) = Σ w'|diff|² / (2 Σ_images Npix(shell)) within one half set
-    (``maximizationOtherParameters``): floored at 1e-15, values below 1e-14 replaced by the
+    """σ²(optics group, shell) = Σ w'|diff|² / (2 Σ_images Npix(shell)) within one half set, or
+    / (2 ΣM(shell)) where 3D pseudo-subtomograms brought multiplicity (``maximizationOtherParameters``): floored at 1e-15, values below 1e-14 replaced by the
     previous shell's; groups without images keep ``previous``. Shapes ``(n_optics, n_shells)``."""
     out = previous.copy()
     total = acc.sigma2_sum + acc.highres_sum
@@ -160,6 +160,9 @@ def update_noise(
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
             new = np.where(npix_per_shell > 0, total[g] / (2.0 * acc.sigma2_images[g] * npix_per_shell), 0.0)
+            # 3D pseudo-subtomograms: shells with multiplicity are normalised by ΣM instead.
+            multiplicity = acc.multiplicity_sum[g]
+            new = np.where(multiplicity > 0, total[g] / (2.0 * np.where(multiplicity > 0, multiplicity, 1.0)), new)
         new = np.maximum(new, 1e-15)
         for n in range(1, new.size):
             if new[n] < 1e-14:

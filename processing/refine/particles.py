@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,18 @@ from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
 from processing.io.tomograms import TomogramSet
 
-__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore"]
+__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore", "images_are_3d", "SUBTOMO_MULTIPLICITY_THRESHOLD"]
+
+#: relion_refine's --subtomo_multi_thr: Fourier voxels of 3D pseudo-subtomograms with a lower
+#: multiplicity carry no data.
+SUBTOMO_MULTIPLICITY_THRESHOLD = 0.01
+
+
+def images_are_3d(particles: ParticleSet) -> bool:
+    """3D pseudo-subtomograms unless the file says its images are 2D stacks
+    (``rlnTomoSubTomosAre2DStacks`` 1 in data_general), as relion_refine decides: RELION-4
+    particle files, which have no data_general, hold 3D pseudo-subtomograms."""
+    return particles.are_2d_stacks is not True
 
 
 @dataclass
@@ -114,13 +125,13 @@ class ParticleStore:
         self.intact_first_peak = intact_first_peak
         self.preread = preread
         self.seed = seed
-        self.is_3d = particles.are_2d_stacks is False
+        self.is_3d = images_are_3d(particles)
         self.geometries = self._geometries(particles, tomograms, root)
         # RELION's optics flags (absent: false), per particle.
         self.premultiplied = particles.optics_column("rlnCtfDataAreCtfPremultiplied", default=0.0) > 0
         self.phase_flipped = particles.optics_column("rlnCtfDataArePhaseFlipped", default=0.0) > 0
         self._cache: dict[int, ParticleImages] = {}
-        self.noise_sigma2: NDArray[np.float64] | None = None
+        self._raw: dict[int, NDArray[np.float32]] = {}
         if scratch_dir:
             self._copy_to_scratch(Path(scratch_dir))
 
@@ -216,14 +227,21 @@ class ParticleStore:
                 out[f] = np.abs(c) if self.phase_flipped[g.index] else c
         return out
 
-    def load(self, i: int) -> ParticleImages:
-        """Fourier data of particle ``i`` (cached when pre-reading)."""
-        if i in self._cache:
+    def load(self, i: int, *, noise: NDArray | None = None) -> ParticleImages:
+        """Fourier data of particle ``i`` (cached when pre-reading). Without ``--zero_mask``,
+        ``noise`` (the particle's noise spectrum per shell) fills the solvent of the masked copy."""
+        fill = None if self.zero_mask else noise
+        if i in self._cache and fill is None:
             return self._cache[i]
         g = self.geometries[i]
-        if not g.image_file.exists():
-            raise InputError("particle image not found", file=g.image_file)
-        data = read_mrc(g.image_file).data.astype(np.float64)
+        if i in self._raw:
+            data = self._raw[i].astype(np.float64)
+        else:
+            if not g.image_file.exists():
+                raise InputError("particle image not found", file=g.image_file)
+            data = read_mrc(g.image_file).data.astype(np.float64)
+        if fill is not None and i in self._cache:
+            return self._with_noise_fill(self._cache[i], data, fill)
         if self.is_3d:
             item = self._load_3d(g, data)
         else:
@@ -233,21 +251,38 @@ class ParticleStore:
                 raise InputError(
                     f"stack has shape {data.shape}, expected ({len(g.ctf)}, {self.box}, {self.box}) "
                     "from rlnTomoVisibleFrames and rlnImageSize", file=g.image_file)
-            masked = self._mask(data, i)
             item = ParticleImages(
                 geometry=g,
                 images=rfft2_centered(data).astype(np.complex64),
-                masked=rfft2_centered(masked).astype(np.complex64),
+                masked=self._masked_transform(data, i, None),
                 ctf2=self._ctf2(g), premultiplied=bool(self.premultiplied[i]),
             )
         if self.preread:
             self._cache[i] = item
+            if not self.zero_mask:
+                self._raw[i] = data.astype(np.float32)
+        if fill is not None:
+            item = self._with_noise_fill(item, data, fill)
         return item
 
-    def _mask(self, data: NDArray, i: int) -> NDArray:
+    def _with_noise_fill(self, item: ParticleImages, data: NDArray, noise: NDArray) -> ParticleImages:
+        masked = self._masked_transform(data, item.geometry.index, noise).reshape(item.masked.shape)
+        if item.multiplicity is not None:
+            masked[item.multiplicity == 0] = 0
+        return replace(item, masked=masked)
+
+    def _masked_transform(self, data: NDArray, i: int, noise: NDArray | None) -> NDArray[np.complex64]:
+        transform = rfft3_centered if self.is_3d else rfft2_centered
+        return transform(self._mask(data, i, noise)).astype(np.complex64)
+
+    def _mask(self, data: NDArray, i: int, noise_sigma2: NDArray | None = None) -> NDArray:
+        """Soft mask of the particle diameter; outside it the soft-weighted background mean
+        (``--zero_mask``), or coloured noise of spectrum ``noise_sigma2`` (per shell) drawn
+        with the particle's seed (RELION fills with noise from the current model's spectrum;
+        its own random numbers are not reproduced)."""
         ndim = 3 if self.is_3d else 2
         masked = soft_mask_outside(data, radius=self.mask_radius_px, edge_width=5.0, ndim=ndim)
-        if self.zero_mask or self.noise_sigma2 is None:
+        if self.zero_mask or noise_sigma2 is None:
             return masked
         # Outside the mask: coloured noise drawn from the current noise spectrum (seeded per particle).
         from processing.fourier.masks import radius_grid
@@ -259,8 +294,8 @@ class ParticleStore:
         t = 0.5 - 0.5 * np.cos(np.pi * t)
         noise = rng.standard_normal(data.shape)
         spec = np.fft.rfftn(noise, axes=tuple(range(-ndim, 0)))
-        shells = np.minimum(np.rint(half_radius(shape[0], ndim=ndim)).astype(int), len(self.noise_sigma2) - 1)
-        spec *= np.sqrt(np.maximum(self.noise_sigma2[shells], 0.0) * 2.0) * np.sqrt(np.prod(shape))
+        shells = np.minimum(np.rint(half_radius(shape[0], ndim=ndim)).astype(int), len(noise_sigma2) - 1)
+        spec *= np.sqrt(np.maximum(noise_sigma2[shells], 0.0) * 2.0) * np.sqrt(np.prod(shape))
         noise = np.fft.irfftn(spec, s=shape, axes=tuple(range(-ndim, 0)))
         return data * (1.0 - t) + noise * t
 
@@ -272,12 +307,21 @@ class ParticleStore:
         if weights.shape != (2 * n, n, n // 2 + 1):
             raise InputError(f"weights volume has shape {weights.shape}, expected {(2 * n, n, n // 2 + 1)}",
                              file=g.ctf_file)
-        masked = self._mask(data, g.index)
+        masked = self._mask(data, g.index, None)
+        # RELION's default subtomo correction (get3DCTFAndMulti, applySubtomoCorrection): the file
+        # holds CTF² (used as |.|) over the multiplicity M; voxels with M below
+        # --subtomo_multi_thr (0.01) are zeroed in the images, the CTF and M.
+        ctf2 = np.abs(weights[:n]) if self.do_ctf else np.ones_like(weights[:n])
+        multiplicity = np.where(weights[n:] > SUBTOMO_MULTIPLICITY_THRESHOLD, weights[n:], 0.0).astype(np.float32)
+        if np.any(weights[n:] < 0):
+            raise InputError("the multiplicity volume has negative values", file=g.ctf_file)
+        empty = multiplicity < SUBTOMO_MULTIPLICITY_THRESHOLD
+        images = rfft3_centered(data).astype(np.complex64)
+        masked_ft = rfft3_centered(masked).astype(np.complex64)
+        for array in (images, masked_ft, ctf2):
+            array[empty] = 0
         return ParticleImages(
-            geometry=g,
-            images=rfft3_centered(data).astype(np.complex64)[None],
-            masked=rfft3_centered(masked).astype(np.complex64)[None],
-            ctf2=weights[None, :n] if self.do_ctf else np.ones_like(weights[None, :n]),
-            multiplicity=weights[None, n:],
+            geometry=g, images=images[None], masked=masked_ft[None], ctf2=ctf2[None].astype(np.float32),
+            multiplicity=multiplicity[None],
         )
 
