@@ -262,3 +262,26 @@ def test_whole_run_follows_relion(demo_path) -> None:
     resolutions = [box / p["resolution"] for p in demo_path]
     # While the halves are separate the resolution never falls by more than a shell.
     assert all(b >= a - 1.0 for a, b in zip(resolutions, resolutions[1:])), resolutions
+
+
+def test_half_maps_as_reference(tmp_path) -> None:
+    """--ref .../half1.mrc: each half set starts from its own map, RELION's FileName::getHalf
+    (only the base name is changed); a missing partner is a clear error."""
+    from processing.errors import InputError
+    from processing.fourier.filters import initial_lowpass
+    from processing.io import read_mrc, write_mrc
+
+    reference = read_mrc(DEMO / "Reconstruct" / "merged.mrc")
+    maps = tmp_path / "half1_dir"
+    maps.mkdir()
+    write_mrc(maps / "run_half1_class001.mrc", reference.data, reference.pixel_size)
+    write_mrc(maps / "run_half2_class001.mrc", -reference.data, reference.pixel_size)
+    (tmp_path / "run").mkdir()
+    run, state = started_run(tmp_path / "run", reference=str(maps / "run_half2_class001.mrc"))
+    assert run.reference_files() == [str(maps / "run_half1_class001.mrc"), str(maps / "run_half2_class001.mrc")]
+    expected = initial_lowpass(reference.data.astype(np.float64), resolution=60.0, pixel_size=reference.pixel_size)
+    np.testing.assert_allclose(state.halves[0].map, expected, atol=1e-5)
+    np.testing.assert_allclose(state.halves[1].map, -expected, atol=1e-5)
+    (maps / "run_half1_class001.mrc").unlink()
+    with pytest.raises(InputError, match="other half set's map"):
+        run.reference_files()

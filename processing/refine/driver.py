@@ -413,6 +413,9 @@ class RefineRun:
         self.load_data(particles_file, tomograms_file)
         if o.continue_from:
             state, start = self.continue_state(o.continue_from)
+            # relion_refine re-evaluates the resolution from the model it read before its first
+            # iteration (MlOptimiserMpi::iterate); an unchanged value counts as no gain.
+            self._update_current_resolution(state, cc=False)
         else:
             state = self.initialise()
             start = 1
