@@ -452,7 +452,7 @@ class RefineRun:
         if not cc:
             acc_rot, acc_trans = self._accuracy(ctx, state, rng)
             c.acc_rot, c.acc_trans = acc_rot, acc_trans
-        if iteration > 1 and not final:
+        if iteration > 1:          # RELION updates the sampling in the final iteration too
             changed = update_angular_sampling(
                 s, c, auto_ignore_angles=o.auto_ignore_angles, auto_resol_angles=o.auto_resol_angles,
                 local_order=o.auto_local_healpix_order, particle_diameter=self.particle_diameter,
