@@ -8,7 +8,11 @@ settings (the default 4 iterations: three global at HEALPix order 2, one global 
   the same shapes measured in the same run (the ratio is the figure that matters);
 * the speed-up of ``mpiexec -n 3`` over one process (wall time of the same command).
 
-Usage: python benchmarks/refine_bench.py [--iterations 4] [--workdir DIR]
+With ``--to-convergence`` it instead runs the whole refinement (one process x 2 threads) and
+prints the number of iterations, the final resolution and the wall time per iteration; run it
+with another checkout first on ``PYTHONPATH`` to compare two versions on the same machine.
+
+Usage: python benchmarks/refine_bench.py [--iterations 4] [--workdir DIR] [--to-convergence]
 """
 from __future__ import annotations
 
@@ -72,14 +76,38 @@ def refine_argv(opt: Path, ref: Path, out: Path, iterations: int, threads: int) 
             "--j", str(threads)]
 
 
+def converge(opt: Path, ref: Path, work: Path) -> None:
+    """The whole demo refinement in this process: iterations, final resolution, wall time."""
+    import processing
+    from processing.refine.cli import parse_refine_args
+    from processing.refine.driver import RefineRun
+
+    out = work / f"converge_{int(time.time())}"
+    out.mkdir()
+    run = RefineRun(parse_refine_args(refine_argv(opt, ref, out, 999, 2)), log=lambda *a: None)
+    begin = time.perf_counter()
+    run.run()
+    seconds = time.perf_counter() - begin
+    from processing.refine.starfiles import ModelStarContents
+
+    resolution = ModelStarContents.read(out / "run_model.star").current_resolution       # Å
+    n = len(run.iteration_timings)
+    print(f"{Path(processing.__file__).parent.parent}: converged in {n} iterations, final resolution "
+          f"{resolution:.2f} Å, wall time {seconds:.1f} s ({seconds / n:.1f} s per iteration)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--to-convergence", action="store_true")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="refine_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     opt, ref = prepare(work)
+    if args.to_convergence:
+        converge(opt, ref, work)
+        return
 
     from processing.refine import estep
     from processing.refine.cli import parse_refine_args

@@ -29,7 +29,8 @@ def test_change_counters_follow_relion() -> None:
     from RELION's own changes: the class term keeps the counter at 0 in the first iteration at
     a sampling level (RELION's input has class 0, so iteration 1 changes every class)."""
     counters = RefineCounters()
-    sampling = SamplingState(healpix_order=2, psi_step=15.0, offset_range=32.4, offset_step=16.2)
+    sampling = SamplingState(healpix_order=2, psi_step=15.0, offset_range=32.4, offset_step=16.2,
+                             healpix_order_original=2, offset_step_original=16.2)
     for iteration in range(1, LAST + 1):
         optimiser, _, _ = recorded(iteration)
         update_change_counters(counters, sampling, optimiser.changes_optimal_orientations,
@@ -80,3 +81,16 @@ def test_sampling_decision_of_iteration_11() -> None:
     assert counters.nr_iter_wo_resol_gain == 0 and counters.nr_iter_wo_large_changes == 0
     assert counters.smallest_changes_classes == 9999999
     assert math.isclose(sampling.psi_step, 7.5)
+
+
+def test_change_counters_use_the_initial_sampling() -> None:
+    """relion_refine_mpi's leader keeps the change counters but never updates its sampling, so
+    changes are judged against the initial steps: RELION's TEST run (refine_test_relion,
+    iteration 13, HEALPix 4 and 6 A coarse offsets by then) counted changes of 1.15 deg / 1.48 A as
+    small (below 0.4 x 7.5 deg / 0.4 x 12 A), not against 1.875 deg / 3 A."""
+    counters = RefineCounters(smallest_changes_orientations=1.547291, smallest_changes_offsets=1.918281,
+                              smallest_changes_classes=0.0)
+    sampling = SamplingState(healpix_order=4, psi_step=3.75, offset_range=15.34, offset_step=6.0,
+                             healpix_order_original=2, offset_step_original=24.0)
+    update_change_counters(counters, sampling, 1.146250, 1.481130, 0.0)
+    assert counters.nr_iter_wo_large_changes == 1

@@ -178,8 +178,10 @@ def update_change_counters(
     counters.current_changes_orientations = orient
     counters.current_changes_offsets = offset
     counters.current_changes_classes = classes
-    angular_step = sampling.angular_step()
-    translational_step = sampling.offset_step / (2 ** sampling.oversampling)
+    # relion_refine_mpi's leader, which keeps these counters, never runs updateAngularSampling
+    # (only the followers do), so it compares the changes with the *initial* sampling steps.
+    angular_step = healpix_angular_step(sampling.healpix_order_original + sampling.oversampling)
+    translational_step = sampling.offset_step_original / (2 ** sampling.oversampling)
     small_classes = 1.03 * classes >= counters.smallest_changes_classes
     small_offsets = offset < 0.4 * translational_step or 1.03 * offset >= counters.smallest_changes_offsets
     small_orient = orient < 0.4 * angular_step or 1.03 * orient >= counters.smallest_changes_orientations
