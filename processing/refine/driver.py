@@ -11,7 +11,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -489,8 +489,11 @@ class RefineRun:
     def _accuracy(self, ctx: EStepContext, state: RunState, rng: np.random.Generator) -> tuple[float, float]:
         chosen = None
         if self.comm.size == 1 or self.comm.rank == 1:
-            half0 = [i for i, p in enumerate(state.particles) if p.half == 0][:ACCURACY_PARTICLES]
-            items = [(self.store.load(i), state.particles[i]) for i in half0]
+            # RELION (rank 1, with its own half-1 model) takes the first 100 particles of its
+            # sorted order: half 1 first (in RELION shuffled once, here in file order), then
+            # half 2 when half 1 has fewer than 100.
+            order = sorted(range(len(state.particles)), key=lambda i: state.particles[i].half)
+            items = [(self.store.load(i), replace(state.particles[i], half=0)) for i in order[:ACCURACY_PARTICLES]]
             chosen = expected_accuracy(ctx, items, random_seed=self.seed)
         if self.comm.size > 1:
             chosen = self.comm.bcast(chosen, root=1)
