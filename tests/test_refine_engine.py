@@ -114,8 +114,10 @@ def test_converges_and_writes_relion_outputs(small_run: Path, small_inputs: Path
     final_ours = ModelStarContents.read(small_run / "run_model.star").current_resolution
     box = CROP * BIN * 6.0
     assert abs(box / final_ours - box / final_theirs) <= 1.0 + 1e-6
-    relion_iterations = len(list(relion.glob("run_it*_optimiser.star")))        # 0..16, final is 17
-    our_iterations = int(starfile.read(small_run / "run_optimiser.star")["rlnCurrentIteration"])
+    # The final iteration is the one after the last run_itNNN file (its files say -1, as RELION's).
+    assert int(starfile.read(small_run / "run_optimiser.star")["rlnCurrentIteration"]) == -1
+    relion_iterations = len(list(relion.glob("run_it*_optimiser.star")))        # 0..16: final 17
+    our_iterations = len(list(small_run.glob("run_it*_optimiser.star")))
     assert abs(our_iterations - relion_iterations) <= 3, (our_iterations, relion_iterations)
     # Then against the simulator's truth: RELION itself oscillates between 8 and 19 degrees
     # median error on these 12-px particles (its offset prior pins the translations), so the

@@ -118,7 +118,7 @@ def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | 
     OptimiserStarContents(
         output_root=o.output_root, model_star_file=model_files[0], model_star_file2=model_files[1],
         data_star_file=data_file, sampling_star_file=f"{root}_sampling.star",
-        current_iteration=c.iteration, tomograms_file=run.tomograms_file,
+        current_iteration=-1 if final else c.iteration, tomograms_file=run.tomograms_file,
         trajectories_file=run.trajectories_file or "", number_of_iterations=o.auto_iter_max,
         do_split_random_halves=o.split_random_halves, join_halves_until_resolution=o.low_resol_join_halves,
         adaptive_oversample_order=s.oversampling, random_seed=run.seed,
