@@ -499,7 +499,7 @@ def _tilt_prior_distances(sampling: "AngularSampling", group: SymmetryGroup, pri
     """
     key = (sampling.healpix_order, group.name, round(prior_tilt, 12), len(sampling.rot))
     cached = _TILT_DISTANCE_CACHE.get(key)
-    if cached is not None and len(cached) == len(sampling.rot):
+    if cached is not None:
         return cached
     ops = [(L.tolist(), R.tolist()) for L, R in zip(group.L, group.R)]
     out = np.empty(len(sampling.rot))
@@ -536,10 +536,6 @@ _RELION_PI = 3.14159265358979323846
 def _select(dist: NDArray, cutoff: float, sigma: float) -> tuple[list[NDArray], list[NDArray]]:
     """Per row: indices with dist < cutoff and Gaussian weights (fallback: nearest)."""
     keep = dist < cutoff
-    return _weights(dist, keep, sigma)
-
-
-def _weights(dist: NDArray, keep: NDArray, sigma: float) -> tuple[list[NDArray], list[NDArray]]:
     out_i, out_w = [], []
     for row, k in zip(dist, keep):
         idx = np.flatnonzero(k)

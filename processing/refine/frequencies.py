@@ -68,34 +68,36 @@ def _logical(n: int) -> NDArray[np.int64]:
     return np.where(i <= n // 2, i, i - n)
 
 
-def _select(k: list[NDArray], size: int, *, only_inside: bool) -> tuple[NDArray, NDArray]:
-    """Mask and shell of the windowed, non-redundant pixels of a half transform grid."""
-    kx = k[-1]
-    r2 = sum(a.astype(np.float64) ** 2 for a in k)
-    r = np.sqrt(r2)
-    shell = np.floor(r + 0.5).astype(np.int64)
-    half = size // 2
-    keep = (shell <= half) & ~((kx == 0) & (k[-2] < 0))
-    for a in k[:-1]:
-        keep &= (a > -half) & (a <= half)
-    keep &= kx <= half
-    if only_inside:
-        keep &= r <= half
-    return keep, shell
+@dataclass(frozen=True, eq=False)
+class _HalfGrid:
+    """Every pixel of a full half transform (``ori`` box, 2D or 3D), flattened: logical
+    frequencies ``k`` (kz, ky, kx or ky, kx), radius, RELION shell ``round(|k|)`` and the
+    mask without the redundant half (``kx == 0, ky < 0``) of the x = 0 column."""
+
+    k: tuple[NDArray[np.int64], ...]
+    radius: NDArray[np.float64]
+    shell: NDArray[np.int64]
+    non_redundant: NDArray[np.bool_]
+
+
+@lru_cache(maxsize=16)
+def _half_grid(ori: int, ndim: int) -> _HalfGrid:
+    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
+    k = tuple(a.ravel() for a in np.meshgrid(*axes, indexing="ij"))
+    radius = np.sqrt(sum(a.astype(np.float64) ** 2 for a in k))
+    return _HalfGrid(k, radius, np.floor(radius + 0.5).astype(np.int64), ~((k[-1] == 0) & (k[-2] < 0)))
 
 
 def _build(ori: int, size: int, ndim: int) -> FrequencySet:
-    shape = (ori,) * (ndim - 1) + (ori // 2 + 1,)
-    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
-    k = np.meshgrid(*axes, indexing="ij")
-    keep, shell = _select(k, size, only_inside=False)
+    grid = _half_grid(ori, ndim)
+    half = size // 2
+    keep = (grid.shell <= half) & grid.non_redundant & (grid.k[-1] <= half)
+    for a in grid.k[:-1]:
+        keep &= (a > -half) & (a <= half)
     flat = np.flatnonzero(keep)
-    kf = [a.ravel()[flat].astype(np.float64) for a in k]
-    r = np.sqrt(sum(a * a for a in kf))
-    assert keep.shape == shape
+    kf = [a[flat].astype(np.float64) for a in grid.k]
     return FrequencySet(
-        ori, size, flat, kf[-1].copy(), kf[-2].copy(), kf[0].copy() if ndim == 3 else None,
-        shell.ravel()[flat].copy(), r <= size // 2,
+        ori, size, flat, kf[-1], kf[-2], kf[0] if ndim == 3 else None, grid.shell[flat], grid.radius[flat] <= half,
     )
 
 
@@ -115,22 +117,16 @@ def frequency_set_3d(ori: int, size: int) -> FrequencySet:
 def pixels_per_shell(ori: int, ndim: int) -> NDArray[np.float64]:
     """RELION's ``Npix_per_shell`` ``(ori//2+1,)``: non-redundant pixels of the full half
     transform per shell ``round(|k|) <= ori/2`` (no window)."""
-    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
-    k = np.meshgrid(*axes, indexing="ij")
-    r = np.sqrt(sum(a.astype(np.float64) ** 2 for a in k))
-    shell = np.floor(r + 0.5).astype(np.int64)
-    keep = (shell <= ori // 2) & ~((k[-1] == 0) & (k[-2] < 0))
-    return np.bincount(shell[keep], minlength=ori // 2 + 1).astype(np.float64)
+    grid = _half_grid(ori, ndim)
+    keep = (grid.shell <= ori // 2) & grid.non_redundant
+    return np.bincount(grid.shell[keep], minlength=ori // 2 + 1).astype(np.float64)
 
 
 @lru_cache(maxsize=64)
 def highres_pixels(ori: int, size: int, ndim: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Flat indices and shells of the full half transform's pixels beyond image size ``size``:
     shells ``size/2+1 .. ori/2``, non-redundant; their power fills the noise sums there."""
-    axes = [_logical(ori)] * (ndim - 1) + [np.arange(ori // 2 + 1)]
-    k = np.meshgrid(*axes, indexing="ij")
-    r = np.sqrt(sum(a.astype(np.float64) ** 2 for a in k))
-    shell = np.floor(r + 0.5).astype(np.int64).ravel()
-    keep = ((shell >= size // 2 + 1) & (shell <= ori // 2) & ~((k[-1] == 0) & (k[-2] < 0)).ravel())
+    grid = _half_grid(ori, ndim)
+    keep = (grid.shell >= size // 2 + 1) & (grid.shell <= ori // 2) & grid.non_redundant
     flat = np.flatnonzero(keep)
-    return flat, shell[flat]
+    return flat, grid.shell[flat]
