@@ -98,7 +98,7 @@ def iteration_one(request, tmp_path_factory) -> tuple[Case, RefineRun, RunState,
     case = CASES[request.param]
     run, state = started_run(tmp_path_factory.mktemp(f"relion_it1_{request.param}"), case)
     initial = copy.deepcopy(state)
-    run.iterate(state, 1, cc=False, final=False, rng=np.random.default_rng(1))
+    run.iterate(state, 1, cc=False, final=False)
     return case, run, initial, state
 
 
@@ -220,10 +220,9 @@ def demo_path(tmp_path_factory) -> list[dict]:
     """tomodash's state after each of the first ten iterations on RELION's inputs (about a
     minute on 2 cores)."""
     run, state = started_run(tmp_path_factory.mktemp("relion_path"))
-    rng = np.random.default_rng(1)
     path = []
     for iteration in range(1, RECORDED_ITERATIONS + 1):
-        run.iterate(state, iteration, cc=False, final=False, rng=rng)
+        run.iterate(state, iteration, cc=False, final=False)
         c, s = state.counters, state.sampling
         path.append({
             "resolution": 1.0 / c.current_resolution, "healpix_order": s.healpix_order,

@@ -75,9 +75,6 @@ class HalfState:
     ave_pmax: float = 0.0
     log_likelihood: float = 0.0
 
-    def copy(self) -> "HalfState":
-        return HalfState(**{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
-
 
 @dataclass
 class RunState:
@@ -149,7 +146,6 @@ class RefineRun:
                     f"{numbers[0]} {self.ori} at {self.pixel_size:.4f} Å/px: optics groups with different image "
                     "sizes or pixel sizes are not supported yet; extract all tomograms with the same box and binning",
                     file=particles_file, table="optics", column="rlnImageSize", row=row + 1)
-        self.optics_numbers = numbers
         self.optics_index = np.array([numbers.index(int(g)) for g in ps.optics_groups()], dtype=np.int64)
         self.n_optics = len(numbers)
         self.is_3d = images_are_3d(ps)
@@ -188,7 +184,7 @@ class RefineRun:
             raise InputError("a reference map is required (--ref)", column="--ref")
         path = Path(o.reference)
         files = []
-        for half, (this, other) in enumerate((("half2", "half1"), ("half1", "half2"))):
+        for this, other in (("half2", "half1"), ("half1", "half2")):
             name = path.name.replace(this, other) if this in path.name else path.name
             files.append(str(path.with_name(name)) if path.name != name else o.reference)
         for f in files:
@@ -307,7 +303,7 @@ class RefineRun:
             X = (item.masked if self.options.zero_mask else item.images).reshape(item.images.shape[0], -1)
             power = np.abs(X[:, inside]) ** 2
             spectra[g] += np.bincount(shells[inside], power.sum(axis=0), minlength=self.n_shells) / \
-                np.maximum(counts, 1) 
+                np.maximum(counts, 1)
             images[g] += X.shape[0]
             total = X.sum(axis=0)
             mean_image = total if mean_image is None else mean_image + total
@@ -424,20 +420,19 @@ class RefineRun:
         self.log(f"3D auto-refine: {len(self.particle_set)} particles ({'3D' if self.is_3d else '2D stacks'}), "
                  f"box {self.ori} at {self.pixel_size:.3f} Å/px, {self.symmetry}, mask {self.particle_diameter:.0f} Å, "
                  f"{self.comm.size} process(es) x {o.threads} thread(s)")
-        rng = np.random.default_rng(self.seed)
         for iteration in range(start, o.auto_iter_max + 1):
             final = state.counters.has_converged or has_converged(state.counters, auto_ignore_angles=o.auto_ignore_angles)
             if final:
                 state.counters.has_converged = True
             cc = o.firstiter_cc and iteration == 1 and not o.continue_from
-            self.iterate(state, iteration, cc=cc, final=final, rng=rng)
+            self.iterate(state, iteration, cc=cc, final=final)
             if final:
                 self.log(f"Auto-refine converged: final resolution {1.0 / state.counters.current_resolution:.2f} Å")
                 return 0
         self.log("Stopped at --auto_iter_max without convergence")
         return 0
 
-    def iterate(self, state: RunState, iteration: int, *, cc: bool, final: bool, rng: np.random.Generator) -> None:
+    def iterate(self, state: RunState, iteration: int, *, cc: bool, final: bool) -> None:
         o = self.options
         c, s = state.counters, state.sampling
         t0 = time.time()
@@ -450,7 +445,7 @@ class RefineRun:
         ctx = self._context(state, cc=cc, final=final)
         # Accuracy estimate (rank 1 / the single process) and auto-sampling.
         if not cc:
-            acc_rot, acc_trans = self._accuracy(ctx, state, rng)
+            acc_rot, acc_trans = self._accuracy(ctx, state)
             c.acc_rot, c.acc_trans = acc_rot, acc_trans
         if iteration > 1:          # RELION updates the sampling in the final iteration too
             changed = update_angular_sampling(
@@ -486,7 +481,7 @@ class RefineRun:
                  f"{c.acc_trans:.2f} Å, changes {c.current_changes_orientations:.2f}° / {c.current_changes_offsets:.2f} Å, "
                  f"<Pmax> {c.ave_pmax:.3f}, E {self.timings['expectation']:.1f} s, M {self.timings['maximisation']:.1f} s")
 
-    def _accuracy(self, ctx: EStepContext, state: RunState, rng: np.random.Generator) -> tuple[float, float]:
+    def _accuracy(self, ctx: EStepContext, state: RunState) -> tuple[float, float]:
         chosen = None
         if self.comm.size == 1 or self.comm.rank == 1:
             # RELION (rank 1, with its own half-1 model) takes the first 100 particles of its
