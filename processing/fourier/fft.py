@@ -288,3 +288,27 @@ def pad_half(f: Any, size: int, *, ndim: int) -> Any:
     else:
         out[..., idx[:, None], idx[None, :], : old // 2 + 1] = f
     return out
+
+
+def resample_and_window(x: NDArray, *, new_size: int, box: int, ndim: int) -> NDArray[np.float64]:
+    """RELION's ``resizeMap`` then ``window``: Fourier crop or zero-pad ``x`` (``(..., N, N)``
+    or ``(..., N, N, N)``, real) to ``new_size`` px, which keeps the grey values and changes the
+    pixel size by ``N / new_size``; then crop or zero-pad the real-space box, about its centre,
+    to ``box`` px. Zero-padding keeps only the frequencies within the old Nyquist radius
+    (RELION's ``windowFourierTransform`` drops the corners, which would make the larger
+    transform asymmetric)."""
+    n = x.shape[-1]
+    f = rfft_centered(np.asarray(x, dtype=np.float64), ndim=ndim)
+    if new_size < n:
+        f = crop_half(f, new_size, ndim=ndim)
+    elif new_size > n:
+        f = pad_half(np.where(half_radius(n, ndim=ndim) <= n // 2, f, 0), new_size, ndim=ndim)
+    resized = irfft_centered(f, size=new_size, ndim=ndim)
+    lead = resized.shape[:-ndim]
+    if new_size >= box:
+        s = slice(new_size // 2 - box // 2, new_size // 2 - box // 2 + box)
+        return np.ascontiguousarray(resized[(..., *([s] * ndim))])
+    out = np.zeros(lead + (box,) * ndim)
+    s = slice(box // 2 - new_size // 2, box // 2 - new_size // 2 + new_size)
+    out[(..., *([s] * ndim))] = resized
+    return out

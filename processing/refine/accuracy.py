@@ -57,34 +57,35 @@ def expected_accuracy(
 ) -> tuple[float, float]:
     """Mean angular (deg) and translational (Å) accuracy over the given particles."""
     angles_found, shifts_found = [], []
-    freq = ctx.frequencies(ctx.current_size)
     a_steps = angle_steps()
     s_steps = shift_steps()
     for particle, state in particles:
+        ctx_p = ctx.for_particle(state)        # the particle's optics group: box, pixel, shells
+        freq = ctx_p.frequencies(ctx_p.current_size)
         ref: Reference = ctx.references[state.half]
         geo = particle.geometry
         F = geo.rotations.shape[0]
         C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float64)
-        inv_s2 = _inverse_noise(ctx.noise(state), freq)
+        inv_s2 = _inverse_noise(ctx_p.noise(state), freq)
         weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
         base = euler_to_matrix(*state.angles)
-        v0 = _slices(ref, geo.rotations @ base, freq)[0]                     # (F, K)
+        v0 = _slices(ref, geo.rotations @ base, freq, remap=ctx_p.remap)[0]  # (F, K)
         # Rotation: each tilt image perturbs one randomly chosen Euler angle by growing amounts.
         which = _random_axes(random_seed + geo.index, F)
         pert = np.tile(state.angles, (a_steps.size, F, 1))                  # (S, F, 3)
         pert[:, np.arange(F), which] += a_steps[:, None]
         mats = euler_to_matrix(pert[..., 0], pert[..., 1], pert[..., 2])    # (S, F, 3, 3)
         rot = np.einsum("fij,sfjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
-        v1 = _slices(ref, rot, freq)[0].reshape(a_steps.size, F, -1)
+        v1 = _slices(ref, rot, freq, remap=ctx_p.remap)[0].reshape(a_steps.size, F, -1)
         d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
         angles_found.append(_first_exceeding(d, a_steps))
         # Translation: each tilt image shifts along a randomly chosen axis of the subtomogram frame.
         axes = np.eye(3)[which]                                              # (F, 3)
         proj = np.einsum("fij,fj->fi", geo.rotations, axes)                 # (F, 3) per unit shift
         shifts = s_steps[:, None, None] * (proj if ctx.is_3d else proj[:, :2])[None]
-        ph = _phases(freq, shifts, ctx.ori, -1.0)                           # (S, F, K)
+        ph = _phases(freq, shifts, ctx_p.ori, -1.0)                         # (S, F, K)
         d = (np.abs(v0[None] * (1.0 - ph)) ** 2 * weight[None]).sum(axis=(1, 2))
-        shifts_found.append(_first_exceeding(d, s_steps))
+        shifts_found.append(_first_exceeding(d, s_steps) * ctx_p.pixel_size)   # Å
     if not angles_found:
         return 999.0, 999.0
-    return float(np.mean(angles_found)), float(np.mean(shifts_found) * ctx.pixel_size)
+    return float(np.mean(angles_found)), float(np.mean(shifts_found))

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processing.errors import InputError
-from processing.fourier.fft import irfft3_centered, rfft3_centered, shell_index
+from processing.fourier.fft import irfft_centered, resample_and_window, rfft_centered, shell_index
 from processing.fourier.filters import initial_lowpass
 from processing.fourier.projector import fourier_grid_from_volume
 from processing.geometry.euler import euler_to_matrix
@@ -43,7 +43,7 @@ from .options import RefineOptions
 from .frequencies import pixels_per_shell
 from .particles import ParticleStore, images_are_3d
 from .schedule import (
-    RefineCounters, SamplingState, has_converged, hidden_variable_changes, image_sizes,
+    RefineCounters, SamplingState, has_converged, hidden_variable_changes, image_sizes, optics_image_sizes,
     update_angular_sampling, update_change_counters,
 )
 
@@ -135,24 +135,26 @@ class RefineRun:
             if optics is None or label not in optics.columns:
                 raise InputError("particles were not extracted (no %s in the optics table): run Extract "
                                  "subtomos first" % label, file=particles_file, table="optics", column=label)
+        # The model's box and pixel size are the first optics group's (RELION's MlModel); other
+        # groups may differ: their images are mapped onto the model's Fourier grid.
         self.ori = int(optics["rlnImageSize"].iloc[0])
         self.pixel_size = float(optics["rlnImagePixelSize"].iloc[0])
-        # One noise spectrum per optics group; all groups must share the model's box and pixel.
         numbers = [int(g) for g in optics["rlnOpticsGroup"]]
-        for row, (box, px) in enumerate(zip(optics["rlnImageSize"], optics["rlnImagePixelSize"])):
-            if int(box) != self.ori or abs(float(px) - self.pixel_size) > 1e-4 * self.pixel_size:
-                raise InputError(
-                    f"optics group {numbers[row]} has box {int(box)} at {float(px):.4f} Å/px, optics group "
-                    f"{numbers[0]} {self.ori} at {self.pixel_size:.4f} Å/px: optics groups with different image "
-                    "sizes or pixel sizes are not supported yet; extract all tomograms with the same box and binning",
-                    file=particles_file, table="optics", column="rlnImageSize", row=row + 1)
+        self.optics_boxes = [int(b) for b in optics["rlnImageSize"]]
+        self.optics_pixel_sizes = [float(px) for px in optics["rlnImagePixelSize"]]
+        for row, (box, px) in enumerate(zip(self.optics_boxes, self.optics_pixel_sizes)):
+            if box < 2 or box % 2 or not px > 0:
+                raise InputError(f"optics group {numbers[row]}: image size {box} must be even and the pixel size "
+                                 f"{px} positive", file=particles_file, table="optics", column="rlnImageSize",
+                                 row=row + 1)
         self.optics_index = np.array([numbers.index(int(g)) for g in ps.optics_groups()], dtype=np.int64)
         self.n_optics = len(numbers)
         self.is_3d = images_are_3d(ps)
         self.particle_diameter = o.particle_diameter if o.particle_diameter > 0 else (self.ori - 5) * self.pixel_size
         self.mask_radius_px = self.particle_diameter / (2.0 * self.pixel_size)
         self.store = ParticleStore(
-            ps, self.tomograms, box=self.ori, pixel_size=self.pixel_size, mask_radius_px=self.mask_radius_px,
+            ps, self.tomograms, box=np.array(self.optics_boxes)[self.optics_index],
+            pixel_size=np.array(self.optics_pixel_sizes)[self.optics_index], mask_radius=self.particle_diameter / 2.0,
             zero_mask=o.zero_mask, do_ctf=o.ctf, intact_first_peak=o.ctf_intact_first_peak,
             preread=o.preread_images, scratch_dir=o.scratch_dir if o.scratch_dir else None, seed=self.seed,
         )
@@ -300,7 +302,8 @@ class RefineRun:
             if images[g] >= NOISE_IMAGES:
                 continue
             item = self.store.load(i)
-            X = (item.masked if self.options.zero_mask else item.images).reshape(item.images.shape[0], -1)
+            X = item.masked if self.options.zero_mask else item.images
+            X = self._on_model_grid(X, g).reshape(X.shape[0], -1)
             power = np.abs(X[:, inside]) ** 2
             spectra[g] += np.bincount(shells[inside], power.sum(axis=0), minlength=self.n_shells) / \
                 np.maximum(counts, 1)
@@ -317,6 +320,21 @@ class RefineRun:
             if images[g] > 0:
                 sigma2[g] = _replace_negative(spectra[g] / (2.0 * images[g]) - avg_power / 2.0)
         return sigma2
+
+    def _on_model_grid(self, transforms: NDArray, optics: int) -> NDArray:
+        """Half transforms of an optics group's images on the model's grid: for a group with
+        another box or pixel size, each image resampled to the model's pixel size and windowed
+        to its box in real space (relion_refine's initial noise estimate does so)."""
+        box, px = self.optics_boxes[optics], self.optics_pixel_sizes[optics]
+        if box == self.ori and abs(px - self.pixel_size) <= 1e-6 * self.pixel_size:
+            return transforms
+        ndim = 3 if self.is_3d else 2
+        images = irfft_centered(transforms.astype(np.complex128), size=box, ndim=ndim)
+        size = box
+        if abs(px - self.pixel_size) > 1e-4:
+            size = int(math.floor(box * (px / self.pixel_size) + 0.5))
+            size += size % 2
+        return rfft_centered(resample_and_window(images, new_size=size, box=self.ori, ndim=ndim), ndim=ndim)
 
     # ---- iteration ----------------------------------------------------------------------
 
@@ -361,7 +379,19 @@ class RefineRun:
             # rank 1's data_vs_prior to every rank).
             scale_ssnr=state.halves[0].ssnr,
             firstiter_cc=cc, oversampling=s.oversampling, is_3d=self.is_3d,
+            optics_grids=self._optics_grids(state),
         )
+
+    def _optics_grids(self, state: RunState) -> tuple[tuple[int, float, int, int], ...]:
+        """(box, pixel, current size, coarse size) per optics group, when any group's images
+        differ from the model's box or pixel size."""
+        grids = list(zip(self.optics_boxes, self.optics_pixel_sizes))
+        if all(box == self.ori and abs(px - self.pixel_size) <= 1e-6 * self.pixel_size for box, px in grids):
+            return ()
+        c, s = state.counters, state.sampling
+        return tuple((box, px, *optics_image_sizes(
+            current_size=c.current_size, model_ori=self.ori, model_pixel_size=self.pixel_size, box=box,
+            pixel_size=px, sampling=s, particle_diameter=self.particle_diameter)) for box, px in grids)
 
     def _restore_continuation_options(self) -> None:
         """On ``--continue``, the run's settings come from its optimiser/model/sampling files;
@@ -514,7 +544,10 @@ class RefineRun:
 
         def expect(i: int) -> tuple[int, ParticleResult]:
             p = state.particles[i]
-            noise = None if o.zero_mask else ctx.noise(p)
+            noise = None
+            if not o.zero_mask:
+                noise = ctx.for_particle(p).noise(p)
+                noise = np.where(np.isfinite(noise), noise, 0.0)
             return i, expect_particle(ctx, self.store.load(i, noise=noise), p, accs[p.half], lock=locks[p.half])
 
         with particle_threads(o.threads) as pmap:
@@ -767,22 +800,11 @@ class RefineRun:
 
 
 def resize_reference(volume: NDArray, pixel: float, box: int, target_pixel: float) -> NDArray[np.float64]:
-    """Fourier-rescale a map to ``target_pixel`` (new size rounded to even), then window it to ``box``."""
-    n = volume.shape[0]
-    new = int(round(n * pixel / target_pixel))
-    new += new % 2
-    f = rfft3_centered(volume)
-    from processing.fourier.fft import crop_half, pad_half
-
-    f = crop_half(f, new, ndim=3) if new < n else pad_half(f, new, ndim=3)
-    resized = irfft3_centered(f, new)
-    out = np.zeros((box,) * 3)
-    if new >= box:
-        s = new // 2 - box // 2
-        return resized[s:s + box, s:s + box, s:s + box].copy()
-    s = box // 2 - new // 2
-    out[s:s + new, s:s + new, s:s + new] = resized
-    return out
+    """Fourier-rescale a map to ``target_pixel`` (the new size rounded down to even, as
+    relion_refine's --trust_ref_size), then window it to ``box``."""
+    new = int(math.floor(volume.shape[0] * (pixel / target_pixel) + 0.5))
+    new -= new % 2
+    return resample_and_window(volume, new_size=new, box=box, ndim=3)
 
 
 def _replace_negative(sigma2: NDArray[np.float64]) -> NDArray[np.float64]:

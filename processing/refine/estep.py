@@ -17,7 +17,7 @@ significant orientation.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,9 +109,60 @@ class EStepContext:
     adaptive_fraction: float = 0.999
     oversampling: int = 1
     is_3d: bool = False
+    #: per optics group (box px, pixel Å, current size, coarse size) of its images, when an
+    #: optics group's images differ from the model's box or pixel size (else empty)
+    optics_grids: tuple[tuple[int, float, int, int], ...] = ()
+    #: model Fourier shells per image shell: (ori · pixel_size of the model) / (box · pixel of
+    #: the images); 1 for the model's own grid
+    remap: float = 1.0
+    model_current_size: int = 0                 # the model's current size (views of other optics groups)
+    _views: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def for_particle(self, state: "ParticleState") -> "EStepContext":
+        """This context in the units of the particle's optics group: its box, pixel size and
+        image sizes, translations in its pixels, noise spectra remapped onto its shells, and
+        ``remap`` for the reference's coordinates (RELION's ``remap_image_sizes`` and
+        ``applyScaleDifference``). The context itself when the group matches the model."""
+        if not self.optics_grids:
+            return self
+        box, pixel, current, coarse = self.optics_grids[state.optics]
+        if box == self.ori and abs(pixel - self.pixel_size) <= 1e-6 * self.pixel_size:
+            return self
+        view = self._views.get(state.optics)
+        if view is None:
+            remap = (self.ori * self.pixel_size) / (box * pixel)
+            to_model = _shell_remap(box // 2 + 1, remap)
+            n_model = self.sigma2.shape[-1]
+            sigma2 = np.where(to_model < n_model, self.sigma2[..., np.minimum(to_model, n_model - 1)], np.inf)
+            factor = self.pixel_size / pixel
+            view = replace(self, ori=box, pixel_size=pixel, current_size=current, coarse_size=coarse,
+                           sigma2=sigma2, translations=self.translations * factor,
+                           offset_step=self.offset_step * factor, remap=remap, optics_grids=(), _views={},
+                           model_current_size=self.current_size)
+            self._views[state.optics] = view
+        return view
+
+    def projection_radius(self, freq: FrequencySet) -> float:
+        """Reference radius (px) the E-step's projections reach for images windowed to
+        ``freq.size``: the smaller of the reference's current radius and the window's half size,
+        which RELION's accelerated projector compares with reference coordinates
+        (``AccProjectorKernel::makeKernel``)."""
+        return float(min((self.model_current_size or self.current_size) // 2, freq.size // 2))
+
+    def to_model_shells(self, sums: NDArray[np.float64], n_model: int) -> NDArray[np.float64]:
+        """Per-shell sums over this context's image shells added into the model's shells
+        (RELION: image shell i goes to ROUND(i · remap); beyond the model's last shell: dropped)."""
+        index = _shell_remap(sums.size, self.remap)
+        inside = index < n_model
+        return np.bincount(index[inside], sums[inside], minlength=n_model)[:n_model]
 
     def frequencies(self, size: int) -> FrequencySet:
-        return frequency_set_3d(self.ori, size) if self.is_3d else frequency_set(self.ori, size)
+        insert_radius = None
+        if self.remap != 1.0 and size == self.current_size:
+            # Back-projection takes the window's pixels within the model's current radius.
+            insert_radius = self.model_current_size / 2.0 / self.remap + 1e-9
+        build = frequency_set_3d if self.is_3d else frequency_set
+        return build(self.ori, size, insert_radius)
 
     def noise(self, state: "ParticleState") -> NDArray[np.float64]:
         """(n_shells,) noise spectrum of the particle's half set and optics group."""
@@ -119,6 +170,11 @@ class EStepContext:
 
     def scale(self, state: "ParticleState") -> float:
         return 1.0 if self.scales is None else float(self.scales[state.half, state.group])
+
+
+def _shell_remap(n_shells: int, remap: float) -> NDArray[np.int64]:
+    """Model shell of each of ``n_shells`` image shells: RELION's ROUND(remap · i)."""
+    return np.floor(np.arange(n_shells) * remap + 0.5).astype(np.int64)
 
 
 @dataclass
@@ -205,28 +261,42 @@ def _phases(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArr
 
 def _slices(
     ref: Reference, rotations: NDArray, freq: FrequencySet, power_weights: NDArray | None = None,
+    *, remap: float = 1.0, max_radius: float | None = None,
 ) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
     """Central-slice values ``(n, K)`` at ``freq`` for rotations ``(n, 3, 3)``, and their
-    weighted power ``Σ_k |V|² power_weights[m % F, k]`` ``(n,)`` (zeros without weights)."""
+    weighted power ``Σ_k |V|² power_weights[m % F, k]`` ``(n,)`` (zeros without weights).
+    ``remap`` scales image frequencies to the reference's (see EStepContext.remap); pixels that
+    land beyond ``max_radius`` (reference pixels) project to zero."""
     n = rotations.shape[0]
     out = np.empty((n, freq.n), dtype=np.complex64)
     power = np.empty(n, dtype=np.float32)
     if power_weights is None:
         power_weights = np.zeros((1, freq.n), dtype=np.float32)
-    power_weights = np.ascontiguousarray(power_weights, dtype=np.float32)
-    rot = np.ascontiguousarray(rotations, dtype=np.float64)
+    if max_radius is not None:
+        power_weights = power_weights * _inside_projector(freq, remap, ref.pad, max_radius)
+    rot = np.ascontiguousarray(rotations * remap if remap != 1.0 else rotations, dtype=np.float64)
     if freq.kz is None:
-        _check_inside_grid(ref, freq)
+        _check_inside_grid(ref, freq, remap)
         K.gather_points(ref.grid_f32, ref.c, rot, ref.pad, freq.kx32, freq.ky32, power_weights, out, power)
     else:
         K.gather_points_3d(ref.grid, ref.c, rot, ref.pad, freq.kx, freq.ky, freq.kz, power_weights, out, power)
+    if max_radius is not None:
+        out[:, ~_inside_projector(freq, remap, ref.pad, max_radius)] = 0
     return out, power
 
 
-def _check_inside_grid(ref: Reference, freq: FrequencySet) -> None:
+def _inside_projector(freq: FrequencySet, remap: float, pad: float, max_radius: float) -> NDArray[np.bool_]:
+    """(K,) pixels whose reference coordinate lies within ``max_radius``, tested as RELION's
+    accelerated projector does: the integer part of the squared padded radius against
+    ``(pad · max_radius)²``."""
+    k2 = freq.kx**2 + freq.ky**2 + (0.0 if freq.kz is None else freq.kz**2)
+    return np.floor((pad * remap) ** 2 * k2 + 1e-9) <= (pad * max_radius) ** 2
+
+
+def _check_inside_grid(ref: Reference, freq: FrequencySet, remap: float = 1.0) -> None:
     # gather_points has no bounds tests: every sample and its +1 neighbours must be stored.
-    if freq.n and int(freq.radius_max * ref.pad) + 1 > ref.c:
-        raise ValueError(f"frequencies up to {freq.radius_max:.1f} px exceed the reference grid "
+    if freq.n and int(freq.radius_max * remap * ref.pad) + 1 > ref.c:
+        raise ValueError(f"frequencies up to {freq.radius_max * remap:.1f} px exceed the reference grid "
                          f"(c={ref.c}, pad={ref.pad})")
 
 
@@ -271,7 +341,7 @@ def _score(
         rot = part_rot[start:start + chunk]
         r = rot.shape[0]
         total = np.einsum("fij,rjk->rfik", geo.rotations, rot).reshape(r * F, 3, 3)
-        V, p = _slices(ref, total, freq, power_weights)
+        V, p = _slices(ref, total, freq, power_weights, remap=ctx.remap)
         power[start:start + r] = p.reshape(r, F).sum(axis=1)
         cross[:, start:start + r] = (V.reshape(r, -1).view(np.float32) @ Zc.T).T
     WORK["poses"] += R * len(offsets_px)
@@ -304,7 +374,9 @@ def _likelihood_constants(
     image_term = float((np.abs(X[:, freq.flat]) ** 2 * inv).sum()) / 2.0
     hi_flat, _ = highres_pixels(ctx.ori, ctx.current_size, 3 if ctx.is_3d else 2)
     image_term += float((np.abs(X[:, hi_flat]) ** 2).sum()) / 2.0
-    log_norm = F * float(np.log(2.0 * np.pi * sigma2[freq.shell[freq.scored]]).sum())
+    scored_sigma2 = sigma2[freq.shell[freq.scored]]
+    # Image shells beyond the model's last shell (other optics groups) are not scored.
+    log_norm = F * float(np.log(2.0 * np.pi * scored_sigma2[np.isfinite(scored_sigma2)]).sum())
     top = float(log_prior_t.max())
     log_mean_t = top + float(np.log(np.mean(np.exp(log_prior_t - top))))
     return float(np.log(n_orientations)) - log_mean_t - image_term - log_norm
@@ -345,6 +417,7 @@ def expect_particle(
 ) -> ParticleResult:
     """Run both E-step passes for one particle and add its weighted sums to ``acc``
     (under ``lock``, when threads share the accumulator)."""
+    ctx = ctx.for_particle(state)
     ref = ctx.references[state.half]
     scale = ctx.scale(state)
     sigma2 = ctx.noise(state)
@@ -459,7 +532,7 @@ def _accumulate(
     # there"); the multiplicity enters the noise normalisation instead.
     inv_s2 = np.broadcast_to(_inverse_noise(ctx.noise(state), freq), C.shape)
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
-    V = _slices(ref, rot, freq)[0].reshape(len(cols), F, -1)
+    V = _slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
     # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ², for
     # the pixels with |k| <= size/2 only.
@@ -475,16 +548,21 @@ def _accumulate(
     mshift = shift_sum * Xm[None]
     resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
         (np.abs(Xm) ** 2)
-    n_shells = acc.sigma2_sum.shape[1]
-    noise = np.bincount(freq.shell, resid.sum(axis=0), minlength=n_shells)[:n_shells]
+    # Per-shell sums over the image's shells, then onto the model's (other optics groups).
+    n_shells = ctx.ori // 2 + 1
+    n_model = acc.sigma2_sum.shape[1]
+    measured = freq.measured
+    noise = np.bincount(freq.shell[measured], resid.sum(axis=0)[measured], minlength=n_shells)[:n_shells]
+    noise = ctx.to_model_shells(noise, n_model)
     multiplicity = None
     if particle.multiplicity is not None:
-        multiplicity = np.bincount(freq.shell, particle.multiplicity.reshape(F, -1)[:, freq.flat].sum(axis=0),
-                                   minlength=n_shells)[:n_shells]
+        per_pixel = particle.multiplicity.reshape(F, -1)[:, freq.flat].sum(axis=0)
+        multiplicity = np.bincount(freq.shell[measured], per_pixel[measured], minlength=n_shells)[:n_shells]
+        multiplicity = ctx.to_model_shells(multiplicity, n_model)
     # Image power beyond the current size, for the next iteration's larger images.
     hi_flat, hi_shell = highres_pixels(ctx.ori, ctx.current_size, 3 if ctx.is_3d else 2)
     full = np.abs(particle.masked.reshape(F, -1)[:, hi_flat]) ** 2
-    highres = np.bincount(hi_shell, full.sum(axis=0), minlength=n_shells)[:n_shells]
+    highres = ctx.to_model_shells(np.bincount(hi_shell, full.sum(axis=0), minlength=n_shells)[:n_shells], n_model)
     # Offsets (Å²) relative to the prior, direction distribution, and the scale correction
     # over the shells where the reference's SSNR (half 1's) exceeds 3.
     total = state.origin[None] + fine_t[rows] * ctx.pixel_size
@@ -495,7 +573,7 @@ def _accumulate(
         xa = (CV[..., strong] * np.conj(mshift[..., strong])).real.sum() / max(scale, 1e-12)
         aa = (w_r[:, None, None] * np.abs(CV[..., strong]) ** 2).sum() / max(scale * scale, 1e-12)
     with lock or nullcontext():
-        _scatter(acc, rot, freq, values, weights.astype(np.float64), ins)
+        _scatter(acc, rot * ctx.remap, freq, values, weights.astype(np.float64), ins)
         acc.sigma2_sum[state.optics] += noise
         acc.sigma2_images[state.optics] += F
         if multiplicity is not None:
@@ -514,8 +592,8 @@ def _accumulate(
 def _strong_pixels(ctx: EStepContext, freq: FrequencySet) -> NDArray[np.bool_]:
     """(K,) pixels whose shell has SSNR > 3 (RELION's data_vs_prior of half 1)."""
     if ctx.scale_ssnr is None:
-        return np.ones(freq.n, dtype=bool)
-    return ctx.scale_ssnr[np.minimum(freq.shell, ctx.scale_ssnr.size - 1)] > 3.0
+        return freq.measured
+    return (ctx.scale_ssnr[np.minimum(freq.shell, ctx.scale_ssnr.size - 1)] > 3.0) & freq.measured
 
 
 def _scatter(acc: HalfAccumulator, rot: NDArray, freq: FrequencySet, values: NDArray, weights: NDArray,

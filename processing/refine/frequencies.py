@@ -6,8 +6,10 @@ RELION windows each image's half transform to the current (or coarse) size ``s``
 the half of the ``kx = 0`` column (``ky < 0``) that FFTW stores twice
 (``MlOptimiser::updateImageSizeAndResolutionPointers``). Shell 0 stays in the set for the noise
 sums; the likelihood gives it no weight (``1/sigma^2 = 0`` there), which makes it invariant to
-additive offsets. Back-projection inserts only the pixels with ``|k| <= s/2``
-(``BackProjector::backproject2Dto3D``), flagged by :attr:`FrequencySet.inserted`.
+additive offsets. Back-projection inserts the window's pixels that land within the model's
+current radius (``BackProjector::backproject2Dto3D``), flagged by :attr:`FrequencySet.inserted`:
+``|k| <= s/2`` on the model's own grid; an optics group with another box or pixel size adds the
+window's corners that map inside it, which only back-projection uses (``measured`` is False).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ class FrequencySet:
 
     flat: (K,) indices into the flattened ``(ori, ori//2+1)`` (or ``(ori, ori, ori//2+1)``)
     array; kx, ky (, kz): (K,) float64 frequencies in pixels; shell: (K,) int ``round(|k|)``
-    (``0 .. size/2``); inserted: (K,) bool, ``|k| <= size/2`` (back-projected pixels).
+    (``0 .. size/2`` for the measured pixels); inserted: (K,) bool, the back-projected pixels;
+    measured: (K,) bool, the pixels of RELION's ``Mresol`` (shell ``<= size/2``), which the
+    likelihood and the noise, scale and multiplicity sums use.
     """
 
     ori: int
@@ -37,6 +41,7 @@ class FrequencySet:
     kz: NDArray[np.float64] | None
     shell: NDArray[np.int64]
     inserted: NDArray[np.bool_]
+    measured: NDArray[np.bool_]
 
     @property
     def n(self) -> int:
@@ -58,8 +63,8 @@ class FrequencySet:
 
     @cached_property
     def scored(self) -> NDArray[np.bool_]:
-        """(K,) pixels that enter the likelihood (shell >= 1)."""
-        return self.shell >= 1
+        """(K,) pixels that enter the likelihood (measured, shell >= 1)."""
+        return (self.shell >= 1) & self.measured
 
 
 def _logical(n: int) -> NDArray[np.int64]:
@@ -88,29 +93,33 @@ def _half_grid(ori: int, ndim: int) -> _HalfGrid:
     return _HalfGrid(k, radius, np.floor(radius + 0.5).astype(np.int64), ~((k[-1] == 0) & (k[-2] < 0)))
 
 
-def _build(ori: int, size: int, ndim: int) -> FrequencySet:
+def _build(ori: int, size: int, ndim: int, insert_radius: float | None) -> FrequencySet:
     grid = _half_grid(ori, ndim)
     half = size // 2
-    keep = (grid.shell <= half) & grid.non_redundant & (grid.k[-1] <= half)
+    window = grid.non_redundant & (grid.k[-1] <= half)
     for a in grid.k[:-1]:
-        keep &= (a > -half) & (a <= half)
-    flat = np.flatnonzero(keep)
+        window &= (a > -half) & (a <= half)
+    measured = grid.shell <= half
+    inserted = grid.radius <= (half if insert_radius is None else insert_radius)
+    flat = np.flatnonzero(window & (measured | inserted))
     kf = [a[flat].astype(np.float64) for a in grid.k]
     return FrequencySet(
-        ori, size, flat, kf[-1], kf[-2], kf[0] if ndim == 3 else None, grid.shell[flat], grid.radius[flat] <= half,
+        ori, size, flat, kf[-1], kf[-2], kf[0] if ndim == 3 else None, grid.shell[flat], inserted[flat],
+        measured[flat],
     )
 
 
 @lru_cache(maxsize=64)
-def frequency_set(ori: int, size: int) -> FrequencySet:
-    """Pixels of a 2D half transform of box ``ori`` windowed to image size ``size`` (even)."""
-    return _build(ori, size, 2)
+def frequency_set(ori: int, size: int, insert_radius: float | None = None) -> FrequencySet:
+    """Pixels of a 2D half transform of box ``ori`` windowed to image size ``size`` (even);
+    back-projection inserts those with ``|k| <= insert_radius`` (default ``size/2``)."""
+    return _build(ori, size, 2, insert_radius)
 
 
 @lru_cache(maxsize=64)
-def frequency_set_3d(ori: int, size: int) -> FrequencySet:
+def frequency_set_3d(ori: int, size: int, insert_radius: float | None = None) -> FrequencySet:
     """As :func:`frequency_set` for a 3D half transform ``(ori, ori, ori//2+1)``."""
-    return _build(ori, size, 3)
+    return _build(ori, size, 3, insert_radius)
 
 
 @lru_cache(maxsize=16)

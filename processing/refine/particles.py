@@ -86,9 +86,10 @@ class ParticleStore:
     particles, tomograms
         The particle set (after extraction) and its tomogram set.
     box, pixel_size
-        Particle box (px) and pixel size (Å) of the images.
-    mask_radius_px
-        Radius of the soft circular/spherical mask of the E-step (particle diameter / 2 / px).
+        Particle box (px) and pixel size (Å) of the images: one value for all particles, or one
+        per particle (optics groups extracted with different boxes or binnings).
+    mask_radius
+        Radius (Å) of the soft circular/spherical mask of the E-step (particle diameter / 2).
     zero_mask
         Fill outside the mask with the soft background mean (True) or with noise (False).
     do_ctf, intact_first_peak
@@ -106,9 +107,9 @@ class ParticleStore:
         particles: ParticleSet,
         tomograms: TomogramSet,
         *,
-        box: int,
-        pixel_size: float,
-        mask_radius_px: float,
+        box: int | NDArray[np.integer],
+        pixel_size: float | NDArray[np.floating],
+        mask_radius: float,
         zero_mask: bool = True,
         do_ctf: bool = True,
         intact_first_peak: bool = False,
@@ -117,9 +118,10 @@ class ParticleStore:
         root: Path | None = None,
         seed: int = 0,
     ) -> None:
-        self.box = int(box)
-        self.pixel_size = float(pixel_size)
-        self.mask_radius_px = float(mask_radius_px)
+        n = len(particles)
+        self.boxes = np.broadcast_to(np.asarray(box, dtype=np.int64), (n,)).copy()
+        self.pixel_sizes = np.broadcast_to(np.asarray(pixel_size, dtype=np.float64), (n,)).copy()
+        self.mask_radius = float(mask_radius)
         self.zero_mask = zero_mask
         self.do_ctf = do_ctf
         self.intact_first_peak = intact_first_peak
@@ -213,8 +215,8 @@ class ParticleStore:
     def _ctf2(self, g: ParticleGeometry) -> NDArray[np.float32]:
         """The image model's CTF array: CTF² for premultiplied data, else CTF (|CTF| when the
         data are phase-flipped), dose weighting included (spec 5.12)."""
-        n = self.box
-        kx, ky = fourier_frequency_grid(n, self.pixel_size)
+        n = int(self.boxes[g.index])
+        kx, ky = fourier_frequency_grid(n, float(self.pixel_sizes[g.index]))
         out = np.ones((len(g.ctf), n, n // 2 + 1), dtype=np.float32)
         if not self.do_ctf:
             return out
@@ -247,9 +249,10 @@ class ParticleStore:
         else:
             if data.ndim == 2:
                 data = data[None]
-            if data.shape[0] != len(g.ctf) or data.shape[1] != self.box:
+            box = int(self.boxes[i])
+            if data.shape[0] != len(g.ctf) or data.shape[1:] != (box, box):
                 raise InputError(
-                    f"stack has shape {data.shape}, expected ({len(g.ctf)}, {self.box}, {self.box}) "
+                    f"stack has shape {data.shape}, expected ({len(g.ctf)}, {box}, {box}) "
                     "from rlnTomoVisibleFrames and rlnImageSize", file=g.image_file)
             item = ParticleImages(
                 geometry=g,
@@ -281,7 +284,8 @@ class ParticleStore:
         with the particle's seed (RELION fills with noise from the current model's spectrum;
         its own random numbers are not reproduced)."""
         ndim = 3 if self.is_3d else 2
-        masked = soft_mask_outside(data, radius=self.mask_radius_px, edge_width=5.0, ndim=ndim)
+        radius_px = self.mask_radius / float(self.pixel_sizes[i])
+        masked = soft_mask_outside(data, radius=radius_px, edge_width=5.0, ndim=ndim)
         if self.zero_mask or noise_sigma2 is None:
             return masked
         # Outside the mask: coloured noise drawn from the current noise spectrum (seeded per particle).
@@ -290,7 +294,7 @@ class ParticleStore:
         rng = np.random.default_rng(self.seed + i)
         shape = data.shape[-ndim:]
         r = radius_grid(shape)
-        t = np.clip((r - self.mask_radius_px) / 5.0, 0.0, 1.0)
+        t = np.clip((r - radius_px) / 5.0, 0.0, 1.0)
         t = 0.5 - 0.5 * np.cos(np.pi * t)
         noise = rng.standard_normal(data.shape)
         spec = np.fft.rfftn(noise, axes=tuple(range(-ndim, 0)))
@@ -300,7 +304,7 @@ class ParticleStore:
         return data * (1.0 - t) + noise * t
 
     def _load_3d(self, g: ParticleGeometry, data: NDArray) -> ParticleImages:
-        n = self.box
+        n = int(self.boxes[g.index])
         if data.shape != (n, n, n):
             raise InputError(f"volume has shape {data.shape}, expected {(n, n, n)}", file=g.image_file)
         weights = read_mrc(g.ctf_file).data.astype(np.float32)

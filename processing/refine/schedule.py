@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from processing.geometry.healpix import healpix_angular_step
 from processing.geometry.symmetry import symmetry_operators
 
-__all__ = ["SamplingState", "RefineCounters", "image_sizes", "update_angular_sampling",
+__all__ = ["SamplingState", "RefineCounters", "image_sizes", "optics_image_sizes", "update_angular_sampling",
            "hidden_variable_changes", "update_change_counters", "has_converged"]
 
 #: RELION's MAX_NR_ITER_WO_RESOL_GAIN and MAX_NR_ITER_WO_LARGE_HIDDEN_VARIABLE_CHANGES.
@@ -90,11 +90,29 @@ def image_sizes(
             m += counters.incr_size
         current = min(2 * m, ori)
         current -= current % 2
-    coarse_step = sampling.angular_step(oversampled=False)
-    d = coarse_step / 360.0 * math.pi * particle_diameter
-    coarse_res = d / 1.2
-    coarse = 2 * int(math.ceil(pixel_size * ori / coarse_res))
-    coarse = min(coarse, current)
+    coarse = min(2 * int(math.ceil(pixel_size * ori / _coarse_resolution(sampling, particle_diameter))), current)
+    return current, max(coarse, 2)
+
+
+def _coarse_resolution(sampling: SamplingState, particle_diameter: float) -> float:
+    """Å: the resolution at which the coarse angular step moves the particle's edge by 1.2 Å
+    per Å (RELION's keep-safe factor for 3D references)."""
+    rotated_distance = sampling.angular_step(oversampled=False) / 360.0 * math.pi * particle_diameter
+    return rotated_distance / 1.2
+
+
+def optics_image_sizes(
+    *, current_size: int, model_ori: int, model_pixel_size: float, box: int, pixel_size: float,
+    sampling: SamplingState, particle_diameter: float,
+) -> tuple[int, int]:
+    """(current, coarse) image sizes of an optics group whose images are ``box`` px of
+    ``pixel_size`` Å, for the model's ``current_size``: the same frequency limits on the group's
+    grid, kept even and within its box (updateImageSizeAndResolutionPointers, in its order of
+    floating-point operations)."""
+    remap = (pixel_size * box) / (model_pixel_size * model_ori)
+    current = min(box, 2 * int(math.ceil(0.5 * remap * current_size)))
+    coarse_res = _coarse_resolution(sampling, particle_diameter)
+    coarse = min(current, 2 * int(math.ceil(remap * model_pixel_size * model_ori / coarse_res)))
     return current, max(coarse, 2)
 
 
