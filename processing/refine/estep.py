@@ -142,13 +142,6 @@ class EStepContext:
             self._views[state.optics] = view
         return view
 
-    def projection_radius(self, freq: FrequencySet) -> float:
-        """Reference radius (px) the E-step's projections reach for images windowed to
-        ``freq.size``: the smaller of the reference's current radius and the window's half size,
-        which RELION's accelerated projector compares with reference coordinates
-        (``AccProjectorKernel::makeKernel``)."""
-        return float(min((self.model_current_size or self.current_size) // 2, freq.size // 2))
-
     def to_model_shells(self, sums: NDArray[np.float64], n_model: int) -> NDArray[np.float64]:
         """Per-shell sums over this context's image shells added into the model's shells
         (RELION: image shell i goes to ROUND(i · remap); beyond the model's last shell: dropped)."""
@@ -261,36 +254,24 @@ def _phases(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArr
 
 def _slices(
     ref: Reference, rotations: NDArray, freq: FrequencySet, power_weights: NDArray | None = None,
-    *, remap: float = 1.0, max_radius: float | None = None,
+    *, remap: float = 1.0,
 ) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
     """Central-slice values ``(n, K)`` at ``freq`` for rotations ``(n, 3, 3)``, and their
     weighted power ``Σ_k |V|² power_weights[m % F, k]`` ``(n,)`` (zeros without weights).
-    ``remap`` scales image frequencies to the reference's (see EStepContext.remap); pixels that
-    land beyond ``max_radius`` (reference pixels) project to zero."""
+    ``remap`` scales image frequencies to the reference's (see EStepContext.remap)."""
     n = rotations.shape[0]
     out = np.empty((n, freq.n), dtype=np.complex64)
     power = np.empty(n, dtype=np.float32)
     if power_weights is None:
         power_weights = np.zeros((1, freq.n), dtype=np.float32)
-    if max_radius is not None:
-        power_weights = power_weights * _inside_projector(freq, remap, ref.pad, max_radius)
+    power_weights = np.ascontiguousarray(power_weights, dtype=np.float32)
     rot = np.ascontiguousarray(rotations * remap if remap != 1.0 else rotations, dtype=np.float64)
     if freq.kz is None:
         _check_inside_grid(ref, freq, remap)
         K.gather_points(ref.grid_f32, ref.c, rot, ref.pad, freq.kx32, freq.ky32, power_weights, out, power)
     else:
         K.gather_points_3d(ref.grid, ref.c, rot, ref.pad, freq.kx, freq.ky, freq.kz, power_weights, out, power)
-    if max_radius is not None:
-        out[:, ~_inside_projector(freq, remap, ref.pad, max_radius)] = 0
     return out, power
-
-
-def _inside_projector(freq: FrequencySet, remap: float, pad: float, max_radius: float) -> NDArray[np.bool_]:
-    """(K,) pixels whose reference coordinate lies within ``max_radius``, tested as RELION's
-    accelerated projector does: the integer part of the squared padded radius against
-    ``(pad · max_radius)²``."""
-    k2 = freq.kx**2 + freq.ky**2 + (0.0 if freq.kz is None else freq.kz**2)
-    return np.floor((pad * remap) ** 2 * k2 + 1e-9) <= (pad * max_radius) ** 2
 
 
 def _check_inside_grid(ref: Reference, freq: FrequencySet, remap: float = 1.0) -> None:
