@@ -291,3 +291,31 @@ def test_glibc_random_is_libc() -> None:
         libc.srand(seed)
         generator = GlibcRandom(seed)
         assert [generator.rand() for _ in range(500)] == [libc.rand() for _ in range(500)]
+
+
+def test_mt19937_shuffle_is_libstdcxx() -> None:
+    """relion_refine's particle order: std::shuffle with std::mt19937, as libstdc++ 12 (GCC
+    12.2, the compiler of the RELION build in oracle/) computes it. The expected values were
+    printed by a C++ program built with that g++: for each n, iota(n) shuffled with
+    mt19937(2), then its first half shuffled again with the same generator; shown are the first
+    (up to) 12 elements, the last element and the generator's next output."""
+    from processing.glibc_random import Mt19937, libstdcxx_shuffle
+
+    expected = {
+        7: ([5, 6, 2, 4, 1, 3, 0], 0, 2360782358),
+        10: ([5, 1, 3, 8, 0, 4, 6, 2, 7, 9], 9, 2081981515),
+        100: ([92, 95, 96, 41, 69, 82, 47, 17, 51, 1, 44, 5], 39, 513183305),
+        135: ([43, 91, 133, 17, 41, 16, 19, 103, 101, 7, 70, 123], 15, 2337356230),
+        # above 2**16 elements libstdc++ draws one swap position at a time
+        70000: ([6343, 56508, 7413, 28505, 31020, 47557, 65902, 45030, 1702, 59214, 37431, 55813], 39808,
+                3073513891),
+    }
+    for n, (first, last, next_value) in expected.items():
+        items = list(range(n))
+        generator = Mt19937(2)
+        libstdcxx_shuffle(items, generator)
+        half = items[: n // 2]
+        libstdcxx_shuffle(half, generator)
+        items[: n // 2] = half
+        assert items[:12] == first and items[-1] == last and generator() == next_value, n
+    assert Mt19937(5489)() == 3499211612          # first output of the default-seeded engine

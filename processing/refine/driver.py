@@ -25,7 +25,7 @@ from processing.geometry.euler import euler_to_matrix
 from processing.geometry.sampling import (
     AngularSampling, initial_random_perturbation, next_random_perturbation, translation_grid,
 )
-from processing.glibc_random import GlibcRandom
+from processing.glibc_random import GlibcRandom, Mt19937, libstdcxx_shuffle
 from processing.geometry.symmetry import normalise_symmetry_name, symmetry_operators
 from processing.io.atomic import atomic_write
 from processing.io.mrc import read_mrc
@@ -515,14 +515,28 @@ class RefineRun:
         chosen = None
         if self.comm.size == 1 or self.comm.rank == 1:
             # RELION (rank 1, with its own half-1 model) takes the first 100 particles of its
-            # sorted order: half 1 first (in RELION shuffled once, here in file order), then
-            # half 2 when half 1 has fewer than 100.
-            order = sorted(range(len(state.particles)), key=lambda i: state.particles[i].half)
+            # visiting order: half 1 first, then half 2 when half 1 has fewer than 100.
+            order = self._visiting_order(state)
             items = [(self.store.load(i), replace(state.particles[i], half=0)) for i in order[:ACCURACY_PARTICLES]]
             chosen = expected_accuracy(ctx, items, random_seed=self.seed)
         if self.comm.size > 1:
             chosen = self.comm.bcast(chosen, root=1)
         return chosen
+
+    def _visiting_order(self, state: RunState) -> list[int]:
+        """relion_refine's particle order (``Experiment::randomiseParticlesOrder``, done once
+        per process, in its first iteration): half 1 then half 2 in file order, each half
+        shuffled by libstdc++'s ``std::shuffle`` with ``std::mt19937(random_seed + iteration)``
+        (one generator for both), then each half stably sorted on optics group. A seed of 0
+        leaves the halves in file order."""
+        if getattr(self, "_order", None) is None:
+            halves = [[i for i, p in enumerate(state.particles) if p.half == h] for h in (0, 1)]
+            if self.seed != 0:
+                generator = Mt19937(self.seed + state.counters.iteration)
+                for half in halves:
+                    libstdcxx_shuffle(half, generator)
+            self._order = [i for half in halves for i in sorted(half, key=lambda i: state.particles[i].optics)]
+        return self._order
 
     # ---- expectation ----------------------------------------------------------------------
 
