@@ -94,3 +94,18 @@ def test_change_counters_use_the_initial_sampling() -> None:
                              healpix_order_original=2, offset_step_original=24.0)
     update_change_counters(counters, sampling, 1.146250, 1.481130, 0.0)
     assert counters.nr_iter_wo_large_changes == 1
+
+
+def test_change_counters_after_continue_use_the_continued_sampling() -> None:
+    """On --continue the leader starts from the continued iteration's sampling file, so from
+    then on changes are judged against that iteration's steps (HEALPix 4 and 6 Å here): the
+    same changes as above are no longer small."""
+    counters = RefineCounters(smallest_changes_orientations=2.0, smallest_changes_offsets=2.0,
+                              smallest_changes_classes=0.0)
+    sampling = SamplingState(healpix_order=4, psi_step=3.75, offset_range=15.34, offset_step=6.0,
+                             healpix_order_original=2, offset_step_original=24.0)
+    # Oversampled steps 1.875 deg / 3 Å: 1.15 deg and 1.48 Å exceed 40 % of them.
+    update_change_counters(counters, sampling, 1.146250, 1.481130, 0.0, leader_sampling=(4, 6.0))
+    assert counters.nr_iter_wo_large_changes == 0
+    update_change_counters(counters, sampling, 0.3, 1.0, 0.0, leader_sampling=(4, 6.0))
+    assert counters.nr_iter_wo_large_changes == 1

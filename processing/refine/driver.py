@@ -106,6 +106,8 @@ class RefineRun:
         self.seed = self.comm.bcast(seed)
         self.timings: dict[str, float] = {}
         self.iteration_timings: list[dict[str, float]] = []
+        #: (HEALPix order, offset step Å) the change counters are judged against on --continue
+        self._leader_sampling: tuple[int, float] | None = None
         self.started = time.time()
 
     # ---- inputs -------------------------------------------------------------------------
@@ -439,6 +441,7 @@ class RefineRun:
         self.load_data(particles_file, tomograms_file)
         if o.continue_from:
             state, start = self.continue_state(o.continue_from)
+            self._leader_sampling = (state.sampling.healpix_order, state.sampling.offset_step)
             # relion_refine re-evaluates the resolution from the model it read before its first
             # iteration (MlOptimiserMpi::iterate); an unchanged value counts as no gain.
             self._update_current_resolution(state, cc=False)
@@ -670,7 +673,7 @@ class RefineRun:
         new_o = np.stack([results[i].origin for i in idx])
         orient, offset = hidden_variable_changes(old_m, new_m, old_o, new_o, self.symmetry)
         class_changes = float(np.mean([state.particles[i].class_number != 1 for i in idx]))
-        update_change_counters(c, s, orient, offset, class_changes)
+        update_change_counters(c, s, orient, offset, class_changes, leader_sampling=self._leader_sampling)
         for i in idx:
             r = results[i]
             state.particles[i].angles = r.angles

@@ -183,6 +183,7 @@ def hidden_variable_changes(
 
 def update_change_counters(
     counters: RefineCounters, sampling: SamplingState, orient: float, offset: float, classes: float = 0.0,
+    *, leader_sampling: tuple[int, float] | None = None,
 ) -> None:
     """nr_iter_wo_large_hidden_variable_changes and the running minima (spec 5.7,
     ``updateOverallChangesInHiddenVariables``).
@@ -197,9 +198,12 @@ def update_change_counters(
     counters.current_changes_offsets = offset
     counters.current_changes_classes = classes
     # relion_refine_mpi's leader, which keeps these counters, never runs updateAngularSampling
-    # (only the followers do), so it compares the changes with the *initial* sampling steps.
-    angular_step = healpix_angular_step(sampling.healpix_order_original + sampling.oversampling)
-    translational_step = sampling.offset_step_original / (2 ** sampling.oversampling)
+    # (only the followers do), so it compares the changes with the sampling it started the
+    # process with: the initial one, or on --continue the continued iteration's
+    # (``leader_sampling``: HEALPix order and offset step in Å).
+    order, offset_step = leader_sampling or (sampling.healpix_order_original, sampling.offset_step_original)
+    angular_step = healpix_angular_step(order + sampling.oversampling)
+    translational_step = offset_step / (2 ** sampling.oversampling)
     small_classes = 1.03 * classes >= counters.smallest_changes_classes
     small_offsets = offset < 0.4 * translational_step or 1.03 * offset >= counters.smallest_changes_offsets
     small_orient = orient < 0.4 * angular_step or 1.03 * orient >= counters.smallest_changes_orientations
