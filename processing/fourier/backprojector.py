@@ -169,13 +169,17 @@ def enforce_hermitian(data: NDArray[np.complexfloating], weight: NDArray[np.floa
     """Make the ``kx = 0`` plane Hermitian, in place: ``F(0,y,z) <- F(0,y,z) + conj F(0,-y,-z)``.
 
     Contributions inserted near ``kx = 0`` from the mirrored side land on the other half of
-    the plane; summing both halves (weights likewise) restores the full-grid sums. Call it
-    once, after all insertions (it is part of :func:`symmetrise`).
+    the plane; summing both halves (weights likewise) restores the full-grid sums. The origin,
+    its own mirror, is left as it is (RELION's ``enforceHermitianSymmetry`` pairs every other
+    point once). Call it once, after all insertions (it is part of :func:`symmetrise`).
     """
+    c = data.shape[0] // 2
+    origin_data, origin_weight = data[c, c, 0], weight[c, c, 0]
     p = data[:, :, 0]
     data[:, :, 0] = p + np.conj(p[::-1, ::-1])
     q = weight[:, :, 0]
     weight[:, :, 0] = q + q[::-1, ::-1]
+    data[c, c, 0], weight[c, c, 0] = origin_data, origin_weight
 
 
 def symmetrise(

@@ -511,7 +511,11 @@ def _accumulate(
     C = particle.ctf2.reshape(F, -1)[:, freq.flat]
     # The sums take plain 1/σ² (RELION: "for storeWeightedSums the factor M should not be
     # there"); the multiplicity enters the noise normalisation instead.
-    inv_s2 = np.broadcast_to(_inverse_noise(ctx.noise(state), freq), C.shape)
+    # The origin pixel, which the likelihood leaves out, is back-projected with 1/σ²(0)
+    # (storeWeightedSums restores it).
+    sigma2 = ctx.noise(state)
+    inv_s2 = np.where(freq.shell == 0, 1.0 / max(float(sigma2[0]), 1e-30), _inverse_noise(sigma2, freq))
+    inv_s2 = np.broadcast_to(inv_s2, C.shape)
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
     V = _slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
