@@ -108,6 +108,8 @@ class RefineRun:
         self.iteration_timings: list[dict[str, float]] = []
         #: (HEALPix order, offset step Å) the change counters are judged against on --continue
         self._leader_sampling: tuple[int, float] | None = None
+        #: relion_refine's particle visiting order (see _visiting_order), made in the first iteration
+        self._order: list[int] | None = None
         self.started = time.time()
 
     # ---- inputs -------------------------------------------------------------------------
@@ -149,6 +151,8 @@ class RefineRun:
                 raise InputError(f"optics group {numbers[row]}: image size {box} must be even and the pixel size "
                                  f"{px} positive", file=particles_file, table="optics", column="rlnImageSize",
                                  row=row + 1)
+        self.optics_on_model_grid = [box == self.ori and abs(px - self.pixel_size) <= 1e-6 * self.pixel_size
+                                     for box, px in zip(self.optics_boxes, self.optics_pixel_sizes)]
         self.optics_index = np.array([numbers.index(int(g)) for g in ps.optics_groups()], dtype=np.int64)
         self.n_optics = len(numbers)
         self.is_3d = images_are_3d(ps)
@@ -327,9 +331,9 @@ class RefineRun:
         """Half transforms of an optics group's images on the model's grid: for a group with
         another box or pixel size, each image resampled to the model's pixel size and windowed
         to its box in real space (relion_refine's initial noise estimate does so)."""
-        box, px = self.optics_boxes[optics], self.optics_pixel_sizes[optics]
-        if box == self.ori and abs(px - self.pixel_size) <= 1e-6 * self.pixel_size:
+        if self.optics_on_model_grid[optics]:
             return transforms
+        box, px = self.optics_boxes[optics], self.optics_pixel_sizes[optics]
         ndim = 3 if self.is_3d else 2
         images = irfft_centered(transforms.astype(np.complex128), size=box, ndim=ndim)
         size = box
@@ -384,16 +388,16 @@ class RefineRun:
             optics_grids=self._optics_grids(state),
         )
 
-    def _optics_grids(self, state: RunState) -> tuple[tuple[int, float, int, int], ...]:
-        """(box, pixel, current size, coarse size) per optics group, when any group's images
-        differ from the model's box or pixel size."""
-        grids = list(zip(self.optics_boxes, self.optics_pixel_sizes))
-        if all(box == self.ori and abs(px - self.pixel_size) <= 1e-6 * self.pixel_size for box, px in grids):
+    def _optics_grids(self, state: RunState) -> tuple[tuple[int, float, int, int] | None, ...]:
+        """(box, pixel, current size, coarse size) per optics group, None for the groups on the
+        model's grid; empty when all are."""
+        if all(self.optics_on_model_grid):
             return ()
         c, s = state.counters, state.sampling
-        return tuple((box, px, *optics_image_sizes(
+        return tuple(None if on_grid else (box, px, *optics_image_sizes(
             current_size=c.current_size, model_ori=self.ori, model_pixel_size=self.pixel_size, box=box,
-            pixel_size=px, sampling=s, particle_diameter=self.particle_diameter)) for box, px in grids)
+            pixel_size=px, sampling=s, particle_diameter=self.particle_diameter))
+            for box, px, on_grid in zip(self.optics_boxes, self.optics_pixel_sizes, self.optics_on_model_grid))
 
     def _restore_continuation_options(self) -> None:
         """On ``--continue``, the run's settings come from its optimiser/model/sampling files;
@@ -532,7 +536,7 @@ class RefineRun:
         shuffled by libstdc++'s ``std::shuffle`` with ``std::mt19937(random_seed + iteration)``
         (one generator for both), then each half stably sorted on optics group. A seed of 0
         leaves the halves in file order."""
-        if getattr(self, "_order", None) is None:
+        if self._order is None:
             halves = [[i for i, p in enumerate(state.particles) if p.half == h] for h in (0, 1)]
             if self.seed != 0:
                 generator = Mt19937(self.seed + state.counters.iteration)

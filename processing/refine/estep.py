@@ -109,9 +109,9 @@ class EStepContext:
     adaptive_fraction: float = 0.999
     oversampling: int = 1
     is_3d: bool = False
-    #: per optics group (box px, pixel Å, current size, coarse size) of its images, when an
-    #: optics group's images differ from the model's box or pixel size (else empty)
-    optics_grids: tuple[tuple[int, float, int, int], ...] = ()
+    #: per optics group (box px, pixel Å, current size, coarse size) of its images, None for a
+    #: group on the model's grid; empty when every group is
+    optics_grids: tuple[tuple[int, float, int, int] | None, ...] = ()
     #: model Fourier shells per image shell: (ori · pixel_size of the model) / (box · pixel of
     #: the images); 1 for the model's own grid
     remap: float = 1.0
@@ -123,13 +123,12 @@ class EStepContext:
         image sizes, translations in its pixels, noise spectra remapped onto its shells, and
         ``remap`` for the reference's coordinates (RELION's ``remap_image_sizes`` and
         ``applyScaleDifference``). The context itself when the group matches the model."""
-        if not self.optics_grids:
-            return self
-        box, pixel, current, coarse = self.optics_grids[state.optics]
-        if box == self.ori and abs(pixel - self.pixel_size) <= 1e-6 * self.pixel_size:
+        grid = self.optics_grids[state.optics] if self.optics_grids else None
+        if grid is None:
             return self
         view = self._views.get(state.optics)
         if view is None:
+            box, pixel, current, coarse = grid
             remap = (self.ori * self.pixel_size) / (box * pixel)
             to_model = _shell_remap(box // 2 + 1, remap)
             n_model = self.sigma2.shape[-1]
@@ -145,6 +144,8 @@ class EStepContext:
     def to_model_shells(self, sums: NDArray[np.float64], n_model: int) -> NDArray[np.float64]:
         """Per-shell sums over this context's image shells added into the model's shells
         (RELION: image shell i goes to ROUND(i · remap); beyond the model's last shell: dropped)."""
+        if self.remap == 1.0 and sums.size == n_model:
+            return sums
         index = _shell_remap(sums.size, self.remap)
         inside = index < n_model
         return np.bincount(index[inside], sums[inside], minlength=n_model)[:n_model]
