@@ -227,13 +227,16 @@ _BUILTIN: list[Preset] = [
            Fingerprint(_DEMO_PX, 3, 40, "C6"),
            "Simulated demo dataset: Reconstruct particle at bin 3, box 64, crop 40, C6"),
     Preset("demo-refine3d", "refine3d",
-           {"ref_correct_greyscale": "Yes", "ini_high": "60", "sym_name": "C6", "particle_diameter": "250",
+           # Reconstruct particle's map is not on the refinement's greyscale (as RELION's own is
+           # not): cross-correlation in iteration 1 (tests/test_refine_demo.py).
+           {"ref_correct_greyscale": "No", "ini_high": "60", "sym_name": "C6", "particle_diameter": "250",
             "sampling": "7.5 degrees", "auto_local_sampling": "1.8 degrees", "sigma_tilt": "10",
             "offset_range": "4", "offset_step": "1", "auto_faster": "Yes",
             "nr_pool": "8", "nr_mpi": "3", "nr_threads": "1"},
            Fingerprint(_DEMO_PX, 3, 40, "C6"),
-           "Simulated demo dataset: 3D auto-refine at bin 3 (low-pass 60 Å, C6, 7.5°, local from 1.8°, "
-           "tilt prior 10°, mask 250 Å, offsets 4/1 px, finer sampling faster, 3 MPI)"),
+           "Simulated demo dataset: 3D auto-refine at bin 3 (reference not on absolute greyscale, "
+           "low-pass 60 Å, C6, 7.5°, local from 1.8°, tilt prior 10°, mask 250 Å, offsets 4/1 px, "
+           "finer sampling faster, 3 MPI)"),
     Preset("demo-bin2-extract", "extract",
            {"binning": "2", "box_size": "96", "crop_size": "64", "max_dose": "30", "min_frames": "1",
             "do_stack2d": "Yes", "do_float16": "Yes", "nr_threads": "2"},

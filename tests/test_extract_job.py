@@ -95,7 +95,7 @@ def test_2d_star_columns_are_relions(stacks32, shifted_particles, test_dataset):
     assert int(row["rlnImageSize"]) == CROP
     source = read_star(shifted_particles)["particles"]
     table = blocks["particles"]
-    assert list(table.columns) == list(source.columns) + ["rlnImageName", "rlnTomoVisibleFrames"]
+    assert list(table.columns) == list(source.columns) + ["rlnTomoVisibleFrames", "rlnImageName"]
     assert not {"rlnCoordinateX", "rlnCtfImage"} & set(table.columns)
     # origins zeroed, coordinates re-centred onto the origin-corrected position
     for axis in "XYZ":

@@ -92,23 +92,24 @@ def test_converges_and_writes_relion_outputs(small_run: Path, small_inputs: Path
     assert int(optimiser["rlnHasConverged"]) == 1
     progress = json.loads((small_run / "progress.json").read_text())
     assert {"iteration", "phase", "particles_done", "particles_total"} <= set(progress)
-    # Science, first against RELION 5's own run of this job on the same extraction
-    # (tests/data/refine_test_relion: same halves, --random_seed 1 and so the same glibc
-    # perturbations). Through iteration 9 (the first at 3.75 deg) both runs take the same path:
-    # resolution, sampling and perturbation of every iteration. After that the two runs, whose
-    # poses on these 12-px particles swing between 8 and 19 deg median error, drift apart
-    # (tomodash's iteration-10 orientation change was 2.5 deg against RELION's 3.8 deg, on either
-    # side of the 3 deg threshold), so only the end point is compared: the final resolution
-    # within one shell and the final iteration within 3 (measured: 14 against RELION's 17).
+    # Science, first against RELION 5's own run of this job on the same inputs
+    # (tests/data/refine_test_relion: the same stacks and reference, which tomodash's Extract
+    # and Reconstruct make equal to RELION's; the same halves, --random_seed 1 and so the same
+    # glibc perturbations). The two runs take the same path to convergence: resolution, HEALPix
+    # order and perturbation of every iteration identical; the offset range of the local
+    # searches within 3 % (measured 1.3 % and 2.2 %); both converge in iteration 13 (before
+    # Extract and Reconstruct matched RELION, the runs parted after iteration 9 and converged 3
+    # iterations apart).
     relion = RELION_TEST_RUN
-    for iteration in range(1, 10):
+    relion_iterations = len(list(relion.glob("run_it*_optimiser.star")))        # 0..12: final 13
+    for iteration in range(1, relion_iterations):
         theirs = ModelStarContents.read(relion / f"run_it{iteration:03d}_half1_model.star")
         ours = ModelStarContents.read(small_run / f"run_it{iteration:03d}_half1_model.star")
         assert ours.current_resolution == pytest.approx(theirs.current_resolution, rel=1e-3), iteration
         theirs_sampling = SamplingStarContents.read(relion / f"run_it{iteration:03d}_sampling.star")
         ours_sampling = SamplingStarContents.read(small_run / f"run_it{iteration:03d}_sampling.star")
         assert ours_sampling.healpix_order == theirs_sampling.healpix_order, iteration
-        assert ours_sampling.offset_range == pytest.approx(theirs_sampling.offset_range, rel=0.01), iteration
+        assert ours_sampling.offset_range == pytest.approx(theirs_sampling.offset_range, rel=0.03), iteration
         assert ours_sampling.perturb_instance == pytest.approx(theirs_sampling.perturb_instance, abs=1e-5), iteration
     final_theirs = ModelStarContents.read(relion / "run_model.star").current_resolution
     final_ours = ModelStarContents.read(small_run / "run_model.star").current_resolution
@@ -116,9 +117,8 @@ def test_converges_and_writes_relion_outputs(small_run: Path, small_inputs: Path
     assert abs(box / final_ours - box / final_theirs) <= 1.0 + 1e-6
     # The final iteration is the one after the last run_itNNN file (its files say -1, as RELION's).
     assert int(starfile.read(small_run / "run_optimiser.star")["rlnCurrentIteration"]) == -1
-    relion_iterations = len(list(relion.glob("run_it*_optimiser.star")))        # 0..16: final 17
     our_iterations = len(list(small_run.glob("run_it*_optimiser.star")))
-    assert abs(our_iterations - relion_iterations) <= 3, (our_iterations, relion_iterations)
+    assert abs(our_iterations - relion_iterations) <= 1, (our_iterations, relion_iterations)
     # Then against the simulator's truth: RELION itself oscillates between 8 and 19 degrees
     # median error on these 12-px particles (its offset prior pins the translations), so the
     # check is only that the converged map is closer to the truth than the starting reference

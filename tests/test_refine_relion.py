@@ -64,13 +64,15 @@ def relion_options(out: Path, optimisation_set: Path, case: Case = CASES["demo"]
 
 def with_relion_halves(tmp: Path, case: Case = CASES["demo"]) -> Path:
     """The case's extracted particles with RELION's rlnRandomSubset (from run_it000_data.star),
-    image paths made absolute; returns the optimisation set."""
+    image (and 3D weight) paths made absolute; returns the optimisation set."""
     particles = ParticleSet.read(case.root / case.particles)
     relion = starfile.read(case.relion / "run_it000_data.star")["particles"]
     table = particles.particles
     assert list(table["rlnTomoParticleName"]) == list(relion["rlnTomoParticleName"])
     table["rlnRandomSubset"] = relion["rlnRandomSubset"].to_numpy()
-    table["rlnImageName"] = [str(case.root / name) for name in table["rlnImageName"]]
+    for column in ("rlnImageName", "rlnCtfImage"):
+        if column in table.columns:
+            table[column] = [str(case.root / name) for name in table[column]]
     particles.write(tmp / "particles.star")
     OptimisationSet(particles=str(tmp / "particles.star"), tomograms=str(case.root / "tomograms.star")).write(
         tmp / "optimisation_set.star")
@@ -223,6 +225,7 @@ def relion_path(last: int) -> list[dict]:
             "changes": (optimiser.changes_optimal_orientations, optimiser.changes_optimal_offsets),
             "wo_gain": optimiser.nr_iter_without_resolution_gain,
             "wo_changes": optimiser.nr_iter_without_changing_assignments,
+            "fsc": np.asarray(model.gold_standard_fsc, dtype=float), "size": model.current_image_size,
         })
     return path
 
@@ -242,6 +245,7 @@ def demo_path(tmp_path_factory) -> list[dict]:
             "acc_trans": c.acc_trans, "changes": (c.current_changes_orientations, c.current_changes_offsets),
             "wo_gain": c.nr_iter_wo_resol_gain, "wo_changes": c.nr_iter_wo_large_changes,
             "local": s.local_search, "joined": state.joined, "converged": c.has_converged,
+            "fsc": np.array(state.halves[0].fsc, dtype=float), "size": c.current_size,
         })
     return path
 
@@ -254,24 +258,41 @@ def test_whole_run_follows_relion(demo_path) -> None:
     relion = relion_path(RECORDED_ITERATIONS)
     first = relion_model(1, 1)
     box = first.ori_size * first.pixel_size                                     # Å
+    worst_fsc: list[float] = []
     for i, (ours, theirs) in enumerate(zip(demo_path, relion), start=1):
+        # The gold-standard FSC, shell by shell below RELION's resolution (and below the edge
+        # of the smaller image size of the two): measured within 0.001 in iteration 1 and up to
+        # 0.05 later (the 1-9 % of particles whose poses differ after iteration 1's near-ties).
+        shells = min(min(ours["size"], theirs["size"]) // 2, int(round(box / theirs["resolution"])))
+        np.testing.assert_allclose(ours["fsc"][1:shells], theirs["fsc"][1:shells], atol=0.07, err_msg=str(i))
+        worst_fsc.append(float(np.abs(ours["fsc"][1:shells] - theirs["fsc"][1:shells]).max()))
         # Resolution within one Fourier shell of RELION's, every iteration (tomodash lost 2-3
-        # shells in iterations 2-3 before issue 10).
-        assert abs(box / ours["resolution"] - box / theirs["resolution"]) <= 1.0 + 1e-6, (i, ours, theirs)
+        # shells in iterations 2-3 before issue 10) - but for a branch of RELION's rule that
+        # an FSC a hair from 0.5 decides: when the SSNR curve dips below 1 and recovers more than
+        # three shells higher, the recovery shell is taken. In iteration 2 that shell's FSC is
+        # 0.519 for RELION and 0.499 for tomodash (curves otherwise within 0.02), so RELION
+        # takes 21.6 Å and tomodash stays at 29.5 Å; both agree again from iteration 3.
+        apart = abs(box / ours["resolution"] - box / theirs["resolution"])
+        if apart > 1.0 + 1e-6:
+            recovery = int(round(box / min(ours["resolution"], theirs["resolution"])))
+            assert abs(ours["fsc"][recovery] - 0.5) < 0.03 and abs(theirs["fsc"][recovery] - 0.5) < 0.03, \
+                (i, ours, theirs)
         # The same sampling (order, offsets; RELION stays global at 7.5 deg through iteration 10,
         # where tomodash stepped the order every iteration).
         assert ours["healpix_order"] == theirs["healpix_order"], (i, ours, theirs)
         assert ours["offset_range"] == pytest.approx(theirs["offset_range"], rel=0.01), i
         assert ours["offset_step"] == pytest.approx(theirs["offset_step"], rel=0.01), i
         assert not ours["local"] and not ours["joined"] and not ours["converged"]
-        # Accuracies, on RELION's own 100 particles: measured within 1.6 % (5 % with the first
-        # 100 in file order).
-        assert ours["acc_rot"] == pytest.approx(theirs["acc_rot"], rel=0.03), (i, ours, theirs)
-        assert ours["acc_trans"] == pytest.approx(theirs["acc_trans"], rel=0.03), (i, ours, theirs)
+        # Accuracies, on RELION's own 100 particles: measured within 3.2 % (iteration 4, after
+        # the iteration-2 branch above; 1.6 % when both took it; 5 % with the first 100 in
+        # file order; tomodash's 13.1 deg against RELION's 1.4 in iteration 2 before issue 10).
+        assert ours["acc_rot"] == pytest.approx(theirs["acc_rot"], rel=0.05), (i, ours, theirs)
+        assert ours["acc_trans"] == pytest.approx(theirs["acc_trans"], rel=0.05), (i, ours, theirs)
         # Hidden-variable changes that drive the sampling: measured within 5 %, except the
         # orientation change of iteration 7 (5.6 deg against RELION's 6.6).
         assert ours["changes"][0] == pytest.approx(theirs["changes"][0], rel=0.2, abs=0.5), (i, ours, theirs)
         assert ours["changes"][1] == pytest.approx(theirs["changes"][1], rel=0.15, abs=0.5), (i, ours, theirs)
+    print("largest FSC difference per iteration:", np.round(worst_fsc, 3))
     resolutions = [box / p["resolution"] for p in demo_path]
     # While the halves are separate the resolution never falls by more than a shell.
     assert all(b >= a - 1.0 for a, b in zip(resolutions, resolutions[1:])), resolutions
@@ -343,3 +364,66 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path) -> None:
     assert np.all(difference[group == 1] < 1e-3) and np.all(shift[group == 1] < 1e-3)
     assert np.mean(difference[group == 2] < 1e-3) > 0.75
     assert np.mean(shift[group == 2] < 1e-3) > 0.9
+
+
+@pytest.fixture(scope="module")
+def pseudo3d_case(test_dataset, tmp_path_factory) -> Case:
+    """RELION's iterations 0 and 1 on 3D pseudo-subtomograms (tests/data/refine_unkind/pseudo3d):
+    RELION refined relion_tomo_subtomo's volumes of the TEST dataset, which tomodash's
+    extraction reproduces to 1e-6 (test_extract_relion.py), so the volumes are made here by
+    tomodash and only RELION's STAR files and reference are stored."""
+    from conftest import run_cmd, venv_bin
+
+    root = tmp_path_factory.mktemp("pseudo3d")
+    run_cmd([venv_bin("tomodash"), "extract", "--i", str(test_dataset / "optimisation_set.star"),
+             "--o", f"{root / 'ex'}/", "--b", "32", "--crop", "24", "--bin", "2", "--j", "1"])
+    source = DATA / "refine_unkind" / "pseudo3d"
+    for name in ("Refine3D", "rec"):
+        (root / name).symlink_to(source / name)
+    for name in ("tomograms.star", "tilt_series"):
+        (root / name).symlink_to(test_dataset / name)
+    return Case(root, "ex/particles.star", "rec/merged.mrc", 200.0)
+
+
+def test_pseudo_subtomograms_first_iteration_is_relions(pseudo3d_case, tmp_path) -> None:
+    """3D data: RELION's projector and initial τ² drop the image-side factor N for volumes; its
+    CPU path divides 1/σ² by the multiplicity once per call of the image precalculation (twice
+    in pass 2 at an unchanged size, once left in the back-projection); CTF and multiplicity
+    exist only within radius N/2; the initial noise reads the volumes before the subtomogram
+    correction; back-projection skips the kz < 0 half of the kx = 0 plane."""
+    case = pseudo3d_case
+    run, state = started_run(tmp_path, case)
+    assert run.is_3d
+    for half in (1, 2):
+        model = relion_model(0, half, case)
+        # Initial noise from the masked volumes before the empty voxels are zeroed: measured
+        # 3e-7 (1.7 % off at shells 2-3 when read after the correction).
+        np.testing.assert_allclose(state.halves[half - 1].sigma2[0], model.sigma2_noise[0], rtol=1e-4)
+        # τ² without the factor N² of 2D images (576 times too large before).
+        np.testing.assert_allclose(state.halves[half - 1].tau2[1:7], model.reference_tau2[1:7], rtol=1e-3)
+    run.iterate(state, 1, cc=False, final=False)
+    relion = starfile.read(case.relion / "run_it001_data.star")["particles"]
+    difference, shift = _pose_differences(state, relion)
+    # Every pose is RELION's (14 % were with 1/(σ²M) in pass 2; 19 % with the 2D projector scale).
+    assert np.all(difference < 1e-3) and np.all(shift < 1e-3)
+    # Per-particle likelihood and Pmax: measured at most 2e-4 and 5e-7 apart.
+    log_likelihood = state.log_likelihood_particles - relion["rlnLogLikeliContribution"].to_numpy()
+    assert np.abs(log_likelihood).max() < 0.01
+    np.testing.assert_allclose(state.pmax, relion["rlnMaxValueProbDistribution"].to_numpy(), rtol=1e-3, atol=1e-6)
+    for half in (1, 2):
+        model = relion_model(1, half, case)
+        ours = state.halves[half - 1]
+        # Measured: FSC 3e-5, σ² 1.2e-3, σ²_ref 2e-7, τ² 2e-4 (σ²_ref 0.2-0.8 times RELION's
+        # before the back-projection kept 1/(σ²M)), scales 5e-7.
+        np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=0.005)
+        np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=2e-3)
+        np.testing.assert_allclose(ours.sigma2_ref[1:13], model.reference_sigma2[1:13], rtol=2e-3)
+        np.testing.assert_allclose(ours.tau2[1:12], model.reference_tau2[1:12], rtol=2e-3)
+        np.testing.assert_allclose(ours.scales, model.group_scale_correction, atol=1e-3)
+    # The half-1 map, greyscale included: RELION normalises the inverse transform of 3D data
+    # without the factor N of images (24 times too faint before). Measured: 4e-5 of its std.
+    from processing.io import read_mrc
+
+    theirs = read_mrc(case.relion / "run_it001_half1_class001.mrc").data.astype(np.float64)
+    ours = state.halves[0].map
+    assert np.abs(ours - theirs).max() <= 1e-3 * theirs.std()

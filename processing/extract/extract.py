@@ -27,7 +27,7 @@ from processing.jobs.lifecycle import check_abort
 from processing.parallel import Communicator, thread_map
 
 from .geometry import TomogramParticles, tomogram_particles, usable_frames
-from .patches import finalise_2d, premultiplied_patches, window_size
+from .patches import finalise_2d, premultiplied_patches, tilt_dose_weights, window_size
 from .pseudo3d import pseudo_subtomogram
 from .trajectories import read_trajectories, write_trajectories
 
@@ -143,6 +143,9 @@ def _extract_particle_group(
     n_frames = usable.shape[1]
     spectra = np.zeros((len(members), n_frames, sb, half), dtype=np.complex128)
     weights = np.zeros((len(members), n_frames, sb, half))
+    # The dose weight of each tilt selects the pixels a pseudo-subtomogram takes.
+    dose_weights = None if settings.stack2d else tilt_dose_weights(
+        tomogram, box=sb, pixel_size=settings.binning * tomogram.pixel_size)
     for tilt in range(n_frames):
         local = np.flatnonzero(usable[members, tilt])
         if local.size == 0:
@@ -167,7 +170,7 @@ def _extract_particle_group(
         else:
             rotations = geo.projections[frames, :3, :3] @ geo.subtomogram_matrices[i]
             volume, ctf2_multi = pseudo_subtomogram(
-                spectra[k, frames], weights[k, frames], rotations,
+                spectra[k, frames], weights[k, frames], dose_weights[frames], rotations,
                 box=sb, crop=settings.crop, binning=settings.binning,
                 circle_crop=settings.circle_crop,
             )
@@ -337,11 +340,13 @@ def _write_particle_set(
             table[label] = 0.0
     table = table.drop(columns=[c for c in ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
                                 if c in table.columns])
-    table["rlnImageName"] = pd.Series(image_names, dtype=object)
+    # New columns in relion_tomo_subtomo's order (existing ones keep their place, as in RELION).
     if settings.stack2d:
         table["rlnTomoVisibleFrames"] = pd.Series(visible, dtype=object)
+        table["rlnImageName"] = pd.Series(image_names, dtype=object)
         table = table.drop(columns=[c for c in ("rlnCtfImage",) if c in table.columns])
     else:
+        table["rlnImageName"] = pd.Series(image_names, dtype=object)
         table["rlnCtfImage"] = pd.Series(ctf_names, dtype=object)
         table = table.drop(columns=[c for c in ("rlnTomoVisibleFrames",) if c in table.columns])
     table = table[keep].reset_index(drop=True)

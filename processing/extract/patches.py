@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from processing.fourier.ctf import CtfParameters, ctf_value, dose_weight, fourier_frequency_grid
-from processing.fourier.fft import crop_half, half_frequencies, irfft2_centered, rfft2_centered
+from processing.fourier.fft import irfft2_centered, rfft2_centered
 from processing.fourier.masks import radius_grid
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ctf_dose_weights",
     "finalise_2d",
     "soft_circle_crop",
+    "tilt_dose_weights",
     "premultiplied_patches",
 ]
 
@@ -72,7 +73,7 @@ def circle_precrop(windows: NDArray) -> NDArray[np.float64]:
     size = windows.shape[-1]
     r = radius_grid((size, size))
     radius = size / 2.0
-    outside = r >= radius
+    outside = r > radius
     mean_out = windows[:, outside].mean(axis=1) if outside.any() else np.zeros(len(windows))
     taper = _inner_raised_cosine(r, radius)
     return (windows - mean_out[:, None, None]) * taper
@@ -115,11 +116,17 @@ def windows_to_fourier(
     """
     s0 = windows.shape[-1]
     spectra = rfft2_centered(windows)
+    # relion_tomo_subtomo's tomogram extraction reads the Nyquist row as -n/2, both where it
+    # crops the transform (Resampling::FourierCrop_fftwHalfStack) and where it shifts it
+    # (NewStackHelper::shiftStack).
+    rows = np.arange(binned_size)
+    ky_rows = np.where(rows < binned_size // 2, rows, rows - binned_size)
     if binned_size != s0:
-        spectra = crop_half(spectra, binned_size, ndim=2)
+        spectra = spectra[..., np.where(ky_rows >= 0, ky_rows, ky_rows + s0), : binned_size // 2 + 1]
     # Exact centre relative to the window centre, in binned pixels.
     delta = (np.atleast_2d(np.asarray(centres, dtype=np.float64)) - (corners + s0 // 2)) / binning
-    ky, kx = half_frequencies(binned_size, ndim=2)
+    ky = ky_rows[:, None]
+    kx = np.arange(binned_size // 2 + 1)[None, :]
     phase = 2.0 * np.pi * (kx[None] * delta[:, 0, None, None] + ky[None] * delta[:, 1, None, None]) / binned_size
     return spectra * np.exp(1j * phase) / binning
 
@@ -161,6 +168,16 @@ def ctf_dose_weights(
     if not apply_ctf:
         return np.broadcast_to(weight, offsets.shape[:1] + weight.shape).copy()
     return ctf_value(kx, ky, ctf, defocus_offset=offsets) * weight
+
+
+def tilt_dose_weights(tomogram, *, box: int, pixel_size: float) -> NDArray[np.float64]:
+    """(t, box, box//2+1) dose weight of every tilt of ``tomogram`` (a
+    :class:`~processing.io.tomograms.Tomogram`) at each frequency of a ``box`` half transform
+    with pixel size ``pixel_size`` (Å): what selects the slice pixels RELION inserts."""
+    kx, ky = fourier_frequency_grid(box, pixel_size)
+    k = np.hypot(kx, ky)
+    return np.stack([dose_weight(k, float(dose), bfactor_per_dose=tomogram.bfactor_per_electron_dose)
+                     for dose in tomogram.tilts.pre_exposure])
 
 
 def soft_circle_crop(images: NDArray, *, crop: int) -> NDArray[np.float64]:

@@ -336,24 +336,33 @@ def reconstruct(
     m = padded_size(n, padding_factor)
     rm = n / 2 if r_max is None else float(r_max)
     rp = min(int(round(rm * padding_factor)), c - 2, m // 2)
-    r, sh = grid_shell_index(c, padding_factor)
-    inside = r < rp
+    lk = np.arange(-c, c + 1)
+    r2 = lk[:, None, None] ** 2 + lk[None, :, None] ** 2 + np.arange(c + 1)[None, None, :] ** 2
+    r = np.sqrt(r2.astype(np.float64))
+    sh = np.floor(r / padding_factor + 0.5).astype(np.int64)
+    # RELION keeps the sums on the sphere |K| = rp itself (Projector::decenter tests <=) but
+    # regularises only strictly inside it, so those voxels are divided by their bare weight.
+    kept = r2 <= rp * rp
+    inside = r2 < rp * rp
     w = weight.astype(np.float64)
     if tau2 is not None:
         t2 = np.asarray(tau2, dtype=np.float64)
         t2v = t2[np.minimum(sh, t2.size - 1)]
         with np.errstate(divide="ignore", invalid="ignore"):
             reg = np.where(t2v > 0, 1.0 / (padding_factor**3 * tau2_fudge * t2v), 1.0 / (0.001 * w))
-        reg = np.where((sh >= minres_map) & np.isfinite(reg), reg, 0.0)
+        reg = np.where(inside & (sh >= minres_map) & np.isfinite(reg), reg, 0.0)
         w = w + reg
-    n_shells = int(sh[inside].max()) + 1 if inside.any() else 1
-    cnt = np.bincount(sh[inside], minlength=n_shells)
-    tot = np.bincount(sh[inside], w[inside], minlength=n_shells)
+    # The division's floor is a fraction of the mean weight over floor(|K|/pad) shells inside
+    # round((r_max*pad)^2); the sphere and beyond take the last shell's floor.
+    n_floor = max(int(rm), 1)
+    floor_shell = np.minimum(np.floor(r / padding_factor).astype(np.int64), n_floor - 1)
+    averaged = r2 < int(round(rm * padding_factor * rm * padding_factor))
+    cnt = np.bincount(floor_shell[averaged], minlength=n_floor)
+    tot = np.bincount(floor_shell[averaged], w[averaged], minlength=n_floor)
     mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0)
-    floor = mean[np.minimum(sh, n_shells - 1)] * weight_floor
-    denom = np.maximum(w, floor)
+    denom = np.maximum(w, mean[floor_shell] * weight_floor)
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(inside & (denom > 0), data / denom, 0.0)
+        f = np.where(kept & (denom > 0), data / denom, 0.0)
     # Centred grid -> FFTW layout of the padded box.
     full = np.zeros((m, m, m // 2 + 1), dtype=np.complex128)
     lk = np.arange(-rp, rp + 1)

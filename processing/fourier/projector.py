@@ -77,8 +77,11 @@ def fourier_grid_from_volume(
     r_max: float | None = None,
     gridding: bool = True,
     dtype: type = np.complex128,
+    data_dim: int = 2,
 ) -> tuple[NDArray[np.complexfloating], int, int]:
-    """Centred padded half grid of a map, scaled for 2D projection (values / ``N**2``).
+    """Centred padded half grid of a map, scaled for 2D projection (values / ``N**2``) or, with
+    ``data_dim=3``, for comparison with 3D volumes (values / ``N**3``; RELION's projector drops
+    its extra factor ``N`` for 3D data).
 
     Parameters
     ----------
@@ -92,11 +95,13 @@ def fourier_grid_from_volume(
         Divide by ``sinc^2(r/(pad*N))`` before the FFT (trilinear pre-correction).
     dtype
         ``complex128`` (default) or ``complex64``.
+    data_dim
+        2 (images) or 3 (volumes): the dimension of the data the grid is compared with.
 
     Returns
     -------
     grid
-        ``(2c+1, 2c+1, c+1)`` complex: ``grid[kz+c, ky+c, kx] = F(kx, ky, kz) / N**2`` with
+        ``(2c+1, 2c+1, c+1)`` complex: ``grid[kz+c, ky+c, kx] = F(kx, ky, kz) / N**data_dim`` with
         ``F`` the unnormalised FFT of the padded map at padded frequency ``K``; zero for
         ``|K| > round(r_max*pad)``.
     c
@@ -120,7 +125,9 @@ def fourier_grid_from_volume(
     padded = np.zeros((m, m, m))
     o = m // 2 - n // 2
     padded[o : o + n, o : o + n, o : o + n] = vol
-    f = rfftn(ifftshift(padded, ndim=3), ndim=3, norm="backward") / float(n * n)
+    if data_dim not in (2, 3):
+        raise ValueError(f"data_dim must be 2 or 3, got {data_dim}")
+    f = rfftn(ifftshift(padded, ndim=3), ndim=3, norm="backward") / float(n) ** data_dim
     stored = int(round(r_max * padding_factor))
     stored = min(stored, m // 2)
     c = stored + 2

@@ -1,9 +1,14 @@
-"""Reconstruct particle: RELION 5's ``relion_tomo_reconstruct_particle`` (spec 4).
+"""Reconstruct particle: RELION 5's ``relion_tomo_reconstruct_particle`` (spec 4), value for value.
 
-Tilt-image patches (spec 3.3, with the circle pre-crop) are premultiplied by -CTF·dose and
-inserted, with CTF² weights, into one padded Fourier grid per half set at the particles'
-current poses; the sums are symmetrised, divided (heuristic or Wiener), tapered and cropped.
-Parallel over tomograms with MPI (sums reduced onto the leader) and over particles with threads.
+Tilt-image slices (spec 3.3, with the circle pre-crop; unitary transform) are premultiplied by
+-CTF·dose, cut at the dose cut-off, and backprojected with CTF² weights into one Fourier sum per
+half set on the binned box itself (no padding): every voxel within one voxel of a slice's plane
+takes the slice's bilinear value times ``1 - distance``. Each half's sums are averaged over the
+point group; a map is the sinc²-gridding-corrected inverse transform divided by the CTF² sum
+(floored at 0.001 of its radial average, or ``+ 1/SNR``), centre-cropped and tapered. The merged
+map comes from the sums of the symmetrised halves. Parallel over tomograms with MPI (sums
+reduced onto the leader) and over particles with threads. Agreement with RELION's own maps:
+tests/test_reconstruct_relion.py.
 """
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ from numpy.typing import NDArray
 from processing.errors import InputError
 from processing.extract.extract import TiltImages
 from processing.extract.geometry import tomogram_particles, usable_frames
-from processing.extract.patches import premultiplied_patches, window_size
+from processing.extract.patches import tilt_dose_weights, window_size
+from processing.extract.pseudo3d import DOSE_CUTOFF, dose_x_ranges
 from processing.extract.trajectories import read_trajectories
-from processing.fourier.backprojector import BackProjector, taper
 from processing.fourier.fsc import fsc as fsc_curve
 from processing.fourier.fsc import resolution_from_fsc
 from processing.geometry.projection import particle_rotations
@@ -33,10 +38,13 @@ from processing.io.tomograms import TomogramSet
 from processing.jobs.lifecycle import check_abort
 from processing.parallel import Communicator, thread_map
 
+from ._backproject import backproject_slices, symmetrise_fourier
+from ._finalise import finish_map
+from ._slices import reconstruction_slices
+
 __all__ = ["ReconstructionSettings", "ReconstructionResult", "reconstruct_particles", "write_fsc_star"]
 
 PARTICLES_PER_TASK = 16
-PADDING = 2.0
 
 
 @dataclass(frozen=True)
@@ -72,37 +80,46 @@ class ReconstructionResult:
     seconds: float
 
 
+def _dose_x_ranges(tomogram, box: int, pixel_size: float) -> NDArray[np.int64]:
+    """(t, box) per tilt and FFTW row: one past the last ``x`` kept by the dose cut-off
+    (weight > 1 %, inside the box's circle), as in relion_tomo_subtomo."""
+    return dose_x_ranges(tilt_dose_weights(tomogram, box=box, pixel_size=pixel_size), cutoff=DOSE_CUTOFF)
+
+
 def _insert_group(
-    accumulators: list[BackProjector],
-    geo, members, usable, images, halves, part_rot, settings: ReconstructionSettings, sb: int, job_dir,
-) -> int:
+    geo, members, usable, images, halves, part_rot, x_ranges, settings: ReconstructionSettings,
+    sb: int, n_halves: int, job_dir,
+) -> tuple[int, NDArray[np.complex128], NDArray[np.float64]]:
+    """Backproject the visible tilt images of particles ``members`` into fresh half sums."""
     check_abort(job_dir)
     if settings.threads > 1:
-        # Threads come from thread_map: keep numba's kernels single-threaded in this worker
-        # (nested parallelism allocated per-thread grids on every call and ran 4x slower).
+        # Threads come from thread_map: keep numba's kernels single-threaded in this worker.
         numba.set_num_threads(1)
     tomogram = geo.tomogram
     tilts = tomogram.tilts
     count = 0
-    local_acc = [BackProjector(sb, padding_factor=PADDING) for _ in accumulators]
+    data = np.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
+    ctf2 = np.zeros(data.shape)
     for tilt in range(usable.shape[1]):
         local = np.flatnonzero(usable[members, tilt])
         if local.size == 0:
             continue
         idx = members[local]
-        data, weight = premultiplied_patches(
+        spectra, weight = reconstruction_slices(
             images[tilt], geo.projected[idx, tilt], geo.defocus_offsets[idx, tilt], geo.tilt_ctf(tilt),
             dose=float(tilts.pre_exposure[tilt]), bfactor_per_dose=tomogram.bfactor_per_electron_dose,
-            binning=settings.binning, box=sb, pixel_size=tomogram.pixel_size,
-            apply_ctf=settings.apply_ctf, invert_contrast=True, precrop=True,
+            binning=settings.binning, box=sb, pixel_size=tomogram.pixel_size, apply_ctf=settings.apply_ctf,
         )
+        if settings.apply_ctf:
+            # Slice pixels past the dose cut-off carry neither data nor weight.
+            keep = np.arange(sb // 2 + 1)[None, :] < x_ranges[tilt][:, None]
+            spectra = np.where(keep, spectra, 0.0)
+            weight = np.where(keep, weight, 0.0)
         rotations = geo.projections[tilt, :3, :3][None] @ part_rot[idx]
-        for h, acc in enumerate(local_acc):
-            sel = halves[idx] == h
-            if sel.any():
-                acc.insert_slices(data[sel], rotations[sel], weights=weight[sel])
+        max_freqs = np.full(len(idx), x_ranges[tilt, 0], dtype=np.int64)
+        backproject_slices(spectra, weight, rotations, max_freqs, halves[idx], data, ctf2)
         count += local.size
-    return count, local_acc
+    return count, data, ctf2
 
 
 def reconstruct_particles(
@@ -142,13 +159,16 @@ def reconstruct_particles(
         log(f"Reconstructing {len(particles)} particles from {len(names)} tilt series (bin "
             f"{settings.binning:g}, box {settings.box}, crop {settings.crop}, {settings.symmetry}) on "
             f"{comm.size} process(es) x {settings.threads} thread(s)")
-    accumulators = [BackProjector(sb, padding_factor=PADDING) for _ in range(n_halves)]
+    # One Fourier sum per half set on the binned box itself (RELION pads nothing here).
+    data = np.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
+    ctf2 = np.zeros(data.shape)
     n_slices = 0
     for name in names[comm.rank::comm.size]:
         geo = tomogram_particles(particles, tomograms, name, trajectories=trajectories,
                                  trajectories_file=None if trajectories_file is None else str(trajectories_file),
                                  positions=positions)
         usable = usable_frames(geo, radius=settings.box / 2.0)
+        x_ranges = _dose_x_ranges(geo.tomogram, sb, settings.binning * geo.tomogram.pixel_size)
         geo_halves = halves[geo.rows]
         geo_rot = part_rot[geo.rows]
         members_all = np.arange(len(geo.rows))
@@ -156,38 +176,34 @@ def reconstruct_particles(
         images = TiltImages(geo, root_path)
         try:
             results = thread_map(
-                lambda g: _insert_group(accumulators, geo, g, usable, images, geo_halves, geo_rot, settings, sb,
-                                        None if job_dir is None else Path(job_dir)),
+                lambda g: _insert_group(geo, g, usable, images, geo_halves, geo_rot, x_ranges, settings, sb,
+                                        n_halves, None if job_dir is None else Path(job_dir)),
                 groups, threads=settings.threads,
             )
         finally:
             images.close()
-        for count, local_acc in results:
+        for count, part_data, part_ctf2 in results:
             n_slices += count
-            for acc, loc in zip(accumulators, local_acc):
-                acc.add(loc)
+            data += part_data
+            ctf2 += part_ctf2
         log(f"  [rank {comm.rank}] {name}: {len(geo.rows)} particles inserted")
-    for acc in accumulators:
-        acc.data = comm.allreduce_sum(acc.data)
-        acc.weight = comm.allreduce_sum(acc.weight)
-        acc.data_dim = 2
+    data = comm.allreduce_sum(data)
+    ctf2 = comm.allreduce_sum(ctf2)
     n_slices = sum(comm.gather(n_slices) or [n_slices]) if comm.size > 1 else n_slices
     if not comm.is_leader:
         return None
     pixel = settings.binning * tomograms[names[0]].pixel_size
-    maps: dict[str, NDArray] = {}
-    for h, acc in enumerate(accumulators):
-        acc.symmetrise(operators)
+    # Symmetrise each half, then the merged map from the sum of the symmetrised halves.
+    sums = [(symmetrise_fourier(data[h], operators), symmetrise_fourier(ctf2[h], operators))
+            for h in range(n_halves)]
     if split:
-        merged = BackProjector(sb, padding_factor=PADDING)
-        merged.add(accumulators[0])
-        merged.add(accumulators[1])
-        merged._hermitian_done = True
-        sources = {"half1": accumulators[0], "half2": accumulators[1], "merged": merged}
+        sources = {"half1": sums[0], "half2": sums[1], "merged": (sums[0][0] + sums[1][0], sums[0][1] + sums[1][1])}
     else:
-        sources = {"merged": accumulators[0]}
-    for tag, acc in sources.items():
-        maps[tag] = _finish_map(acc, settings)
+        sources = {"merged": sums[0]}
+    maps: dict[str, NDArray] = {}
+    for tag, (tag_data, tag_ctf2) in sources.items():
+        maps[tag] = finish_map(tag_data, tag_ctf2, box=sb, crop=settings.crop, snr=settings.snr,
+                               taper_width=settings.taper)
         write_mrc(output_dir / f"{tag}.mrc", maps[tag].astype(np.float32), pixel)
     fsc_file = None
     resolution = None
@@ -207,24 +223,6 @@ def reconstruct_particles(
         n_slices=n_slices,
         seconds=time.perf_counter() - start,
     )
-
-
-def _finish_map(acc: BackProjector, settings: ReconstructionSettings) -> NDArray[np.float64]:
-    """Divide (heuristic floor or Wiener), taper, crop, taper again (spec 4.2 item 8)."""
-    if settings.snr > 0:
-        # Wiener: data / (weight + 1/SNR); the regulariser R = 1/(pad^3 tau2) equals 1/SNR.
-        n_shells = acc.stored_radius + 2
-        tau2 = np.full(n_shells, settings.snr / PADDING**3)
-        volume = acc.reconstruct(tau2=tau2, minres_map=0)
-    else:
-        volume = acc.reconstruct()
-    volume = taper(volume, width=settings.taper)
-    if settings.crop < volume.shape[0]:
-        n = volume.shape[0]
-        s = n // 2 - settings.crop // 2
-        volume = taper(volume[s:s + settings.crop, s:s + settings.crop, s:s + settings.crop],
-                       width=settings.taper)
-    return volume
 
 
 def write_fsc_star(path: Path, fsc: NDArray[np.float64], *, pixel_size: float, box: int) -> None:

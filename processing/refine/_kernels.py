@@ -120,8 +120,10 @@ def gather_points_3d(grid, c, rot, pad, kx, ky, kz, power_weights, out, power):
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def scatter_points_3d(data, weight, c, rot, pad, kx, ky, kz, values, weights):
-    """3D-path insertion of values (n, K) with weights (n, K) at pad * A_m^T k."""
+def scatter_points_3d(data, weight, c, rot, pad, kx, ky, kz, values, weights, limit):
+    """3D-path insertion of values (n, K) with weights (n, K) at pad * A_m^T k; points whose
+    |p|^2, truncated to an integer as RELION's ``backrotate3D`` does, exceeds ``limit`` are
+    skipped."""
     n = rot.shape[0]
     k = kx.shape[0]
     for m in range(n):
@@ -130,10 +132,9 @@ def scatter_points_3d(data, weight, c, rot, pad, kx, ky, kz, values, weights):
             x = kx[j]
             y = ky[j]
             z = kz[j]
-            _trilinear_put(
-                data, weight, c,
-                pad * (a[0, 0] * x + a[1, 0] * y + a[2, 0] * z),
-                pad * (a[0, 1] * x + a[1, 1] * y + a[2, 1] * z),
-                pad * (a[0, 2] * x + a[1, 2] * y + a[2, 2] * z),
-                values[m, j], weights[m, j],
-            )
+            px = pad * (a[0, 0] * x + a[1, 0] * y + a[2, 0] * z)
+            py = pad * (a[0, 1] * x + a[1, 1] * y + a[2, 1] * z)
+            pz = pad * (a[0, 2] * x + a[1, 2] * y + a[2, 2] * z)
+            if int(px * px + py * py + pz * pz) > limit:
+                continue
+            _trilinear_put(data, weight, c, px, py, pz, values[m, j], weights[m, j])

@@ -267,7 +267,8 @@ class RefineRun:
         zeros = np.zeros(self.n_shells)
         run_halves = []
         for h, ref in enumerate(refs):
-            tau2 = initial_tau2(ref, tau2_fudge=o.tau2_fudge) if with_reference else zeros.copy()
+            tau2 = (initial_tau2(ref, tau2_fudge=o.tau2_fudge, data_dim=3 if self.is_3d else 2)
+                    if with_reference else zeros.copy())
             ssnr = initial_ssnr(tau2, sigma2, int(np.sum(halves == h))) if with_reference else zeros.copy()
             run_halves.append(HalfState(
                 map=ref, fsc=zeros.copy(), ssnr=ssnr, tau2=tau2, sigma2_ref=zeros.copy(),
@@ -307,8 +308,7 @@ class RefineRun:
             g = states[i].optics
             if images[g] >= NOISE_IMAGES:
                 continue
-            item = self.store.load(i)
-            X = item.masked if self.options.zero_mask else item.images
+            X = self.store.spectrum_transforms(i, masked=self.options.zero_mask)
             X = self._on_model_grid(X, g).reshape(X.shape[0], -1)
             power = np.abs(X[:, inside]) ** 2
             spectra[g] += np.bincount(shells[inside], power.sum(axis=0), minlength=self.n_shells) / \
@@ -366,7 +366,7 @@ class RefineRun:
         refs = []
         for half in state.halves:
             grid, cidx, _ = fourier_grid_from_volume(half.map, padding_factor=self.options.pad,
-                                                     dtype=np.complex64)
+                                                     dtype=np.complex64, data_dim=3 if self.is_3d else 2)
             refs.append(Reference(grid=grid, c=cidx, pad=float(self.options.pad)))
         step_px = s.offset_step / self.pixel_size
         return EStepContext(
@@ -555,7 +555,9 @@ class RefineRun:
         cgrid = template[1]
         n_dirs = ctx.sampling.n_directions
         accs = [HalfAccumulator.create(c=cgrid, pad=float(o.pad), n_shells=self.n_shells, n_directions=n_dirs,
-                                       n_groups=len(self.group_names), n_optics=self.n_optics) for _ in range(2)]
+                                       n_groups=len(self.group_names), n_optics=self.n_optics,
+                                       r_max=c.current_size // 2, data_dim=3 if self.is_3d else 2)
+                for _ in range(2)]
         mine = self._my_particles(state)
         batch = max(1, o.pool * o.threads)
         results: dict[int, ParticleResult] = {}
@@ -774,7 +776,7 @@ class RefineRun:
         from processing.fourier.backprojector import reconstruct
 
         return reconstruct(acc.data, acc.weight, acc.c, ori_size=self.ori, padding_factor=acc.pad,
-                           r_max=self.ori / 2.0, tau2=None)
+                           r_max=self.ori / 2.0, tau2=None, data_dim=acc.data_dim)
 
     def _solvent_mask(self) -> NDArray | None:
         if not self.options.solvent_mask:

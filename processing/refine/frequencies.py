@@ -10,6 +10,8 @@ additive offsets. Back-projection inserts the window's pixels that land within t
 current radius (``BackProjector::backproject2Dto3D``), flagged by :attr:`FrequencySet.inserted`:
 ``|k| <= s/2`` on the model's own grid; an optics group with another box or pixel size adds the
 window's corners that map inside it, which only back-projection uses (``measured`` is False).
+3D data also leave out the ``kz < 0`` half of the ``kx = 0`` plane from back-projection
+(``BackProjector::backrotate3D``).
 """
 from __future__ import annotations
 
@@ -101,6 +103,10 @@ def _build(ori: int, size: int, ndim: int, insert_radius: float | None) -> Frequ
         window &= (a > -half) & (a <= half)
     measured = grid.shell <= half
     inserted = grid.radius <= (half if insert_radius is None else insert_radius)
+    if ndim == 3:
+        # RELION's backrotate3D also skips the kz < 0 half of the kx = 0 plane, so with the
+        # ky < 0 half gone too, a quarter of that plane is never back-projected.
+        inserted &= ~((grid.k[-1] == 0) & (grid.k[0] < 0))
     flat = np.flatnonzero(window & (measured | inserted))
     kf = [a[flat].astype(np.float64) for a in grid.k]
     return FrequencySet(

@@ -126,9 +126,10 @@ def reconstruct_half(
     n_shells = ori // 2 + 1
     sigma2_ref = reference_sigma2(acc.weight, acc.c, padding_factor=acc.pad, n_shells=n_shells, r_max=r_max)
     ssnr, tau2 = tau2_from_fsc(sigma2_ref, fsc, tau2_fudge=tau2_fudge, joined=joined)
+    # RELION's map of 3D data is N times that of 2D data from the same sums (windowToOridimRealSpace).
     volume = reconstruct(
         acc.data, acc.weight, acc.c, ori_size=ori, padding_factor=acc.pad, r_max=r_max,
-        tau2=tau2 if regularise else None, tau2_fudge=tau2_fudge,
+        tau2=tau2 if regularise else None, tau2_fudge=tau2_fudge, data_dim=acc.data_dim,
     )
     r, sh = grid_shell_index(acc.c, acc.pad)
     limit = math.floor(r_max * acc.pad + 0.5)
@@ -206,15 +207,16 @@ def resolution_shell_from_ssnr(ssnr: NDArray[np.float64], *, auto_refine_split: 
     return max(ires, minres_map)
 
 
-def initial_tau2(reference: NDArray, *, tau2_fudge: float = 1.0) -> NDArray[np.float64]:
+def initial_tau2(reference: NDArray, *, tau2_fudge: float = 1.0, data_dim: int = 2) -> NDArray[np.float64]:
     """Iteration-0 prior power τ² ``(N//2+1,)`` of a reference (``MlModel::
     initialiseDataVersusPrior``): T × the per-shell mean of |F|² (F normalised by N³, all
-    half-transform voxels) × N²/2 (3D reference, 2D images)."""
+    half-transform voxels) × N²/2 for 2D images (``data_dim=2``), × 1/2 for 3D volumes."""
     vol = np.asarray(reference, dtype=np.float64)
     n = vol.shape[0]
     f = np.fft.rfftn(vol) / float(n) ** 3
     shells = shell_index(n, ndim=3)
-    return tau2_fudge * radial_average(np.abs(f) ** 2, shells, n_shells=n // 2 + 1) * (n * n) / 2.0
+    normfft = float(n * n) if data_dim == 2 else 1.0
+    return tau2_fudge * radial_average(np.abs(f) ** 2, shells, n_shells=n // 2 + 1) * normfft / 2.0
 
 
 def initial_ssnr(tau2: NDArray[np.float64], sigma2: NDArray[np.float64], n_particles: int) -> NDArray[np.float64]:

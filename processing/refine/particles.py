@@ -67,7 +67,10 @@ class ParticleImages:
     (incl. dose) for CTF-premultiplied data, the CTF itself (|CTF| if phase-flipped) otherwise;
     multiplicity: 3D path only, (1, N, N, N//2+1);
     premultiplied: whether the images are CTF-premultiplied (``rlnCtfDataAreCtfPremultiplied``):
-    back-projection then inserts X with weight C, otherwise C·X with weight C².
+    back-projection then inserts X with weight C, otherwise C·X with weight C²;
+    shell_power: 3D path only, (1, N//2+1) float64, Σ|masked|² per shell (non-redundant half)
+    before the empty voxels are zeroed: RELION takes the power beyond the current size from the
+    masked volume before its subtomogram correction.
     """
 
     geometry: ParticleGeometry
@@ -76,6 +79,7 @@ class ParticleImages:
     ctf2: NDArray[np.float32]
     multiplicity: NDArray[np.float32] | None = None
     premultiplied: bool = True
+    shell_power: NDArray[np.float64] | None = None
 
 
 class ParticleStore:
@@ -229,6 +233,18 @@ class ParticleStore:
                 out[f] = np.abs(c) if self.phase_flipped[g.index] else c
         return out
 
+    def spectrum_transforms(self, i: int, *, masked: bool) -> NDArray[np.complex64]:
+        """(F, ...) half transforms of particle ``i`` as relion_refine's initial noise estimate
+        reads them: soft-masked or not, and for 3D data before the subtomogram correction (the
+        empty voxels keep the mask's spread)."""
+        if not self.is_3d:
+            item = self.load(i)
+            return item.masked if masked else item.images
+        g = self.geometries[i]
+        data = read_mrc(g.image_file).data.astype(np.float64)
+        volume = self._mask(data, i, None) if masked else data
+        return rfft3_centered(volume).astype(np.complex64)[None]
+
     def load(self, i: int, *, noise: NDArray | None = None) -> ParticleImages:
         """Fourier data of particle ``i`` (cached when pre-reading). Without ``--zero_mask``,
         ``noise`` (the particle's noise spectrum per shell) fills the solvent of the masked copy."""
@@ -319,13 +335,25 @@ class ParticleStore:
         multiplicity = np.where(weights[n:] > SUBTOMO_MULTIPLICITY_THRESHOLD, weights[n:], 0.0).astype(np.float32)
         if np.any(weights[n:] < 0):
             raise InputError("the multiplicity volume has negative values", file=g.ctf_file)
+        # get3DCTFAndMulti reads the CTF and multiplicity only within radius n/2; beyond, both
+        # are zero, so the corner voxels count as empty.
+        multiplicity[half_radius(n, ndim=3) > n // 2] = 0.0
         empty = multiplicity < SUBTOMO_MULTIPLICITY_THRESHOLD
         images = rfft3_centered(data).astype(np.complex64)
         masked_ft = rfft3_centered(masked).astype(np.complex64)
+        shell_power = _shell_power(masked_ft, n)
         for array in (images, masked_ft, ctf2):
             array[empty] = 0
         return ParticleImages(
             geometry=g, images=images[None], masked=masked_ft[None], ctf2=ctf2[None].astype(np.float32),
-            multiplicity=multiplicity[None],
+            multiplicity=multiplicity[None], shell_power=shell_power[None],
         )
 
+
+def _shell_power(transform: NDArray[np.complexfloating], n: int) -> NDArray[np.float64]:
+    """(n//2+1,) Σ|F|² per shell ``round(|k|)`` of a 3D half transform, non-redundant pixels."""
+    from .frequencies import highres_pixels
+
+    flat, shells = highres_pixels(n, 0, 3)
+    power = np.abs(transform.reshape(-1)[flat].astype(np.complex128)) ** 2
+    return np.bincount(shells, power, minlength=n // 2 + 1)[: n // 2 + 1]
