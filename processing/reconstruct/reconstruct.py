@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from processing.errors import InputError
 from processing.extract.extract import TiltImages
 from processing.extract.geometry import tomogram_particles, usable_frames
-from processing.extract.patches import tilt_dose_weights, window_size
+from processing.extract.patches import premultiplied_patches, tilt_dose_weights, window_size
 from processing.extract.pseudo3d import DOSE_CUTOFF, dose_x_ranges
 from processing.extract.trajectories import read_trajectories
 from processing.fourier.fsc import fsc as fsc_curve
@@ -40,7 +40,6 @@ from processing.parallel import Communicator, thread_map
 
 from ._backproject import backproject_slices, symmetrise_fourier
 from ._finalise import finish_map
-from ._slices import reconstruction_slices
 
 __all__ = ["ReconstructionSettings", "ReconstructionResult", "reconstruct_particles", "write_fsc_star"]
 
@@ -105,11 +104,14 @@ def _insert_group(
         if local.size == 0:
             continue
         idx = members[local]
-        spectra, weight = reconstruction_slices(
+        spectra, weight = premultiplied_patches(
             images[tilt], geo.projected[idx, tilt], geo.defocus_offsets[idx, tilt], geo.tilt_ctf(tilt),
             dose=float(tilts.pre_exposure[tilt]), bfactor_per_dose=tomogram.bfactor_per_electron_dose,
             binning=settings.binning, box=sb, pixel_size=tomogram.pixel_size, apply_ctf=settings.apply_ctf,
+            invert_contrast=True, precrop=True,
         )
+        # This program's window transform is unitary (1/s0), the extraction's divides by s0².
+        spectra = spectra * window_size(settings.binning, sb)[0]
         if settings.apply_ctf:
             # Slice pixels past the dose cut-off carry neither data nor weight.
             keep = np.arange(sb // 2 + 1)[None, :] < x_ranges[tilt][:, None]
