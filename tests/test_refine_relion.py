@@ -259,23 +259,29 @@ def test_whole_run_follows_relion(demo_path) -> None:
     first = relion_model(1, 1)
     box = first.ori_size * first.pixel_size                                     # Å
     worst_fsc: list[float] = []
+    mean_fsc: list[float] = []
     for i, (ours, theirs) in enumerate(zip(demo_path, relion), start=1):
         # The gold-standard FSC, shell by shell below RELION's resolution (and below the edge
-        # of the smaller image size of the two): measured within 0.001 in iteration 1 and up to
-        # 0.05 later (the 1-9 % of particles whose poses differ after iteration 1's near-ties).
+        # of the smaller image size of the two).
         shells = min(min(ours["size"], theirs["size"]) // 2, int(round(box / theirs["resolution"])))
-        np.testing.assert_allclose(ours["fsc"][1:shells], theirs["fsc"][1:shells], atol=0.07, err_msg=str(i))
-        worst_fsc.append(float(np.abs(ours["fsc"][1:shells] - theirs["fsc"][1:shells]).max()))
+        gap = np.abs(ours["fsc"][1:shells] - theirs["fsc"][1:shells])
+        worst_fsc.append(float(gap.max()))
+        mean_fsc.append(float(gap.mean()))
+        # Measured (after the scale and noise-sum fixes): mean difference at most 0.010 per
+        # iteration, 0.0002 in iteration 1; the largest single shell 0.08 (iteration 9, shell 12,
+        # in a dip of both curves): 9-20 % of particles end a near-tie on the other side from
+        # iteration 2 on (float16 stacks scored in single precision against RELION's double).
+        assert gap.mean() < 0.015 and gap.max() < 0.1, (i, np.round(gap, 3))
         # Resolution within one Fourier shell of RELION's, every iteration (tomodash lost 2-3
-        # shells in iterations 2-3 before issue 10) - but for a branch of RELION's rule that
-        # an FSC a hair from 0.5 decides: when the SSNR curve dips below 1 and recovers more than
-        # three shells higher, the recovery shell is taken. In iteration 2 that shell's FSC is
-        # 0.519 for RELION and 0.499 for tomodash (curves otherwise within 0.02), so RELION
-        # takes 21.6 Å and tomodash stays at 29.5 Å; both agree again from iteration 3.
-        apart = abs(box / ours["resolution"] - box / theirs["resolution"])
-        if apart > 1.0 + 1e-6:
-            recovery = int(round(box / min(ours["resolution"], theirs["resolution"])))
-            assert abs(ours["fsc"][recovery] - 0.5) < 0.03 and abs(theirs["fsc"][recovery] - 0.5) < 0.03, \
+        # shells in iterations 2-3 before issue 10) - unless an FSC a hair from 0.5 decides:
+        # then some shell between the two resolutions has both FSCs within 0.03 of 0.5. In
+        # iteration 10, shell 18 has 0.503 for tomodash and 0.498 for RELION, so tomodash goes
+        # on to shell 19 (17.05 Å) where RELION stops at 17 (19.06 Å); iterations 1-9 agree
+        # exactly.
+        low, high = sorted(int(round(box / p["resolution"])) for p in (ours, theirs))
+        if high - low > 1:
+            between = np.arange(low + 1, high + 1)
+            assert np.any((np.abs(ours["fsc"][between] - 0.5) < 0.03) & (np.abs(theirs["fsc"][between] - 0.5) < 0.03)), \
                 (i, ours, theirs)
         # The same sampling (order, offsets; RELION stays global at 7.5 deg through iteration 10,
         # where tomodash stepped the order every iteration).
@@ -283,9 +289,9 @@ def test_whole_run_follows_relion(demo_path) -> None:
         assert ours["offset_range"] == pytest.approx(theirs["offset_range"], rel=0.01), i
         assert ours["offset_step"] == pytest.approx(theirs["offset_step"], rel=0.01), i
         assert not ours["local"] and not ours["joined"] and not ours["converged"]
-        # Accuracies, on RELION's own 100 particles: measured within 3.2 % (iteration 4, after
-        # the iteration-2 branch above; 1.6 % when both took it; 5 % with the first 100 in
-        # file order; tomodash's 13.1 deg against RELION's 1.4 in iteration 2 before issue 10).
+        # Accuracies, on RELION's own 100 particles: measured within 2.5 % (iteration 6; 5 % with
+        # the first 100 in file order; tomodash's 13.1 deg against RELION's 1.4 in iteration 2
+        # before issue 10).
         assert ours["acc_rot"] == pytest.approx(theirs["acc_rot"], rel=0.05), (i, ours, theirs)
         assert ours["acc_trans"] == pytest.approx(theirs["acc_trans"], rel=0.05), (i, ours, theirs)
         # Hidden-variable changes that drive the sampling: measured within 5 %, except the
@@ -293,6 +299,7 @@ def test_whole_run_follows_relion(demo_path) -> None:
         assert ours["changes"][0] == pytest.approx(theirs["changes"][0], rel=0.2, abs=0.5), (i, ours, theirs)
         assert ours["changes"][1] == pytest.approx(theirs["changes"][1], rel=0.15, abs=0.5), (i, ours, theirs)
     print("largest FSC difference per iteration:", np.round(worst_fsc, 3))
+    print("mean FSC difference per iteration:", np.round(mean_fsc, 4))
     resolutions = [box / p["resolution"] for p in demo_path]
     # While the halves are separate the resolution never falls by more than a shell.
     assert all(b >= a - 1.0 for a, b in zip(resolutions, resolutions[1:])), resolutions
@@ -385,7 +392,7 @@ def pseudo3d_case(test_dataset, tmp_path_factory) -> Case:
     return Case(root, "ex/particles.star", "rec/merged.mrc", 200.0)
 
 
-def test_pseudo_subtomograms_first_iteration_is_relions(pseudo3d_case, tmp_path) -> None:
+def test_pseudo_subtomograms_follow_relion(pseudo3d_case, tmp_path) -> None:
     """3D data: RELION's projector and initial τ² drop the image-side factor N for volumes; its
     CPU path divides 1/σ² by the multiplicity once per call of the image precalculation (twice
     in pass 2 at an unchanged size, once left in the back-projection); CTF and multiplicity
@@ -413,10 +420,12 @@ def test_pseudo_subtomograms_first_iteration_is_relions(pseudo3d_case, tmp_path)
     for half in (1, 2):
         model = relion_model(1, half, case)
         ours = state.halves[half - 1]
-        # Measured: FSC 3e-5, σ² 1.2e-3, σ²_ref 2e-7, τ² 2e-4 (σ²_ref 0.2-0.8 times RELION's
-        # before the back-projection kept 1/(σ²M)), scales 5e-7.
+        # Measured: FSC 3e-5, σ² 4e-7, σ²_ref 2e-7, τ² 2e-4 (σ²_ref 0.2-0.8 times RELION's
+        # before the back-projection kept 1/(σ²M)), scales 5e-7. σ² was 1e-3 too large while
+        # the image power entered the noise sums with weight 1 instead of the significant
+        # samples' Σw (0.999).
         np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=0.005)
-        np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=2e-3)
+        np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=1e-4)
         np.testing.assert_allclose(ours.sigma2_ref[1:13], model.reference_sigma2[1:13], rtol=2e-3)
         np.testing.assert_allclose(ours.tau2[1:12], model.reference_tau2[1:12], rtol=2e-3)
         np.testing.assert_allclose(ours.scales, model.group_scale_correction, atol=1e-3)
@@ -427,3 +436,34 @@ def test_pseudo_subtomograms_first_iteration_is_relions(pseudo3d_case, tmp_path)
     theirs = read_mrc(case.relion / "run_it001_half1_class001.mrc").data.astype(np.float64)
     ours = state.halves[0].map
     assert np.abs(ours - theirs).max() <= 1e-3 * theirs.std()
+    # Iterations 2-5, where the offsets and the scale corrections first matter:
+    # - relion_refine moves each volume by its offset rounded to whole pixels in real space
+    #   (before the mask) and searches the translations around that rounded offset; the
+    #   fraction is dropped. With the exact offset, as for 2D stacks, 20 % of the orientations
+    #   and none of the origins were RELION's in iteration 2.
+    # - CTF-premultiplied data are back-projected unscaled with weight s·CTF², not s·X with
+    #   s²·CTF²: σ²_ref and τ² were 1-8 % off in iteration 2 (FSC 0.49 against RELION's 0.51
+    #   at shell 11, so 28.8 Å where RELION reached 26.2 Å).
+    for iteration in range(2, PSEUDO3D_ITERATIONS + 1):
+        run.iterate(state, iteration, cc=False, final=False)
+        relion = starfile.read(case.relion / f"run_it{iteration:03d}_data.star")["particles"]
+        difference, shift = _pose_differences(state, relion)
+        # Every pose is RELION's. Per particle, measured: Pmax within 0.2 % and the likelihood
+        # within 0.008 (1.1 apart in iteration 2 with σ² 1e-3 off).
+        assert np.all(difference < 1e-3) and np.all(shift < 1e-3), iteration
+        np.testing.assert_allclose(state.pmax, relion["rlnMaxValueProbDistribution"].to_numpy(), rtol=0.01)
+        log_likelihood = state.log_likelihood_particles - relion["rlnLogLikeliContribution"].to_numpy()
+        assert np.abs(log_likelihood).max() < 0.05, iteration
+        assert 1.0 / state.counters.current_resolution == pytest.approx(relion_model(iteration, 1, case)
+                                                                        .current_resolution), iteration
+        for half in (1, 2):
+            model, ours = relion_model(iteration, half, case), state.halves[half - 1]
+            # Measured: FSC within 4e-5 per shell, σ² 1e-5, τ² 4e-4.
+            np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=1e-3,
+                                       err_msg=str(iteration))
+            np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=1e-4, err_msg=str(iteration))
+            np.testing.assert_allclose(ours.tau2[1:12], model.reference_tau2[1:12], rtol=2e-3, err_msg=str(iteration))
+
+
+#: RELION's iterations in the pseudo3d fixture (--auto_iter_max 5).
+PSEUDO3D_ITERATIONS = 5

@@ -571,7 +571,8 @@ class RefineRun:
             if not o.zero_mask:
                 noise = ctx.for_particle(p).noise(p)
                 noise = np.where(np.isfinite(noise), noise, 0.0)
-            return i, expect_particle(ctx, self.store.load(i, noise=noise), p, accs[p.half], lock=locks[p.half])
+            return i, expect_particle(ctx, self.store.load(i, noise=noise, origin=p.origin), p, accs[p.half],
+                                      lock=locks[p.half])
 
         with particle_threads(o.threads) as pmap:
             for b in range(0, len(mine), batch):

@@ -403,14 +403,15 @@ def _likelihood_constants(
     return float(np.log(n_orientations)) - log_mean_t - image_term - log_norm
 
 
-def _offset_log_prior(ctx: EStepContext, state: ParticleState, offsets_px: NDArray) -> NDArray:
-    """log P(offset) at the coarse translations ``offsets_px`` (T, 3), as relion_refine 5.0
-    evaluates it (``convertAllSquaredDifferencesToWeights``): the old offset and its prior in
-    pixels plus the search translation in Å, the sum scaled by the pixel size, against
-    σ_offset in Å. The translation term is therefore ``pixel_size`` times stiffer than the
-    model's σ_offset says; matching RELION's poses (refine_demo fixture) needs it."""
+def _offset_log_prior(ctx: EStepContext, state: ParticleState, centre_px: NDArray, offsets_px: NDArray) -> NDArray:
+    """log P(offset) at the coarse translations ``offsets_px`` (T, 3) around the search centre
+    ``centre_px`` (3,), as relion_refine 5.0 evaluates it
+    (``convertAllSquaredDifferencesToWeights``): the centre and the prior in pixels plus the
+    search translation in Å, the sum scaled by the pixel size, against σ_offset in Å. The
+    translation term is therefore ``pixel_size`` times stiffer than the model's σ_offset says;
+    matching RELION's poses (refine_demo fixture) needs it."""
     px = ctx.pixel_size
-    v = (state.origin - state.origin_prior)[None, :] / px + offsets_px * px
+    v = (centre_px - state.origin_prior / px)[None, :] + offsets_px * px
     d2 = (v**2).sum(axis=1) * px * px
     return -d2 / (2.0 * float(ctx.sigma_offset[state.half]) ** 2)
 
@@ -457,10 +458,18 @@ def expect_particle(
         euler_to_matrix(sampling.rot[d_idx], sampling.tilt[d_idx], sampling.psi[p_idx]),
         ctx.perturbation, coarse_step)
     trans = ctx.translations + ctx.perturbation * ctx.offset_step
-    origin_px = state.origin / ctx.pixel_size
+    # The search is centred on the old offset: exactly for 2D stacks, whose shifts are applied
+    # here in Fourier space; rounded to whole pixels for volumes, which the store has already
+    # moved by that much (relion_refine drops the fraction, getFourierTransformsAndCtfs).
+    if particle.preshift_px is None:
+        centre_px = state.origin / ctx.pixel_size
+        origin_px = centre_px
+    else:
+        centre_px = particle.preshift_px
+        origin_px = np.zeros(3)
     # The prior is evaluated at the unperturbed coarse translations (RELION's
     # sampling.translations; the perturbation only moves the shifts applied to the images).
-    log_prior_t = _offset_log_prior(ctx, state, ctx.translations)
+    log_prior_t = _offset_log_prior(ctx, state, centre_px, ctx.translations)
 
     # ---- pass 1: coarse grid at the coarse image size
     powers = _multiplicity_powers(ctx)
@@ -520,14 +529,14 @@ def expect_particle(
     pmax = float(w2[bt, br])
     best_rot = fine_rot[br]
     angles = np.array([float(a) for a in matrix_to_euler(best_rot)])
-    new_origin = state.origin + fine_t[bt] * ctx.pixel_size
+    new_origin = (centre_px + fine_t[bt]) * ctx.pixel_size
     direction = int(d_idx[ur[br // n_child_r]])
 
     if acc is not None:
         sig2 = w2 >= 0.0 if ctx.firstiter_cc else _significant(w2, ctx.adaptive_fraction)
         # RELION keeps each significant weight normalised by the sum over all samples.
         w_sig = np.where(sig2, w2, 0.0)
-        _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, fine_t, w_sig, scale,
+        _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, centre_px, fine_t, w_sig, scale,
                     d_idx[ur], n_child_r, pmax=pmax, log_likelihood=log_sum, lock=lock,
                     multiplicity_power=powers[2])
     return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
@@ -536,12 +545,14 @@ def expect_particle(
 
 def _accumulate(
     ctx: EStepContext, ref: Reference, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator,
-    freq: FrequencySet, fine_rot: NDArray, origin_px: NDArray, fine_t: NDArray, w: NDArray, scale: float,
-    coarse_dirs: NDArray, n_child_r: int, *, pmax: float, log_likelihood: float,
+    freq: FrequencySet, fine_rot: NDArray, origin_px: NDArray, centre_px: NDArray, fine_t: NDArray, w: NDArray,
+    scale: float, coarse_dirs: NDArray, n_child_r: int, *, pmax: float, log_likelihood: float,
     lock: AbstractContextManager | None, multiplicity_power: int = 0,
 ) -> None:
     """Back-projection, noise, offset, direction and scale sums of the significant samples:
-    computed first, then added to ``acc`` under ``lock`` (threads share the accumulator)."""
+    computed first, then added to ``acc`` under ``lock`` (threads share the accumulator).
+    ``origin_px`` is the shift still to apply to the images, ``centre_px`` the offset the
+    translations ``fine_t`` are relative to (both px)."""
     geo = particle.geometry
     F = geo.rotations.shape[0]
     rows = np.flatnonzero(w.sum(axis=1) > 0)
@@ -567,20 +578,24 @@ def _accumulate(
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
     V = _slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
-    # Back-projection (unmasked images): data += w' s X_shift / σ², weight += w' s² C / σ², for
-    # the pixels with |k| <= size/2 only.
+    # Back-projection of the unmasked images, for the pixels with |k| <= size/2 only.
     ins = freq.inserted
-    # Premultiplied images already carry CTF (C = CTF²); otherwise X is multiplied by C = CTF
-    # and the weight is C².
-    data_factor = inv_s2[:, ins] if particle.premultiplied else C[:, ins] * inv_s2[:, ins]
-    weight_factor = C[:, ins] if particle.premultiplied else C[:, ins] * C[:, ins]
-    values = (scale * shift_sum[..., ins] * (X[:, ins] * data_factor)[None]
-              ).reshape(len(cols) * F, -1).astype(np.complex128)
-    weights = (w_r[:, None, None] * (scale * scale) * (weight_factor * inv_s2[:, ins])[None]).reshape(len(cols) * F, -1)
-    # Noise: Σ w' |s C V - Xm_shift|² per shell.
+    # Premultiplied images already carry the CTF (C = CTF²) and are inserted as they are, with
+    # weight s C; otherwise X is multiplied by s C (C = CTF) and the weight is s² C²
+    # (storeWeightedSums scales the CTF array once by the group's scale in both cases).
+    if particle.premultiplied:
+        data_factor = inv_s2[:, ins]
+        weight_factor = scale * C[:, ins] * inv_s2[:, ins]
+    else:
+        data_factor = scale * C[:, ins] * inv_s2[:, ins]
+        weight_factor = (scale * scale) * C[:, ins] * C[:, ins] * inv_s2[:, ins]
+    values = (shift_sum[..., ins] * (X[:, ins] * data_factor)[None]).reshape(len(cols) * F, -1).astype(np.complex128)
+    weights = (w_r[:, None, None] * weight_factor[None]).reshape(len(cols) * F, -1)
+    # Noise: Σ w' |s C V - Xm_shift|² per shell, over the significant samples only, so the image
+    # power counts Σ w' (about the adaptive fraction, 0.999) times, as in storeWeightedSums.
     mshift = shift_sum * Xm[None]
     resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
-        (np.abs(Xm) ** 2)
+        w_r.sum() * (np.abs(Xm) ** 2)
     # Per-shell sums over the image's shells, then onto the model's (other optics groups).
     n_shells = ctx.ori // 2 + 1
     n_model = acc.sigma2_sum.shape[1]
@@ -596,7 +611,7 @@ def _accumulate(
     highres = ctx.to_model_shells(_power_beyond(ctx, particle), n_model)
     # Offsets (Å²) relative to the prior, direction distribution, and the scale correction
     # over the shells where the reference's SSNR (half 1's) exceeds 3.
-    total = state.origin[None] + fine_t[rows] * ctx.pixel_size
+    total = (centre_px[None] + fine_t[rows]) * ctx.pixel_size
     d2 = ((total - state.origin_prior[None]) ** 2).sum(axis=1)
     xa = aa = 0.0
     if ctx.scales is not None:

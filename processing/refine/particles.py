@@ -24,7 +24,7 @@ from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
 from processing.io.tomograms import TomogramSet
 
-__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore", "images_are_3d", "SUBTOMO_MULTIPLICITY_THRESHOLD"]
+__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore", "images_are_3d", "relion_round", "SUBTOMO_MULTIPLICITY_THRESHOLD"]
 
 #: relion_refine's --subtomo_multi_thr: Fourier voxels of 3D pseudo-subtomograms with a lower
 #: multiplicity carry no data.
@@ -80,6 +80,29 @@ class ParticleImages:
     multiplicity: NDArray[np.float32] | None = None
     premultiplied: bool = True
     shell_power: NDArray[np.float64] | None = None
+    preshift_px: NDArray[np.float64] | None = None
+
+
+def relion_round(values: NDArray[np.floating]) -> NDArray[np.float64]:
+    """RELION's ``ROUND``: to the nearest integer, halves away from zero."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(values > 0, np.floor(values + 0.5), -np.floor(-values + 0.5))
+
+
+def shift_whole_pixels(volume: NDArray, shift_px: NDArray) -> NDArray:
+    """``volume`` (Z, Y, X) moved by the whole-pixel ``shift_px`` (x, y, z): ``out(r) = in(r -
+    shift)``, zero where the source lies outside the box (RELION's ``selfTranslate`` with
+    ``DONT_WRAP``)."""
+    out = np.zeros_like(volume)
+    src, dst = [], []
+    for axis, s in zip((2, 1, 0), shift_px):
+        s, n = int(s), volume.shape[axis]
+        if abs(s) >= n:
+            return out
+        src.append(slice(max(0, -s), n - max(0, s)))
+        dst.append(slice(max(0, s), n - max(0, -s)))
+    out[dst[2], dst[1], dst[0]] = volume[src[2], src[1], src[0]]
+    return out
 
 
 class ParticleStore:
@@ -138,6 +161,7 @@ class ParticleStore:
         self.phase_flipped = particles.optics_column("rlnCtfDataArePhaseFlipped", default=0.0) > 0
         self._cache: dict[int, ParticleImages] = {}
         self._raw: dict[int, NDArray[np.float32]] = {}
+        self._weights: dict[int, NDArray[np.float32]] = {}
         if scratch_dir:
             self._copy_to_scratch(Path(scratch_dir))
 
@@ -245,12 +269,24 @@ class ParticleStore:
         volume = self._mask(data, i, None) if masked else data
         return rfft3_centered(volume).astype(np.complex64)[None]
 
-    def load(self, i: int, *, noise: NDArray | None = None) -> ParticleImages:
+    def load(self, i: int, *, noise: NDArray | None = None, origin: NDArray | None = None) -> ParticleImages:
         """Fourier data of particle ``i`` (cached when pre-reading). Without ``--zero_mask``,
-        ``noise`` (the particle's noise spectrum per shell) fills the solvent of the masked copy."""
+        ``noise`` (the particle's noise spectrum per shell) fills the solvent of the masked copy.
+
+        ``origin`` (3,) Å, the particle's current offset: a 3D volume is first moved by it,
+        rounded to whole pixels, in real space (relion_refine pre-shifts every image that is
+        not a 2D tilt stack, ``getFourierTransformsAndCtfs``); the result's ``preshift_px``
+        says by how much. 2D stacks ignore it."""
         fill = None if self.zero_mask else noise
-        if i in self._cache and fill is None:
-            return self._cache[i]
+        preshift = None
+        if self.is_3d:
+            origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
+            preshift = relion_round(origin / float(self.pixel_sizes[i]))
+        cached = self._cache.get(i)
+        if cached is not None and preshift is not None and not np.array_equal(cached.preshift_px, preshift):
+            cached = None
+        if cached is not None and fill is None:
+            return cached
         g = self.geometries[i]
         if i in self._raw:
             data = self._raw[i].astype(np.float64)
@@ -258,10 +294,13 @@ class ParticleStore:
             if not g.image_file.exists():
                 raise InputError("particle image not found", file=g.image_file)
             data = read_mrc(g.image_file).data.astype(np.float64)
-        if fill is not None and i in self._cache:
-            return self._with_noise_fill(self._cache[i], data, fill)
+        raw = data
+        if preshift is not None and np.any(preshift):
+            data = shift_whole_pixels(data, preshift)
+        if fill is not None and cached is not None:
+            return self._with_noise_fill(cached, data, fill)
         if self.is_3d:
-            item = self._load_3d(g, data)
+            item = self._load_3d(g, data, preshift)
         else:
             if data.ndim == 2:
                 data = data[None]
@@ -278,8 +317,9 @@ class ParticleStore:
             )
         if self.preread:
             self._cache[i] = item
-            if not self.zero_mask:
-                self._raw[i] = data.astype(np.float32)
+            if not self.zero_mask or self.is_3d:
+                # 3D volumes are shifted again when their rounded offset changes.
+                self._raw[i] = raw.astype(np.float32)
         if fill is not None:
             item = self._with_noise_fill(item, data, fill)
         return item
@@ -319,11 +359,15 @@ class ParticleStore:
         noise = np.fft.irfftn(spec, s=shape, axes=tuple(range(-ndim, 0)))
         return data * (1.0 - t) + noise * t
 
-    def _load_3d(self, g: ParticleGeometry, data: NDArray) -> ParticleImages:
+    def _load_3d(self, g: ParticleGeometry, data: NDArray, preshift: NDArray | None) -> ParticleImages:
         n = int(self.boxes[g.index])
         if data.shape != (n, n, n):
             raise InputError(f"volume has shape {data.shape}, expected {(n, n, n)}", file=g.image_file)
-        weights = read_mrc(g.ctf_file).data.astype(np.float32)
+        weights = self._weights.get(g.index)
+        if weights is None:
+            weights = read_mrc(g.ctf_file).data.astype(np.float32)
+            if self.preread:
+                self._weights[g.index] = weights
         if weights.shape != (2 * n, n, n // 2 + 1):
             raise InputError(f"weights volume has shape {weights.shape}, expected {(2 * n, n, n // 2 + 1)}",
                              file=g.ctf_file)
@@ -347,6 +391,7 @@ class ParticleStore:
         return ParticleImages(
             geometry=g, images=images[None], masked=masked_ft[None], ctf2=ctf2[None].astype(np.float32),
             multiplicity=multiplicity[None], shell_power=shell_power[None],
+            preshift_px=np.zeros(3) if preshift is None else preshift,
         )
 
 
