@@ -79,7 +79,7 @@ def refine_argv(opt: Path, ref: Path, out: Path, iterations: int, threads: int) 
 def converge(opt: Path, ref: Path, work: Path) -> None:
     """The whole demo refinement in this process: iterations, final resolution, wall time."""
     import processing
-    from processing.refine.cli import parse_refine_args
+    from processing.refine.flags import parse_refine_args
     from processing.refine.driver import RefineRun
 
     out = work / f"converge_{int(time.time())}"
@@ -88,7 +88,7 @@ def converge(opt: Path, ref: Path, work: Path) -> None:
     begin = time.perf_counter()
     run.run()
     seconds = time.perf_counter() - begin
-    from processing.refine.starfiles import ModelStarContents
+    from processing.io.refine_star import ModelStarContents
 
     resolution = ModelStarContents.read(out / "run_model.star").current_resolution       # Å
     n = len(run.iteration_timings)
@@ -110,7 +110,7 @@ def main() -> None:
         return
 
     from processing.refine import estep
-    from processing.refine.cli import parse_refine_args
+    from processing.refine.flags import parse_refine_args
     from processing.refine.driver import RefineRun
 
     rate = matmul_gflops(threads=2)

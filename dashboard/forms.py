@@ -26,7 +26,7 @@ from typing import Any
 import panel as pn
 import param
 
-from processing.jobs.base import FieldProblem, JobParameters, _bound_message
+from processing.jobs.base import FieldProblem, JobParameters, bound_message
 
 __all__ = ["JobForm", "input_candidates", "widget_for_parameter", "pattern_globs"]
 
@@ -204,7 +204,7 @@ class JobForm:
             setattr(self.params, name, new)
             self.value_errors.pop(name, None)
         except (ValueError, TypeError) as exc:
-            self.value_errors[name] = _bound_message(p, value, exc) if value is not None else "is required"
+            self.value_errors[name] = bound_message(p, value, exc) if value is not None else "is required"
         self.validate()
         for callback in self._on_change:
             callback()

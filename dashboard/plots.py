@@ -19,7 +19,7 @@ from .readers import FscCurve, RefineIteration
 from .style import ACCENT, HALF_COLOURS, iteration_colours
 
 __all__ = ["fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
-           "angstrom_ticks"]
+           "angstrom_ticks", "style_figure"]
 
 _ANGSTROM_TICKS_JS = """
     if (tick <= 0) return '∞';
@@ -35,7 +35,7 @@ def angstrom_ticks() -> CustomJSTickFormatter:
 _TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
-def _style(fig) -> None:
+def style_figure(fig) -> None:
     fig.toolbar.logo = None
     fig.toolbar.autohide = True
     fig.title.text_font_size = "13px"
@@ -61,7 +61,7 @@ def fsc_figure(title: str = "Gold-standard FSC (every iteration)", *, name: str 
                                "alpha": []}, name=f"{name}_source")
     fig = figure(title=title, height=height, sizing_mode="stretch_width", tools=_TOOLS, name=name,
                  x_axis_label="resolution (Å)", y_axis_label="FSC", y_range=Range1d(-0.05, 1.05))
-    _style(fig)
+    style_figure(fig)
     fig.xaxis.formatter = angstrom_ticks()
     for value, text in ((0.143, "0.143"), (0.5, "0.5")):
         fig.add_layout(Span(location=value, dimension="width", line_dash="dashed", line_color="#9aa5b1",
@@ -103,14 +103,14 @@ def series_figures(*, height: int = 210):
                               name="series_source")
     res = figure(title="Resolution vs iteration", height=height, sizing_mode="stretch_width", tools=_TOOLS,
                  x_axis_label="iteration", y_axis_label="resolution (Å)", name="resolution")
-    _style(res)
+    style_figure(res)
     res.line("iteration", "resolution", source=source, line_color=ACCENT, line_width=2)
     res.scatter("iteration", "resolution", source=source, size=6, color=ACCENT)
     res.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("resolution", "@resolution{0.0} Å")], mode="vline"))
 
     acc = figure(title="Accuracy: rotations (°) and translations (Å)", height=height, sizing_mode="stretch_width",
                  tools=_TOOLS, x_axis_label="iteration", y_axis_label="rotations (°)", name="accuracy")
-    _style(acc)
+    style_figure(acc)
     acc.extra_y_ranges = {"trans": Range1d(0, 1)}
     acc.add_layout(LinearAxis(y_range_name="trans", axis_label="translations (Å)",
                               axis_label_text_color=HALF_COLOURS["half2"]), "right")
@@ -128,7 +128,7 @@ def series_figures(*, height: int = 210):
 
     samp = figure(title="Angular sampling vs iteration", height=height, sizing_mode="stretch_width", tools=_TOOLS,
                   x_axis_label="iteration", y_axis_label="angular step (°)", name="sampling")
-    _style(samp)
+    style_figure(samp)
     samp.step("iteration", "sampling", source=source, mode="after", line_color="#2e7d32", line_width=2)
     samp.scatter("iteration", "sampling", source=source, size=5, color="#2e7d32")
     samp.add_tools(HoverTool(tooltips=[("iteration", "@iteration"), ("angular step", "@sampling{0.00}°")], mode="vline"))
@@ -165,7 +165,7 @@ def slice_figure(title: str, *, size: int = 190, name: str = ""):
     source = ColumnDataSource({"image": [], "dw": [], "dh": []}, name=f"{name}_source" if name else None)
     fig = figure(title=title, width=size, height=size, tools="pan,wheel_zoom,reset", match_aspect=True,
                  x_range=Range1d(0, 1), y_range=Range1d(0, 1), name=name or None)
-    _style(fig)
+    style_figure(fig)
     fig.min_border_left = 4
     fig.axis.visible = False
     fig.grid.visible = False

@@ -88,7 +88,7 @@ def refine_iterations(names: list[str]) -> list[int]:
 
 
 def read_refine_iteration(job_dir: Path, iteration: int) -> RefineIteration:
-    from processing.refine.starfiles import ModelStarContents, SamplingStarContents, shell_resolutions
+    from processing.io.refine_star import ModelStarContents, SamplingStarContents, shell_resolutions
 
     model = ModelStarContents.read(Path(job_dir) / f"run_it{iteration:03d}_half1_model.star")
     frequency, _ = shell_resolutions(model.ori_size, model.pixel_size)

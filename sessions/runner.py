@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processing.abort import ABORT_NOW
 from processing.errors import InputError
 from processing.io.atomic import atomic_write
 from processing.io.jobstar import JobStar
@@ -57,7 +58,6 @@ __all__ = [
     "find_mpiexec",
 ]
 
-ABORT_NOW = "RELION_JOB_ABORT_NOW"
 PIPELINER_ABORT_NOW = "PIPELINER_JOB_ABORT_NOW"
 SUBMIT_SCRIPT = "run_submit.script"
 

@@ -11,7 +11,7 @@ import pytest
 SCRIPT = """
 import numpy as np
 from processing.parallel import particle_threads, _numba_is_threadsafe
-from processing.refine.estep import Reference, _slices
+from processing.refine.estep import Reference, central_slices
 from processing.refine.frequencies import frequency_set
 from processing.fourier.projector import fourier_grid_from_volume
 from scipy.spatial.transform import Rotation
@@ -20,9 +20,9 @@ grid, c, _ = fourier_grid_from_volume(np.random.default_rng(0).standard_normal((
 ref = Reference(grid=grid, c=c, pad=2.0)
 freq = frequency_set(24, 24)
 rotations = [Rotation.random(3000, random_state=i).as_matrix() for i in range(8)]
-expected = [_slices(ref, r, freq)[0] for r in rotations]
+expected = [central_slices(ref, r, freq)[0] for r in rotations]
 with particle_threads(2) as pmap:
-    got = pmap(lambda r: _slices(ref, r, freq)[0], rotations)
+    got = pmap(lambda r: central_slices(ref, r, freq)[0], rotations)
 assert all(np.array_equal(a, b) for a, b in zip(got, expected))
 print("threadsafe", _numba_is_threadsafe())
 """

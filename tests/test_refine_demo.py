@@ -26,7 +26,7 @@ import starfile
 
 from processing.fourier.fsc import fsc
 from processing.io import OptimisationSet, read_mrc
-from processing.refine.evaluate import gauge_rotation, pose_errors, rotate_about_z
+from processing.simulate.truth import gauge_rotation, pose_errors, rotate_about_z
 from processing.simulate import render_truth
 
 from conftest import in_iteration, run_cmd, start_process, venv_bin, wait_for, with_random_subsets

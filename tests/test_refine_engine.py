@@ -17,8 +17,8 @@ import starfile
 
 from processing.fourier.fsc import fsc
 from processing.io import read_mrc
-from processing.refine.evaluate import pose_errors
-from processing.refine.starfiles import ModelStarContents, SamplingStarContents
+from processing.simulate.truth import pose_errors
+from processing.io.refine_star import ModelStarContents, SamplingStarContents
 from processing.simulate import render_truth
 
 from conftest import in_iteration, run_cmd, start_process, venv_bin, wait_for, with_random_subsets

@@ -10,8 +10,8 @@ import pytest
 from processing.errors import InputError
 from processing.io.jobstar import JobStar
 from processing.jobs.refine3d_params import Refine3DParameters
-from processing.refine import cli
-from processing.refine.cli import parse_refine_args
+from processing.jobs import refine3d as cli
+from processing.refine.flags import parse_refine_args
 from processing.refine.options import SAMPLING_CHOICES, RefineOptions
 
 # The command RELION 5's GUI built for the tutorial's job (project spec 8.5, [observed]).

@@ -20,9 +20,10 @@ import starfile
 from processing.geometry.euler import euler_to_matrix
 from processing.geometry.symmetry import symmetry_operators
 from processing.io import OptimisationSet, ParticleSet
-from processing.refine.driver import RefineRun, RunState
+from processing.refine.driver import RefineRun
+from processing.refine.state import RunState
 from processing.refine.options import RefineOptions
-from processing.refine.starfiles import ModelStarContents, OptimiserStarContents
+from processing.io.refine_star import ModelStarContents, OptimiserStarContents
 
 DATA = Path(__file__).parent / "data"
 DEMO = DATA / "refine_demo"
@@ -211,7 +212,7 @@ def test_first_iteration_poses_match_relion(iteration_one) -> None:
 def relion_path(last: int) -> list[dict]:
     """RELION's state after each iteration 1..last of the demo run (its optimiser, sampling
     and half-1 model files)."""
-    from processing.refine.starfiles import SamplingStarContents
+    from processing.io.refine_star import SamplingStarContents
 
     path = []
     for iteration in range(1, last + 1):

@@ -12,7 +12,7 @@ from processing.refine.mstep import resolution_shell_from_ssnr
 from processing.refine.schedule import (
     RefineCounters, SamplingState, update_angular_sampling, update_change_counters,
 )
-from processing.refine.starfiles import ModelStarContents, OptimiserStarContents, SamplingStarContents
+from processing.io.refine_star import ModelStarContents, OptimiserStarContents, SamplingStarContents
 
 RELION = Path(__file__).parent / "data" / "refine_demo" / "Refine3D"
 LAST = 10

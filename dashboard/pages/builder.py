@@ -12,7 +12,7 @@ from processing.errors import InputError
 from sessions import job_types, list_presets, runner
 from sessions.presets import PresetMismatchWarning, apply_preset, preset_from_params, save_preset
 
-from ..app import PageContext, html_pane
+from ..context import PageContext, html_pane
 from ..derived import derived_facts
 from ..forms import JobForm
 from .frame import card, frame
@@ -61,7 +61,7 @@ class JobBuilder:
                      self.save_button, sizing_mode="stretch_width", margin=0)
         bottom = pn.Row(pn.Spacer(sizing_mode="stretch_width"), self.alias, self.run_button,
                         sizing_mode="stretch_width", margin=0)
-        from ..app import Navigator
+        from ..context import Navigator
 
         self.navigator = Navigator()
         self.view = card(top, self.form_holder, self.facts, self.summary, bottom, self.message, self.navigator.view)

@@ -10,8 +10,8 @@ from bokeh.plotting import figure
 
 from processing.errors import InputError
 
-from ..app import PageContext, html_pane
-from ..plots import _style, fsc_data, fsc_figure
+from ..context import PageContext, html_pane
+from ..plots import style_figure, fsc_data, fsc_figure
 from ..readers import refine_iterations
 from ..style import JOB_PALETTE
 from .frame import alias_of, card, frame
@@ -74,7 +74,7 @@ def page(ctx: PageContext):
     res_source = ColumnDataSource({"xs": [], "ys": [], "label": [], "colour": []}, name="compare_res_source")
     res_fig = figure(title="Resolution vs iteration", height=340, sizing_mode="stretch_width",
                      tools="pan,wheel_zoom,box_zoom,reset,save", x_axis_label="iteration", y_axis_label="resolution (Å)")
-    _style(res_fig)
+    style_figure(res_fig)
     r = res_fig.multi_line("xs", "ys", source=res_source, line_color="colour", line_width=2.5)
     points = ColumnDataSource({"x": [], "y": [], "colour": []})
     res_fig.scatter("x", "y", source=points, color="colour", size=6)

@@ -5,7 +5,7 @@ import html
 
 import panel as pn
 
-from ..app import CONFIG, PageContext, html_pane
+from ..context import CONFIG, PageContext, html_pane
 from ..style import STATUS_SYMBOLS
 
 __all__ = ["frame", "job_label", "alias_of", "card", "status_badge", "sidebar_jobs_html"]

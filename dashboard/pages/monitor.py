@@ -16,7 +16,7 @@ from processing.errors import InputError
 from sessions import RUNNING, SCHEDULED, runner
 
 from .. import auth
-from ..app import CONFIG, PageContext, html_pane
+from ..context import CONFIG, PageContext, html_pane
 from ..plots import fit_translation_axis, fsc_data, fsc_figure, series_data, series_figures
 from ..readers import refine_iterations
 from .frame import alias_of, card, frame, status_badge

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import panel as pn
 
-from ..app import html_pane
+from ..context import html_pane
 from ..plots import contrast, slice_data, slice_figure
 from ..readers import orthoslices
 from ..style import HALF_COLOURS

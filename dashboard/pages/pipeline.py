@@ -8,7 +8,7 @@ import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool, OpenURL, Range1d, TapTool
 from bokeh.plotting import figure
 
-from ..app import PageContext, html_pane
+from ..context import PageContext, html_pane
 from ..style import STATUS_COLOURS
 from .frame import alias_of, card, frame, status_badge
 

@@ -8,7 +8,7 @@ import panel as pn
 
 from sessions import list_presets
 
-from ..app import PageContext, html_pane
+from ..context import PageContext, html_pane
 from .builder import builder_types
 from .frame import card, frame
 

@@ -16,7 +16,7 @@ import panel as pn
 from processing.errors import InputError
 from sessions import RUNNING
 
-from ..app import CONFIG, PageContext, html_pane
+from ..context import CONFIG, PageContext, html_pane
 from ..watcher import watcher_for
 from .frame import card, frame
 

@@ -1,10 +1,9 @@
 """``/share?token=...``: one job's monitor, read-only, while the token is valid."""
 from __future__ import annotations
 
-import panel as pn
 
 from .. import auth
-from ..app import CONFIG, PageContext, html_pane
+from ..context import CONFIG, PageContext, html_pane
 from ..watcher import watcher_for
 from .frame import frame
 from .monitor import JobMonitor

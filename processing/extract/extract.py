@@ -23,7 +23,7 @@ from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
 from processing.io.tomograms import TomogramSet
-from processing.jobs.lifecycle import check_abort
+from processing.abort import check_abort
 from processing.parallel import Communicator, thread_map
 
 from .geometry import TomogramParticles, tomogram_particles, usable_frames

@@ -17,7 +17,7 @@ from numba import njit, prange
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def _trilinear_get(grid, c, xp, yp, zp):
+def trilinear_get(grid, c, xp, yp, zp):
     """Trilinear sample at padded coordinates (xp, yp, zp); Hermitian for xp < 0."""
     conj = False
     if xp < 0.0:
@@ -84,7 +84,7 @@ def project_kernel(grid, c, rot, pad, r_max2, scale, out):
                 xp = a00 * kx + a10 * ky
                 yp = a01 * kx + a11 * ky
                 zp = a02 * kx + a12 * ky
-                out[m, i, kx] = _trilinear_get(grid, c, xp, yp, zp) * scale
+                out[m, i, kx] = trilinear_get(grid, c, xp, yp, zp) * scale
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -111,11 +111,11 @@ def rotate3d_kernel(grid, c, rot, pad, r_max2, scale, out):
                 xp = pad * (a[0, 0] * kx + a[1, 0] * ky + a[2, 0] * kz)
                 yp = pad * (a[0, 1] * kx + a[1, 1] * ky + a[2, 1] * kz)
                 zp = pad * (a[0, 2] * kx + a[1, 2] * ky + a[2, 2] * kz)
-                out[m, j, i, kx] = _trilinear_get(grid, c, xp, yp, zp) * scale
+                out[m, j, i, kx] = trilinear_get(grid, c, xp, yp, zp) * scale
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def _trilinear_put(data, weight, c, xp, yp, zp, val, wgt):
+def trilinear_put(data, weight, c, xp, yp, zp, val, wgt):
     """Scatter (val, wgt) at padded coordinates; Hermitian mirror for xp < 0."""
     if xp < 0.0:
         xp = -xp
@@ -181,7 +181,7 @@ def backproject2d_kernel(data, weight, c, slices, wslices, rot, pad, r_max2):
                     xp = a00 * kx + a10 * ky
                     yp = a01 * kx + a11 * ky
                     zp = a02 * kx + a12 * ky
-                    _trilinear_put(dat, wgt, c, xp, yp, zp, slices[m, i, kx], wslices[m, i, kx])
+                    trilinear_put(dat, wgt, c, xp, yp, zp, slices[m, i, kx], wslices[m, i, kx])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -210,7 +210,7 @@ def backproject3d_kernel(data, weight, c, vols, wvols, rot, pad, r_max2):
                         xp = pad * (a[0, 0] * kx + a[1, 0] * ky + a[2, 0] * kz)
                         yp = pad * (a[0, 1] * kx + a[1, 1] * ky + a[2, 1] * kz)
                         zp = pad * (a[0, 2] * kx + a[1, 2] * ky + a[2, 2] * kz)
-                        _trilinear_put(dat, wgt, c, xp, yp, zp, vols[m, j, i, kx], wvols[m, j, i, kx])
+                        trilinear_put(dat, wgt, c, xp, yp, zp, vols[m, j, i, kx], wvols[m, j, i, kx])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -235,8 +235,8 @@ def symmetrise_kernel(data, weight, c, ops, r_max2, out_data, out_weight):
                     xp = r[0, 0] * kx + r[0, 1] * ky + r[0, 2] * kz
                     yp = r[1, 0] * kx + r[1, 1] * ky + r[1, 2] * kz
                     zp = r[2, 0] * kx + r[2, 1] * ky + r[2, 2] * kz
-                    acc += _trilinear_get(data, c, xp, yp, zp)
-                    accw += _trilinear_get(weight, c, xp, yp, zp).real
+                    acc += trilinear_get(data, c, xp, yp, zp)
+                    accw += trilinear_get(weight, c, xp, yp, zp).real
                 out_data[zi, yi, kx] = acc
                 out_weight[zi, yi, kx] = accw
 

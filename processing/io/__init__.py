@@ -1,5 +1,5 @@
 """Reading and writing RELION 5 files: STAR, MRC, tomogram and particle sets, optimisation
-sets and job.star.
+sets, job.star and the model, optimiser and sampling files of a refinement.
 
 Every reader raises :class:`processing.errors.InputError` for bad input, naming the file,
 table, column and row; every writer writes atomically (temporary file + rename).
@@ -21,6 +21,7 @@ from .mrc import (
 from .optimisation_set import OptimisationSet, read_optimisation_set, write_optimisation_set
 from .particles import ParticleSet, create_optics_table, read_particle_set, write_particle_set
 from .paths import resolve_path
+from .refine_star import ModelStarContents, OptimiserStarContents, SamplingStarContents
 from .star import (
     bool_column,
     list_value,
@@ -57,6 +58,9 @@ __all__ = [
     "read_image",
     "parse_image_reference",
     "resolve_path",
+    "ModelStarContents",
+    "OptimiserStarContents",
+    "SamplingStarContents",
     "TiltSeries",
     "Tomogram",
     "TomogramSet",

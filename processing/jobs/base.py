@@ -17,7 +17,7 @@ import param
 
 from processing.errors import InputError
 
-__all__ = ["JobParameters", "FieldProblem", "yes_no", "parse_yes_no"]
+__all__ = ["JobParameters", "FieldProblem", "yes_no", "parse_yes_no", "bound_message"]
 
 
 def yes_no(value: bool) -> str:
@@ -35,7 +35,7 @@ def parse_yes_no(text: str, *, field: str) -> bool:
     raise InputError(f"expected Yes or No, got {text!r}", column=field)
 
 
-def _bound_message(p: param.Parameter, value: Any, exc: Exception) -> str:
+def bound_message(p: param.Parameter, value: Any, exc: Exception) -> str:
     """A user-facing sentence for a value param rejected."""
     bounds = getattr(p, "bounds", None)
     if bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -188,7 +188,7 @@ class JobParameters(param.Parameterized):
             except ValueError as exc:
                 p = cls.param[name]
                 raise InputError(
-                    f"{p.label.strip()} {_bound_message(p, value, exc)}",
+                    f"{p.label.strip()} {bound_message(p, value, exc)}",
                     file=source, column=p.metadata.get("var", name) if p.metadata else name,
                 ) from None
         return obj

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from processing.abort import ABORT_NOW, JobAborted, abort_requested, check_abort
 from processing.errors import InputError
 from processing.io.atomic import atomic_write
 from processing.parallel import Communicator
@@ -25,21 +26,6 @@ __all__ = [
 SUCCESS = "RELION_JOB_EXIT_SUCCESS"
 FAILURE = "RELION_JOB_EXIT_FAILURE"
 ABORTED = "RELION_JOB_EXIT_ABORTED"
-ABORT_NOW = "RELION_JOB_ABORT_NOW"
-
-
-class JobAborted(Exception):
-    """Raised inside a job when an abort was requested."""
-
-
-def abort_requested(job_dir: str | os.PathLike) -> bool:
-    return (Path(job_dir) / ABORT_NOW).exists()
-
-
-def check_abort(job_dir: str | os.PathLike | None) -> None:
-    """Raise :class:`JobAborted` if ``RELION_JOB_ABORT_NOW`` exists in the job directory."""
-    if job_dir is not None and abort_requested(job_dir):
-        raise JobAborted(f"abort requested ({ABORT_NOW} found)")
 
 
 def _touch(path: Path) -> None:

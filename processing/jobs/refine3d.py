@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from processing.errors import InputError
 from processing.jobs.lifecycle import job_lifecycle, record_failure
 from processing.parallel import Communicator, get_communicator
+from processing.refine.flags import parse_refine_args, refine_help
 from processing.refine.options import RefineOptions
 
 from .refine3d_params import Refine3DParameters
-from .relion_params import _append_note, _configure_threads, read_job_parameters
+from .relion_params import append_note, configure_threads, read_job_parameters
 
-__all__ = ["Refine3DParameters", "run_with_lifecycle", "main"]
+__all__ = ["Refine3DParameters", "run_with_lifecycle", "main", "add_parser", "run"]
 
 
 def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = None, invoked: str | None = None) -> int:
@@ -36,9 +38,9 @@ def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = No
     if comm.is_leader:
         job_dir.mkdir(parents=True, exist_ok=True)
         if invoked:
-            _append_note(job_dir, [invoked])
+            append_note(job_dir, [invoked])
     comm.barrier()
-    _configure_threads(options.threads)
+    configure_threads(options.threads)
     with job_lifecycle(job_dir, comm):
         run_refine(options, comm=comm, log=lambda m: print(m, flush=True))
     return 0
@@ -68,6 +70,33 @@ def main(argv: list[str] | None = None) -> int:
     invoked = f"{prefix}-m processing.jobs.refine3d --job-dir {job_dir}\n# equivalent: " + \
         params.command_line(job_dir, is_continue=job.is_continue)
     return run_with_lifecycle(options, comm=comm, invoked=invoked)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``tomodash refine`` (sets ``func``). All arguments go to
+    :func:`~processing.refine.flags.parse_refine_args`."""
+    parser = subparsers.add_parser(
+        "refine",
+        help="3D auto-refine with relion_refine's command-line flags",
+        description="3D auto-refine; takes relion_refine's flags (tomodash refine --help lists them).",
+        prefix_chars="+",   # every --flag is passed through untouched
+        add_help=False,
+    )
+    parser.add_argument("relion_args", nargs=argparse.REMAINDER, help="relion_refine flags")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace, *, runner: Callable[..., int] | None = None) -> int:
+    """Parse ``args.relion_args`` and run the refinement (``runner`` replaces the driver in tests)."""
+    argv = list(args.relion_args)
+    if not argv or any(a in ("--help", "-h") for a in argv):
+        print(refine_help(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    options = parse_refine_args(argv)
+    if runner is None:
+        return run_with_lifecycle(options, invoked="tomodash refine " + " ".join(argv))
+    return int(runner(options) or 0)
 
 
 if __name__ == "__main__":

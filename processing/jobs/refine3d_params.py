@@ -446,6 +446,6 @@ class Refine3DParameters(TomoInputParameters):
             If the form cannot make a valid command (also run :meth:`check` first for
             messages attached to fields).
         """
-        from processing.refine.cli import parse_refine_args
+        from processing.refine.flags import parse_refine_args
 
         return parse_refine_args(self.command_args(job_dir, is_continue=is_continue))

@@ -45,6 +45,9 @@ __all__ = [
     "main_from_job_dir",
     "Validator",
     "Runner",
+    "append_note",
+    "configure_threads",
+    "read_job_parameters",
 ]
 
 #: Flags RELION's GUI adds to every command; accepted and ignored.
@@ -217,7 +220,7 @@ def relion_command(params: JobParameters, job_dir: str | os.PathLike, *, is_cont
     return " ".join(shlex.quote(t) if t and " " not in t.strip() else t for t in tokens)
 
 
-def _configure_threads(threads: int) -> None:
+def configure_threads(threads: int) -> None:
     """Threads inside this process: numba kernels and scipy.fft."""
     import numba
 
@@ -231,7 +234,7 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _append_note(job_dir: Path, commands: list[str]) -> None:
+def append_note(job_dir: Path, commands: list[str]) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with open(job_dir / "note.txt", "a", encoding="utf-8") as note:
         note.write(f" ++++ Executing new job on {stamp}\n ++++ with the following command(s): \n")
@@ -281,9 +284,9 @@ def execute_job(
                 is_tomo=type(params).is_tomo, options=params.to_job_options(),
             ).write(job_dir / "job.star")
         command = relion_command(params, job_dir, is_continue=is_continue)
-        _append_note(job_dir, [invoked, f"# equivalent: {command}"] if invoked else [command])
+        append_note(job_dir, [invoked, f"# equivalent: {command}"] if invoked else [command])
     comm.barrier()
-    _configure_threads(params.nr_threads)
+    configure_threads(params.nr_threads)
     with job_lifecycle(job_dir, comm):
         run(params, extras, job_dir=job_dir, comm=comm, is_continue=is_continue, log=_log)
     return 0

@@ -35,7 +35,7 @@ from processing.io.mrc import write_mrc
 from processing.io.particles import ParticleSet
 from processing.io.star import write_star
 from processing.io.tomograms import TomogramSet
-from processing.jobs.lifecycle import check_abort
+from processing.abort import check_abort
 from processing.parallel import Communicator, thread_map
 
 from ._backproject import backproject_slices, symmetrise_fourier

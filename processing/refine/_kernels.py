@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from processing.fourier._kernels import _trilinear_get, _trilinear_put
+from processing.fourier._kernels import trilinear_get, trilinear_put
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
@@ -91,7 +91,7 @@ def scatter_points(data, weight, c, rot, pad, kx, ky, values, weights):
         for j in range(k):
             x = kx[j]
             y = ky[j]
-            _trilinear_put(data, weight, c, a00 * x + a10 * y, a01 * x + a11 * y, a02 * x + a12 * y,
+            trilinear_put(data, weight, c, a00 * x + a10 * y, a01 * x + a11 * y, a02 * x + a12 * y,
                            values[m, j], weights[m, j])
 
 
@@ -108,7 +108,7 @@ def gather_points_3d(grid, c, rot, pad, kx, ky, kz, power_weights, out, power):
             x = kx[j]
             y = ky[j]
             z = kz[j]
-            v = _trilinear_get(
+            v = trilinear_get(
                 grid, c,
                 pad * (a[0, 0] * x + a[1, 0] * y + a[2, 0] * z),
                 pad * (a[0, 1] * x + a[1, 1] * y + a[2, 1] * z),
@@ -137,4 +137,4 @@ def scatter_points_3d(data, weight, c, rot, pad, kx, ky, kz, values, weights, li
             pz = pad * (a[0, 2] * x + a[1, 2] * y + a[2, 2] * z)
             if int(px * px + py * py + pz * pz) > limit:
                 continue
-            _trilinear_put(data, weight, c, px, py, pz, values[m, j], weights[m, j])
+            trilinear_put(data, weight, c, px, py, pz, values[m, j], weights[m, j])

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from processing.geometry.euler import euler_to_matrix
 from processing.glibc_random import GlibcRandom, relion_rnd_unif
 
-from .estep import EStepContext, ParticleState, Reference, _inverse_noise, _phases, _slices
+from .estep import EStepContext, ParticleState, Reference, inverse_noise, phase_factors, central_slices
 from .particles import ParticleImages
 
 __all__ = ["expected_accuracy", "angle_steps", "shift_steps"]
@@ -66,24 +66,24 @@ def expected_accuracy(
         geo = particle.geometry
         F = geo.rotations.shape[0]
         C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float64)
-        inv_s2 = _inverse_noise(ctx_p.noise(state), freq)
+        inv_s2 = inverse_noise(ctx_p.noise(state), freq)
         weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
         base = euler_to_matrix(*state.angles)
-        v0 = _slices(ref, geo.rotations @ base, freq, remap=ctx_p.remap)[0]  # (F, K)
+        v0 = central_slices(ref, geo.rotations @ base, freq, remap=ctx_p.remap)[0]  # (F, K)
         # Rotation: each tilt image perturbs one randomly chosen Euler angle by growing amounts.
         which = _random_axes(random_seed + geo.index, F)
         pert = np.tile(state.angles, (a_steps.size, F, 1))                  # (S, F, 3)
         pert[:, np.arange(F), which] += a_steps[:, None]
         mats = euler_to_matrix(pert[..., 0], pert[..., 1], pert[..., 2])    # (S, F, 3, 3)
         rot = np.einsum("fij,sfjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
-        v1 = _slices(ref, rot, freq, remap=ctx_p.remap)[0].reshape(a_steps.size, F, -1)
+        v1 = central_slices(ref, rot, freq, remap=ctx_p.remap)[0].reshape(a_steps.size, F, -1)
         d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
         angles_found.append(_first_exceeding(d, a_steps))
         # Translation: each tilt image shifts along a randomly chosen axis of the subtomogram frame.
         axes = np.eye(3)[which]                                              # (F, 3)
         proj = np.einsum("fij,fj->fi", geo.rotations, axes)                 # (F, 3) per unit shift
         shifts = s_steps[:, None, None] * (proj if ctx.is_3d else proj[:, :2])[None]
-        ph = _phases(freq, shifts, ctx_p.ori, -1.0)                         # (S, F, K)
+        ph = phase_factors(freq, shifts, ctx_p.ori, -1.0)                         # (S, F, K)
         d = (np.abs(v0[None] * (1.0 - ph)) ** 2 * weight[None]).sum(axis=(1, 2))
         shifts_found.append(_first_exceeding(d, s_steps) * ctx_p.pixel_size)   # Å
     if not angles_found:

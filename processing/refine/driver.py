@@ -11,7 +11,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from processing.io.mrc import read_mrc
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 from processing.io.tomograms import TomogramSet
-from processing.jobs.lifecycle import check_abort
+from processing.abort import check_abort
 from processing.parallel import Communicator, get_communicator, particle_threads
 
 from . import mstep
@@ -42,6 +42,7 @@ from .estep import EStepContext, HalfAccumulator, ParticleResult, ParticleState,
 from .options import RefineOptions
 from .frequencies import pixels_per_shell
 from .particles import ParticleStore, images_are_3d
+from .state import HalfState, RunState
 from .schedule import (
     RefineCounters, SamplingState, has_converged, hidden_variable_changes, image_sizes, optics_image_sizes,
     update_angular_sampling, update_change_counters,
@@ -54,41 +55,6 @@ __all__ = ["run_refine", "RefineRun"]
 NOISE_IMAGES = 10
 #: particles used for the accuracy estimate (RELION: 100).
 ACCURACY_PARTICLES = 100
-
-
-@dataclass
-class HalfState:
-    """One half set's reference and model: as in RELION, where each half's ranks keep their own
-    model, the nuisance parameters (noise spectra, orientation distribution, scale corrections,
-    offset prior width) are estimated within the half, so the halves stay independent."""
-
-    map: NDArray[np.float64]
-    fsc: NDArray[np.float64]
-    ssnr: NDArray[np.float64]
-    tau2: NDArray[np.float64]
-    sigma2_ref: NDArray[np.float64]
-    completeness: NDArray[np.float64]
-    sigma2: NDArray[np.float64]              # (n_optics, n_shells) noise power
-    pdf_direction: NDArray[np.float64]       # (n_directions,)
-    scales: NDArray[np.float64]              # (n_groups,) intensity-scale corrections
-    sigma_offset: float = 10.0               # Å
-    ave_pmax: float = 0.0
-    log_likelihood: float = 0.0
-
-
-@dataclass
-class RunState:
-    """Everything needed to write an iteration's files and to continue from them."""
-
-    halves: list[HalfState]
-    counters: RefineCounters
-    sampling: SamplingState
-    particles: list[ParticleState]
-    pmax: NDArray[np.float64]
-    n_significant: NDArray[np.int64]
-    log_likelihood_particles: NDArray[np.float64]
-    joined: bool = False
-    unfil: list[NDArray[np.float64]] = field(default_factory=list)
 
 
 class RefineRun:
@@ -403,7 +369,7 @@ class RefineRun:
         """On ``--continue``, the run's settings come from its optimiser/model/sampling files;
         only the options relion_refine lets a continuation change are taken from the command
         line (spec 5.14)."""
-        from .starfiles import ModelStarContents, OptimiserStarContents, SamplingStarContents
+        from processing.io.refine_star import ModelStarContents, OptimiserStarContents, SamplingStarContents
 
         o = self.options
         path = Path(o.continue_from)
@@ -641,8 +607,7 @@ class RefineRun:
                     except (OSError, ValueError, KeyError):
                         pass
                 self._progress(iteration, "expectation", done, n_total, started)
-                if (self.job_dir / "RELION_JOB_ABORT_NOW").exists():
-                    check_abort(self.job_dir)
+                check_abort(self.job_dir)
             time.sleep(Communicator.POLL)
 
     def _write_rank_progress(self, iteration: int, done: int, total: int) -> None:

@@ -31,6 +31,7 @@ from .particles import ParticleImages
 
 __all__ = [
     "Reference", "EStepContext", "ParticleState", "ParticleResult", "HalfAccumulator", "expect_particle",
+    "central_slices", "phase_factors", "inverse_noise",
 ]
 
 #: at most this many rotations per chunk of the reference-side matrix (BLAS works well from
@@ -247,7 +248,7 @@ def _projected_shifts(rotations: NDArray, offsets_px: NDArray, is_3d: bool) -> N
     return np.einsum("fij,tj->tfi", rotations[:, :2, :], offsets_px)
 
 
-def _phases(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArray[np.complex64]:
+def phase_factors(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArray[np.complex64]:
     """exp(sign 2πi k·s/N), shape (T, F, K)."""
     arg = shifts[..., 0, None] * freq.kx + shifts[..., 1, None] * freq.ky
     if freq.kz is not None:
@@ -256,7 +257,7 @@ def _phases(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArr
     return (np.cos(arg) + 1j * np.sin(arg)).astype(np.complex64)
 
 
-def _slices(
+def central_slices(
     ref: Reference, rotations: NDArray, freq: FrequencySet, power_weights: NDArray | None = None,
     *, remap: float = 1.0,
 ) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
@@ -322,7 +323,7 @@ def _score(
     F = geo.rotations.shape[0]
     X = particle.masked.reshape(F, -1)[:, freq.flat]                       # (F, K)
     C = particle.ctf2.reshape(F, -1)[:, freq.flat].astype(np.float32)      # (F, K)
-    inv_s2 = _inverse_noise(sigma2, freq).astype(np.float32)
+    inv_s2 = inverse_noise(sigma2, freq).astype(np.float32)
     if particle.multiplicity is not None:
         # RELION scores |C V - X|² / (σ² M^p) (empty voxels are already zero); see
         # _multiplicity_powers for p.
@@ -338,7 +339,7 @@ def _score(
         z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
     # conj(Z) = weight · X e^{-2πi k·p/N}, viewed as interleaved float32 (T, 2FK).
-    Zc = (X * z_weight).astype(np.complex64)[None] * _phases(freq, shifts, ctx.ori, -1.0)
+    Zc = (X * z_weight).astype(np.complex64)[None] * phase_factors(freq, shifts, ctx.ori, -1.0)
     Zc = Zc.reshape(len(offsets_px), -1).view(np.float32)
     R = part_rot.shape[0]
     cross = np.empty((len(offsets_px), R))
@@ -348,7 +349,7 @@ def _score(
         rot = part_rot[start:start + chunk]
         r = rot.shape[0]
         total = np.einsum("fij,rjk->rfik", geo.rotations, rot).reshape(r * F, 3, 3)
-        V, p = _slices(ref, total, freq, power_weights, remap=ctx.remap)
+        V, p = central_slices(ref, total, freq, power_weights, remap=ctx.remap)
         power[start:start + r] = p.reshape(r, F).sum(axis=1)
         cross[:, start:start + r] = (V.reshape(r, -1).view(np.float32) @ Zc.T).T
     WORK["poses"] += R * len(offsets_px)
@@ -361,7 +362,7 @@ def _score(
     return 0.5 * power[None, :] - cross
 
 
-def _inverse_noise(sigma2: NDArray, freq: FrequencySet) -> NDArray[np.float64]:
+def inverse_noise(sigma2: NDArray, freq: FrequencySet) -> NDArray[np.float64]:
     """(K,) 1/σ² per pixel; zero at shell 0, which the likelihood leaves out."""
     return np.where(freq.scored, 1.0 / np.maximum(sigma2[np.minimum(freq.shell, sigma2.size - 1)], 1e-30), 0.0)
 
@@ -389,7 +390,7 @@ def _likelihood_constants(
     prior normalisations (orientation and offset priors divided by their means over the
     coarse grid)."""
     F = particle.masked.shape[0]
-    inv = _inverse_noise(sigma2, freq)[None]
+    inv = inverse_noise(sigma2, freq)[None]
     if particle.multiplicity is not None:
         inv = _divided_by_multiplicity(inv, particle.multiplicity.reshape(F, -1)[:, freq.flat], multiplicity_power)
     X = particle.masked.reshape(F, -1)
@@ -560,7 +561,7 @@ def _accumulate(
     wt = w[np.ix_(rows, cols)]                                             # (T', R')
     w_r = wt.sum(axis=0)                                                   # (R',)
     shifts = _projected_shifts(geo.rotations, origin_px[None] + fine_t[rows], ctx.is_3d)
-    E = _phases(freq, shifts, ctx.ori, -1.0).reshape(len(rows), -1)        # (T', FK)
+    E = phase_factors(freq, shifts, ctx.ori, -1.0).reshape(len(rows), -1)        # (T', FK)
     shift_sum = (wt.T.astype(np.complex64) @ E).reshape(len(cols), F, -1)  # (R', F, K)
     X = particle.images.reshape(F, -1)[:, freq.flat]
     Xm = particle.masked.reshape(F, -1)[:, freq.flat]
@@ -570,13 +571,13 @@ def _accumulate(
     # enters the noise normalisation. The origin pixel, which the likelihood leaves out, is
     # back-projected with 1/σ²(0) (storeWeightedSums restores it after any division).
     sigma2 = ctx.noise(state)
-    inv_s2 = np.broadcast_to(_inverse_noise(sigma2, freq), C.shape)
+    inv_s2 = np.broadcast_to(inverse_noise(sigma2, freq), C.shape)
     if particle.multiplicity is not None and multiplicity_power:
         inv_s2 = _divided_by_multiplicity(inv_s2, particle.multiplicity.reshape(F, -1)[:, freq.flat],
                                           multiplicity_power)
     inv_s2 = np.where(freq.shell == 0, 1.0 / max(float(sigma2[0]), 1e-30), inv_s2)
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
-    V = _slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
+    V = central_slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
     # Back-projection of the unmasked images, for the pixels with |k| <= size/2 only.
     ins = freq.inserted

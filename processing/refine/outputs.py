@@ -20,18 +20,19 @@ from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 
 from .schedule import RefineCounters, SamplingState
-from .starfiles import (
+from .state import HalfState, RunState
+from processing.io.refine_star import (
     ModelStarContents, OptimiserStarContents, SamplingStarContents, iteration_root, read_data_star,
     refine_optimisation_set,
 )
 
 if TYPE_CHECKING:
-    from .driver import RefineRun, RunState
+    from .driver import RefineRun
 
 __all__ = ["write_iteration_files", "read_continuation"]
 
 
-def _model(run: "RefineRun", state: "RunState", half: int, map_file: str) -> ModelStarContents:
+def _model(run: "RefineRun", state: RunState, half: int, map_file: str) -> ModelStarContents:
     h = state.halves[half]
     c, s = state.counters, state.sampling
     mode = 1 if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0) else 0
@@ -55,7 +56,7 @@ def _model(run: "RefineRun", state: "RunState", half: int, map_file: str) -> Mod
     )
 
 
-def _particles(run: "RefineRun", state: "RunState") -> ParticleSet:
+def _particles(run: "RefineRun", state: RunState) -> ParticleSet:
     ps = run.particle_set
     table = ps.particles.copy()
     angles = np.array([p.angles for p in state.particles])
@@ -74,7 +75,7 @@ def _particles(run: "RefineRun", state: "RunState") -> ParticleSet:
     return ParticleSet(table, ps.optics, ps.general, extra_blocks=ps.extra_blocks)
 
 
-def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | None) -> None:
+def write_iteration_files(run: "RefineRun", state: RunState, iteration: int | None) -> None:
     """Write one iteration's files (``iteration`` None: the converged, final set)."""
     o = run.options
     root = iteration_root(o.output_root, iteration)
@@ -141,10 +142,8 @@ def write_iteration_files(run: "RefineRun", state: "RunState", iteration: int | 
     ).write(f"{root}_optimiser.star")
 
 
-def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple["RunState", int]:
+def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple[RunState, int]:
     """Restore the run's state from ``run_itNNN_optimiser.star``; returns (state, next iteration)."""
-    from .driver import HalfState, RunState
-
     path = Path(optimiser_file)
     if not path.exists():
         raise InputError("optimiser file to continue from does not exist", file=path)

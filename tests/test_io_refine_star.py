@@ -11,7 +11,7 @@ import starfile
 from processing.errors import InputError
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
-from processing.refine.starfiles import (
+from processing.io.refine_star import (
     ModelStarContents,
     OptimiserStarContents,
     SamplingStarContents,

@@ -1,4 +1,5 @@
-"""``tomodash refine <relion_refine flags>``: relion_refine's command line for 3D auto-refine.
+"""relion_refine's command line for 3D auto-refine, parsed into :class:`RefineOptions`
+(``tomodash refine`` itself is registered by :mod:`processing.jobs.refine3d`).
 
 The tomo "3D auto-refine" job of RELION's GUI builds a ``relion_refine(_mpi)`` command
 (project spec 8.5, STA spec 5.1). :func:`parse_refine_args` accepts exactly the flags that
@@ -18,9 +19,7 @@ silently ignores an option.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ from processing.errors import InputError
 
 from .options import RefineOptions
 
-__all__ = ["parse_refine_args", "add_parser", "run", "SUPPORTED_FLAGS", "refine_help"]
+__all__ = ["parse_refine_args", "SUPPORTED_FLAGS", "refine_help"]
 
 
 @dataclass(frozen=True)
@@ -265,31 +264,3 @@ def _check_ranges(values: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------
 # the ``tomodash refine`` subcommand
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``tomodash refine`` (sets ``func``). All arguments go to :func:`parse_refine_args`."""
-    parser = subparsers.add_parser(
-        "refine",
-        help="3D auto-refine with relion_refine's command-line flags",
-        description="3D auto-refine; takes relion_refine's flags (tomodash refine --help lists them).",
-        prefix_chars="+",   # every --flag is passed through untouched
-        add_help=False,
-    )
-    parser.add_argument("relion_args", nargs=argparse.REMAINDER, help="relion_refine flags")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace, *, runner: Callable[..., int] | None = None) -> int:
-    """Parse ``args.relion_args`` and run the refinement (``runner`` replaces the driver in tests)."""
-    argv = list(args.relion_args)
-    if not argv or any(a in ("--help", "-h") for a in argv):
-        print(refine_help(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
-    options = parse_refine_args(argv)
-    if runner is None:
-        from processing.jobs.refine3d import run_with_lifecycle  # the engine is imported only to run
-
-        return run_with_lifecycle(options, invoked="tomodash refine " + " ".join(argv))
-    return int(runner(options) or 0)
