@@ -1,81 +1,20 @@
-"""Registry of job types: name -> parameter class, entry module, output nodes, continue hook.
+"""Registry of job types: name -> :class:`~processing.jobs.spec.JobSpec` (parameter class, entry
+module, output nodes, continue hook), each declared beside its parameter class in
+``processing/jobs/<name>_params.py``.
 
 Adding a job type to sessions (and so to the runner, the CLI and the dashboard) is one
-:func:`register_job_type` call. Parameter classes are imported lazily (``"module:Class"``) so
-a type whose module is still being written does not break the others.
+:func:`register_job_type` call with its spec.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-from processing.jobs.base import JobParameters
+from processing.jobs import extract_params, reconstruct_params, refine3d_params
+from processing.jobs.spec import JobSpec, OutputNode
 
 __all__ = ["OutputNode", "JobType", "register_job_type", "unregister_job_type", "get_job_type",
-           "job_type_for_label", "job_types", "refine_continue_args"]
+           "job_type_for_label", "job_types"]
 
-
-@dataclass(frozen=True)
-class OutputNode:
-    """An output file a job type registers in the pipeline (project spec section 4 / 8)."""
-
-    filename: str
-    type_label: str
-    depth: int = 1
-
-
-@dataclass(frozen=True)
-class JobType:
-    """One job type.
-
-    Attributes
-    ----------
-    name : short name used on the command line (``extract``, ``reconstruct``, ``refine3d``).
-    params : the ``JobParameters`` subclass, or ``"module:Class"`` to import it lazily.
-    module : the entry point run as ``python -m <module> --job-dir DIR``.
-    outputs : output nodes registered when the job is created.
-    uses_mpi : whether the entry point runs under ``mpiexec -n N``.
-    continue_args : continue hook: ``(job_dir, process_name) -> {option: value}``, options
-        updated in job.star before a continued run (besides ``rlnJobIsContinue 1``); ``None``
-        means the job is simply re-run in its directory.
-    """
-
-    name: str
-    params: type[JobParameters] | str
-    module: str
-    outputs: tuple[OutputNode, ...] = ()
-    uses_mpi: bool = True
-    continue_args: Callable[[Path, str], dict[str, str]] | None = None
-    description: str = ""
-
-    @property
-    def params_class(self) -> type[JobParameters]:
-        if isinstance(self.params, str):
-            module, _, cls = self.params.partition(":")
-            return getattr(importlib.import_module(module), cls)
-        return self.params
-
-    @property
-    def available(self) -> bool:
-        """Whether the parameter class and the entry module can be imported."""
-        try:
-            self.params_class
-            return importlib.util.find_spec(self.module) is not None
-        except (ImportError, AttributeError, ValueError):
-            return False
-
-
-def refine_continue_args(job_dir: Path, process_name: str) -> dict[str, str]:
-    """Continue hook of 3D auto-refine: ``fn_cont`` = the last ``run_itNNN_optimiser.star``.
-
-    The engine resumes after that (last completed) iteration, as ``relion_refine --continue``.
-    Without one the job restarts from the beginning.
-    """
-    found = sorted(job_dir.glob("run_it[0-9][0-9][0-9]_optimiser.star"))
-    return {"fn_cont": f"{process_name}{found[-1].name}"} if found else {}
+#: sessions' name for a job type's declaration.
+JobType = JobSpec
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -134,38 +73,5 @@ def job_type_for_label(label: str) -> JobType | None:
 
 # ---- built-in types ---------------------------------------------------------------------------
 
-register_job_type(JobType(
-    name="extract",
-    params="processing.jobs.extract_params:ExtractParameters",
-    module="processing.jobs.extract",
-    outputs=(
-        OutputNode("optimisation_set.star", "TomoOptimisationSet.star.relion.tomo.extract"),
-        OutputNode("particles.star", "ParticleGroupMetadata.star.relion.tomo.extract"),
-    ),
-    description="Extract subtomos (relion.pseudosubtomo)",
-))
-register_job_type(JobType(
-    name="reconstruct",
-    params="processing.jobs.reconstruct_params:ReconstructParameters",
-    module="processing.jobs.reconstruct",
-    outputs=(
-        OutputNode("merged.mrc", "DensityMap.mrc.relion.tomo.map.reconstruct"),
-        OutputNode("half1.mrc", "DensityMap.mrc.relion.tomo.halfmap.reconstruct", 99),
-        OutputNode("optimisation_set.star", "TomoOptimisationSet.star.relion.tomo.reconstruct"),
-    ),
-    description="Reconstruct particle (relion.reconstructparticletomo)",
-))
-register_job_type(JobType(
-    name="refine3d",
-    params="processing.jobs.refine3d_params:Refine3DParameters",
-    module="processing.jobs.refine3d",
-    outputs=(
-        OutputNode("run_data.star", "ParticleGroupMetadata.star.relion.refine3d"),
-        OutputNode("run_optimiser.star", "OptimiserData.star.relion.refine3d"),
-        OutputNode("run_half1_class001_unfil.mrc", "DensityMap.mrc.relion.halfmap.refine3d"),
-        OutputNode("run_class001.mrc", "DensityMap.mrc.relion.refine3d"),
-        OutputNode("run_optimisation_set.star", "TomoOptimisationSet.star.relion.refine3d"),
-    ),
-    continue_args=refine_continue_args,
-    description="3D auto-refine (relion.refine3d.tomo)",
-))
+for _spec in (extract_params.SPEC, reconstruct_params.SPEC, refine3d_params.SPEC):
+    register_job_type(_spec)

@@ -64,27 +64,6 @@ PIPELINER_MARKERS: dict[str, str] = {
 }
 
 
-#: job.star keys the CCP-EM pipeliner uses instead of RELION's (project spec 13.1), per type label.
-CCPEM_OPTION_NAMES: dict[str, dict[str, str]] = {
-    "relion.pseudosubtomo": {"binning": "binfactor", "use_direct_entries": "do_use_direct_entries",
-                             "min_frames": "min_nr_frames", "do_stack2d": "do_output_2dstacks"},
-    "relion.reconstructparticletomo": {"binning": "binfactor", "snr": "Wiener_SNR", "sym_name": "point_group",
-                                       "use_direct_entries": "do_use_direct_entries", "do_helix": "do_helical"},
-}
-
-
-def with_ccpem_keys(type_label: str, options: dict[str, str]) -> dict[str, str]:
-    """``options`` plus the CCP-EM pipeliner's names for the same values (extra rows that
-    RELION and tomodash ignore), so both readers get the job's real settings (spec 13.1)."""
-    out = dict(options)
-    for relion_key, ccpem_key in CCPEM_OPTION_NAMES.get(type_label, {}).items():
-        if relion_key in options and ccpem_key not in options:
-            out[ccpem_key] = options[relion_key]
-    if "nr_mpi" in options and "mpi_command" not in options:
-        out["mpi_command"] = "mpirun -n XXXmpinodesXXX"
-    return out
-
-
 class JobValidationError(InputError):
     """The parameters of a new job are invalid; nothing was created.
 
@@ -385,9 +364,7 @@ class Session:
                 # Input paths through aliases become real job paths (as RELION does).
                 for field in self._input_fields(params):
                     setattr(params, field, pipe.resolve_alias_path(getattr(params, field)))
-                JobStar(type_label=cls.job_type_label, is_continue=is_continue, is_tomo=cls.is_tomo,
-                        options=with_ccpem_keys(cls.job_type_label, params.to_job_options())
-                        ).write(job_dir / "job.star")
+                params.write_job_star(job_dir, is_continue=is_continue)
                 proc = Process(name, cls.job_type_label, status, alias_path)
                 pipe.processes.append(proc)
                 self._register_nodes(pipe, proc, jt, params)

@@ -20,7 +20,7 @@ from processing.io.jobstar import JobStar  # noqa: E402
 from processing.jobs.extract_params import ExtractParameters  # noqa: E402
 from sessions import Session, create_demo_session, get_job_type  # noqa: E402
 from sessions import runner  # noqa: E402
-from sessions.jobtypes import refine_continue_args  # noqa: E402
+from processing.jobs.refine3d_params import continue_args as refine_continue_args  # noqa: E402
 from sessions.procinfo import ProcessIdentity, identity_of, is_running  # noqa: E402
 
 OPT = "Import/job001/optimisation_set.star"

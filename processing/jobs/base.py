@@ -11,13 +11,17 @@ The same class then drives the browser form, the command line, validation and th
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import param
 
 from processing.errors import InputError
+from processing.io.jobstar import JobStar
 
-__all__ = ["JobParameters", "FieldProblem", "yes_no", "parse_yes_no", "bound_message"]
+__all__ = ["JobParameters", "FieldProblem", "yes_no", "parse_yes_no", "bound_message", "CCPEM_OPTION_NAMES",
+           "with_ccpem_keys"]
 
 
 def yes_no(value: bool) -> str:
@@ -62,6 +66,28 @@ class FieldProblem(tuple):
     @property
     def message(self) -> str:
         return self[1]
+
+
+#: job.star keys the CCP-EM pipeliner uses instead of RELION's (project spec 13.1), per type label.
+CCPEM_OPTION_NAMES: dict[str, dict[str, str]] = {
+    "relion.pseudosubtomo": {"binning": "binfactor", "use_direct_entries": "do_use_direct_entries",
+                             "min_frames": "min_nr_frames", "do_stack2d": "do_output_2dstacks"},
+    "relion.reconstructparticletomo": {"binning": "binfactor", "snr": "Wiener_SNR", "sym_name": "point_group",
+                                       "use_direct_entries": "do_use_direct_entries", "do_helix": "do_helical"},
+}
+
+
+def with_ccpem_keys(type_label: str, options: dict[str, str]) -> dict[str, str]:
+    """``options`` plus the CCP-EM pipeliner's names for the same values (extra rows that
+    RELION and tomodash ignore), so both readers get the job's real settings (spec 13.1)."""
+    out = dict(options)
+    for relion_key, ccpem_key in CCPEM_OPTION_NAMES.get(type_label, {}).items():
+        if relion_key in options and ccpem_key not in options:
+            out[ccpem_key] = options[relion_key]
+    if "nr_mpi" in options and "mpi_command" not in options:
+        out["mpi_command"] = "mpirun -n XXXmpinodesXXX"
+    return out
+
 
 
 class JobParameters(param.Parameterized):
@@ -154,6 +180,13 @@ class JobParameters(param.Parameterized):
             value = getattr(self, name)
             options[p.metadata["var"]] = self._format_value(p, value)
         return options
+
+    def write_job_star(self, job_dir: str | os.PathLike, *, is_continue: bool = False) -> None:
+        """Write ``job_dir/job.star`` (atomically): the options under RELION's keys, plus the
+        CCP-EM pipeliner's names for the same values. The one job.star writer of every job."""
+        cls = type(self)
+        JobStar(type_label=cls.job_type_label, is_continue=is_continue, is_tomo=cls.is_tomo,
+                options=with_ccpem_keys(cls.job_type_label, self.to_job_options())).write(Path(job_dir) / "job.star")
 
     @staticmethod
     def _format_value(p: param.Parameter, value: Any) -> str:

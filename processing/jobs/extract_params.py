@@ -6,9 +6,10 @@ from typing import ClassVar
 import param
 
 from .base import FieldProblem
+from .spec import JobSpec, OutputNode
 from .tomo_inputs import TomoInputParameters, box_crop_problems
 
-__all__ = ["ExtractParameters"]
+__all__ = ["ExtractParameters", "SPEC"]
 
 
 class ExtractParameters(TomoInputParameters):
@@ -83,3 +84,15 @@ class ExtractParameters(TomoInputParameters):
         out = super().problems()
         out += box_crop_problems(self.box_size, self.crop_size)
         return out
+
+
+SPEC = JobSpec(
+    name="extract",
+    params=ExtractParameters,
+    module="processing.jobs.extract",
+    outputs=(
+        OutputNode("optimisation_set.star", "TomoOptimisationSet.star.relion.tomo.extract"),
+        OutputNode("particles.star", "ParticleGroupMetadata.star.relion.tomo.extract"),
+    ),
+    description="Extract subtomos (relion.pseudosubtomo)",
+)

@@ -9,9 +9,10 @@ from processing.errors import InputError
 from processing.geometry.symmetry import normalise_symmetry_name
 
 from .base import FieldProblem
+from .spec import JobSpec, OutputNode
 from .tomo_inputs import TomoInputParameters, box_crop_problems
 
-__all__ = ["ReconstructParameters"]
+__all__ = ["ReconstructParameters", "SPEC"]
 
 
 class ReconstructParameters(TomoInputParameters):
@@ -73,3 +74,16 @@ class ReconstructParameters(TomoInputParameters):
         except InputError as exc:
             out.append(FieldProblem("sym_name", exc.message))
         return out
+
+
+SPEC = JobSpec(
+    name="reconstruct",
+    params=ReconstructParameters,
+    module="processing.jobs.reconstruct",
+    outputs=(
+        OutputNode("merged.mrc", "DensityMap.mrc.relion.tomo.map.reconstruct"),
+        OutputNode("half1.mrc", "DensityMap.mrc.relion.tomo.halfmap.reconstruct", 99),
+        OutputNode("optimisation_set.star", "TomoOptimisationSet.star.relion.tomo.reconstruct"),
+    ),
+    description="Reconstruct particle (relion.reconstructparticletomo)",
+)

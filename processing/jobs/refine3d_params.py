@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from pathlib import Path
 from typing import ClassVar
 
 import param
@@ -20,9 +21,10 @@ from processing.geometry.symmetry import normalise_symmetry_name
 from processing.refine.options import SAMPLING_CHOICES, RefineOptions, healpix_order_from_sampling
 
 from .base import FieldProblem
+from .spec import JobSpec, OutputNode
 from .tomo_inputs import TomoInputParameters
 
-__all__ = ["Refine3DParameters", "GPU_IDS_PATTERN"]
+__all__ = ["Refine3DParameters", "GPU_IDS_PATTERN", "SPEC", "continue_args"]
 
 #: ``Which GPUs to use``: MPI ranks separated by ``:``, threads by ``,`` (e.g. ``0,0:1,1``).
 GPU_IDS_PATTERN = re.compile(r"^\s*(\d+(\s*,\s*\d+)*)(\s*:\s*\d+(\s*,\s*\d+)*)*\s*$")
@@ -449,3 +451,29 @@ class Refine3DParameters(TomoInputParameters):
         from processing.refine.flags import parse_refine_args
 
         return parse_refine_args(self.command_args(job_dir, is_continue=is_continue))
+
+
+def continue_args(job_dir: Path, process_name: str) -> dict[str, str]:
+    """Continue hook of 3D auto-refine: ``fn_cont`` = the last ``run_itNNN_optimiser.star``.
+
+    The engine resumes after that (last completed) iteration, as ``relion_refine --continue``.
+    Without one the job restarts from the beginning.
+    """
+    found = sorted(job_dir.glob("run_it[0-9][0-9][0-9]_optimiser.star"))
+    return {"fn_cont": f"{process_name}{found[-1].name}"} if found else {}
+
+
+SPEC = JobSpec(
+    name="refine3d",
+    params=Refine3DParameters,
+    module="processing.jobs.refine3d",
+    outputs=(
+        OutputNode("run_data.star", "ParticleGroupMetadata.star.relion.refine3d"),
+        OutputNode("run_optimiser.star", "OptimiserData.star.relion.refine3d"),
+        OutputNode("run_half1_class001_unfil.mrc", "DensityMap.mrc.relion.halfmap.refine3d"),
+        OutputNode("run_class001.mrc", "DensityMap.mrc.relion.refine3d"),
+        OutputNode("run_optimisation_set.star", "TomoOptimisationSet.star.relion.refine3d"),
+    ),
+    continue_args=continue_args,
+    description="3D auto-refine (relion.refine3d.tomo)",
+)

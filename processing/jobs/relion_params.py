@@ -279,10 +279,7 @@ def execute_job(
     if comm.is_leader:
         job_dir.mkdir(parents=True, exist_ok=True)
         if write_job_star:
-            JobStar(
-                type_label=type(params).job_type_label, is_continue=is_continue,
-                is_tomo=type(params).is_tomo, options=params.to_job_options(),
-            ).write(job_dir / "job.star")
+            params.write_job_star(job_dir, is_continue=is_continue)
         command = relion_command(params, job_dir, is_continue=is_continue)
         append_note(job_dir, [invoked, f"# equivalent: {command}"] if invoked else [command])
     comm.barrier()
