@@ -60,22 +60,13 @@ def parse_assignments(items: list[str], params) -> dict[str, str]:
 # ---- handlers ---------------------------------------------------------------------------------
 
 def _cmd_session_new(args: argparse.Namespace) -> int:
-    from .importer import create_demo_session, import_dataset
-    from .project import Session
+    from .importer import create_session
 
-    if args.demo or args.demo_preset:
-        preset = args.demo_preset or "demo"
+    preset = args.demo_preset or ("demo" if args.demo else None)
+    if preset:
         print(f"Simulating the {preset!r} dataset into {args.dir}/Dataset ...", flush=True)
-        session = create_demo_session(args.dir, preset=preset, log=(lambda m: print(f"  {m}", flush=True)))
-    else:
-        session = Session.create(args.dir, title=args.title)
-        if args.import_files:
-            try:
-                import_dataset(session, args.import_files[0], args.import_files[1], symmetry=args.symmetry)
-            except BaseException:
-                raise
-    if args.symmetry:
-        session.update_settings(symmetry=args.symmetry)
+    session = create_session(args.dir, demo_preset=preset, import_files=args.import_files, title=args.title,
+                             symmetry=args.symmetry, log=lambda m: print(f"  {m}", flush=True))
     print(f"Session {session.root}")
     for job in session.jobs():
         print(f"  {job.name:<20} {job.type_label:<28} {job.status}")

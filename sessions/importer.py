@@ -18,6 +18,7 @@ from typing import ClassVar
 import pandas as pd
 import param
 
+from processing.errors import InputError
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.paths import resolve_path
 from processing.io.star import read_star, write_star
@@ -27,7 +28,7 @@ from .jobtypes import JobType, OutputNode, register_job_type
 from .pipeline import SCHEDULED, SUCCEEDED
 from .project import JobInfo, Session, write_note
 
-__all__ = ["ImportTomoParameters", "IMPORT_JOB_TYPE", "import_dataset", "create_demo_session",
+__all__ = ["ImportTomoParameters", "IMPORT_JOB_TYPE", "import_dataset", "create_demo_session", "create_session",
            "dataset_summary"]
 
 _PATH_SUFFIXES = (".star", ".mrc", ".mrcs", ".tlt", ".xf", ".edf", ".st", ".ali", ".rec", ".tif", ".tiff",
@@ -227,8 +228,28 @@ def import_dataset(session: Session, tomograms: str | os.PathLike, particles: st
     return info
 
 
+def create_session(root: str | os.PathLike, *, demo_preset: str | None = None,
+                   import_files: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+                   title: str | None = None, symmetry: str | None = None,
+                   log: Callable[[str], None] | None = None) -> Session:
+    """A new session: with the simulated dataset of ``demo_preset`` imported as job 1, or with
+    ``import_files`` (tomograms.star, particles.star) imported, or empty. What ``tomodash
+    session new`` and the dashboard's "New session" form do."""
+    if demo_preset and import_files:
+        raise InputError("give a demo preset or files to import, not both", column="import_files")
+    if demo_preset:
+        session = create_demo_session(root, preset=demo_preset, log=log, title=title)
+    else:
+        session = Session.create(root, title=title)
+        if import_files:
+            import_dataset(session, import_files[0], import_files[1], symmetry=symmetry)
+    if symmetry:
+        session.update_settings(symmetry=symmetry)
+    return session
+
+
 def create_demo_session(root: str | os.PathLike, *, preset: str = "demo",
-                        log: Callable[[str], None] | None = None) -> Session:
+                        log: Callable[[str], None] | None = None, title: str | None = None) -> Session:
     """A new session holding the simulated demo dataset (``Dataset/``) imported as job 1.
 
     Parameters
@@ -243,7 +264,7 @@ def create_demo_session(root: str | os.PathLike, *, preset: str = "demo",
     from processing.simulate import get_preset, simulate_dataset
 
     sim_params = get_preset(preset)
-    session = Session.create(root, title=f"tomodash {preset} session")
+    session = Session.create(root, title=title or f"tomodash {preset} session")
     result = simulate_dataset(sim_params, session.root / "Dataset", log=log)
     import_dataset(session, result.files["tomograms"], result.files["particles"],
                    symmetry=sim_params.symmetry, dataset_name=f"simulated ({preset})")

@@ -1,20 +1,19 @@
 """Sessions: the served sessions with their datasets, job counts and running jobs; create a
 session from an import (tomograms.star + particles.star) or from the demo simulator.
 
-Creating runs ``tomodash session new`` in a child process (simulating the demo takes seconds);
-the page polls for its end and never waits on it.
+Creating calls :func:`sessions.create_session` (what ``tomodash session new`` calls) in a worker
+thread, as simulating the demo takes seconds; the page polls for its end and never waits on it.
 """
 from __future__ import annotations
 
 import html
-import subprocess
-import sys
+import threading
 from pathlib import Path
 
 import panel as pn
 
 from processing.errors import InputError
-from sessions import RUNNING
+from sessions import RUNNING, create_session
 
 from ..context import CONFIG, PageContext, html_pane
 from ..watcher import watcher_for
@@ -93,7 +92,9 @@ def _create_form(ctx: PageContext, table) -> pn.Column:
     title = pn.widgets.TextInput(label="Title (optional)", width=480)
     create = pn.widgets.Button(label="Create session", button_type="primary", width=160)
     message = html_pane(sizing_mode="stretch_width")
-    state = {"proc": None, "dir": None}
+    # The session is made by sessions.create_session in a worker thread (simulating the demo
+    # takes seconds); the page's tick picks up the outcome.
+    state: dict = {"worker": None, "dir": None, "outcome": None}
 
     def switch(event):
         demo = event.new == "Demo simulator"
@@ -108,33 +109,40 @@ def _create_form(ctx: PageContext, table) -> pn.Column:
         except InputError as exc:
             message.object = f'<div class="tomo-error">{html.escape(str(exc))}</div>'
             return
-        if state["proc"] is not None:
+        if state["worker"] is not None:
             return
         target = Path(directory.value).expanduser()
-        argv = [sys.executable, "-m", "dashboard.cli", "session", "new", str(target)]
+        demo_preset, import_files = None, None
         if source.value == "Demo simulator":
-            argv += ["--demo", "--demo-preset", preset.value]
+            demo_preset = preset.value
         else:
             if not tomograms.value or not particles.value:
                 message.object = '<div class="tomo-error">Give both tomograms.star and particles.star.</div>'
                 return
-            argv += ["--import", tomograms.value, particles.value]
-        if title.value:
-            argv += ["--title", title.value]
-        state["proc"] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         start_new_session=True)
+            import_files = (tomograms.value, particles.value)
+
+        def work():
+            try:
+                create_session(target, demo_preset=demo_preset, import_files=import_files,
+                               title=title.value or None)
+                state["outcome"] = None
+            except Exception as exc:  # shown on the page: a bad file or directory is the user's to fix
+                state["outcome"] = exc
+
         state["dir"] = target
+        state["worker"] = threading.Thread(target=work, name="create-session", daemon=True)
+        state["worker"].start()
         create.disabled = True
         message.object = '<div class="tomo-note">Creating the session…</div>'
 
     def check():
-        proc = state["proc"]
-        if proc is None or proc.poll() is None:
+        worker = state["worker"]
+        if worker is None or worker.is_alive():
             return
-        output = proc.stdout.read() if proc.stdout else ""
-        state["proc"] = None
+        state["worker"] = None
         create.disabled = False
-        if proc.returncode == 0:
+        failure = state["outcome"]
+        if failure is None:
             try:
                 key = CONFIG.add_session(state["dir"])
                 message.object = f'<div class="tomo-ok">Created: <a href="/pipeline?session={html.escape(key)}">' \
@@ -143,7 +151,7 @@ def _create_form(ctx: PageContext, table) -> pn.Column:
             except InputError as exc:
                 message.object = f'<div class="tomo-error">{html.escape(str(exc))}</div>'
         else:
-            message.object = f'<div class="tomo-error">Could not create the session:<pre>{html.escape(output[-2000:])}</pre></div>'
+            message.object = f'<div class="tomo-error">Could not create the session: {html.escape(str(failure))}</div>'
 
     create.on_click(start)
     ctx.on_tick(check)

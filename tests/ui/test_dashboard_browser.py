@@ -114,6 +114,33 @@ def test_sessions_and_pipeline_pages(server, page, screenshots):
     shot(page, screenshots, "pipeline_start")
 
 
+def test_create_a_session_from_the_form(server, page, screenshots, tmp_path):
+    """The "New session" card creates the session through sessions.create_session (no CLI
+    child process): the simulated test dataset imported as job 1, listed on the page; a
+    directory that cannot become a session is reported on the page."""
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the session should go")
+    page.goto(server.url)
+    wait_bokeh(page)
+    field(page, "New session directory").locator("input").fill(str(blocker))
+    field(page, "New session directory").locator("input").press("Enter")
+    page.get_by_role("button", name="Create session").click()
+    page.get_by_text("Could not create the session").wait_for(timeout=30_000)
+    target = tmp_path / "made_in_browser"
+    field(page, "New session directory").locator("input").fill(str(target))
+    field(page, "New session directory").locator("input").press("Enter")
+    field(page, "Simulator preset").locator("select").select_option("test")
+    field(page, "Title (optional)").locator("input").fill("Made in the browser")
+    field(page, "Title (optional)").locator("input").press("Enter")
+    page.get_by_role("button", name="Create session").click()
+    page.get_by_text("Created:").wait_for(timeout=90_000)
+    shot(page, screenshots, "session_created")
+    made = Session(target)
+    assert made.settings["title"] == "Made in the browser"
+    assert [(j.name, j.status) for j in made.jobs()] == [("Import/job001/", "Succeeded")]
+    page.locator("a.session-link", has_text="Made in the browser").wait_for(timeout=10_000)
+
+
 def test_launch_extract_and_reconstruct_from_the_form(server, page, screenshots, demo):
     launch_from_form(page, server, "extract", "tiny", screenshots)
     wait_status(page, "Succeeded", 120)
