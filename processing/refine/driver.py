@@ -38,6 +38,7 @@ from processing.parallel import Communicator, get_communicator, particle_threads
 from . import mstep
 from .mstep import initial_ssnr, initial_tau2
 from .accuracy import expected_accuracy
+from .distributed import combine_through_disc, sum_over_ranks, wait_for_workers, write_rank_progress
 from .estep import EStepContext, HalfAccumulator, ParticleResult, ParticleState, Reference, expect_particle
 from .options import RefineOptions
 from .frequencies import pixels_per_shell
@@ -547,72 +548,18 @@ class RefineRun:
                 if self.comm.size == 1:
                     self._progress(iteration, "expectation", len(results), n_total, started)
                 else:
-                    self._write_rank_progress(iteration, len(results), len(mine))
+                    write_rank_progress(self.comm, self.job_dir, iteration, len(results), len(mine))
         if self.comm.size > 1:
-            self._wait_for_workers(iteration, n_total, started)
+            wait_for_workers(self.comm, self.job_dir,
+                             lambda done: self._progress(iteration, "expectation", done, n_total, started))
             if o.combine_weights_via_disc:
-                self._combine_through_disc(accs)
+                combine_through_disc(self.comm, self.job_dir, accs)
             else:
-                self._sum_over_ranks(accs)
+                sum_over_ranks(self.comm, accs)
             gathered = self.comm.gather(results)
             if self.comm.is_leader:
                 results = {k: v for part in gathered for k, v in part.items()}
         return accs, results
-
-    def _sum_over_ranks(self, accs: list[HalfAccumulator]) -> None:
-        """Both halves' sums added over all ranks in one MPI reduction (packed as float64)."""
-        arrays = [[np.ascontiguousarray(a) for a in acc.arrays()] for acc in accs]
-        flat = [a.view(np.float64).ravel() for group in arrays for a in group]
-        total = self.comm.allreduce_sum(np.concatenate(flat))
-        start = 0
-        for acc, group in zip(accs, arrays):
-            summed = []
-            for a in group:
-                n = a.size * a.itemsize // 8
-                summed.append(total[start:start + n].view(a.dtype).reshape(a.shape))
-                start += n
-            acc.set_arrays(summed)
-
-    def _combine_through_disc(self, accs: list[HalfAccumulator]) -> None:
-        """"Combine iterations through disc": every rank writes its sums to a temporary file
-        in the job directory and the leader adds them up (instead of an MPI reduction)."""
-        path = self.job_dir / f".combine_rank{self.comm.rank:03d}.npz"
-        arrays = {f"h{h}_{k}": a for h, acc in enumerate(accs) for k, a in enumerate(acc.arrays())}
-        with atomic_write(path, "wb", encoding=None) as fh:
-            np.savez(fh, **arrays)
-        self.comm.barrier()
-        if self.comm.is_leader:
-            totals = None
-            for r in range(self.comm.size):
-                part = self.job_dir / f".combine_rank{r:03d}.npz"
-                with np.load(part) as data:
-                    loaded = [[data[f"h{h}_{k}"] for k in range(len(accs[h].arrays()))] for h in range(len(accs))]
-                totals = loaded if totals is None else [[a + b for a, b in zip(x, y)] for x, y in zip(totals, loaded)]
-                part.unlink()
-            for acc, arrays_h in zip(accs, totals):
-                acc.set_arrays(arrays_h)
-        self.comm.barrier()
-
-    def _wait_for_workers(self, iteration: int, n_total: int, started: float) -> None:
-        """The leader keeps progress.json current while the workers run (non-blocking barrier)."""
-        request = self.comm.mpi.Ibarrier()
-        last_report = 0.0
-        while not request.Test():
-            if self.comm.is_leader and time.time() - last_report >= 0.5:
-                last_report = time.time()
-                done = 0
-                for r in range(1, self.comm.size):
-                    try:
-                        done += json.loads((self.job_dir / f".progress_rank{r}.json").read_text())["done"]
-                    except (OSError, ValueError, KeyError):
-                        pass
-                self._progress(iteration, "expectation", done, n_total, started)
-                check_abort(self.job_dir)
-            time.sleep(Communicator.POLL)
-
-    def _write_rank_progress(self, iteration: int, done: int, total: int) -> None:
-        with atomic_write(self.job_dir / f".progress_rank{self.comm.rank}.json") as fh:
-            json.dump({"iteration": iteration, "done": done, "total": total}, fh)
 
     def _progress(self, iteration: int, phase: str, done: int, total: int, started: float) -> None:
         elapsed = time.time() - started
