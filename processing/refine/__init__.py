@@ -5,7 +5,8 @@ The public face: :class:`RefineOptions` (the run's settings), :func:`parse_refin
 under MPI when started with ``mpiexec``). Inside: ``particles`` (images and CTFs), ``estep``
 and ``mstep`` (the two halves of an iteration), ``schedule`` (auto-sampling and convergence),
 ``state`` (what an iteration hands to the next), ``outputs`` (iteration files and
-continuation), ``driver`` (the iteration loop and its MPI distribution).
+continuation), ``distributed`` (the ranks' sums and
+progress), ``driver`` (the iteration loop).
 """
 from __future__ import annotations
 

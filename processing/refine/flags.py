@@ -20,85 +20,22 @@ silently ignores an option.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from processing.errors import InputError
 
-from .options import RefineOptions
+from .options import Flag, RefineOptions, option_flags
 
 __all__ = ["parse_refine_args", "SUPPORTED_FLAGS", "refine_help"]
 
 
-@dataclass(frozen=True)
-class _Flag:
-    attr: str | None          # RefineOptions field (None: accepted, no effect on the run)
-    kind: str                 # "flag", "int", "float", "str", "optional_str"
-    value: Any = True         # value stored for kind "flag"
-    help: str = ""
-
-
-def _f(attr, kind, help, value=True):
-    return _Flag(attr, kind, value, help)
-
-
-#: Every flag :func:`parse_refine_args` accepts, with the RefineOptions field it sets.
-SUPPORTED_FLAGS: dict[str, _Flag] = {
-    # I/O
-    "--o": _f("output_root", "str", "output rootname, e.g. Refine3D/job004/run"),
-    "--ios": _f("optimisation_set", "str", "input optimisation set (particles, tomograms, trajectories)"),
-    "--i": _f("particles", "str", "input particle set (overrides the optimisation set's)"),
-    "--tomograms": _f("tomograms", "str", "input tomogram set (overrides the optimisation set's)"),
-    "--trajectories": _f("trajectories", "str", "input motion trajectories (overrides the optimisation set's)"),
-    "--ref": _f("reference", "str", "reference map (MRC)"),
-    "--solvent_mask": _f("solvent_mask", "str", "reference mask: values in [0,1], 1 = protein"),
-    "--continue": _f("continue_from", "str", "continue from this run_itNNN_optimiser.star"),
-    # gold standard auto-refine
-    "--auto_refine": _f("auto_refine", "flag", "3D auto-refine (required)"),
-    "--split_random_halves": _f("split_random_halves", "flag", "gold-standard random halves (required)"),
-    "--low_resol_join_halves": _f("low_resol_join_halves", "float", "join the halves below this resolution (Å)"),
-    "--auto_iter_max": _f("auto_iter_max", "int", "stop after this many iterations"),
-    "--random_seed": _f("random_seed", "int", "random seed (-1: from the clock)"),
-    # reference
-    "--firstiter_cc": _f("firstiter_cc", "flag", "cross-correlation in iteration 1 (reference not on absolute greyscale)"),
-    "--trust_ref_size": _f("trust_ref_size", "flag", "resize the reference to the particles' pixel and box"),
-    "--ini_high": _f("ini_high", "float", "initial low-pass filter of the reference (Å)"),
-    "--sym": _f("symmetry", "str", "point-group symmetry (C1, C6, D2, T, O, I, ...)"),
-    # CTF
-    "--ctf": _f("ctf", "flag", "CTF correction"),
-    "--ctf_intact_first_peak": _f("ctf_intact_first_peak", "flag", "ignore CTFs until their first peak"),
-    # optimisation
-    "--particle_diameter": _f("particle_diameter", "float", "mask diameter (Å)"),
-    "--flatten_solvent": _f("flatten_solvent", "flag", "mask the references after each iteration"),
-    "--zero_mask": _f("zero_mask", "flag", "fill the particles' solvent with zeros (else noise)"),
-    "--solvent_correct_fsc": _f("solvent_correct_fsc", "flag", "solvent-flattened, phase-randomisation-corrected FSCs"),
-    "--tau2_fudge": _f("tau2_fudge", "float", "regularisation parameter T"),
-    "--norm": _f("norm", "flag", "per-particle normalisation correction"),
-    "--scale": _f("scale", "flag", "per-group intensity-scale correction"),
-    # sampling
-    "--oversampling": _f("oversampling", "int", "adaptive oversampling order"),
-    "--healpix_order": _f("healpix_order", "int", "initial HEALPix order (angular sampling 60/2^order deg)"),
-    "--psi_step": _f("psi_step", "float", "psi step (deg; default: the HEALPix step)"),
-    "--auto_local_healpix_order": _f("auto_local_healpix_order", "int", "HEALPix order from which local searches start"),
-    "--offset_range": _f("offset_range", "float", "initial offset search range (px)"),
-    "--offset_step": _f("offset_step", "float", "initial offset step (px)"),
-    "--offset": _f("offset_prior_sigma", "float", "initial sigma of the offset prior (Å)"),
-    "--sigma_tilt": _f("sigma_tilt", "float", "prior width on the tilt angle (deg)"),
-    "--auto_ignore_angles": _f("auto_ignore_angles", "flag", "finer sampling despite changing angles"),
-    "--auto_resol_angles": _f("auto_resol_angles", "flag", "finer sampling when the resolution requires it"),
-    "--perturb": _f("perturb", "float", "random perturbation of the sampling (fraction of a step)"),
-    # compute
-    "--pad": _f("pad", "int", "padding factor of the references (1 or 2)"),
-    "--pool": _f("pool", "int", "particles per thread in one batch"),
-    "--preread_images": _f("preread_images", "flag", "read all particles into memory first"),
-    "--scratch_dir": _f("scratch_dir", "str", "copy the particles to this (fast, local) directory"),
-    "--dont_combine_weights_via_disc": _f("combine_weights_via_disc", "flag", "combine sums through MPI, not files", False),
-    "--no_parallel_disc_io": _f("parallel_disc_io", "flag", "only the leader reads particle files", False),
-    "--j": _f("threads", "int", "threads per MPI process"),
-    "--gpu": _f("gpu", "optional_str", "use GPUs (optional ids: ranks separated by ':', threads by ',')"),
-    # harmless additions of RELION's GUI
-    "--pipeline_control": _f(None, "str", "job directory of the pipeline (accepted; exit markers go to the --o directory)"),
-    "--theme": _f(None, "str", "GUI theme (accepted, no effect)"),
+#: Every flag :func:`parse_refine_args` accepts: those the RefineOptions fields declare, and
+#: two that RELION's GUI adds to every command, accepted without effect.
+SUPPORTED_FLAGS: dict[str, Flag] = {
+    **option_flags(),
+    "--pipeline_control": Flag("--pipeline_control", None, "str",
+                               "job directory of the pipeline (accepted; exit markers go to the --o directory)"),
+    "--theme": Flag("--theme", None, "str", "GUI theme (accepted, no effect)"),
 }
 
 #: relion_refine flags RELION's tomo auto-refine GUI can produce that we refuse, and why.
@@ -129,7 +66,7 @@ def refine_help() -> str:
     return "\n".join(lines)
 
 
-def _convert(flag_name: str, flag: _Flag, text: str) -> Any:
+def _convert(flag_name: str, flag: Flag, text: str) -> Any:
     try:
         if flag.kind == "int":
             value = float(text)
