@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 
 from processing.errors import InputError

@@ -65,3 +65,46 @@ def test_fsc_resolution_crossing():
     curve = readers.FscCurve(np.array([0.0, 0.01, 0.02, 0.03]), np.array([1.0, 0.9, 0.3, 0.0]))
     # 0.5 is crossed between 0.01 (0.9) and 0.02 (0.3): at 0.01 + 0.4/0.6*0.01
     assert abs(curve.resolution_at(0.5) - 1 / (0.01 + 0.4 / 0.6 * 0.01)) < 1e-9
+
+
+def test_job_model_follows_the_files_and_checks_roles(tmp_path):
+    """The monitor's view-model without a browser: progress and logs from the job's files,
+    Abort/Continue offered by status and role, a viewer's abort refused with a message."""
+    from dashboard import auth
+    from dashboard.viewmodels import JobModel
+    from processing.jobs.extract_params import ExtractParameters
+    from sessions import create_demo_session
+
+    session = create_demo_session(tmp_path / "s", preset="test")
+    info = session.create_job("extract", ExtractParameters(in_optimisation="Import/job001/optimisation_set.star",
+                                                           binning=1, box_size=48, crop_size=32))
+
+    class Context:   # what a page's context offers the model
+        def __init__(self, identity):
+            self.watcher = SessionWatcher(session.root, interval=0.0)
+            self.identity = identity
+            self.session, self.session_key = session, "s"
+
+        def require(self, action):
+            auth.require(self.identity, auth.OPERATOR, action)
+
+    operator = JobModel(Context(auth.LOCAL_OPERATOR), info.name)
+    assert operator.kind == "other" and operator.status == "Scheduled"
+    assert not operator.can_abort and not operator.can_continue
+    session.set_status(info.name, "Running")
+    (info.path / "progress.json").write_text('{"phase": "extract", "particles_done": 7, "particles_total": 35}')
+    operator._watcher.poll(force=True)
+    operator.tick()
+    assert operator.progress == 20 and operator.progress_text == "extract 7/35 particles"
+    assert operator.can_abort and not operator.can_continue
+    (info.path / "run.out").write_text("extracting\n")
+    session.set_status(info.name, "Failed")
+    operator._watcher.poll(force=True)
+    operator.tick()
+    assert operator.log_out.strip() == "extracting"
+    assert operator.status == "Failed" and operator.progress_colour == "danger"
+    assert operator.can_continue and not operator.can_abort
+    viewer = JobModel(Context(auth.Identity("guest", auth.VIEWER)), info.name)
+    assert viewer.read_only and not viewer.can_continue
+    viewer.abort()
+    assert viewer.message[0] == "error" and "abort" in viewer.message[1]

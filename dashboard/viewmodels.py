@@ -1,0 +1,194 @@
+"""View-models: what a page shows, as ``param.Parameterized`` state read from the session's
+files (through the shared :class:`~dashboard.watcher.SessionWatcher`) and changed by its
+actions. Pages bind widgets to these parameters and hold no state of their own, so the same
+model serves the monitor, the read-only share page and the tests.
+"""
+from __future__ import annotations
+
+import time
+
+import param
+
+from processing.errors import InputError
+from sessions import RUNNING, SCHEDULED, runner
+
+from . import auth
+from .context import CONFIG
+from .readers import RefineIteration, refine_iterations
+
+__all__ = ["JobModel", "format_duration", "job_kind"]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 600 else f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60} min"
+
+
+def job_kind(info, listing: list[str]) -> str:
+    """``refine`` / ``reconstruct`` / ``other``: from the job type, else from its files."""
+    if info.job_type == "refine3d" or any(n.endswith("_half1_model.star") for n in listing):
+        return "refine"
+    if info.job_type == "reconstruct" or "merged.mrc" in listing:
+        return "reconstruct"
+    return "other"
+
+
+def _phase_name(phase: str) -> str:
+    return {"expectation": "E-step", "maximisation": "M-step"}.get(phase, phase)
+
+
+class JobModel(param.Parameterized):
+    """One job as its monitor shows it: status, progress, logs, refine iterations, and the
+    Abort / Continue / Share actions (role-checked)."""
+
+    name = param.String(doc="job name, e.g. Refine3D/job004/")
+    alias = param.String(default="")
+    status = param.String(default="")
+    type_label = param.String(default="")
+    kind = param.Selector(objects=["refine", "reconstruct", "other"], default="other")
+    read_only = param.Boolean(default=False)
+    # progress: percent (-1: indeterminate), its colour, the line under it, start and duration
+    progress = param.Integer(default=0, bounds=(-1, 100))
+    progress_colour = param.String(default="primary")
+    progress_text = param.String(default="")
+    when_text = param.String(default="")
+    can_abort = param.Boolean(default=False)
+    can_continue = param.Boolean(default=False)
+    # the outcome of the last action: (kind, text), kind one of ok / error / note
+    message = param.Tuple(default=("", ""), length=2)
+    share_url = param.String(default="")
+    expired = param.Boolean(default=False, doc="a share link whose time is up")
+    log_out = param.String(default="")
+    log_err = param.String(default="")
+    listing = param.List(default=[], item_type=str, doc="the job directory's files")
+    iterations = param.List(default=[], doc="RefineIteration per finished iteration, in order")
+    fsc_star = param.Parameter(default=None, doc="a Reconstruct job's half-map FSC curve")
+
+    def __init__(self, ctx, name: str, *, read_only: bool = False) -> None:
+        info = ctx.watcher.job(name)
+        super().__init__(name=info.name, read_only=read_only or not ctx.identity.can_operate)
+        self._ctx = ctx
+        self._watcher = ctx.watcher
+        self._info = info
+        self._seen_version = -1
+        self._watcher.want(info.name)
+        self.kind = job_kind(info, self._watcher.listing(info.name))
+        self.refresh()
+
+    @property
+    def info(self):
+        return self._info
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Re-read when the watcher says the job's files changed; expire a share link."""
+        self._watcher.want(self.name)
+        identity = self._ctx.identity
+        if identity.role == auth.SHARE and identity.share_expires and time.time() >= identity.share_expires:
+            self.expired = True
+            return
+        if self._watcher.job_version(self.name) != self._seen_version:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._seen_version = self._watcher.job_version(self.name)
+        info = self._watcher.job(self.name) or self._info
+        self._info = info
+        listing = self._watcher.listing(info.name)
+        with param.parameterized.batch_call_watchers(self):
+            self.alias = info.alias or ""
+            self.status = info.status
+            self.type_label = info.type_label
+            self._progress(info, self._watcher.progress(info), runner.read_run_record(info.path))
+            self.log_out = self._watcher.log_tail(info, "run.out")
+            self.log_err = self._watcher.log_tail(info, "run.err")
+            if self.kind == "refine":
+                self._read_iterations(info, listing)
+            elif self.kind == "reconstruct" and "fsc.star" in listing:
+                self.fsc_star = self._watcher.fsc_star(info.path / "fsc.star")
+            self.listing = list(listing)
+
+    def _progress(self, info, progress: dict | None, record) -> None:
+        running = info.status == RUNNING
+        parts: list[str] = []
+        if progress and (running or progress.get("iteration") is not None):
+            if progress.get("iteration") is not None:
+                parts.append(f"iteration {progress['iteration']}")
+            phase = progress.get("phase")
+            done, total = progress.get("particles_done"), progress.get("particles_total")
+            if phase:
+                parts.append(f"{_phase_name(phase)} {done}/{total} particles" if total else _phase_name(phase))
+            left = progress.get("estimated_seconds_left_in_phase")
+            if running and left is not None:
+                parts.append(f"~{format_duration(left)} left in this phase")
+            if total:
+                self.progress = int(round(100 * (done or 0) / max(total, 1)))
+        elif running:
+            self.progress = -1
+            parts.append("running")
+        if not running:
+            if info.status == "Succeeded":
+                self.progress = 100
+            self.progress_colour = {"Succeeded": "success", "Failed": "danger"}.get(info.status, "secondary")
+            reason = runner.failure_reason(info.path) if info.status in ("Failed", "Aborted") else None
+            if reason:
+                parts.append(reason)
+        else:
+            self.progress_colour = "primary"
+        self.progress_text = " · ".join(parts)
+        when = []
+        if record is not None and record.data.get("launched_at"):
+            started = float(record.data["launched_at"])
+            when.append("started " + time.strftime("%H:%M", time.localtime(started)))
+            log = info.path / "run.out"
+            end = time.time() if running or not log.exists() else log.stat().st_mtime
+            when.append(format_duration(end - started))
+        self.when_text = " · ".join(when)
+        self.can_abort = not self.read_only and running
+        self.can_continue = (not self.read_only and not running and info.status != SCHEDULED
+                             and info.job_type is not None)
+
+    def _read_iterations(self, info, listing: list[str]) -> None:
+        have = {it.iteration for it in self.iterations}
+        new: list[RefineIteration] = []
+        for n in refine_iterations(listing):
+            if n not in have:
+                it = self._watcher.refine_iteration(info, n)
+                if it is not None:
+                    new.append(it)
+        if new:
+            self.iterations = sorted(self.iterations + new, key=lambda it: it.iteration)
+
+    # ---- actions (server side, role-checked) ---------------------------------------------------
+
+    def abort(self) -> None:
+        try:
+            self._ctx.require("abort jobs")
+            runner.abort(self._ctx.session, self.name, wait=False, grace=10.0, term_grace=5.0)
+            self.message = ("ok", "Abort requested; the job stops at its next check.")
+        except InputError as exc:
+            self.message = ("error", str(exc))
+
+    def continue_job(self) -> None:
+        try:
+            self._ctx.require("continue jobs")
+            runner.continue_job(self._ctx.session, self.name)
+            self.message = ("ok", "Continued.")
+        except InputError as exc:
+            self.message = ("error", str(exc))
+
+    def share(self, seconds: int, base_url: str) -> None:
+        """A read-only link to this job's monitor, valid for ``seconds``."""
+        if self._ctx.identity.role not in (auth.VIEWER, auth.OPERATOR):
+            return
+        token = auth.make_share_token(CONFIG.cookie_secret, self._ctx.session_key, self.name, seconds=seconds)
+        self.share_url = auth.share_url(base_url, token)
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + seconds))
+        self.message = ("note", f"Anyone with this link can watch this job until {until}.")
