@@ -108,3 +108,36 @@ def test_job_model_follows_the_files_and_checks_roles(tmp_path):
     assert viewer.read_only and not viewer.can_continue
     viewer.abort()
     assert viewer.message[0] == "error" and "abort" in viewer.message[1]
+
+
+def test_sessions_model_lists_and_creates_sessions(tmp_path):
+    """The sessions page's view-model: a row per served session; creation refused for a viewer,
+    done in a worker thread for an operator, and the new session served and listed."""
+    from dashboard import auth
+    from dashboard.context import configure
+    from dashboard.viewmodels import SessionsModel
+
+    forget_watchers()
+    Session.create(tmp_path / "first", title="First")
+    configure([tmp_path / "first"])
+
+    class Context:
+        def __init__(self, identity):
+            self.identity = identity
+
+        def require(self, action):
+            auth.require(self.identity, auth.OPERATOR, action)
+
+    viewer = SessionsModel(Context(auth.Identity("guest", auth.VIEWER)))
+    assert [(r["title"], r["jobs"]) for r in viewer.rows] == [("First", 0)]
+    viewer.create(tmp_path / "second", demo_preset="test")
+    assert viewer.message[0] == "error" and not (tmp_path / "second").exists()
+    operator = SessionsModel(Context(auth.LOCAL_OPERATOR))
+    operator.create(tmp_path / "second", demo_preset="test", title="Second")
+    assert operator.creating
+    deadline = time.monotonic() + 120
+    while operator.creating and time.monotonic() < deadline:
+        time.sleep(0.2)
+        operator.tick()
+    assert operator.message == ("ok", "Created:") and operator.created_key == "second"
+    assert [(r["title"], r["jobs"]) for r in operator.rows] == [("First", 0), ("Second", 1)]

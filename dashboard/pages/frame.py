@@ -8,7 +8,7 @@ import panel as pn
 from ..context import CONFIG, PageContext, html_pane
 from ..style import STATUS_SYMBOLS
 
-__all__ = ["frame", "job_label", "alias_of", "card", "status_badge", "sidebar_jobs_html"]
+__all__ = ["frame", "job_label", "alias_of", "card", "status_badge", "sidebar_jobs_html", "message_html"]
 
 
 def alias_of(info) -> str | None:
@@ -22,6 +22,18 @@ def job_label(info) -> str:
 
 def status_badge(status: str) -> str:
     return f'<span class="badge {html.escape(status)}">{STATUS_SYMBOLS.get(status, "")} {html.escape(status.lower())}</span>'
+
+
+_MESSAGE_CLASS = {"ok": "tomo-ok", "error": "tomo-error", "note": "tomo-note"}
+
+
+def message_html(message: tuple[str, str], suffix_html: str = "") -> str:
+    """A view-model's ``(kind, text)`` message (kind ok / error / note) as a styled line;
+    ``suffix_html`` (already escaped) follows the text."""
+    kind, text = message
+    if not text:
+        return ""
+    return f'<div class="{_MESSAGE_CLASS.get(kind, "tomo-note")}">{html.escape(text)}{suffix_html}</div>'
 
 
 def card(*objects, title: str | None = None, **kw) -> pn.Column:

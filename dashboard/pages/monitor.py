@@ -18,13 +18,10 @@ from ..context import CONFIG, PageContext, html_pane
 from ..plots import fit_translation_axis, fsc_data, fsc_figure, series_data, series_figures
 from ..readers import refine_iterations
 from ..viewmodels import JobModel
-from .frame import alias_of, card, frame, status_badge
+from .frame import alias_of, card, frame, message_html, status_badge
 from .orthoslices import OrthosliceViewer
 
 __all__ = ["page", "JobMonitor"]
-
-_MESSAGE_CLASS = {"ok": "tomo-ok", "error": "tomo-error", "note": "tomo-note"}
-
 
 def _title_html(name: str, alias: str, status: str, type_label: str) -> str:
     return (f'<div class="tomo-title">{html.escape(name.rstrip("/"))}<span class="alias">{html.escape(alias)}</span>'
@@ -33,11 +30,6 @@ def _title_html(name: str, alias: str, status: str, type_label: str) -> str:
 
 def _progress_html(text: str) -> str:
     return f'<div class="tomo-progress-line">{html.escape(text) or "&nbsp;"}</div>'
-
-
-def _message_html(message: tuple[str, str]) -> str:
-    kind, text = message
-    return f'<div class="{_MESSAGE_CLASS.get(kind, "tomo-note")}">{html.escape(text)}</div>' if text else ""
 
 
 def _log_html(text: str) -> str:
@@ -58,7 +50,7 @@ class JobMonitor:
         progress = pn.indicators.Progress(value=m.progress, bar_color=m.progress_colour, max=100,
                                           sizing_mode="stretch_width", height=14, margin=(4, 10),
                                           tags=["job-progress"])
-        message = html_pane(pn.bind(_message_html, m.message), sizing_mode="stretch_width")
+        message = html_pane(pn.bind(message_html, m.message), sizing_mode="stretch_width")
         abort_button = pn.widgets.Button(label="Abort", button_type="danger", width=110, visible=m.can_abort)
         continue_button = pn.widgets.Button(label="Continue", button_type="primary", width=110,
                                             visible=m.can_continue)
