@@ -88,6 +88,11 @@ class JobModel(param.Parameterized):
     def info(self):
         return self._info
 
+    @property
+    def watcher(self):
+        """The session's shared watcher (the views read map files through its cache)."""
+        return self._watcher
+
     # ---- reading -------------------------------------------------------------------------------
 
     def tick(self) -> None:

@@ -76,7 +76,7 @@ class ImportTomoParameters(JobParameters):
 
 IMPORT_JOB_TYPE = register_job_type(JobType(
     name="import",
-    params=ImportTomoParameters,
+    params_class=ImportTomoParameters,
     module="",  # runs in-process: sessions.importer.import_dataset
     outputs=(
         OutputNode("tomograms.star", "TomogramGroupMetadata.star.relion.tomo.import"),

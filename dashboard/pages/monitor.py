@@ -98,7 +98,7 @@ class JobMonitor:
     def _refine_parts(self) -> list:
         self.fsc_fig, self.fsc_source = fsc_figure(height=330)
         self.series, self.series_source = series_figures(height=256)
-        self.viewer = OrthosliceViewer(self.model._watcher, ["half1", "half2"], self._refine_maps,
+        self.viewer = OrthosliceViewer(self.model.watcher, ["half1", "half2"], self._refine_maps,
                                        choice_label="Iteration")
         column = dict(sizing_mode="stretch_width", margin=0, min_width=320, styles={"flex": "1 1 440px"})
         self.model.param.watch(self._plot_iterations, "iterations")
@@ -176,7 +176,7 @@ class JobMonitor:
         if not labels or (self.model.status == RUNNING and "merged.mrc" not in listing):
             return
         d = self.model.info.path
-        self.viewer = OrthosliceViewer(self.model._watcher, labels,
+        self.viewer = OrthosliceViewer(self.model.watcher, labels,
                                        lambda choice: {"half1": d / "half1.mrc", "half2": d / "half2.mrc",
                                                        "merged": d / "merged.mrc"},
                                        size=180 if len(labels) <= 2 else 150)

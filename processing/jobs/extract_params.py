@@ -88,7 +88,7 @@ class ExtractParameters(TomoInputParameters):
 
 SPEC = JobSpec(
     name="extract",
-    params=ExtractParameters,
+    params_class=ExtractParameters,
     module="processing.jobs.extract",
     outputs=(
         OutputNode("optimisation_set.star", "TomoOptimisationSet.star.relion.tomo.extract"),

@@ -78,7 +78,7 @@ class ReconstructParameters(TomoInputParameters):
 
 SPEC = JobSpec(
     name="reconstruct",
-    params=ReconstructParameters,
+    params_class=ReconstructParameters,
     module="processing.jobs.reconstruct",
     outputs=(
         OutputNode("merged.mrc", "DensityMap.mrc.relion.tomo.map.reconstruct"),

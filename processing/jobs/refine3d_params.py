@@ -465,7 +465,7 @@ def continue_args(job_dir: Path, process_name: str) -> dict[str, str]:
 
 SPEC = JobSpec(
     name="refine3d",
-    params=Refine3DParameters,
+    params_class=Refine3DParameters,
     module="processing.jobs.refine3d",
     outputs=(
         OutputNode("run_data.star", "ParticleGroupMetadata.star.relion.refine3d"),

@@ -29,7 +29,7 @@ class JobSpec:
     Attributes
     ----------
     name : short name used on the command line (``extract``, ``reconstruct``, ``refine3d``).
-    params : the ``JobParameters`` subclass (its form, job.star options and RELION label).
+    params_class : the ``JobParameters`` subclass (its form, job.star options and RELION label).
     module : the entry point, run as ``python -m <module> --job-dir DIR`` ("" for a job that
         runs inside the calling process).
     outputs : output nodes registered when the job is created.
@@ -41,16 +41,12 @@ class JobSpec:
     """
 
     name: str
-    params: type[JobParameters]
+    params_class: type[JobParameters]
     module: str
     outputs: tuple[OutputNode, ...] = ()
     uses_mpi: bool = True
     continue_args: Callable[[Path, str], dict[str, str]] | None = None
     description: str = ""
-
-    @property
-    def params_class(self) -> type[JobParameters]:
-        return self.params
 
     @property
     def available(self) -> bool:

@@ -171,5 +171,11 @@ def to_argv(options: RefineOptions) -> list[str]:
             if value is not None:
                 argv += [name] + ([value] if value else [])
         elif value is not None:
-            argv += [name, f"{value:g}" if isinstance(value, float) else str(value)]
+            argv += [name, _number_text(value) if isinstance(value, float) else str(value)]
     return argv
+
+
+def _number_text(value: float) -> str:
+    """``value`` as RELION's GUI writes numbers (``60``, ``7.5``), unless that loses digits."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
