@@ -21,6 +21,7 @@ from processing.geometry.euler import euler_to_matrix
 from processing.geometry.symmetry import symmetry_operators
 from processing.io import OptimisationSet, ParticleSet
 from processing.refine.driver import RefineRun
+from processing.refine.inputs import reference_files
 from processing.refine.state import RunState
 from processing.refine.options import RefineOptions
 from processing.io.refine_star import ModelStarContents, OptimiserStarContents
@@ -84,9 +85,8 @@ def started_run(tmp: Path, case: Case = CASES["demo"], **changes) -> tuple[Refin
     run = RefineRun(relion_options(tmp / "out", with_relion_halves(tmp, case), case, **changes),
                     log=lambda *a, **k: None)
     (tmp / "out").mkdir()
-    particles, tomograms, run.trajectories_file = run._inputs()
-    run.load_data(particles, tomograms)
-    return run, run.initialise()
+    state, _ = run.start()
+    return run, state
 
 
 def relion_model(iteration: int, half: int, case: Case = CASES["demo"]) -> ModelStarContents:
@@ -108,7 +108,7 @@ def iteration_one(request, tmp_path_factory) -> tuple[Case, RefineRun, RunState,
 def test_iteration_zero_matches_relion(iteration_one) -> None:
     case, run, state, _ = iteration_one
     # Iteration 0 stands at --ini_high's shell (RELION's iteration-0 files say "inf").
-    box = run.ori * run.pixel_size
+    box = run.inputs.ori * run.inputs.pixel_size
     assert 1.0 / state.counters.current_resolution == pytest.approx(box / np.floor(box / 60.0 + 0.5))
     for half in (1, 2):
         model = relion_model(0, half, case)
@@ -116,8 +116,8 @@ def test_iteration_zero_matches_relion(iteration_one) -> None:
         # Noise spectra per optics group from the first ten tilt images of each group, half 1
         # first (RELION counts images, not particles): measured agreement 1e-5; ten particles
         # instead gave 10-100 % errors.
-        assert ours.sigma2.shape[0] == len(model.sigma2_noise) == run.n_optics
-        for group in range(run.n_optics):
+        assert ours.sigma2.shape[0] == len(model.sigma2_noise) == run.inputs.n_optics
+        for group in range(run.inputs.n_optics):
             np.testing.assert_allclose(ours.sigma2[group], model.sigma2_noise[group], rtol=1e-3)
         # Reference power tau2 and the data-vs-prior ratio where the low-passed reference has
         # power (RELION's higher shells hold round-off at 1e-33).
@@ -148,9 +148,9 @@ def test_first_iteration_model_matches_relion(iteration_one) -> None:
         ours = state.halves[half - 1]
         # Gold-standard FSC per shell (down-sampled sums, RELION's pixel sets): measured within
         # 0.005; the per-voxel FSC and the other deviations gave 0.1 - 0.3 at shells 7-15.
-        np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=0.01)
+        np.testing.assert_allclose(ours.fsc[: run.inputs.n_shells], model.gold_standard_fsc[: run.inputs.n_shells], atol=0.01)
         # Noise spectra within each half and optics group (measured 4e-4).
-        for group in range(run.n_optics):
+        for group in range(run.inputs.n_optics):
             np.testing.assert_allclose(ours.sigma2[group], model.sigma2_noise[group], rtol=2e-3)
         # tau2 where the FSC is above noise level, and sigma2_ref below the edge shell
         # (measured 2.6 % / 0.1 %); the edge shell (current size / 2) differs by up to 6 %.
@@ -320,13 +320,13 @@ def test_half_maps_as_reference(tmp_path) -> None:
     write_mrc(maps / "run_half2_class001.mrc", -reference.data, reference.pixel_size)
     (tmp_path / "run").mkdir()
     run, state = started_run(tmp_path / "run", reference=str(maps / "run_half2_class001.mrc"))
-    assert run.reference_files() == [str(maps / "run_half1_class001.mrc"), str(maps / "run_half2_class001.mrc")]
+    assert reference_files(run.options) == [str(maps / "run_half1_class001.mrc"), str(maps / "run_half2_class001.mrc")]
     expected = initial_lowpass(reference.data.astype(np.float64), resolution=60.0, pixel_size=reference.pixel_size)
     np.testing.assert_allclose(state.halves[0].map, expected, atol=1e-5)
     np.testing.assert_allclose(state.halves[1].map, -expected, atol=1e-5)
     (maps / "run_half1_class001.mrc").unlink()
     with pytest.raises(InputError, match="other half set's map"):
-        run.reference_files()
+        reference_files(run.options)
 
 
 def test_optics_groups_with_other_box_and_pixel_size(tmp_path) -> None:
@@ -336,7 +336,7 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path) -> None:
     box·pixel, sizes per group), compared with RELION's iterations 0 and 1 on the same data."""
     case = Case(DATA / "refine_unkind" / "sizes2", "ex/particles.star", "rec/merged.mrc", 200.0)
     run, state = started_run(tmp_path, case)
-    assert run.optics_boxes == [24, 20] and run.optics_pixel_sizes == [12.0, 18.0]
+    assert run.inputs.optics_boxes == [24, 20] and run.inputs.optics_pixel_sizes == [12.0, 18.0]
     for half in (1, 2):
         model = relion_model(0, half, case)
         # Iteration 0: the second group's ten images resampled to 12 Å and windowed to 24 px
@@ -360,7 +360,7 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path) -> None:
             np.testing.assert_allclose(ours.sigma2[group], model.sigma2_noise[group], rtol=2e-3)
         # FSC: measured within 0.03 (the edge shell 12, which only group 1 reaches); inserting
         # only the image window's radius instead of the model's current radius gave 0.1.
-        np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=0.04)
+        np.testing.assert_allclose(ours.fsc[: run.inputs.n_shells], model.gold_standard_fsc[: run.inputs.n_shells], atol=0.04)
         np.testing.assert_allclose(ours.scales, model.group_scale_correction, atol=0.01)
         assert ours.sigma_offset == pytest.approx(model.sigma_offsets_angst, rel=0.01)
     relion = starfile.read(case.relion / "run_it001_data.star")["particles"]
@@ -401,7 +401,7 @@ def test_pseudo_subtomograms_follow_relion(pseudo3d_case, tmp_path) -> None:
     correction; back-projection skips the kz < 0 half of the kx = 0 plane."""
     case = pseudo3d_case
     run, state = started_run(tmp_path, case)
-    assert run.is_3d
+    assert run.inputs.is_3d
     for half in (1, 2):
         model = relion_model(0, half, case)
         # Initial noise from the masked volumes before the empty voxels are zeroed: measured
@@ -425,7 +425,7 @@ def test_pseudo_subtomograms_follow_relion(pseudo3d_case, tmp_path) -> None:
         # before the back-projection kept 1/(σ²M)), scales 5e-7. σ² was 1e-3 too large while
         # the image power entered the noise sums with weight 1 instead of the significant
         # samples' Σw (0.999).
-        np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=0.005)
+        np.testing.assert_allclose(ours.fsc[: run.inputs.n_shells], model.gold_standard_fsc[: run.inputs.n_shells], atol=0.005)
         np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=1e-4)
         np.testing.assert_allclose(ours.sigma2_ref[1:13], model.reference_sigma2[1:13], rtol=2e-3)
         np.testing.assert_allclose(ours.tau2[1:12], model.reference_tau2[1:12], rtol=2e-3)
@@ -460,7 +460,7 @@ def test_pseudo_subtomograms_follow_relion(pseudo3d_case, tmp_path) -> None:
         for half in (1, 2):
             model, ours = relion_model(iteration, half, case), state.halves[half - 1]
             # Measured: FSC within 4e-5 per shell, σ² 1e-5, τ² 4e-4.
-            np.testing.assert_allclose(ours.fsc[: run.n_shells], model.gold_standard_fsc[: run.n_shells], atol=1e-3,
+            np.testing.assert_allclose(ours.fsc[: run.inputs.n_shells], model.gold_standard_fsc[: run.inputs.n_shells], atol=1e-3,
                                        err_msg=str(iteration))
             np.testing.assert_allclose(ours.sigma2[0], model.sigma2_noise[0], rtol=1e-4, err_msg=str(iteration))
             np.testing.assert_allclose(ours.tau2[1:12], model.reference_tau2[1:12], rtol=2e-3, err_msg=str(iteration))

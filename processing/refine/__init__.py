@@ -2,11 +2,12 @@
 
 The public face: :class:`RefineOptions` (the run's settings), :func:`parse_refine_args`
 (relion_refine's command line into those settings) and :func:`run_refine` (the refinement,
-under MPI when started with ``mpiexec``). Inside: ``particles`` (images and CTFs), ``estep``
-and ``mstep`` (the two halves of an iteration), ``schedule`` (auto-sampling and convergence),
-``state`` (what an iteration hands to the next), ``outputs`` (iteration files and
-continuation), ``distributed`` (the ranks' sums and
-progress), ``driver`` (the iteration loop).
+under MPI when started with ``mpiexec``). Inside, in the order a run uses them:
+``inputs`` (what a run reads once), ``initial`` (iteration 0), ``particles`` (images and
+CTFs), ``estep`` (expectation), ``maximisation`` and ``mstep`` (the leader's work after it,
+and one half set's M-step), ``schedule`` (auto-sampling and convergence), ``state`` (what an
+iteration hands to the next), ``outputs`` (iteration files and continuation),
+``distributed`` (the ranks' sums and progress), ``driver`` (the iteration loop).
 """
 from __future__ import annotations
 

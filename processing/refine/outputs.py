@@ -9,8 +9,6 @@ file is written last, so an iteration whose optimiser.star exists is complete.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from processing.errors import InputError
@@ -19,35 +17,37 @@ from processing.io.mrc import read_mrc, write_mrc
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 
-from .schedule import RefineCounters, SamplingState
-from .state import HalfState, RunState
+from processing.io.paths import resolve_path
 from processing.io.refine_star import (
     ModelStarContents, OptimiserStarContents, SamplingStarContents, iteration_root, read_data_star,
     refine_optimisation_set,
 )
 
-if TYPE_CHECKING:
-    from .driver import RefineRun
+from .initial import initial_state
+from .inputs import RefineInputs
+from .options import RefineOptions
+from .schedule import RefineCounters, SamplingState
+from .state import HalfState, RunState
 
 __all__ = ["write_iteration_files", "read_continuation"]
 
 
-def _model(run: "RefineRun", state: RunState, half: int, map_file: str) -> ModelStarContents:
+def _model(inputs: RefineInputs, o: RefineOptions, state: RunState, half: int, map_file: str) -> ModelStarContents:
     h = state.halves[half]
     c, s = state.counters, state.sampling
     mode = 1 if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0) else 0
     members = [p.half == half for p in state.particles] if not state.joined else slice(None)
-    counts = np.bincount(run.groups[members], minlength=len(run.group_names))
+    counts = np.bincount(inputs.groups[members], minlength=len(inputs.group_names))
     return ModelStarContents(
-        ori_size=run.ori, pixel_size=run.pixel_size,
+        ori_size=inputs.ori, pixel_size=inputs.pixel_size,
         current_resolution=1.0 / c.current_resolution if c.current_resolution > 0 else 999.0,
-        current_image_size=c.current_size or run.ori, reference_image=map_file,
+        current_image_size=c.current_size or inputs.ori, reference_image=map_file,
         gold_standard_fsc=h.fsc, ssnr_map=h.ssnr, fourier_completeness=h.completeness,
         reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, sigma2_noise=list(h.sigma2),
-        group_names=list(run.group_names), group_nr_particles=counts,
+        group_names=list(inputs.group_names), group_nr_particles=counts,
         group_scale_correction=h.scales, orientation_distribution=h.pdf_direction,
-        data_dim=3 if run.is_3d else 2, padding_factor=float(run.options.pad),
-        tau2_fudge_factor=run.options.tau2_fudge, sigma_offsets_angst=h.sigma_offset,
+        data_dim=3 if inputs.is_3d else 2, padding_factor=float(o.pad),
+        tau2_fudge_factor=o.tau2_fudge, sigma_offsets_angst=h.sigma_offset,
         orientational_prior_mode=mode, sigma_prior_rot_angle=s.sigma_rot, sigma_prior_tilt_angle=s.sigma_tilt,
         sigma_prior_psi_angle=s.sigma_psi, log_likelihood=h.log_likelihood, average_pmax=h.ave_pmax,
         accuracy_rotations=c.acc_rot, accuracy_translations_angst=c.acc_trans,
@@ -56,8 +56,8 @@ def _model(run: "RefineRun", state: RunState, half: int, map_file: str) -> Model
     )
 
 
-def _particles(run: "RefineRun", state: RunState) -> ParticleSet:
-    ps = run.particle_set
+def _particles(inputs: RefineInputs, state: RunState) -> ParticleSet:
+    ps = inputs.particle_set
     table = ps.particles.copy()
     angles = np.array([p.angles for p in state.particles])
     origins = np.array([p.origin for p in state.particles])
@@ -70,14 +70,13 @@ def _particles(run: "RefineRun", state: RunState) -> ParticleSet:
     table["rlnMaxValueProbDistribution"] = state.pmax
     table["rlnNrOfSignificantSamples"] = state.n_significant
     table["rlnNormCorrection"] = 1.0
-    table["rlnGroupNumber"] = run.groups + 1
+    table["rlnGroupNumber"] = inputs.groups + 1
     table["rlnRandomSubset"] = np.array([p.half + 1 for p in state.particles])
     return ParticleSet(table, ps.optics, ps.general, extra_blocks=ps.extra_blocks)
 
 
-def write_iteration_files(run: "RefineRun", state: RunState, iteration: int | None) -> None:
+def write_iteration_files(inputs: RefineInputs, o: RefineOptions, state: RunState, iteration: int | None) -> None:
     """Write one iteration's files (``iteration`` None: the converged, final set)."""
-    o = run.options
     root = iteration_root(o.output_root, iteration)
     c, s = state.counters, state.sampling
     final = iteration is None
@@ -85,31 +84,31 @@ def write_iteration_files(run: "RefineRun", state: RunState, iteration: int | No
     for h in range(2):
         path = f"{root}_half{h + 1}_class001.mrc"
         if not final:
-            write_mrc(path, state.halves[h].map.astype(np.float32), run.pixel_size)
+            write_mrc(path, state.halves[h].map.astype(np.float32), inputs.pixel_size)
         maps.append(path)
     model_files = []
     if final:
-        write_mrc(f"{root}_class001.mrc", state.halves[0].map.astype(np.float32), run.pixel_size)
+        write_mrc(f"{root}_class001.mrc", state.halves[0].map.astype(np.float32), inputs.pixel_size)
         for h, unfil in enumerate(state.unfil):
-            write_mrc(f"{root}_half{h + 1}_class001_unfil.mrc", unfil.astype(np.float32), run.pixel_size)
-        _model(run, state, 0, f"{root}_class001.mrc").write(f"{root}_model.star")
+            write_mrc(f"{root}_half{h + 1}_class001_unfil.mrc", unfil.astype(np.float32), inputs.pixel_size)
+        _model(inputs, o, state, 0, f"{root}_class001.mrc").write(f"{root}_model.star")
         model_files = [f"{root}_model.star", ""]
     else:
         for h in range(2):
-            _model(run, state, h, maps[h]).write(f"{root}_half{h + 1}_model.star")
+            _model(inputs, o, state, h, maps[h]).write(f"{root}_half{h + 1}_model.star")
             model_files.append(f"{root}_half{h + 1}_model.star")
     data_file = f"{root}_data.star"
-    _particles(run, state).write(data_file)
-    sampling = AngularSampling.create(s.healpix_order, run.symmetry, s.psi_step)
+    _particles(inputs, state).write(data_file)
+    sampling = AngularSampling.create(s.healpix_order, inputs.symmetry, s.psi_step)
     SamplingStarContents(
         healpix_order=s.healpix_order, psi_step=s.psi_step, offset_range=s.offset_range,
-        offset_step=s.offset_step, symmetry=run.symmetry, directions_rot=sampling.rot,
+        offset_step=s.offset_step, symmetry=inputs.symmetry, directions_rot=sampling.rot,
         directions_tilt=sampling.tilt, perturb_instance=c.random_perturbation, perturb_factor=o.perturb,
         healpix_order_original=s.healpix_order_original, psi_step_original=s.psi_step_original,
         offset_range_original=s.offset_range_original, offset_step_original=s.offset_step_original,
     ).write(f"{root}_sampling.star")
-    base = OptimisationSet(particles=run.particles_file, tomograms=run.tomograms_file,
-                           trajectories=run.trajectories_file)
+    base = OptimisationSet(particles=inputs.particles_file, tomograms=inputs.tomograms_file,
+                           trajectories=inputs.trajectories_file)
     refine_optimisation_set(
         base, data_file,
         half1_map=f"{root}_half1_class001_unfil.mrc" if final else None,
@@ -119,11 +118,11 @@ def write_iteration_files(run: "RefineRun", state: RunState, iteration: int | No
     OptimiserStarContents(
         output_root=o.output_root, model_star_file=model_files[0], model_star_file2=model_files[1],
         data_star_file=data_file, sampling_star_file=f"{root}_sampling.star",
-        current_iteration=-1 if final else c.iteration, tomograms_file=run.tomograms_file,
-        trajectories_file=run.trajectories_file or "", number_of_iterations=o.auto_iter_max,
+        current_iteration=-1 if final else c.iteration, tomograms_file=inputs.tomograms_file,
+        trajectories_file=inputs.trajectories_file or "", number_of_iterations=o.auto_iter_max,
         do_split_random_halves=o.split_random_halves, join_halves_until_resolution=o.low_resol_join_halves,
-        adaptive_oversample_order=s.oversampling, random_seed=run.seed,
-        particle_diameter=run.particle_diameter, do_zero_mask=o.zero_mask,
+        adaptive_oversample_order=s.oversampling, random_seed=inputs.seed,
+        particle_diameter=inputs.particle_diameter, do_zero_mask=o.zero_mask,
         do_solvent_flattening=o.flatten_solvent, do_solvent_fsc_correction=o.solvent_correct_fsc,
         solvent_mask_name=o.solvent_mask or "None", increment_image_size=c.incr_size,
         auto_local_healpix_order=o.auto_local_healpix_order,
@@ -142,7 +141,7 @@ def write_iteration_files(run: "RefineRun", state: RunState, iteration: int | No
     ).write(f"{root}_optimiser.star")
 
 
-def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple[RunState, int]:
+def read_continuation(inputs: RefineInputs, o: RefineOptions, optimiser_file: str) -> tuple[RunState, int]:
     """Restore the run's state from ``run_itNNN_optimiser.star``; returns (state, next iteration)."""
     path = Path(optimiser_file)
     if not path.exists():
@@ -152,23 +151,21 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple[RunState, 
         raise InputError("this optimiser file was written after the halves were joined (converged run); "
                          "it cannot be continued", file=path, table="optimiser_general",
                          column="rlnModelStarFile2")
-    from processing.io.paths import resolve_path
-
     def near(name: str, referrer: Path = path) -> Path:
         return resolve_path(name, referrer=referrer)
 
     models = [ModelStarContents.read(near(opt.model_star_file)), ModelStarContents.read(near(opt.model_star_file2))]
     samp = SamplingStarContents.read(near(opt.sampling_star_file))
     data = read_data_star(near(opt.data_star_file))
-    if len(data) != len(run.particle_set):
-        raise InputError(f"data file has {len(data)} particles, the input {len(run.particle_set)}",
+    if len(data) != len(inputs.particle_set):
+        raise InputError(f"data file has {len(data)} particles, the input {len(inputs.particle_set)}",
                          file=opt.data_star_file, table="particles")
     halves = []
     for m, name in zip(models, (opt.model_star_file, opt.model_star_file2)):
         image = near(m.reference_image, near(name))
-        sigma2 = np.array([_extend(np.asarray(s2, dtype=np.float64), run.n_shells) for s2 in m.sigma2_noise])
-        if sigma2.shape[0] != run.n_optics:
-            raise InputError(f"model has {sigma2.shape[0]} optics groups, the particles {run.n_optics}",
+        sigma2 = np.array([_extend(np.asarray(s2, dtype=np.float64), inputs.n_shells) for s2 in m.sigma2_noise])
+        if sigma2.shape[0] != inputs.n_optics:
+            raise InputError(f"model has {sigma2.shape[0]} optics groups, the particles {inputs.n_optics}",
                              file=near(name), table="model_optics_group_1", column="rlnSigma2Noise")
         halves.append(HalfState(map=np.array(read_mrc(image).data, dtype=np.float64),
                                 fsc=m.gold_standard_fsc, ssnr=m.ssnr_map, tau2=m.reference_tau2,
@@ -178,7 +175,6 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple[RunState, 
                                 sigma_offset=m.sigma_offsets_angst, ave_pmax=m.average_pmax,
                                 log_likelihood=m.log_likelihood))
     m0 = models[0]
-    o = run.options
     local = samp.healpix_order >= o.auto_local_healpix_order
     sampling = SamplingState(
         healpix_order=samp.healpix_order, psi_step=samp.psi_step, offset_range=samp.offset_range,
@@ -207,7 +203,7 @@ def read_continuation(run: "RefineRun", optimiser_file: str) -> tuple[RunState, 
         current_changes_classes=opt.changes_optimal_classes,
         smallest_changes_classes=float(opt.smallest_changes_classes),
     )
-    state0 = run.initialise(with_reference=False)
+    state0 = initial_state(inputs, o, with_reference=False)
     angles = data.angles()
     origins = data.origins()
     subsets = data.random_subset()
