@@ -16,11 +16,8 @@ in its tab without a change to the dashboard.
 """
 from __future__ import annotations
 
-import fnmatch
 import html
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import panel as pn
@@ -28,64 +25,12 @@ import param
 
 from processing.jobs.base import FieldProblem, JobParameters, bound_message
 
-__all__ = ["JobForm", "input_candidates", "widget_for_parameter", "pattern_globs"]
+from .readers import input_candidates
+from .viewmodels.builder import prefill_required_inputs, problem_summary
+
+__all__ = ["JobForm", "widget_for_parameter"]
 
 _YES, _NO = "Yes", "No"
-
-
-def pattern_globs(pattern: str) -> list[str]:
-    """File globs of a RELION file-chooser pattern: ``"Image Files (*.{spi,vol,mrc})"`` ->
-    ``["*.spi", "*.vol", "*.mrc"]``; ``"*optimisation_set.star"`` -> itself."""
-    inner = re.search(r"\(([^)]*)\)", pattern)
-    text = inner.group(1) if inner else pattern
-    out: list[str] = []
-    for part in text.split():
-        brace = re.match(r"^(.*)\{([^}]*)\}(.*)$", part)
-        if brace:
-            out += [f"{brace.group(1)}{alt}{brace.group(3)}" for alt in brace.group(2).split(",")]
-        else:
-            out.append(part)
-    return out
-
-
-def input_candidates(session, meta: dict, *, listing: Callable[[Any], list[str]] | None = None) -> list[str]:
-    """Paths (relative to the session) an input field may take, finished jobs first, newest first: pipeline
-    nodes whose type starts with ``meta["node"]``, then files in job directories matching
-    ``meta["pattern"]``."""
-    if session is None:
-        return []
-    pipe = session.read_pipeline()
-    order = {p.name: i for i, p in enumerate(pipe.processes)}
-    out: list[str] = []
-    node_type = meta.get("node")
-    if node_type:
-        generic = node_type.split(".")[0]
-        nodes = [n for n in pipe.nodes if n.type_label.startswith(node_type)
-                 or n.type_label.split(".")[0] == generic and node_type.count(".") <= 1]
-        status = {p.name: p.status for p in pipe.processes}
-
-        def rank(node):  # finished jobs first, then newest first
-            producer = pipe.producer_of(node.name) or ""
-            return (status.get(producer) != "Succeeded", -order.get(producer, -1))
-
-        nodes.sort(key=rank)
-        out += [n.name for n in nodes]
-    globs = pattern_globs(meta.get("pattern", "")) if meta.get("pattern") else []
-    if globs and not node_type:
-        for proc in reversed(pipe.processes):
-            names = listing(proc) if listing else _listdir(session.root / proc.name)
-            for name in names:
-                if any(fnmatch.fnmatch(name, g) for g in globs):
-                    out.append(f"{proc.name}{name}")
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
-
-
-def _listdir(path: Path) -> list[str]:
-    try:
-        return sorted((p.name for p in path.iterdir()), reverse=True)
-    except OSError:
-        return []
 
 
 def _label(p: param.Parameter) -> str:
@@ -151,7 +96,10 @@ class JobForm:
                  candidates: Callable[[dict], list[str]] | None = None):
         self.params_class = params_class
         self.session = session
-        self.params = params if params is not None else params_class()
+        if params is None:
+            params = params_class()
+            prefill_required_inputs(params, session)
+        self.params = params
         self._validator = validator
         self.widgets: dict[str, pn.widgets.Widget] = {}
         self.messages: dict[str, pn.pane.HTML] = {}
@@ -177,18 +125,7 @@ class JobForm:
             tab_panels.append((tab, pn.Column(*rows, sizing_mode="stretch_width", max_width=760,
                                               css_classes=["tomo-tab"])))
         self.tabs = pn.Tabs(*tab_panels, sizing_mode="stretch_width", dynamic=True)
-        if params is None:
-            self._prefill_required()
         self.validate()
-
-    def _prefill_required(self) -> None:
-        """Required input fields (those the class complains about while empty) start with the
-        newest matching output of an earlier job."""
-        complaints = {p.field for p in self.params.problems()}
-        for name, widget in self.widgets.items():
-            if isinstance(widget, pn.widgets.AutocompleteInput) and widget.options and not widget.value \
-                    and name in complaints:
-                widget.value = widget.options[0]
 
     # ---- values -----------------------------------------------------------------------------
 
@@ -272,10 +209,4 @@ class JobForm:
         return self.params_class.param[name].metadata["tab"]
 
     def problem_summary(self) -> list[str]:
-        out = []
-        for problem in self.problems:
-            p = self.params_class.param[problem.field] if problem.field in self.params_class.param else None
-            label = _label(p).rstrip(":").strip() if p is not None else problem.field
-            tab = self.tab_of(problem.field) if p is not None else ""
-            out.append(f"{tab}: {label} {problem.message}" if tab else f"{label} {problem.message}")
-        return out
+        return problem_summary(self.params_class, self.problems)

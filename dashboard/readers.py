@@ -6,18 +6,22 @@ file modification time so twenty viewers cost one read.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from processing.errors import InputError
 
 __all__ = ["read_progress", "tail_text", "RefineIteration", "read_refine_iteration", "refine_iterations",
-           "FscCurve", "read_fsc_star", "read_volume", "orthoslices", "MAP_NAMES"]
+           "FscCurve", "read_fsc_star", "read_volume", "orthoslices", "MAP_NAMES", "input_candidates",
+           "pattern_globs"]
 
 _IT_MODEL = re.compile(r"^run_it(\d{3,})_half1_model\.star$")
 
@@ -152,3 +156,58 @@ def orthoslices(vol: np.ndarray, z: int | None = None, y: int | None = None,
     x = nx // 2 if x is None else int(np.clip(x, 0, nx - 1))
     return {"XY": np.ascontiguousarray(vol[z, :, :]), "XZ": np.ascontiguousarray(vol[:, y, :]),
             "YZ": np.ascontiguousarray(vol[:, :, x])}
+
+
+def pattern_globs(pattern: str) -> list[str]:
+    """File globs of a RELION file-chooser pattern: ``"Image Files (*.{spi,vol,mrc})"`` ->
+    ``["*.spi", "*.vol", "*.mrc"]``; ``"*optimisation_set.star"`` -> itself."""
+    inner = re.search(r"\(([^)]*)\)", pattern)
+    text = inner.group(1) if inner else pattern
+    out: list[str] = []
+    for part in text.split():
+        brace = re.match(r"^(.*)\{([^}]*)\}(.*)$", part)
+        if brace:
+            out += [f"{brace.group(1)}{alt}{brace.group(3)}" for alt in brace.group(2).split(",")]
+        else:
+            out.append(part)
+    return out
+
+
+def input_candidates(session, meta: dict, *, listing: Callable[[Any], list[str]] | None = None) -> list[str]:
+    """Paths (relative to the session) an input field may take, finished jobs first, newest first: pipeline
+    nodes whose type starts with ``meta["node"]``, then files in job directories matching
+    ``meta["pattern"]``."""
+    if session is None:
+        return []
+    pipe = session.read_pipeline()
+    order = {p.name: i for i, p in enumerate(pipe.processes)}
+    out: list[str] = []
+    node_type = meta.get("node")
+    if node_type:
+        generic = node_type.split(".")[0]
+        nodes = [n for n in pipe.nodes if n.type_label.startswith(node_type)
+                 or n.type_label.split(".")[0] == generic and node_type.count(".") <= 1]
+        status = {p.name: p.status for p in pipe.processes}
+
+        def rank(node):  # finished jobs first, then newest first
+            producer = pipe.producer_of(node.name) or ""
+            return (status.get(producer) != "Succeeded", -order.get(producer, -1))
+
+        nodes.sort(key=rank)
+        out += [n.name for n in nodes]
+    globs = pattern_globs(meta.get("pattern", "")) if meta.get("pattern") else []
+    if globs and not node_type:
+        for proc in reversed(pipe.processes):
+            names = listing(proc) if listing else _listdir(session.root / proc.name)
+            for name in names:
+                if any(fnmatch.fnmatch(name, g) for g in globs):
+                    out.append(f"{proc.name}{name}")
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted((p.name for p in path.iterdir()), reverse=True)
+    except OSError:
+        return []

@@ -8,8 +8,8 @@ import panel as pn
 import param
 import pytest
 
-from dashboard.forms import JobForm, input_candidates, pattern_globs
-from processing.jobs.base import JobParameters
+from dashboard.forms import JobForm
+from dashboard.readers import input_candidates, pattern_globs
 from sessions import get_job_type, job_types
 
 sys.path.insert(0, str(Path(__file__).parent / "fake_jobs"))

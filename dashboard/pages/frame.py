@@ -7,17 +7,9 @@ import panel as pn
 
 from ..context import CONFIG, PageContext, html_pane
 from ..style import STATUS_SYMBOLS
+from ..viewmodels.job import short_alias
 
-__all__ = ["frame", "job_label", "alias_of", "card", "status_badge", "sidebar_jobs_html", "message_html"]
-
-
-def alias_of(info) -> str | None:
-    return info.alias.rstrip("/").split("/")[-1] if info.alias else None
-
-
-def job_label(info) -> str:
-    alias = alias_of(info)
-    return f"{info.name.rstrip('/')}" + (f" ({alias})" if alias else "")
+__all__ = ["frame", "card", "status_badge", "sidebar_jobs_html", "message_html"]
 
 
 def status_badge(status: str) -> str:
@@ -27,13 +19,15 @@ def status_badge(status: str) -> str:
 _MESSAGE_CLASS = {"ok": "tomo-ok", "error": "tomo-error", "note": "tomo-note"}
 
 
-def message_html(message: tuple[str, str], suffix_html: str = "") -> str:
+def message_html(message: tuple[str, str], suffix_html: str = "", *, element_id: str = "") -> str:
     """A view-model's ``(kind, text)`` message (kind ok / error / note) as a styled line;
-    ``suffix_html`` (already escaped) follows the text."""
+    ``suffix_html`` (already escaped) follows the text; ``element_id`` names the element (with
+    ``-error`` appended for errors, so a test can wait for a refusal)."""
     kind, text = message
     if not text:
         return ""
-    return f'<div class="{_MESSAGE_CLASS.get(kind, "tomo-note")}">{html.escape(text)}{suffix_html}</div>'
+    ident = f' id="{html.escape(element_id)}{"-error" if kind == "error" else "-message"}"' if element_id else ""
+    return f'<div class="{_MESSAGE_CLASS.get(kind, "tomo-note")}"{ident}>{html.escape(text)}{suffix_html}</div>'
 
 
 def card(*objects, title: str | None = None, **kw) -> pn.Column:
@@ -62,7 +56,7 @@ def sidebar_jobs_html(ctx: PageContext, current: str | None = None) -> str:
         if not ctx.identity.may_view(ctx.session_key or "", info.name):
             continue
         num = info.name.rstrip("/").split("/")[-1]
-        alias = alias_of(info)
+        alias = short_alias(info)
         active = " active" if current and current.strip("/") == info.name.strip("/") else ""
         rows.append(
             f'<a class="tomo-job{active}" href="{html.escape(ctx.url("job", job=info.name))}" '

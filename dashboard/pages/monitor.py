@@ -17,8 +17,8 @@ from .. import auth
 from ..context import CONFIG, PageContext, html_pane
 from ..plots import fit_translation_axis, fsc_data, fsc_figure, series_data, series_figures
 from ..readers import refine_iterations
-from ..viewmodels import JobModel
-from .frame import alias_of, card, frame, message_html, status_badge
+from ..viewmodels import JobModel, job_label
+from .frame import card, frame, message_html, status_badge
 from .orthoslices import OrthosliceViewer
 
 __all__ = ["page", "JobMonitor"]
@@ -195,5 +195,5 @@ def page(ctx: PageContext):
         return frame(ctx, html_pane(f'<div class="tomo-error">No job {html.escape(name)} in this session.</div>'))
     monitor = JobMonitor(ctx, info.name)
     ctx.on_tick(monitor.tick)
-    return frame(ctx, monitor.view, crumbs=[(info.name.rstrip("/") + (f" ({alias_of(info)})" if info.alias else ""), None)],
+    return frame(ctx, monitor.view, crumbs=[(job_label(info), None)],
                  current_job=info.name)

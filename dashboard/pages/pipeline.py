@@ -1,5 +1,6 @@
-"""A session's pipeline: jobs as a left-to-right graph coloured by status, with aliases; edges
-are the files that flow between jobs (hover names them); clicking a job opens its monitor."""
+"""A session's pipeline: a thin view of :class:`~dashboard.viewmodels.PipelineModel`. Jobs as a
+left-to-right graph coloured by status, with aliases; edges are the files that flow between
+jobs (hover names them); clicking a job opens its monitor; below, the jobs as a table."""
 from __future__ import annotations
 
 import html
@@ -9,65 +10,13 @@ from bokeh.models import ColumnDataSource, HoverTool, OpenURL, Range1d, TapTool
 from bokeh.plotting import figure
 
 from ..context import PageContext, html_pane
-from ..style import STATUS_COLOURS
-from .frame import alias_of, card, frame, status_badge
+from ..viewmodels import PipelineModel
+from .frame import card, frame, status_badge
 
-__all__ = ["page", "graph_layout", "graph_data"]
-
-_TEXT = {"Running": "#ffffff", "Succeeded": "#ffffff", "Failed": "#ffffff", "Aborted": "#ffffff", "Scheduled": "#323f4b"}
+__all__ = ["page"]
 
 
-def graph_layout(pipe) -> dict[str, tuple[int, int]]:
-    """Column (longest path from a source) and row of every process."""
-    depth: dict[str, int] = {}
-    for proc in pipe.processes:  # creation order is a topological order
-        parents = [pipe.producer_of(n) for n in pipe.inputs_of(proc.name)]
-        depth[proc.name] = 1 + max((depth.get(p, 0) for p in parents if p), default=-1)
-    rows: dict[int, int] = {}
-    out = {}
-    for proc in pipe.processes:
-        d = depth[proc.name]
-        out[proc.name] = (d, rows.get(d, 0))
-        rows[d] = rows.get(d, 0) + 1
-    return out
-
-
-def graph_data(ctx: PageContext) -> tuple[dict, dict]:
-    pipe = ctx.session.read_pipeline()
-    statuses = {j.name: j.status for j in ctx.watcher.jobs()}
-    pos = graph_layout(pipe)
-    nodes = {k: [] for k in ("x", "y", "name", "label", "sub", "status", "colour", "text", "url", "line")}
-    for proc in pipe.processes:
-        x, y = pos[proc.name]
-        status = statuses.get(proc.name, proc.status)
-        nodes["x"].append(x)
-        nodes["y"].append(-y)
-        nodes["name"].append(proc.name)
-        alias = proc.alias_name
-        nodes["label"].append(proc.name.rstrip("/").replace("/", " / ") )
-        nodes["sub"].append(f"{alias}  ·  {status.lower()}" if alias else status.lower())
-        nodes["status"].append(status)
-        nodes["colour"].append(STATUS_COLOURS.get(status, "#ffffff"))
-        nodes["text"].append(_TEXT.get(status, "#323f4b"))
-        nodes["url"].append(ctx.url("job", job=proc.name))
-        nodes["line"].append("#52606d" if status == "Scheduled" else STATUS_COLOURS.get(status, "#52606d"))
-    edges = {"xs": [], "ys": [], "files": [], "between": []}
-    links: dict[tuple[str, str], list[str]] = {}
-    for node, consumer in pipe.input_edges:
-        producer = pipe.producer_of(node)
-        if producer and producer in pos and consumer in pos:
-            links.setdefault((producer, consumer), []).append(node)
-    for (a, b), files in links.items():
-        (xa, ya), (xb, yb) = pos[a], pos[b]
-        edges["xs"].append([xa + 0.36, xb - 0.36])
-        edges["ys"].append([-ya, -yb])
-        edges["files"].append(", ".join(files))
-        edges["between"].append(f"{a.rstrip('/')} → {b.rstrip('/')}")
-    return nodes, edges
-
-
-def _figure(ctx: PageContext):
-    nodes, edges = graph_data(ctx)
+def _figure(nodes: dict, edges: dict):
     node_source = ColumnDataSource(nodes, name="pipeline_nodes")
     edge_source = ColumnDataSource(edges, name="pipeline_edges")
     ncols = max(nodes["x"], default=0) + 1
@@ -96,42 +45,42 @@ def _figure(ctx: PageContext):
     return fig, node_source, edge_source
 
 
-def _table(ctx: PageContext) -> str:
-    rows = []
-    for info in reversed(ctx.watcher.jobs()):
-        alias = alias_of(info) or ""
-        rows.append(f'<tr><td><a href="{html.escape(ctx.url("job", job=info.name))}" class="job-link">'
-                    f'{html.escape(info.name.rstrip("/"))}</a></td><td>{html.escape(alias)}</td>'
-                    f'<td>{html.escape(info.type_label)}</td><td>{status_badge(info.status)}</td></tr>')
-    return ('<table class="tomo-table"><tr><th>Job</th><th>Alias</th><th>Type</th><th>Status</th></tr>'
-            + "".join(rows) + "</table>")
+def _table_html(jobs: list[dict]) -> str:
+    rows = "".join(f'<tr><td><a href="{html.escape(j["url"])}" class="job-link">{html.escape(j["name"].rstrip("/"))}'
+                   f'</a></td><td>{html.escape(j["alias"])}</td><td>{html.escape(j["type_label"])}</td>'
+                   f'<td>{status_badge(j["status"])}</td></tr>' for j in jobs)
+    return f'<table class="tomo-table"><tr><th>Job</th><th>Alias</th><th>Type</th><th>Status</th></tr>{rows}</table>'
+
+
+class PipelineView:
+    """The graph and the table, following the model: the graph's sources are refilled when only
+    the jobs' states changed, the figure rebuilt when jobs or links were added."""
+
+    def __init__(self, model: PipelineModel) -> None:
+        self.model = model
+        self.figure, self.nodes, self.edges = _figure(model.nodes, model.edges)
+        self.pane = pn.pane.Bokeh(self.figure, sizing_mode="stretch_width")
+        model.param.watch(self._redraw, ["nodes", "edges"])
+
+    def _redraw(self, *events) -> None:
+        nodes, edges = self.model.nodes, self.model.edges
+        if len(nodes["x"]) != len(self.nodes.data["x"]) or len(edges["xs"]) != len(self.edges.data["xs"]):
+            self.figure, self.nodes, self.edges = _figure(nodes, edges)
+            self.pane.object = self.figure
+        else:
+            self.nodes.data = nodes
 
 
 def page(ctx: PageContext):
     if ctx.watcher is None:
         return frame(ctx, html_pane('<div class="tomo-error">No such session.</div>'))
-    holder = {}
-    holder["fig"], holder["nodes"], holder["edges"] = _figure(ctx)
-    table = html_pane(_table(ctx), sizing_mode="stretch_width")
-    seen = {"v": ctx.watcher.jobs_version}
-
-    def refresh():
-        if ctx.watcher.jobs_version == seen["v"]:
-            return
-        seen["v"] = ctx.watcher.jobs_version
-        nodes, edges = graph_data(ctx)
-        if len(nodes["x"]) != len(holder["nodes"].data["x"]) or len(edges["xs"]) != len(holder["edges"].data["xs"]):
-            holder["fig"], holder["nodes"], holder["edges"] = _figure(ctx)  # the graph's shape changed
-            pane.object = holder["fig"]
-        else:
-            holder["nodes"].data = nodes
-        table.object = _table(ctx)
-
-    pane = pn.pane.Bokeh(holder["fig"], sizing_mode="stretch_width")
-    ctx.on_tick(refresh)
-    settings = ctx.session.settings
-    info = html_pane(f'<div class="tomo-sub">{html.escape(str(ctx.session.root))} · dataset: '
-                     f'{html.escape(str(settings.get("dataset") or "?"))}</div>')
-    content = pn.Column(card(info, pane, title="Pipeline (click a job to open it)"), card(table, title="Jobs"),
+    model = PipelineModel(ctx)
+    view = PipelineView(model)
+    ctx.on_tick(model.tick)
+    m = model.param
+    table = html_pane(pn.bind(_table_html, m.jobs), sizing_mode="stretch_width")
+    info = html_pane(pn.bind(lambda root, dataset: f'<div class="tomo-sub">{html.escape(root)} · dataset: '
+                                                   f'{html.escape(dataset)}</div>', m.root, m.dataset))
+    content = pn.Column(card(info, view.pane, title="Pipeline (click a job to open it)"), card(table, title="Jobs"),
                         sizing_mode="stretch_width", margin=0)
     return frame(ctx, content, crumbs=[("Pipeline", None)], active="pipeline")

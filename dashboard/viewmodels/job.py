@@ -1,25 +1,19 @@
-"""View-models: what a page shows, as ``param.Parameterized`` state read from the session's
-files (through the shared :class:`~dashboard.watcher.SessionWatcher`) and changed by its
-actions. Pages bind widgets to these parameters and hold no state of their own, so the same
-model serves the monitor, the read-only share page and the tests.
-"""
+"""The job monitor's model: one job's status, progress, logs and refine iterations, read from
+its files through the session's shared watcher, and its Abort / Continue / Share actions."""
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 import param
 
 from processing.errors import InputError
-from sessions import RUNNING, SCHEDULED, create_session, runner
+from sessions import RUNNING, SCHEDULED, runner
 
-from . import auth
-from .context import CONFIG
-from .readers import RefineIteration, refine_iterations
-from .watcher import watcher_for
+from .. import auth
+from ..context import CONFIG
+from ..readers import RefineIteration, refine_iterations
 
-__all__ = ["JobModel", "SessionsModel", "format_duration", "job_kind"]
+__all__ = ["JobModel", "format_duration", "job_kind", "short_alias", "job_label"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -31,6 +25,17 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 600 else f"{round(seconds / 60)} min"
     return f"{seconds // 3600} h {(seconds % 3600) // 60} min"
+
+
+def short_alias(info) -> str:
+    """The job's alias without its directory (``Refine3D/bin6/`` -> ``bin6``), '' when none."""
+    return info.alias.rstrip("/").split("/")[-1] if info.alias else ""
+
+
+def job_label(info) -> str:
+    """``Refine3D/job004`` or, with an alias, ``Refine3D/job004 (bin6)``."""
+    alias = short_alias(info)
+    return info.name.rstrip("/") + (f" ({alias})" if alias else "")
 
 
 def job_kind(info, listing: list[str]) -> str:
@@ -200,89 +205,3 @@ class JobModel(param.Parameterized):
         self.share_url = auth.share_url(base_url, token)
         until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + seconds))
         self.message = ("note", f"Anyone with this link can watch this job until {until}.")
-
-
-class SessionsModel(param.Parameterized):
-    """The served sessions (one row each: title, dataset facts, jobs, running jobs) and the
-    creation of a new one, which runs :func:`sessions.create_session` in a worker thread
-    (simulating the demo takes seconds); :meth:`tick` picks up its outcome."""
-
-    rows = param.List(default=[], doc="one dict per served session (see _row)")
-    creating = param.Boolean(default=False)
-    message = param.Tuple(default=("", ""), length=2, doc="(kind, text) of the last creation")
-    created_key = param.String(default="", doc="the key of the session made last")
-
-    def __init__(self, ctx) -> None:
-        super().__init__()
-        self._ctx = ctx
-        self._worker: threading.Thread | None = None
-        self._outcome: tuple[Path, Exception | None] | None = None
-        self.refresh()
-
-    def refresh(self) -> None:
-        rows = [self._row(key, root) for key, root in CONFIG.sessions.items()]
-        if rows != self.rows:
-            self.rows = rows
-
-    @staticmethod
-    def _row(key: str, root: Path) -> dict:
-        try:
-            watcher = watcher_for(root)
-            watcher.poll()
-        except InputError as exc:
-            return {"key": key, "root": str(root), "error": str(exc)}
-        settings = watcher.session.settings
-        jobs = watcher.jobs()
-        facts = []
-        for name, unit in (("n_tomograms", " tomograms"), ("n_particles", " particles"), ("pixel_size", " Å/px"),
-                           ("symmetry", "")):
-            if settings.get(name):
-                facts.append(f"{settings[name]}{unit}")
-        return {"key": key, "root": str(root), "title": settings.get("title") or key,
-                "dataset": settings.get("dataset") or "", "facts": facts, "jobs": len(jobs),
-                "running": [j.name.rstrip("/") for j in jobs if j.status == RUNNING]}
-
-    def tick(self) -> None:
-        self.refresh()
-        if self._worker is not None and not self._worker.is_alive():
-            self._worker = None
-            self._finish()
-
-    def create(self, directory: str | Path, *, demo_preset: str | None = None,
-               import_files: tuple[str, str] | None = None, title: str | None = None) -> None:
-        """Start making a session (operators only); the outcome arrives in :attr:`message`."""
-        try:
-            self._ctx.require("create sessions")
-            if import_files is not None and not all(import_files):
-                raise InputError("give both tomograms.star and particles.star")
-        except InputError as exc:
-            self.message = ("error", str(exc))
-            return
-        if self._worker is not None:
-            return
-        target = Path(directory).expanduser()
-
-        def work() -> None:
-            try:
-                create_session(target, demo_preset=demo_preset, import_files=import_files, title=title)
-                self._outcome = (target, None)
-            except Exception as exc:  # shown on the page: a bad file or directory is the user's to fix
-                self._outcome = (target, exc)
-
-        self._worker = threading.Thread(target=work, name="create-session", daemon=True)
-        self._worker.start()
-        self.creating = True
-        self.message = ("note", "Creating the session…")
-
-    def _finish(self) -> None:
-        target, failure = self._outcome
-        self.creating = False
-        if failure is not None:
-            self.message = ("error", f"Could not create the session: {failure}")
-            return
-        try:
-            self.created_key = CONFIG.add_session(target)
-            self.message = ("ok", "Created:")
-        except InputError as exc:
-            self.message = ("error", str(exc))
-        self.refresh()
