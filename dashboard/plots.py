@@ -11,7 +11,7 @@ zoom survives new data: the ranges are data ranges that stop following once touc
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import (ColumnDataSource, CustomJSTickFormatter, HoverTool, Label, LinearAxis,
+from bokeh.models import (ColumnDataSource, CustomJSHover, CustomJSTickFormatter, HoverTool, Label, LinearAxis,
                           LinearColorMapper, Range1d, Span)
 from bokeh.plotting import figure
 
@@ -56,9 +56,11 @@ def style_figure(fig) -> None:
 
 def fsc_figure(title: str = "Gold-standard FSC (every iteration)", *, name: str = "fsc", height: int = 340,
                hover_label: str = "iteration"):
-    """An FSC figure and its source (one row per curve: xs, ys, label, resolution, colour, width, alpha)."""
+    """An FSC figure and its source (one row per curve: xs, ys, label, resolution, colour, width,
+    alpha, and the curve's 0.143 crossing cross_x, cross_y); a legend names the curves, hovering
+    a curve gives its FSC and resolution under the cursor, a diamond marks each 0.143 crossing."""
     source = ColumnDataSource({"xs": [], "ys": [], "label": [], "resolution": [], "colour": [], "width": [],
-                               "alpha": []}, name=f"{name}_source")
+                               "alpha": [], "cross_x": [], "cross_y": []}, name=f"{name}_source")
     fig = figure(title=title, height=height, sizing_mode="stretch_width", tools=_TOOLS, name=name,
                  x_axis_label="resolution (Å)", y_axis_label="FSC", y_range=Range1d(-0.05, 1.05))
     style_figure(fig)
@@ -70,31 +72,45 @@ def fsc_figure(title: str = "Gold-standard FSC (every iteration)", *, name: str 
                              text_color="#7b8794", y_offset=2))
     fig.add_layout(Span(location=0, dimension="width", line_color="#cbd2d9", line_width=1))
     renderer = fig.multi_line("xs", "ys", source=source, line_color="colour", line_width="width",
-                              line_alpha="alpha", hover_line_width=4, hover_line_color="#d9822b")
-    fig.add_tools(HoverTool(renderers=[renderer], tooltips=[(hover_label, "@label"),
+                              line_alpha="alpha", hover_line_width=4, hover_line_color="#d9822b",
+                              legend_field="label")
+    fig.scatter("cross_x", "cross_y", source=source, marker="diamond", size=9, color="colour",
+                line_color="#1f2933", line_width=0.5)
+    fig.legend.label_text_font_size = "10px"
+    fig.legend.spacing = 0
+    fig.legend.padding = 4
+    fig.legend.background_fill_alpha = 0.6
+    fig.legend.location = "top_right"
+    in_angstrom = CustomJSHover(code="return value > 0 ? (1 / value).toFixed(1) + ' Å' : '∞'")
+    fig.add_tools(HoverTool(renderers=[renderer], tooltips=[(hover_label, "@label"), ("FSC", "$y{0.000}"),
+                                                            ("at", "$x{custom}"),
                                                             ("resolution", "@resolution{0.0} Å")],
-                            line_policy="nearest"))
+                            formatters={"$x": in_angstrom}, line_policy="nearest"))
     return fig, source
 
 
-def fsc_data(curves: list[tuple[str, FscCurve, float]], colours: list[str] | None = None) -> dict:
+def fsc_data(curves: list[tuple[str, FscCurve, float | None]], colours: list[str] | None = None) -> dict:
     """Source data of an FSC figure: ``(label, curve, resolution in Å)`` per curve, oldest first;
-    default colours light -> dark, the newest drawn strongest."""
+    default colours light -> dark, the newest drawn strongest. ``resolution`` is what the hover
+    names; the marker sits where the curve crosses 0.143 (none if it never does)."""
     n = len(curves)
     colours = colours or iteration_colours(n)
     widths = [1.2] * n
     alphas = [0.75] * n
     if n:
         widths[-1], alphas[-1] = 3.0, 1.0
-    xs, ys = [], []
+    xs, ys, cross_x, cross_y = [], [], [], []
     for _, curve, _ in curves:
         f, c = np.asarray(curve.frequency), np.asarray(curve.fsc)
         keep = f > 0
         xs.append(f[keep].tolist())
         ys.append(c[keep].tolist())
+        crossing = curve.resolution_at(0.143)
+        cross_x.append(1.0 / crossing if crossing else float("nan"))
+        cross_y.append(0.143 if crossing else float("nan"))
     return {"xs": xs, "ys": ys, "label": [c[0] for c in curves],
             "resolution": [float(c[2]) if c[2] is not None else float("nan") for c in curves],
-            "colour": colours[:n], "width": widths, "alpha": alphas}
+            "colour": colours[:n], "width": widths, "alpha": alphas, "cross_x": cross_x, "cross_y": cross_y}
 
 
 def series_figures(*, height: int = 210):

@@ -20,7 +20,7 @@ import numpy as np
 from processing.errors import InputError
 
 __all__ = ["read_progress", "tail_text", "RefineIteration", "read_refine_iteration", "refine_iterations",
-           "FscCurve", "read_fsc_star", "read_volume", "orthoslices", "MAP_NAMES", "input_candidates",
+           "FscCurve", "read_fsc_star", "final_iteration", "refine_model_files", "FINAL_MODEL", "read_volume", "orthoslices", "MAP_NAMES", "input_candidates",
            "pattern_globs"]
 
 _IT_MODEL = re.compile(r"^run_it(\d{3,})_half1_model\.star$")
@@ -84,20 +84,54 @@ class RefineIteration:
     offset_step: float | None          # Å
     ori_size: int
     pixel_size: float
+    final: bool = False                # the converged iteration (run_model.star, halves joined)
+
+    @property
+    def nyquist(self) -> float:
+        """Å: two pixels."""
+        return 2.0 * self.pixel_size
+
+    @property
+    def nyquist_limited(self) -> bool:
+        """The FSC stays above 0.143 up to the last shell before Nyquist: the map is limited by
+        the pixel size (re-extract at a smaller binning), not by the data."""
+        last = self.ori_size // 2 - 1
+        values = self.fsc.fsc
+        return bool(values.size > last >= 1 and np.all(values[1:last + 1] >= 0.143))
+
+
+#: The converged iteration's model (relion_refine writes it without ``_itNNN`` once the halves are joined).
+FINAL_MODEL = "run_model.star"
 
 
 def refine_iterations(names: list[str]) -> list[int]:
-    """Iteration numbers with a half1 model in a directory listing, ascending."""
+    """Iteration numbers with a half1 model in a directory listing, ascending (the converged
+    iteration, written as ``run_model.star``, is not among them: see :func:`final_iteration`)."""
     return sorted(int(m.group(1)) for n in names if (m := _IT_MODEL.match(n)))
 
 
-def read_refine_iteration(job_dir: Path, iteration: int) -> RefineIteration:
+def final_iteration(names: list[str]) -> int | None:
+    """The number of the converged iteration (one after the last ``run_itNNN`` model) when the
+    listing holds ``run_model.star``, else None."""
+    if FINAL_MODEL not in names:
+        return None
+    numbers = refine_iterations(names)
+    return numbers[-1] + 1 if numbers else 1
+
+
+def refine_model_files(job_dir: Path, iteration: int, *, final: bool = False) -> tuple[Path, Path]:
+    """(model, sampling) files of one iteration; ``final``: the converged iteration's."""
+    root = Path(job_dir) / ("run" if final else f"run_it{iteration:03d}")
+    return Path(f"{root}_model.star" if final else f"{root}_half1_model.star"), Path(f"{root}_sampling.star")
+
+
+def read_refine_iteration(job_dir: Path, iteration: int, *, final: bool = False) -> RefineIteration:
     from processing.io.refine_star import ModelStarContents, SamplingStarContents, shell_resolutions
 
-    model = ModelStarContents.read(Path(job_dir) / f"run_it{iteration:03d}_half1_model.star")
+    model_path, sampling_path = refine_model_files(job_dir, iteration, final=final)
+    model = ModelStarContents.read(model_path)
     frequency, _ = shell_resolutions(model.ori_size, model.pixel_size)
     angular = order = offset = None
-    sampling_path = Path(job_dir) / f"run_it{iteration:03d}_sampling.star"
     if sampling_path.is_file():
         try:
             sampling = SamplingStarContents.read(sampling_path)
@@ -110,7 +144,7 @@ def read_refine_iteration(job_dir: Path, iteration: int) -> RefineIteration:
         accuracy_rotations=float(model.accuracy_rotations),
         accuracy_translations=float(model.accuracy_translations_angst),
         angular_step=angular, healpix_order=order, offset_step=offset,
-        ori_size=int(model.ori_size), pixel_size=float(model.pixel_size),
+        ori_size=int(model.ori_size), pixel_size=float(model.pixel_size), final=final,
     )
 
 

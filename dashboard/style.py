@@ -87,5 +87,11 @@ table.tomo-table a { color: #1f6fb2; text-decoration: none; font-weight: 600; }
 .tomo-error { color: #b42318; font: 14px system-ui, sans-serif; }
 pre.tomo-log { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #102a43; color: #d9e2ec; margin: 0;
   padding: 10px 12px; border-radius: 4px; height: 260px; overflow: auto; white-space: pre-wrap; }
+.tomo-headline { display: flex; flex-wrap: wrap; gap: 4px 18px; align-items: baseline; font: 13px system-ui, sans-serif;
+  color: #334e68; background: #edf7ee; border-left: 4px solid #2e7d32; padding: 8px 12px; border-radius: 3px; }
+.tomo-headline .value { font: 700 24px system-ui, sans-serif; color: #1f2933; }
+.tomo-headline .facts div { margin: 1px 0; }
+.tomo-headline .warning { flex-basis: 100%; color: #8a4b08; font-weight: 600; }
+.result-badge { font-weight: 600; color: #1f2933; white-space: nowrap; }
 .tomo-empty { color: #7b8794; font: italic 14px system-ui, sans-serif; padding: 20px; }
 """

@@ -157,7 +157,8 @@ class SessionWatcher:
                 if state is None:
                     state = self._job_states[info.name] = _JobState()
                     self._scan(info, state)
-                elif info.status == RUNNING or wall - state.last_wanted < 30:
+                elif info.status == RUNNING or wall - state.last_wanted < 30 or state.stamps[:1] != (info.status,):
+                    # (a job that has just finished is looked at once more: its last files)
                     self._scan(info, state)
         finally:
             self._lock.release()
@@ -218,13 +219,22 @@ class SessionWatcher:
         except FileNotFoundError:
             return ""
 
-    def refine_iteration(self, info: JobInfo, iteration: int) -> readers.RefineIteration | None:
-        path = info.path / f"run_it{iteration:03d}_half1_model.star"
+    def refine_iteration(self, info: JobInfo, iteration: int, *, final: bool = False) -> readers.RefineIteration | None:
+        path, _ = readers.refine_model_files(info.path, iteration, final=final)
         try:
-            return self.read(path, lambda p: readers.read_refine_iteration(info.path, iteration),
+            return self.read(path, lambda p: readers.read_refine_iteration(info.path, iteration, final=final),
                              kind="refine_iteration")
         except (FileNotFoundError, InputError, OSError, ValueError, KeyError):
             return None
+
+    def refine_history(self, info: JobInfo) -> list[readers.RefineIteration]:
+        """Every written iteration of a refine job, the converged one (``run_model.star``) last."""
+        listing = self.listing(info.name)
+        found = [self.refine_iteration(info, n) for n in readers.refine_iterations(listing)]
+        final = readers.final_iteration(listing)
+        if final is not None:
+            found.append(self.refine_iteration(info, final, final=True))
+        return [it for it in found if it is not None]
 
     def volume(self, path: Path):
         return self.read(path, readers.read_volume, size_of=lambda v: v[0].nbytes)

@@ -89,7 +89,7 @@ def test_job_model_follows_the_files_and_checks_roles(tmp_path):
             auth.require(self.identity, auth.OPERATOR, action)
 
     operator = JobModel(Context(auth.LOCAL_OPERATOR), info.name)
-    assert operator.kind == "other" and operator.status == "Scheduled"
+    assert operator.kind == "extract" and operator.status == "Scheduled" and operator.headline is None
     assert not operator.can_abort and not operator.can_continue
     session.set_status(info.name, "Running")
     (info.path / "progress.json").write_text('{"phase": "extract", "particles_done": 7, "particles_total": 35}')

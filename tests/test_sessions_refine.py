@@ -64,3 +64,17 @@ def test_refine_abort_then_continue(tmp_path) -> None:
     assert (job_dir / "run_class001.mrc").exists() and (job_dir / "run_model.star").exists()
     note = (job_dir / "note.txt").read_text()
     assert "--continue" in note and "run_it001_optimiser.star" in note
+    # The dashboard's headline of the finished job is the converged model's resolution, with the
+    # iterations of both runs (the aborted one's first iteration and the continuation's).
+    from dashboard.viewmodels.job import job_headline
+    from dashboard.watcher import SessionWatcher
+    from processing.io.refine_star import ModelStarContents
+
+    watcher = SessionWatcher(session.root, interval=0.0)
+    headline = job_headline(watcher, watcher.job(job.name))
+    final = ModelStarContents.read(job_dir / "run_model.star")
+    assert headline is not None and headline.value == pytest.approx(final.current_resolution)
+    assert headline.title == f"{final.current_resolution:.2f} Å"
+    assert headline.warning == "" or headline.warning.startswith("Nyquist")
+    iterations = len(list(job_dir.glob("run_it[0-9][0-9][0-9]_half1_model.star")))
+    assert headline.facts[0].startswith(f"{iterations} iterations")

@@ -19,6 +19,7 @@ __all__ = ["page"]
 
 def _legend_html(runs: list[RunSeries]) -> str:
     items = " &nbsp; ".join(f'<span style="color:{r.colour};font-weight:600">&#9644; {html.escape(r.label)}</span>'
+                            + (f' <span class="result-badge">{html.escape(r.headline.badge)}</span>' if r.headline else "")
                             for r in runs)
     return f'<div class="tomo-sub">{items}</div>'
 

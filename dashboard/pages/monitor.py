@@ -17,6 +17,7 @@ from .. import auth
 from ..context import CONFIG, PageContext, html_pane
 from ..plots import fit_translation_axis, fsc_data, fsc_figure, series_data, series_figures
 from ..readers import refine_iterations
+from ..results import Headline
 from ..viewmodels import JobModel, job_label
 from .frame import card, frame, message_html, status_badge
 from .orthoslices import OrthosliceViewer
@@ -30,6 +31,16 @@ def _title_html(name: str, alias: str, status: str, type_label: str) -> str:
 
 def _progress_html(text: str) -> str:
     return f'<div class="tomo-progress-line">{html.escape(text) or "&nbsp;"}</div>'
+
+
+def _headline_html(headline: Headline | None) -> str:
+    if headline is None:
+        return ""
+    facts = "".join(f"<div>{html.escape(f)}</div>" for f in headline.facts)
+    warning = f'<div class="warning" id="headline-warning">&#9888; {html.escape(headline.warning)}</div>' \
+        if headline.warning else ""
+    return (f'<div class="tomo-headline" id="job-headline"><span class="value" id="headline-value">'
+            f'{html.escape(headline.title)}</span><div class="facts">{facts}</div>{warning}</div>')
 
 
 def _log_html(text: str) -> str:
@@ -67,7 +78,8 @@ class JobMonitor:
                          align="center")
         controls = pn.FlexBox(abort_button, continue_button, self.share_for, share_button, when,
                               flex_wrap="wrap", align_items="center", sizing_mode="stretch_width", margin=0)
-        head = card(title, progress_line, progress, controls, share_url, message)
+        headline = html_pane(pn.bind(_headline_html, m.headline), sizing_mode="stretch_width")
+        head = card(title, headline, progress_line, progress, controls, share_url, message)
         logs = pn.Tabs(("run.out", html_pane(pn.bind(_log_html, m.log_out), sizing_mode="stretch_width")),
                        ("run.err", html_pane(pn.bind(_log_html, m.log_err), sizing_mode="stretch_width")),
                        sizing_mode="stretch_width")
@@ -120,7 +132,7 @@ class JobMonitor:
         iterations = self.model.iterations
         if not iterations:
             return
-        curves = [(f"it {it.iteration}", it.fsc, it.resolution) for it in iterations
+        curves = [(f"it {it.iteration}" + (" (final)" if it.final else ""), it.fsc, it.resolution) for it in iterations
                   if it.fsc.fsc.size and float(abs(it.fsc.fsc).max()) > 0]
         self.fsc_source.data = fsc_data(curves)
         data = series_data(iterations)
@@ -149,7 +161,9 @@ class JobMonitor:
         self.fsc_fig, self.fsc_source = fsc_figure("Half-map FSC", hover_label="maps", height=300)
         # The viewer is made once the maps exist, with the ones there are (merged only without
         # half sets).
-        self.maps_card = card(html_pane('<div class="tomo-note">no maps yet</div>'), title="Maps")
+        self.viewer = self._reconstruct_viewer()
+        self.maps_card = card(self.viewer.view if self.viewer is not None else
+                              html_pane('<div class="tomo-note">no maps yet</div>'), title="Maps")
         self.fsc_card = card(html_pane('<div class="tomo-note">No FSC (yet): it needs half maps, which need '
                                        'particles with random half sets.</div>'), title="Half-map FSC", max_width=700)
         self.model.param.watch(self._reconstruct_files, ["listing", "fsc_star"])
@@ -165,22 +179,23 @@ class JobMonitor:
                 self.fsc_card.objects = [self.fsc_card.objects[0],
                                          pn.pane.Bokeh(self.fsc_fig, sizing_mode="stretch_width")]
         if self.viewer is None:
-            self._make_reconstruct_viewer()
+            self.viewer = self._reconstruct_viewer()
+            if self.viewer is not None:
+                self.maps_card.objects = [self.maps_card.objects[0], self.viewer.view]
         if self.viewer is not None:
             self.viewer.refresh()
 
-    def _make_reconstruct_viewer(self) -> None:
+    def _reconstruct_viewer(self) -> OrthosliceViewer | None:
         listing = self.model.listing
         labels = [label for label, name in (("half1", "half1.mrc"), ("half2", "half2.mrc"),
                                             ("merged", "merged.mrc")) if name in listing]
         if not labels or (self.model.status == RUNNING and "merged.mrc" not in listing):
-            return
+            return None
         d = self.model.info.path
-        self.viewer = OrthosliceViewer(self.model.watcher, labels,
-                                       lambda choice: {"half1": d / "half1.mrc", "half2": d / "half2.mrc",
-                                                       "merged": d / "merged.mrc"},
-                                       size=180 if len(labels) <= 2 else 150)
-        self.maps_card.objects = [self.maps_card.objects[0], self.viewer.view]
+        return OrthosliceViewer(self.model.watcher, labels,
+                                lambda choice: {"half1": d / "half1.mrc", "half2": d / "half2.mrc",
+                                                "merged": d / "merged.mrc"},
+                                size=180)
 
 
 def page(ctx: PageContext):

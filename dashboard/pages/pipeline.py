@@ -48,8 +48,10 @@ def _figure(nodes: dict, edges: dict):
 def _table_html(jobs: list[dict]) -> str:
     rows = "".join(f'<tr><td><a href="{html.escape(j["url"])}" class="job-link">{html.escape(j["name"].rstrip("/"))}'
                    f'</a></td><td>{html.escape(j["alias"])}</td><td>{html.escape(j["type_label"])}</td>'
-                   f'<td>{status_badge(j["status"])}</td></tr>' for j in jobs)
-    return f'<table class="tomo-table"><tr><th>Job</th><th>Alias</th><th>Type</th><th>Status</th></tr>{rows}</table>'
+                   f'<td>{status_badge(j["status"])}</td><td class="result-badge">{html.escape(j["result"])}</td></tr>'
+                   for j in jobs)
+    return ('<table class="tomo-table"><tr><th>Job</th><th>Alias</th><th>Type</th><th>Status</th><th>Result</th></tr>'
+            f'{rows}</table>')
 
 
 class PipelineView:

@@ -6,9 +6,10 @@ import param
 
 from processing.errors import InputError
 
-from ..readers import RefineIteration, refine_iterations
+from ..readers import RefineIteration
 from ..style import JOB_PALETTE
-from .job import job_label
+from ..results import Headline
+from .job import job_headline, job_label
 
 __all__ = ["CompareModel", "RunSeries", "refine_jobs", "differing_parameters"]
 
@@ -56,7 +57,8 @@ class RunSeries(param.Parameterized):
     job = param.String(doc="job name")
     label = param.String(doc="name and alias, for legends")
     colour = param.String()
-    iterations = param.List(default=[], doc="RefineIteration per written iteration, in order")
+    iterations = param.List(default=[], doc="RefineIteration per written iteration, the converged one last")
+    headline = param.ClassSelector(class_=Headline, default=None, allow_None=True, doc="the result, once converged")
 
     @property
     def last_fsc(self) -> RefineIteration | None:
@@ -102,10 +104,9 @@ class CompareModel(param.Parameterized):
             info = watcher.job(name)
             if info is None:
                 continue
-            its = [watcher.refine_iteration(info, n) for n in refine_iterations(watcher.listing(info.name))]
             runs.append(RunSeries(job=info.name, colour=JOB_PALETTE[k % len(JOB_PALETTE)],
                                   label=job_label(info),
-                                  iterations=[it for it in its if it is not None]))
+                                  iterations=watcher.refine_history(info), headline=job_headline(watcher, info)))
         with param.parameterized.batch_call_watchers(self):
             self.runs = runs
             self.differing = differing_parameters(self._ctx.session, self.chosen) if len(self.chosen) >= 2 else []

@@ -7,24 +7,14 @@ import time
 import param
 
 from processing.errors import InputError
-from sessions import RUNNING, SCHEDULED, runner
+from sessions import RUNNING, runner
 
 from .. import auth
 from ..context import CONFIG
-from ..readers import RefineIteration, refine_iterations
+from ..results import Headline, extract_headline, format_duration, read_extract_counts, reconstruct_headline, \
+    refine_headline
 
-__all__ = ["JobModel", "format_duration", "job_kind", "short_alias", "job_label"]
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s" if seconds < 600 else f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {(seconds % 3600) // 60} min"
+__all__ = ["JobModel", "format_duration", "job_kind", "short_alias", "job_label", "job_headline", "elapsed_seconds"]
 
 
 def short_alias(info) -> str:
@@ -39,12 +29,49 @@ def job_label(info) -> str:
 
 
 def job_kind(info, listing: list[str]) -> str:
-    """``refine`` / ``reconstruct`` / ``other``: from the job type, else from its files."""
+    """``refine`` / ``reconstruct`` / ``extract`` / ``other``: from the job type, else from its files."""
     if info.job_type == "refine3d" or any(n.endswith("_half1_model.star") for n in listing):
         return "refine"
     if info.job_type == "reconstruct" or "merged.mrc" in listing:
         return "reconstruct"
+    if info.job_type == "extract":
+        return "extract"
     return "other"
+
+
+def elapsed_seconds(info) -> float | None:
+    """Seconds from the job's launch to its exit marker (to now while it runs); None unknown."""
+    record = runner.read_run_record(info.path)
+    if record is None or not record.data.get("launched_at"):
+        return None
+    started = float(record.data["launched_at"])
+    if info.status == RUNNING:
+        return time.time() - started
+    ends = [p.stat().st_mtime for p in info.path.glob("RELION_JOB_EXIT_*")]
+    if not ends:
+        log = info.path / "run.out"
+        ends = [log.stat().st_mtime] if log.exists() else []
+    return max(ends) - started if ends else None
+
+
+def job_headline(watcher, info) -> Headline | None:
+    """The result of a job that succeeded (see :mod:`dashboard.results`), None for the others."""
+    if info.status != "Succeeded":
+        return None
+    listing = watcher.listing(info.name)
+    kind = job_kind(info, listing)
+    if kind == "refine":
+        return refine_headline(watcher.refine_history(info), job_dir=info.name, elapsed=elapsed_seconds(info))
+    if kind == "reconstruct":
+        fsc = watcher.fsc_star(info.path / "fsc.star") if "fsc.star" in listing else None
+        return reconstruct_headline(fsc, listing)
+    if kind == "extract" and "particles.star" in listing:
+        try:
+            counts = watcher.read(info.path / "particles.star", read_extract_counts, kind="extract_counts")
+        except (OSError, InputError, ValueError, KeyError):
+            return None
+        return extract_headline(counts)
+    return None
 
 
 def _phase_name(phase: str) -> str:
@@ -59,7 +86,9 @@ class JobModel(param.Parameterized):
     alias = param.String(default="")
     status = param.String(default="")
     type_label = param.String(default="")
-    kind = param.Selector(objects=["refine", "reconstruct", "other"], default="other")
+    kind = param.Selector(objects=["refine", "reconstruct", "extract", "other"], default="other")
+    headline = param.ClassSelector(class_=Headline, default=None, allow_None=True,
+                                   doc="the result, once the job has succeeded")
     read_only = param.Boolean(default=False)
     # progress: percent (-1: indeterminate), its colour, the line under it, start and duration
     progress = param.Integer(default=0, bounds=(-1, 100))
@@ -123,15 +152,17 @@ class JobModel(param.Parameterized):
             self.log_out = self._watcher.log_tail(info, "run.out")
             self.log_err = self._watcher.log_tail(info, "run.err")
             if self.kind == "refine":
-                self._read_iterations(info, listing)
+                self._read_iterations(info)
             elif self.kind == "reconstruct" and "fsc.star" in listing:
                 self.fsc_star = self._watcher.fsc_star(info.path / "fsc.star")
             self.listing = list(listing)
+            self.headline = job_headline(self._watcher, info)
 
     def _progress(self, info, progress: dict | None, record) -> None:
         running = info.status == RUNNING
         parts: list[str] = []
-        if progress and (running or progress.get("iteration") is not None):
+        if running and progress:
+            # Only a running job's phase is news; a finished job shows its result instead.
             if progress.get("iteration") is not None:
                 parts.append(f"iteration {progress['iteration']}")
             phase = progress.get("phase")
@@ -139,7 +170,7 @@ class JobModel(param.Parameterized):
             if phase:
                 parts.append(f"{_phase_name(phase)} {done}/{total} particles" if total else _phase_name(phase))
             left = progress.get("estimated_seconds_left_in_phase")
-            if running and left is not None:
+            if left is not None:
                 parts.append(f"~{format_duration(left)} left in this phase")
             if total:
                 self.progress = int(round(100 * (done or 0) / max(total, 1)))
@@ -149,6 +180,7 @@ class JobModel(param.Parameterized):
         if not running:
             if info.status == "Succeeded":
                 self.progress = 100
+                parts.append("finished")
             self.progress_colour = {"Succeeded": "success", "Failed": "danger"}.get(info.status, "secondary")
             reason = runner.failure_reason(info.path) if info.status in ("Failed", "Aborted") else None
             if reason:
@@ -158,26 +190,19 @@ class JobModel(param.Parameterized):
         self.progress_text = " · ".join(parts)
         when = []
         if record is not None and record.data.get("launched_at"):
-            started = float(record.data["launched_at"])
-            when.append("started " + time.strftime("%H:%M", time.localtime(started)))
-            log = info.path / "run.out"
-            end = time.time() if running or not log.exists() else log.stat().st_mtime
-            when.append(format_duration(end - started))
+            when.append("started " + time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(float(record.data["launched_at"]))))
+            elapsed = elapsed_seconds(info)
+            if elapsed is not None:
+                when.append(format_duration(elapsed))
         self.when_text = " · ".join(when)
         self.can_abort = not self.read_only and running
-        self.can_continue = (not self.read_only and not running and info.status != SCHEDULED
-                             and info.job_type is not None)
+        # Continuing resumes what did not finish; a finished job is run again as a new job.
+        self.can_continue = not self.read_only and info.status in ("Failed", "Aborted") and info.job_type is not None
 
-    def _read_iterations(self, info, listing: list[str]) -> None:
-        have = {it.iteration for it in self.iterations}
-        new: list[RefineIteration] = []
-        for n in refine_iterations(listing):
-            if n not in have:
-                it = self._watcher.refine_iteration(info, n)
-                if it is not None:
-                    new.append(it)
-        if new:
-            self.iterations = sorted(self.iterations + new, key=lambda it: it.iteration)
+    def _read_iterations(self, info) -> None:
+        history = self._watcher.refine_history(info)
+        if [(it.iteration, it.final) for it in history] != [(it.iteration, it.final) for it in self.iterations]:
+            self.iterations = history
 
     # ---- actions (server side, role-checked) ---------------------------------------------------
 

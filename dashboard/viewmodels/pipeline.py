@@ -6,7 +6,7 @@ from __future__ import annotations
 import param
 
 from ..style import STATUS_COLOURS
-from .job import short_alias
+from .job import job_headline, short_alias
 
 __all__ = ["PipelineModel", "graph_layout"]
 
@@ -33,7 +33,7 @@ class PipelineModel(param.Parameterized):
 
     nodes = param.Dict(default={}, doc="column data of the jobs: x, y, name, label, sub, status, colours, url")
     edges = param.Dict(default={}, doc="column data of the links: xs, ys, files, between")
-    jobs = param.List(default=[], doc="table rows, newest first: name, alias, type_label, status, url")
+    jobs = param.List(default=[], doc="table rows, newest first: name, alias, type_label, status, url, result")
     root = param.String(default="", doc="the session's directory")
     dataset = param.String(default="", doc="the session's dataset name")
 
@@ -49,15 +49,18 @@ class PipelineModel(param.Parameterized):
         if version == self._seen_version:
             return
         self._seen_version = version
-        nodes, edges = self._graph()
+        jobs = self._ctx.watcher.jobs()
+        results = {info.name: job_headline(self._ctx.watcher, info) for info in jobs}
+        nodes, edges = self._graph(results)
         with param.parameterized.batch_call_watchers(self):
             self.nodes, self.edges = nodes, edges
-            self.jobs = [{"name": info.name, "alias": short_alias(info),
-                          "type_label": info.type_label, "status": info.status,
-                          "url": self._ctx.url("job", job=info.name)}
-                         for info in reversed(self._ctx.watcher.jobs())]
+            self.jobs = [self._row(info, results[info.name]) for info in reversed(jobs)]
 
-    def _graph(self) -> tuple[dict, dict]:
+    def _row(self, info, headline) -> dict:
+        return {"name": info.name, "alias": short_alias(info), "type_label": info.type_label, "status": info.status,
+                "url": self._ctx.url("job", job=info.name), "result": headline.badge if headline else ""}
+
+    def _graph(self, results: dict) -> tuple[dict, dict]:
         ctx = self._ctx
         pipe = ctx.session.read_pipeline()
         statuses = {j.name: j.status for j in ctx.watcher.jobs()}
@@ -72,7 +75,9 @@ class PipelineModel(param.Parameterized):
             nodes["y"].append(-y)
             nodes["name"].append(proc.name)
             nodes["label"].append(proc.name.rstrip("/").replace("/", " / "))
-            nodes["sub"].append(f"{alias}  ·  {status.lower()}" if alias else status.lower())
+            result = results.get(proc.name)
+            nodes["sub"].append("  ·  ".join(part for part in (alias, status.lower(), result.badge if result else "")
+                                             if part))
             nodes["status"].append(status)
             nodes["colour"].append(STATUS_COLOURS.get(status, "#ffffff"))
             nodes["text"].append(_TEXT.get(status, "#323f4b"))

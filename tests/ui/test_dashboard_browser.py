@@ -177,6 +177,15 @@ def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screensho
     assert len(set(advancing)) >= 2, f"progress bar did not advance: {progress_seen}"
     # the series plots have one point per iteration
     assert page.evaluate("() => Bokeh.documents[0].get_model_by_name('series_source').data.iteration.length") == 4
+    # the result first: --auto_iter_max 3 ended the run before convergence, so the headline is
+    # iteration 3's resolution from its model file, with the warning
+    from processing.io.refine_star import ModelStarContents
+
+    last = ModelStarContents.read(demo.root / "Refine3D" / "job004" / "run_it003_half1_model.star")
+    page.locator("#headline-value").wait_for(timeout=10_000)
+    assert page.locator("#headline-value").inner_text() == f"{last.current_resolution:.2f} Å"
+    assert "Not converged" in page.locator("#headline-warning").inner_text()
+    assert page.get_by_role("button", name="Continue").count() == 0       # it succeeded: nothing to resume
     # orthoslices of both halves, newest iteration, then another iteration and a moved slider
     page.wait_for_function(JS_IMAGE, arg="slice_half2_YZ_source", timeout=20_000)
     assert page.evaluate(JS_IMAGE, "slice_half1_XY_source") == 32

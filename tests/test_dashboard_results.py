@@ -1,0 +1,74 @@
+"""A job's headline (dashboard.results): read from RELION's own files where there are some, and
+the pixel-size limit told apart from an FSC that crossed 0.143."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+
+from dashboard.readers import FscCurve, RefineIteration, final_iteration, read_refine_iteration, refine_iterations
+from dashboard.results import extract_headline, read_extract_counts, reconstruct_headline, refine_headline
+from processing.io.refine_star import ModelStarContents
+
+DATA = Path(__file__).parent / "data"
+RELION_REFINE = DATA / "refine_demo" / "Refine3D"
+
+
+def _iteration(fsc: list[float], *, final: bool, resolution: float = 20.0) -> RefineIteration:
+    n = len(fsc)
+    box, pixel = 2 * (n - 1), 8.0
+    return RefineIteration(iteration=5, resolution=resolution,
+                           fsc=FscCurve(np.arange(n) / (box * pixel), np.asarray(fsc, float)),
+                           accuracy_rotations=2.0, accuracy_translations=1.5, angular_step=3.75, healpix_order=3,
+                           offset_step=4.0, ori_size=box, pixel_size=pixel, final=final)
+
+
+def test_refine_headline_of_relions_unconverged_run():
+    """RELION's demo run stopped at iteration 10 (--auto_iter_max): the headline is iteration
+    10's resolution from its model file, marked as not converged."""
+    listing = sorted(p.name for p in RELION_REFINE.iterdir())
+    assert final_iteration(listing) is None
+    history = [read_refine_iteration(RELION_REFINE, n) for n in refine_iterations(listing)]
+    headline = refine_headline(history, job_dir="Refine3D/job005/", elapsed=3725.0)
+    expected = ModelStarContents.read(RELION_REFINE / "run_it010_half1_model.star").current_resolution
+    assert headline.value == pytest.approx(expected)
+    assert headline.title == f"{expected:.2f} Å" and headline.badge.endswith("(not converged)")
+    assert "after iteration 10" in headline.warning
+    assert headline.facts[0] == "10 iterations after the initial model · 1 h 2 min"
+
+
+def test_nyquist_limited_is_told_apart_from_a_crossing():
+    high = [1.0] + [0.9] * 7 + [0.6, 0.5]                    # above 0.143 up to the last shell before Nyquist
+    crossing = [1.0, 0.95, 0.9, 0.8, 0.6, 0.3, 0.1, 0.05, 0.02, 0.01]
+    limited = refine_headline([_iteration(high, final=False), _iteration(high, final=True, resolution=16.0)],
+                              job_dir="Refine3D/job004/", elapsed=None)
+    assert limited.warning.startswith("Nyquist-limited") and "16.00 Å" in limited.warning
+    assert limited.badge == "16.00 Å (Nyquist)"
+    assert limited.facts[0] == "1 iteration after the initial model"
+    assert "Refine3D/job004/run_class001.mrc" in " ".join(limited.facts)
+    fine = refine_headline([_iteration(crossing, final=True, resolution=31.5)], job_dir="R/", elapsed=None)
+    assert fine.warning == "" and fine.badge == "31.50 Å"
+    # Reconstruct: the half-map FSC never below 0.143 -> limited; a crossing -> its resolution.
+    curve = FscCurve(np.arange(10) / 144.0, np.asarray(high))
+    assert reconstruct_headline(curve, ["merged.mrc"]).warning.startswith("Nyquist")
+    curve = FscCurve(np.arange(10) / 144.0, np.asarray(crossing))
+    headline = reconstruct_headline(curve, ["half1.mrc", "half2.mrc", "merged.mrc"])
+    assert headline.value == pytest.approx(144.0 / 5) and not headline.warning     # shell 5: last at or above 0.143
+    assert reconstruct_headline(None, []) is None
+    assert reconstruct_headline(None, ["merged.mrc"]).title == "map written"
+
+
+@pytest.mark.parametrize("case", ["bin3_2d", "bin2_3d"])
+def test_extract_counts_of_relions_extraction(case):
+    """Particles and visible tilt images of RELION's own relion_tomo_subtomo output."""
+    path = DATA / "extract_relion" / case / "particles.star"
+    table = starfile.read(path)["particles"]
+    particles, tilts = read_extract_counts(path)
+    assert particles == len(table)
+    expected = sum(str(v).count("1") for v in table["rlnTomoVisibleFrames"]) \
+        if "rlnTomoVisibleFrames" in table else 0
+    assert tilts == expected
+    headline = extract_headline((particles, tilts))
+    assert headline.title == f"{particles} particles"
