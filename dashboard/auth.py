@@ -166,8 +166,7 @@ def _parse_credentials(path: Path, text: str) -> dict[str, _Account]:
 
         def bad(field: str, why: str) -> CredentialsFileError:
             who = f"user {user!r}" if user else "no user name"
-            return CredentialsFileError(f"line {number} ({who}), field {field}: {why}", file=path, row=number,
-                                        column=field)
+            return CredentialsFileError(f"line {number} ({who}), field {field}: {why}", file=path)
 
         if len(parts) not in (3, 4):
             raise bad("line", f"expected user:role:hash[:generation], found {len(parts)} ':'-separated fields")
@@ -949,7 +948,10 @@ def _logout_handler(provider: CredentialsAuthProvider):
             resolved = _resolve(self.request.cookies, provider.secret, provider.store)
             if resolved is not None and resolved.identity.role in ROLES:
                 # Revoke every cookie of this user (this browser's and any copied one).
-                provider.store.revoke(resolved.identity.name)
+                try:
+                    provider.store.revoke(resolved.identity.name)
+                except (OSError, InputError) as exc:   # a read-only or broken file: still log out here
+                    _warn(f"could not revoke {resolved.identity.name}'s cookies in {provider.store.path}: {exc}")
             for name in (LOGIN_COOKIE, SHARE_COOKIE):
                 self.clear_cookie(name, path="/")
             self.redirect("/login")
