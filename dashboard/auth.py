@@ -144,7 +144,14 @@ def _hash_problem(stored: str) -> str | None:
 
 # A hash of a password nobody knows, verified for unknown user names so that a wrong user name
 # costs the same scrypt as a wrong password (the answer's timing does not tell which users exist).
-_DUMMY_HASH = hash_password(secrets.token_hex(16))
+# Made on first use, not at import: every tomodash command imports this module.
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY:
+        _DUMMY.append(hash_password(secrets.token_hex(16)))
+    return _DUMMY[0]
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,7 @@ class CredentialStore:
         """
         self._load()
         account = self._accounts.get(user)
-        ok = verify_password(password, account.hash if account else _DUMMY_HASH)
+        ok = verify_password(password, account.hash if account else _dummy_hash())
         if account is None or not ok:
             return None
         return Identity(user, account.role)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import http.cookiejar
 import json
 import re
@@ -114,7 +115,9 @@ def websocket(server: DashboardServer, token: str, *, cookie: str, origin: str, 
         finally:
             conn.close()
 
-    return asyncio.run(run())
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def token_payload(token: str) -> dict:
@@ -253,6 +256,28 @@ def test_next_in_chromium_ends_on_a_local_page(server, browser):
         assert cookie["value"] not in page.content()
     finally:
         context.close()
+
+
+def test_share_guest_page_works_through_its_own_claim(server, browser):
+    token = auth.make_share_token(SECRET, "demo", "Refine3D/job004/", seconds=120)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/share?token={token}")
+        # No login: the page's websocket is accepted on the share token's claim, and the page renders.
+        page.get_by_text("The shared job no longer exists").wait_for(timeout=30_000)
+        cookie = next(c for c in context.cookies() if c["name"] == auth.SHARE_COOKIE)
+        assert cookie["sameSite"] == "Lax" and cookie["httpOnly"]
+        page.goto(f"{server.url}/")                      # the share cookie opens nothing else
+        page.wait_for_url("**/login**")
+    finally:
+        context.close()
+    guest = Client(server)
+    share_token = guest.page_token(f"/share?token={token}")
+    # A share page's token with no share cookie behind it (e.g. read out of the page): refused.
+    assert websocket(server, share_token, cookie="", origin=server.url, path="/share/ws") == 403
+    assert "ACK" in str(websocket(server, share_token, cookie=guest.cookie_header(), origin=server.url,
+                                  path="/share/ws"))
 
 
 # ---- start-up -----------------------------------------------------------------------------------
