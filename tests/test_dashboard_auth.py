@@ -231,3 +231,11 @@ def test_session_key_is_derived_and_distinct():
     key = auth.session_signing_key("secret one")
     assert len(key) >= 32 and key == auth.session_signing_key("secret one") != auth.session_signing_key("secret two")
     assert b"secret one" not in key
+
+
+def test_serve_refuses_a_malformed_allowed_origin(tmp_path, capsys):
+    from sessions import Session
+
+    Session.create(tmp_path / "s")
+    assert main(["serve", str(tmp_path / "s"), "--port", "0", "--allowed-origin", "https://proxy.example.org/app"]) == 2
+    assert "allowed origin 'https://proxy.example.org/app'" in capsys.readouterr().err
