@@ -14,9 +14,12 @@ import concurrent.futures
 import http.cookiejar
 import json
 import re
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +30,7 @@ import pytest
 from dashboard import auth
 from sessions import Session
 
-from .conftest import DashboardServer
+from .conftest import DashboardServer, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -283,6 +286,53 @@ def test_share_guest_page_works_through_its_own_claim(server, browser):
     assert websocket(server, share_token, cookie="", origin=server.url, path="/share/ws") == 403
     assert "ACK" in str(websocket(server, share_token, cookie=guest.cookie_header(), origin=server.url,
                                   path="/share/ws"))
+
+
+def test_cookies_are_secure_over_tls(tmp_path, users):
+    """``--ssl-certfile``: the same login over https sets Secure cookies (a self-signed certificate)."""
+    if not shutil.which("openssl"):
+        pytest.fail("this test needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    Session.create(tmp_path / "s")
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "serve", str(tmp_path / "s"), "--auth", str(users),
+                             "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE   # self-signed, for this test only
+    base = f"https://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/login", context=context, timeout=5) as r:
+                    body, set_cookies = r.read().decode(), r.headers.get_all("Set-Cookie")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.3)
+        csrf_cookie = set_cookies[0].split(";", 1)[0]
+        assert "; Secure" in set_cookies[0] and "SameSite=Strict" in set_cookies[0]
+        csrf = re.search(r'name="csrf" value="([^"]+)"', body).group(1)
+        form = urllib.parse.urlencode({"csrf": csrf, "next": "/", "username": "carl", "password": PASSWORDS["carl"]})
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect)
+        try:
+            opener.open(urllib.request.Request(f"{base}/login", data=form.encode(), headers={"Cookie": csrf_cookie}),
+                        timeout=30)
+            raise AssertionError("the login did not redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 302
+            login = [h for h in e.headers.get_all("Set-Cookie") if h.startswith(auth.LOGIN_COOKIE + "=")]
+        assert login and "; Secure" in login[0] and "SameSite=Lax" in login[0] and "HttpOnly" in login[0]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
 
 # ---- start-up -----------------------------------------------------------------------------------
