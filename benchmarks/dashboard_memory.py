@@ -114,6 +114,16 @@ def main() -> int:
     samples = []
     ended_early = ""
     try:
+        # A monitor opened before the job's first iteration file shows a generic job (no FSC
+        # plots): the viewers connect once the replay has written one.
+        first = session.job(job.name).path / "run_it000_half1_model.star"
+        deadline = time.time() + 120
+        while not first.exists():
+            status = runner.reconcile(session, job.name)
+            if time.time() > deadline or status != "Running":
+                ended_early = f"the replayed job wrote no iteration in 120 s ({status})"
+                raise RuntimeError(ended_early)
+            time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1400, "height": 900})

@@ -441,7 +441,7 @@ class LoginThrottle:
         self._lock = threading.Lock()
 
     def _keys(self, user: str, address: str | None) -> list[tuple[tuple[str, str], int]]:
-        keys = [(("user", user), self.per_user)]
+        keys = [(("user", user[:256]), self.per_user)]   # a megabyte name must not be kept
         if address:
             keys.append((("address", address), self.per_address))
         return keys
@@ -476,7 +476,7 @@ class LoginThrottle:
     def succeeded(self, user: str) -> None:
         """Forget the user's failures (the address's stay: one good account must not reset a spray)."""
         with self._lock:
-            self._failures.pop(("user", user), None)
+            self._failures.pop(("user", user[:256]), None)
 
 
 # ---- websocket origins --------------------------------------------------------------------------

@@ -288,6 +288,20 @@ def test_share_guest_page_works_through_its_own_claim(server, browser):
                                   path="/share/ws"))
 
 
+def test_a_broken_edit_of_the_users_file_does_not_break_requests(server, users):
+    c = Client(server)
+    assert c.login("olga")[0] == 302
+    good = users.read_text()
+    try:
+        users.write_text(good + "mallory:root:not-a-hash\n")
+        assert c.request("/")[0] == 200                       # the accounts read before stay in force
+        assert Client(server).login("victor")[0] == 302
+        assert Client(server).login("mallory", "x")[0] == 401
+    finally:
+        users.write_text(good)
+    assert "credentials file changed but is invalid" in server.log.read_text()
+
+
 def test_cookies_are_secure_over_tls(tmp_path, users):
     """``--ssl-certfile``: the same login over https sets Secure cookies (a self-signed certificate)."""
     if not shutil.which("openssl"):
