@@ -524,7 +524,8 @@ def parse_origin(text: str) -> AllowedOrigin:
     return AllowedOrigin(host.lower(), port, scheme)
 
 
-def served_origins(address: str | None, port: int, extra: list[str] | tuple[str, ...] = ()) -> tuple[AllowedOrigin, ...]:
+def served_origins(address: str | None, port: int,
+                   extra: list[str] | tuple[str, ...] = ()) -> tuple[AllowedOrigin, ...]:
     """The origins a page of this server can have: the bound address and the names the machine
     is reached by, on ``port`` (http or https), plus the ``extra`` (reverse proxies).
 
@@ -777,7 +778,7 @@ class CredentialsAuthProvider(_BokehAuthProvider):
     cookie_secret
         Signs cookies, CSRF fields and share tokens; the Bokeh session key derives from it.
     origins
-        Origins allowed to open websockets (:func:`served_origins`); empty: any (tests only).
+        Origins allowed to open websockets (:func:`served_origins`); empty: none (safe default).
     throttle
         The login rate limit (a default :class:`LoginThrottle` if ``None``).
     secure_cookies
@@ -830,7 +831,7 @@ class CredentialsAuthProvider(_BokehAuthProvider):
         resolved = _resolve(request.cookies, self.secret, self.store, path=request.path, token=token)
         if websocket:
             origin = request.headers.get("Origin")
-            if self.origins and not origin_allowed(origin, self.origins):
+            if not origin_allowed(origin, self.origins):
                 _warn(f"refused a websocket from origin {origin!r} (allowed: "
                       f"{', '.join(map(str, self.origins))}; add a reverse proxy with --allowed-origin)")
                 return None
