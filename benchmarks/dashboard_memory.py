@@ -6,7 +6,9 @@
    and a 3-iteration 3D auto-refine (the template, ~30 s).
 2. Starts ``tomodash serve`` on it (a child process: its RSS is what is measured).
 3. Launches a job that replays the refine's per-iteration files as a new run, one iteration
-   every ``--seconds-per-iteration`` s (so the 20 viewers' plots keep growing).
+   every ``--seconds-per-iteration`` s (so the 20 viewers' plots keep growing). The job runs
+   until sampling ends (then it is aborted); each sample checks that it is still running, and
+   the benchmark fails rather than report figures taken after it stopped.
 4. Opens ``--viewers`` pages of that job's monitor in headless Chromium, and samples the
    server's RSS (``/proc/PID/status`` VmRSS) and the latency of an HTTP request to the server
    every 10 s.
@@ -103,12 +105,25 @@ def main() -> int:
 
     register_job_type(JobType("replay", ReplayParameters, "dashboard_replay_job", uses_mpi=False), replace=True)
     os.environ["PYTHONPATH"] = str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    iterations = int(args.minutes * 60 / args.seconds_per_iteration) + 20
+    # The replay must outlive the sampling, however long the viewers take to connect (minutes on a
+    # busy machine): it is sized far beyond the run and aborted in `finally` once sampling ends.
+    iterations = 1_000_000
     job = runner.run_job(session, "replay", ReplayParameters(template=str(template.path), iterations=iterations,
                                                              seconds=args.seconds_per_iteration))
     url = f"{base}/job?session={session.root.name}&job={job.name}"
     samples = []
+    ended_early = ""
     try:
+        # A monitor opened before the job's first iteration file shows a generic job (no FSC
+        # plots): the viewers connect once the replay has written one.
+        first = session.job(job.name).path / "run_it000_half1_model.star"
+        deadline = time.time() + 120
+        while not first.exists():
+            status = runner.reconcile(session, job.name)
+            if time.time() > deadline or status != "Running":
+                ended_early = f"the replayed job wrote no iteration in 120 s ({status})"
+                raise RuntimeError(ended_early)
+            time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -129,9 +144,16 @@ def main() -> int:
                 latency = (time.perf_counter() - h0) * 1000
                 curves = pages[-1].evaluate("() => { const s = Bokeh.documents[0].get_model_by_name('fsc_source');"
                                             " return s ? s.data.xs.length : -1 }")
+                status = runner.reconcile(session, job.name)
+                if status != "Running":
+                    # Without a live job the viewers watch a finished page: the figures would not be
+                    # the ones this benchmark is for.
+                    ended_early = f"the replayed job ended ({status}) at t={t - start:.0f} s, before sampling did"
+                    print(f"error: {ended_early}", flush=True)
+                    break
                 samples.append((t - start, rss_mb(server.pid), latency, curves))
                 print(f"t={t - start:6.0f} s  server RSS {samples[-1][1]:7.1f} MB  HTTP {latency:6.1f} ms  "
-                      f"FSC curves on a viewer: {curves}", flush=True)
+                      f"FSC curves on a viewer: {curves}  job {status}", flush=True)
                 if t >= end:
                     break
                 time.sleep(max(0.0, min(args.interval, end - time.time())))
@@ -144,6 +166,9 @@ def main() -> int:
         server.terminate()
         server.wait(10)
         log.close()
+    if ended_early or not samples:
+        print(f"no valid result: {ended_early or 'no samples'}")
+        return 1
     warm = min(60.0, args.minutes * 6)
     after = [s for s in samples if s[0] >= warm] or samples
     first, last = after[0], samples[-1]

@@ -101,6 +101,7 @@ class PageContext:
     def __init__(self) -> None:
         self.args = {k: (v[0].decode() if isinstance(v[0], bytes) else v[0])
                      for k, v in (pn.state.session_args or {}).items() if v}
+        self._claim = _page_claim()
         self.identity = current_identity()
         self.session_key = self.args.get("session") or (next(iter(CONFIG.sessions)) if len(CONFIG.sessions) == 1
                                                           else None)
@@ -132,6 +133,14 @@ class PageContext:
                 print(f"tomodash: page update failed: {exc!r}")
 
     def require(self, action: str) -> None:
+        if CONFIG.store is not None and (self._claim or "").startswith("login|"):
+            # The login that opened the page may have been revoked (logout, password change) or
+            # demoted since: an open page keeps no more rights than a fresh one would get.
+            now = auth.identity_from_claim(self._claim, CONFIG.cookie_secret, CONFIG.store)
+            if now is None:
+                self.identity = auth.NOBODY
+            elif self.identity.role == auth.OPERATOR and now.role != auth.OPERATOR:
+                self.identity = now
         auth.require(self.identity, auth.OPERATOR, action)
 
     def url(self, route: str, **args) -> str:
@@ -140,15 +149,17 @@ class PageContext:
         return page_url(route, **args)
 
 
+def _page_claim() -> str | None:
+    """The login claim in the current page's (signed) session token, if any."""
+    try:
+        return pn.state.curdoc.session_context.token_payload.get(auth.CLAIM_KEY)
+    except Exception:   # no document, no session context or no token: no claim
+        return None
+
+
 def current_identity() -> auth.Identity:
-    """Who the current browser session belongs to (server side: from the signed cookie)."""
+    """Who the current browser session belongs to (server side: from the claim the server put in
+    the page's signed session token; the login cookie itself is not in the token)."""
     if CONFIG.store is None:
         return auth.LOCAL_OPERATOR
-    request = None
-    try:
-        request = pn.state.curdoc.session_context.request
-    except AttributeError:
-        pass
-    cookies = getattr(request, "cookies", None) or {}
-    identity = auth.identity_from_request(cookies, CONFIG.cookie_secret, CONFIG.store)
-    return identity or auth.Identity("anonymous", "none")
+    return auth.identity_from_claim(_page_claim(), CONFIG.cookie_secret, CONFIG.store) or auth.NOBODY

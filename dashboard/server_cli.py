@@ -23,8 +23,16 @@ def add_dashboard_commands(subparsers) -> None:
     p.add_argument("--cookie-secret", metavar="S",
                    help="secret signing cookies and share links ($TOMODASH_COOKIE_SECRET; random if unset, "
                         "so links die with the server)")
-    p.add_argument("--allow-websocket-origin", action="append", metavar="HOST[:PORT]",
-                   help="extra origins allowed to open the websocket (reverse proxies)")
+    p.add_argument("--allowed-origin", "--allow-websocket-origin", action="append", default=[],
+                   dest="allowed_origins", metavar="ORIGIN",
+                   help="an origin besides this machine's names allowed to open the pages' websockets, e.g. "
+                        "https://dash.example.org for a reverse proxy (repeatable); websockets from other "
+                        "origins are refused")
+    p.add_argument("--ssl-certfile", metavar="PEM", help="serve https with this certificate (cookies become Secure)")
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key (if not in --ssl-certfile)")
+    p.add_argument("--behind-proxy", action="store_true",
+                   help="behind an https reverse proxy: trust its X-Forwarded-For/-Proto headers (client "
+                        "addresses for the login rate limit) and mark cookies Secure")
     p.add_argument("--poll-ms", type=int, default=1000, help="how often pages look for new data (1000 ms)")
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=serve)
@@ -58,12 +66,13 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"refusing to serve on {args.address} without authentication: give --auth FILE "
                          f"(create it with 'tomodash passwd FILE USER --role operator'), or bind to 127.0.0.1")
     config = configure(args.sessions, auth_file=args.auth, cookie_secret=args.cookie_secret, poll_ms=args.poll_ms)
-    origins = None
-    if args.allow_websocket_origin:
-        origins = list(args.allow_websocket_origin) + [f"localhost:{args.port}", f"127.0.0.1:{args.port}"]
-    server = make_server(port=args.port, address=args.address, show=args.show, websocket_origin=origins)
+    if args.ssl_keyfile and not args.ssl_certfile:
+        raise InputError("--ssl-keyfile needs --ssl-certfile")
+    server = make_server(port=args.port, address=args.address, show=args.show, allowed_origins=args.allowed_origins,
+                         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, behind_proxy=args.behind_proxy)
     host = "localhost" if auth.is_local_address(args.address) else args.address
-    print(f"tomodash dashboard: http://{host}:{server.port}/  "
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"tomodash dashboard: {scheme}://{host}:{server.port}/  "
           f"({len(config.sessions)} session(s){', login required' if config.store else ''}; Ctrl-C stops)",
           flush=True)
     server.start()
