@@ -127,3 +127,21 @@ def test_presets_model_groups_by_job_type(session):
     save_preset(Preset("listed", "reconstruct", {"binning": "2"}, description="test"), session=session)
     groups = {job_type: [p.name for p in presets] for job_type, _, presets in PresetsModel(Context(session)).groups}
     assert "listed" in groups["reconstruct"]
+
+
+def test_builder_facts_wait_for_a_refused_value(session):
+    """A value the form refuses (out of bounds) leaves the previous one in the parameters: the
+    derived facts disappear until it is fixed instead of describing the old value."""
+    from dashboard.forms import JobForm
+    from dashboard.viewmodels import BuilderModel
+
+    model = BuilderModel(Context(session), "extract")
+    form = JobForm(type(model.params), session, params=model.params, validator=model.validate)
+    form.on_change(lambda: model.checked(form.problems, refused=form.value_errors))
+    form.set_value("box_size", 64)
+    assert any("64" in fact for fact in model.facts)
+    form.widgets["box_size"].value = -8                     # refused by the parameter's bounds
+    assert model.params.box_size == 64 and model.facts == [] and not model.ready
+    assert any("Box size" in p for p in model.problems)
+    form.set_value("box_size", 96)
+    assert any("96" in fact for fact in model.facts) and model.ready

@@ -97,12 +97,18 @@ def test_job_model_follows_the_files_and_checks_roles(tmp_path):
     operator.tick()
     assert operator.progress == 20 and operator.progress_text == "extract 7/35 particles"
     assert operator.can_abort and not operator.can_continue
+    operator.ask_abort()                                       # the first press only asks
+    assert operator.confirming_abort and operator.message == ("", "")
+    operator.cancel_abort()
+    assert not operator.confirming_abort
+    operator.ask_abort()
     (info.path / "run.out").write_text("extracting\n")
     session.set_status(info.name, "Failed")
     operator._watcher.poll(force=True)
     operator.tick()
     assert operator.log_out.strip() == "extracting"
     assert operator.status == "Failed" and operator.progress_colour == "danger"
+    assert not operator.confirming_abort                       # nothing left to abort
     assert operator.can_continue and not operator.can_abort
     viewer = JobModel(Context(auth.Identity("guest", auth.VIEWER)), info.name)
     assert viewer.read_only and not viewer.can_continue

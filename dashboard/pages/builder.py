@@ -89,8 +89,8 @@ class JobBuilder:
             self.form.set_params(params)
             return
         self.form = JobForm(type(params), self.ctx.session, params=params, validator=self.model.validate)
-        self.form.on_change(lambda: self.model.checked(self.form.problems))
-        self.model.checked(self.form.problems)
+        self.form.on_change(lambda: self.model.checked(self.form.problems, refused=self.form.value_errors))
+        self.model.checked(self.form.problems, refused=self.form.value_errors)
         self.form_holder.objects = [self.form.tabs]
 
 

@@ -62,7 +62,15 @@ class JobMonitor:
                                           sizing_mode="stretch_width", height=14, margin=(4, 10),
                                           tags=["job-progress"])
         message = html_pane(pn.bind(message_html, m.message), sizing_mode="stretch_width")
-        abort_button = pn.widgets.Button(label="Abort", button_type="danger", width=110, visible=m.can_abort)
+        abort_button = pn.widgets.Button(label="Abort", button_type="danger", width=110,
+                                         visible=pn.bind(lambda can, asking: can and not asking,
+                                                         m.can_abort, m.confirming_abort))
+        confirm_abort = pn.widgets.Button(label="Yes, abort", button_type="danger", width=110,
+                                          visible=m.confirming_abort)
+        keep_running = pn.widgets.Button(label="Keep running", width=120, visible=m.confirming_abort)
+        confirm_text = html_pane('<div class="tomo-problem">Abort this job? The iteration in progress is lost; '
+                                 'Continue later resumes after the last finished one.</div>',
+                                 visible=m.confirming_abort, align="center")
         continue_button = pn.widgets.Button(label="Continue", button_type="primary", width=110,
                                             visible=m.can_continue)
         can_share = ctx.identity.role in (auth.VIEWER, auth.OPERATOR)
@@ -71,12 +79,14 @@ class JobMonitor:
                                            value=CONFIG.share_choices[0][0], width=100, visible=can_share)
         share_url = pn.widgets.TextInput(value=m.share_url, visible=pn.bind(bool, m.share_url),
                                          sizing_mode="stretch_width", tags=["share-url"])
-        abort_button.on_click(lambda event: model.abort())
+        abort_button.on_click(lambda event: model.ask_abort())
+        confirm_abort.on_click(lambda event: model.abort())
+        keep_running.on_click(lambda event: model.cancel_abort())
         continue_button.on_click(lambda event: model.continue_job())
         share_button.on_click(self._share)
         when = html_pane(pn.bind(lambda text: f'<div class="tomo-sub">{html.escape(text)}</div>', m.when_text),
                          align="center")
-        controls = pn.FlexBox(abort_button, continue_button, self.share_for, share_button, when,
+        controls = pn.FlexBox(abort_button, confirm_text, confirm_abort, keep_running, continue_button, self.share_for, share_button, when,
                               flex_wrap="wrap", align_items="center", sizing_mode="stretch_width", margin=0)
         headline = html_pane(pn.bind(_headline_html, m.headline), sizing_mode="stretch_width")
         head = card(title, headline, progress_line, progress, controls, share_url, message)
@@ -168,7 +178,9 @@ class JobMonitor:
                                        'particles with random half sets.</div>'), title="Half-map FSC", max_width=700)
         self.model.param.watch(self._reconstruct_files, ["listing", "fsc_star"])
         self._reconstruct_files()
-        return [self.maps_card, self.fsc_card]
+        column = dict(sizing_mode="stretch_width", margin=0, min_width=320, styles={"flex": "1 1 440px"})
+        return [self.maps_card, pn.FlexBox(pn.Column(self.fsc_card, **column), flex_wrap="wrap",
+                                           sizing_mode="stretch_width", margin=0)]
 
     def _reconstruct_files(self, *events) -> None:
         curve = self.model.fsc_star

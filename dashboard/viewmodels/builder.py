@@ -4,6 +4,7 @@ Save preset and Run actions, each checked server side."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 
 import param
 
@@ -102,12 +103,14 @@ class BuilderModel(param.Parameterized):
         session = self._ctx.session
         return list(session.validate(params)) if session is not None else list(params.problems())
 
-    def checked(self, problems: list[FieldProblem]) -> None:
-        """Take the form's current problems (the class's plus values its widgets refused)."""
+    def checked(self, problems: list[FieldProblem], *, refused: Collection[str] = ()) -> None:
+        """Take the form's current problems (the class's plus values its widgets refused, whose
+        fields are ``refused``). While a value is refused the values hold its previous one, so no
+        facts are derived from them."""
         with param.parameterized.batch_call_watchers(self):
             self.problems = problem_summary(self.params_class, problems)
             self.ready = not problems and self.can_operate
-            self.facts = derived_facts(self.params, self._ctx.session)
+            self.facts = [] if refused else derived_facts(self.params, self._ctx.session)
 
     # ---- actions (server side) ------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ class JobModel(param.Parameterized):
     progress_text = param.String(default="")
     when_text = param.String(default="")
     can_abort = param.Boolean(default=False)
+    confirming_abort = param.Boolean(default=False, doc="Abort was pressed once: the view asks to confirm")
     can_continue = param.Boolean(default=False)
     # the outcome of the last action: (kind, text), kind one of ok / error / note
     message = param.Tuple(default=("", ""), length=2)
@@ -196,6 +197,8 @@ class JobModel(param.Parameterized):
                 when.append(format_duration(elapsed))
         self.when_text = " · ".join(when)
         self.can_abort = not self.read_only and running
+        if not self.can_abort:
+            self.confirming_abort = False
         # Continuing resumes what did not finish; a finished job is run again as a new job.
         self.can_continue = not self.read_only and info.status in ("Failed", "Aborted") and info.job_type is not None
 
@@ -206,7 +209,15 @@ class JobModel(param.Parameterized):
 
     # ---- actions (server side, role-checked) ---------------------------------------------------
 
+    def ask_abort(self) -> None:
+        """First press of Abort: ask before stopping a run (its iteration in progress is lost)."""
+        self.confirming_abort = self.can_abort
+
+    def cancel_abort(self) -> None:
+        self.confirming_abort = False
+
     def abort(self) -> None:
+        self.confirming_abort = False
         try:
             self._ctx.require("abort jobs")
             runner.abort(self._ctx.session, self.name, wait=False, grace=10.0, term_grace=5.0)
@@ -228,5 +239,5 @@ class JobModel(param.Parameterized):
             return
         token = auth.make_share_token(CONFIG.cookie_secret, self._ctx.session_key, self.name, seconds=seconds)
         self.share_url = auth.share_url(base_url, token)
-        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + seconds))
+        until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(time.time() + seconds))
         self.message = ("note", f"Anyone with this link can watch this job until {until}.")

@@ -27,6 +27,18 @@ JS_TAGGED = """(tag) => { for (const doc of Bokeh.documents) for (const m of doc
     if (m.tags && m.tags.includes(tag)) return m.value; return null; }"""
 JS_FSC_CURVES = """(name) => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name(name);
     if (s) return s.data.xs.length; } return -1; }"""
+JS_PAINTED = """(prefix) => { const out = {};
+  function walk(v) { if (!v) return;
+    if (v.model && v.model.name && v.model.name.startsWith(prefix) && v.canvas_view) {
+      const c = v.canvas_view.el.querySelector('canvas') ||
+                (v.canvas_view.el.shadowRoot && v.canvas_view.el.shadowRoot.querySelector('canvas'));
+      let n = 0;
+      if (c) { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+               for (let i = 0; i < d.length; i += 4) if (d[i] < 250) n++; }
+      out[v.model.name] = n; }
+    for (const k of (v.child_views ? [...v.child_views] : [])) walk(k); }
+  for (const root of Object.values(Bokeh.index)) walk(root);
+  return out; }"""
 JS_IMAGE = """(name) => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name(name);
     if (s && s.data.image && s.data.image.length) return s.data.dw[0]; } return 0; }"""
 
@@ -212,7 +224,13 @@ def test_abort_a_running_job(server, page, screenshots, demo):
     page.goto(f"{server.url}/job?session=demo&job={info.name}")
     wait_bokeh(page)
     wait_status(page, "Running", 30)
+    page.get_by_role("button", name="Abort").click()             # asks first
+    page.get_by_text("Abort this job?").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Keep running").click()
+    page.get_by_role("button", name="Abort").wait_for(timeout=10_000)
+    assert Session(demo.root).job(info.name).status == "Running"
     page.get_by_role("button", name="Abort").click()
+    page.get_by_role("button", name="Yes, abort").click()
     wait_status(page, "Aborted", 90)
     shot(page, screenshots, "monitor_aborted")
     assert Session(demo.root).job(info.name).status == "Aborted"
@@ -235,6 +253,32 @@ def test_compare_and_presets_pages(server, page, screenshots, demo):
     wait_bokeh(page)
     assert page.get_by_text("tiny-refine3d").count() >= 1
     shot(page, screenshots, "presets")
+
+
+def test_three_maps_of_a_reconstruction_are_drawn(server, page, screenshots, demo):
+    """Reconstruct particle from the refined half sets writes half1, half2 and merged: all nine
+    orthoslices are painted (they stayed blank beside a full-width FSC figure) and the headline
+    is the job's own half-map resolution."""
+    session = Session(demo.root)
+    params = session.read_params("Reconstruct/job003/")
+    params.in_optimisation = "Refine3D/job004/run_it003_optimisation_set.star"
+    info = runner.run_job(session, "reconstruct", params, alias="halves")
+    page.goto(f"{server.url}/job?session=demo&job={info.name}")
+    wait_bokeh(page)
+    wait_status(page, "Succeeded", 90)
+    page.locator("#headline-value").wait_for(timeout=15_000)
+    deadline = time.monotonic() + 20
+    painted = {}
+    while time.monotonic() < deadline:
+        painted = page.evaluate(JS_PAINTED, "slice_")
+        if len(painted) == 9 and min(painted.values()) > 100:
+            break
+        time.sleep(0.5)
+    assert len(painted) == 9 and min(painted.values()) > 100, painted
+    log = (demo.root / info.name / "run.out").read_text()
+    reported = log.split("Half-map resolution (FSC 0.143, unmasked):")[1].split("A")[0].strip()
+    assert page.locator("#headline-value").inner_text() == f"{float(reported):.2f} Å"
+    shot(page, screenshots, "monitor_reconstruct_halves")
 
 
 # ---- logins, roles, share links ---------------------------------------------------------------
