@@ -11,14 +11,15 @@ zoom survives new data: the ranges are data ranges that stop following once touc
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import (ColumnDataSource, CustomJSHover, CustomJSTickFormatter, HoverTool, Label, LinearAxis,
+from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, CustomJSTickFormatter, HoverTool, Label, LinearAxis,
                           LinearColorMapper, Range1d, Span)
 from bokeh.plotting import figure
 
 from .readers import FscCurve, RefineIteration
 from .style import ACCENT, HALF_COLOURS, iteration_colours
 
-__all__ = ["fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
+__all__ = ["angular_figure", "angular_data", "histogram_figure", "histogram_data", "tomogram_figure",
+           "tomogram_data", "fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
            "angstrom_ticks", "style_figure"]
 
 _ANGSTROM_TICKS_JS = """
@@ -203,3 +204,89 @@ def contrast(vol: np.ndarray) -> tuple[float, float]:
     if hi <= lo:
         hi = lo + 1.0
     return float(lo), float(hi)
+
+
+# ---- particles of one refine iteration ---------------------------------------------------------
+
+#: bins of the viewing-direction map: rot in 5° steps, cos(tilt) in 36 equal-area bands
+_ROT_BINS, _TILT_BINS = 72, 36
+
+
+def angular_figure(*, height: int = 260, name: str = "angles"):
+    """Viewing directions as an equal-area map (Lambert cylindrical: x = rot, y = cos tilt), the
+    number of particles per cell as grey levels (RELION users draw its .bild for this)."""
+    # empty cells (count 0, below low) are white
+    mapper = LinearColorMapper(palette="Viridis256", low=0.5, high=1, low_color="#ffffff")
+    source = ColumnDataSource({"image": [], "count_max": []}, name=f"{name}_source")
+    fig = figure(title="Viewing directions (particles per direction)", height=height, sizing_mode="stretch_width",
+                 tools="pan,wheel_zoom,reset,save,hover", x_range=Range1d(-180, 180), y_range=Range1d(-1, 1),
+                 x_axis_label="rot (°)", y_axis_label="tilt (°)", name=name)
+    style_figure(fig)
+    fig.image(image="image", x=-180, y=-1, dw=360, dh=2, source=source, color_mapper=mapper)
+    fig.yaxis.ticker = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    fig.yaxis.major_label_overrides = {-1.0: "180", -0.5: "120", 0.0: "90", 0.5: "60", 1.0: "0"}
+    fig.hover.tooltips = [("rot", "$x{0}°"), ("particles", "@image")]
+    return fig, source, mapper
+
+
+def angular_data(rot: np.ndarray, tilt: np.ndarray) -> dict:
+    """Counts per (cos tilt, rot) cell; rot wrapped to [-180, 180)."""
+    rot = (np.asarray(rot, float) + 180.0) % 360.0 - 180.0
+    y = np.cos(np.radians(np.asarray(tilt, float)))
+    counts, _, _ = np.histogram2d(y, rot, bins=(_TILT_BINS, _ROT_BINS), range=((-1, 1), (-180, 180)))
+    return {"image": [counts.astype(np.float32)], "count_max": [float(counts.max()) if counts.size else 0.0]}
+
+
+def histogram_figure(title: str, x_label: str, *, name: str, height: int = 220):
+    """Bars of one histogram: ``(figure, source)`` with columns left, right, count."""
+    source = ColumnDataSource({"left": [], "right": [], "count": []}, name=f"{name}_source")
+    fig = figure(title=title, height=height, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset,save",
+                 x_axis_label=x_label, y_axis_label="particles", name=name)
+    style_figure(fig)
+    bars = fig.quad(left="left", right="right", bottom=0, top="count", source=source, fill_color=ACCENT,
+                    line_color="#ffffff", fill_alpha=0.85)
+    fig.add_tools(HoverTool(renderers=[bars], tooltips=[("from", "@left{0.000}"), ("to", "@right{0.000}"),
+                                                        ("particles", "@count")]))
+    return fig, source
+
+
+def histogram_data(values: np.ndarray, *, bins: int = 30, value_range: tuple[float, float] | None = None) -> dict:
+    """Histogram bars of the finite values (an integer-valued column gets one bar per value up to
+    ``bins`` values)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"left": [], "right": [], "count": []}
+    if value_range is None and np.all(v == np.round(v)) and v.max() - v.min() < bins:
+        edges = np.arange(v.min() - 0.5, v.max() + 1.5)
+    else:
+        edges = np.histogram_bin_edges(v, bins=bins, range=value_range)
+    counts, edges = np.histogram(v, bins=edges)
+    return {"left": edges[:-1].tolist(), "right": edges[1:].tolist(), "count": counts.tolist()}
+
+
+def tomogram_figure(*, name: str = "tomogram", height: int = 300):
+    """Particles of one tomogram seen from above (x, y in Å), coloured by a value, sized by depth."""
+    mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
+    source = ColumnDataSource({"x": [], "y": [], "z": [], "value": [], "size": []}, name=f"{name}_source")
+    fig = figure(title="Particles in the tomogram (x, y; larger = higher z)", height=height,
+                 sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset,save", match_aspect=True,
+                 x_axis_label="x (Å)", y_axis_label="y (Å)", name=name)
+    style_figure(fig)
+    points = fig.scatter("x", "y", size="size", source=source, fill_color={"field": "value", "transform": mapper},
+                         line_color="#323f4b", line_width=0.3, fill_alpha=0.85)
+    fig.add_tools(HoverTool(renderers=[points], tooltips=[("x, y, z", "@x{0}, @y{0}, @z{0} Å"),
+                                                         ("value", "@value{0.000}")]))
+    fig.add_layout(ColorBar(color_mapper=mapper, width=8, title=""), "right")
+    return fig, source, mapper
+
+
+def tomogram_data(x: np.ndarray, y: np.ndarray, z: np.ndarray, value: np.ndarray) -> dict:
+    """Points of one tomogram's particles; marker size 5-13 px from low to high z."""
+    z = np.asarray(z, float)
+    finite = np.isfinite(z)
+    lo, hi = (float(z[finite].min()), float(z[finite].max())) if finite.any() else (0.0, 1.0)
+    size = 5.0 + 8.0 * (np.where(finite, z, lo) - lo) / max(hi - lo, 1e-9)
+    return {"x": np.asarray(x, float).tolist(), "y": np.asarray(y, float).tolist(), "z": z.tolist(),
+            "value": np.asarray(value, float).tolist(), "size": size.tolist()}
+

@@ -21,7 +21,7 @@ from processing.errors import InputError
 
 __all__ = ["read_progress", "tail_text", "RefineIteration", "read_refine_iteration", "refine_iterations",
            "FscCurve", "read_fsc_star", "final_iteration", "refine_model_files", "FINAL_MODEL", "read_volume", "orthoslices", "MAP_NAMES", "input_candidates",
-           "pattern_globs"]
+           "pattern_globs", "ParticleStats", "read_particle_stats", "refine_data_file"]
 
 _IT_MODEL = re.compile(r"^run_it(\d{3,})_half1_model\.star$")
 
@@ -161,6 +161,49 @@ def read_fsc_star(path: Path) -> FscCurve:
     if column is None or "rlnResolution" not in table:
         raise InputError("no FSC column", file=path)
     return FscCurve(np.asarray(table["rlnResolution"], float), np.asarray(table[column], float))
+
+
+@dataclass(frozen=True)
+class ParticleStats:
+    """Per-particle results of one refine iteration (``run_itNNN_data.star``), ``(n,)`` each."""
+
+    rot: np.ndarray          # degrees
+    tilt: np.ndarray         # degrees
+    pmax: np.ndarray         # rlnMaxValueProbDistribution
+    n_significant: np.ndarray  # rlnNrOfSignificantSamples
+    tomogram: np.ndarray     # rlnTomoName (str)
+    #: Å, the particle's centre in its tomogram (rlnCenteredCoordinate{X,Y,Z}Angst); NaN when absent
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+
+
+def refine_data_file(job_dir: Path, iteration: int, *, final: bool = False) -> Path:
+    """``run_itNNN_data.star`` (``run_data.star`` for the converged iteration)."""
+    return Path(job_dir) / ("run_data.star" if final else f"run_it{iteration:03d}_data.star")
+
+
+def read_particle_stats(path: Path) -> ParticleStats:
+    """The per-particle columns of a refinement's data file the monitor plots."""
+    from processing.io.star import read_star
+
+    table = read_star(path).get("particles")
+    if table is None:
+        raise InputError("no particles table", file=path, table="particles")
+    n = len(table)
+
+    def column(label: str, default: float = np.nan) -> np.ndarray:
+        if label not in table:
+            return np.full(n, default)
+        return np.asarray(table[label], dtype=np.float64)
+
+    return ParticleStats(
+        rot=column("rlnAngleRot", 0.0), tilt=column("rlnAngleTilt", 0.0), pmax=column("rlnMaxValueProbDistribution"),
+        n_significant=column("rlnNrOfSignificantSamples"),
+        tomogram=np.asarray(table["rlnTomoName"], dtype=str) if "rlnTomoName" in table else np.full(n, ""),
+        x=column("rlnCenteredCoordinateXAngst"), y=column("rlnCenteredCoordinateYAngst"),
+        z=column("rlnCenteredCoordinateZAngst"),
+    )
 
 
 #: Map files of each kind of job the monitor can show, by role.

@@ -15,7 +15,7 @@ from processing.fourier.fsc import resolution_shell
 
 from .readers import FscCurve, RefineIteration
 
-__all__ = ["Headline", "refine_headline", "reconstruct_headline", "extract_headline", "read_extract_counts",
+__all__ = ["Headline", "RefineForecast", "refine_forecast", "refine_headline", "reconstruct_headline", "extract_headline", "read_extract_counts",
            "format_duration"]
 
 
@@ -89,6 +89,49 @@ def refine_headline(history: list[RefineIteration], *, job_dir: str, elapsed: fl
     return Headline(title=f"{last.resolution:.2f} Å", facts=tuple(facts),
                     warning=_nyquist_warning(last.pixel_size) if last.nyquist_limited else "",
                     value=last.resolution)
+
+
+@dataclass(frozen=True)
+class RefineForecast:
+    """How much of a running refinement is left, at least."""
+
+    #: HEALPix refinements still needed before the sampling is fine enough for the accuracy
+    refinements: int
+    #: iterations left: two per refinement (one that makes the sampling finer, one without a
+    #: resolution gain that allows the next), one that finds the sampling fine enough, the final one
+    iterations: int
+    #: seconds, from the recent iterations' pace; None before two iterations are timed
+    seconds: float | None
+
+    def text(self) -> str:
+        eta = f", ~{format_duration(self.seconds)}" if self.seconds is not None else ""
+        return f"≥ {self.iterations} more iteration{'s' if self.iterations != 1 else ''}{eta} to convergence"
+
+
+def refine_forecast(history: list[RefineIteration], iteration_seconds: list[float]) -> RefineForecast | None:
+    """A lower bound on what is left of a running auto-refine, from RELION's schedule
+    (``updateAngularSampling``: the angular step halves until it is below 0.75 × the estimated
+    rotational accuracy; convergence needs that and an iteration without resolution gain),
+    assuming the accuracy stays where it is. None when converged or before an accuracy exists."""
+    if not history or history[-1].final:
+        return None
+    last = history[-1]
+    if last.angular_step is None or not 0 < last.accuracy_rotations < 999:
+        return None
+    target = 0.75 * last.accuracy_rotations
+    refinements, step = 0, last.angular_step
+    while step >= target and refinements < 12:
+        step /= 2.0
+        refinements += 1
+    iterations = 2 * refinements + 2
+    if refinements == 0 and len(history) >= 2 and history[-2].angular_step == last.angular_step \
+            and last.resolution >= history[-2].resolution - 1e-6:
+        # the sampling was already found fine enough and this iteration gained nothing: the
+        # next one is the final one
+        iterations = 1
+    recent = [t for t in iteration_seconds[-3:] if t > 0]
+    seconds = float(np.median(recent)) * iterations if recent else None
+    return RefineForecast(refinements=refinements, iterations=iterations, seconds=seconds)
 
 
 def reconstruct_headline(fsc: FscCurve | None, listing: list[str]) -> Headline | None:

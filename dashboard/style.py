@@ -55,8 +55,9 @@ CSS = """
 .tomo-job:hover { background: #e4ecf5; }
 .tomo-job.active { background: #dbe9f7; }
 .tomo-job .num { font-variant-numeric: tabular-nums; }
-.tomo-job .alias { color: #616e7c; font-size: 12px; }
-.tomo-job .type { color: #9aa5b1; font-size: 11px; margin-left: auto; }
+.tomo-job .alias { color: #616e7c; font-size: 12px; min-width: 0; overflow: hidden; text-overflow: ellipsis;
+  white-space: nowrap; }
+.tomo-job .type { color: #9aa5b1; font-size: 11px; margin-left: auto; flex: none; }
 .dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; flex: none; position: relative; top: 1px; }
 .dot.Running { background: #1f6fb2; animation: tomo-pulse 1.4s ease-in-out infinite; }
 .dot.Succeeded { background: #2e7d32; }

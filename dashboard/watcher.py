@@ -236,6 +236,14 @@ class SessionWatcher:
             found.append(self.refine_iteration(info, final, final=True))
         return [it for it in found if it is not None]
 
+    def particle_stats(self, info: JobInfo, iteration: int, *, final: bool = False) -> readers.ParticleStats | None:
+        path = readers.refine_data_file(info.path, iteration, final=final)
+        try:
+            return self.read(path, readers.read_particle_stats, kind="particle_stats",
+                             size_of=lambda st: 8 * st.rot.size * 8)
+        except (FileNotFoundError, InputError, OSError, ValueError, KeyError):
+            return None
+
     def volume(self, path: Path):
         return self.read(path, readers.read_volume, size_of=lambda v: v[0].nbytes)
 

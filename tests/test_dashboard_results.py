@@ -72,3 +72,52 @@ def test_extract_counts_of_relions_extraction(case):
     assert tilts == expected
     headline = extract_headline((particles, tilts))
     assert headline.title == f"{particles} particles"
+
+
+def test_particle_pictures_of_relions_iteration():
+    """The particles card's data from RELION's own iteration-1 data file: every particle counted
+    once in the viewing-direction map and in each histogram, values as starfile reads them."""
+    from dashboard.plots import angular_data, histogram_data, tomogram_data
+    from dashboard.readers import read_particle_stats
+
+    path = RELION_REFINE / "run_it001_data.star"
+    table = starfile.read(path)["particles"]
+    stats = read_particle_stats(path)
+    np.testing.assert_array_equal(stats.pmax, table["rlnMaxValueProbDistribution"].to_numpy(float))
+    np.testing.assert_array_equal(stats.n_significant, table["rlnNrOfSignificantSamples"].to_numpy(float))
+    n = len(table)
+    angles = angular_data(stats.rot, stats.tilt)["image"][0]
+    assert angles.shape == (36, 72) and angles.sum() == n
+    # a direction lands in the cell of its rot and cos(tilt)
+    row = int((np.cos(np.radians(stats.tilt[0])) + 1) / 2 * 36 - 1e-9)
+    column = int(((stats.rot[0] + 180) % 360) / 5)
+    assert angles[row, column] >= 1
+    pmax = histogram_data(stats.pmax, bins=25, value_range=(0.0, 1.0))
+    assert sum(pmax["count"]) == n and pmax["left"][0] == 0.0 and pmax["right"][-1] == 1.0
+    nsig = histogram_data(stats.n_significant)
+    assert sum(nsig["count"]) == n
+    if stats.n_significant.max() - stats.n_significant.min() < 30:        # one bar per integer value
+        assert all(r - l == 1.0 for l, r in zip(nsig["left"], nsig["right"]))
+    mine = stats.tomogram == stats.tomogram[0]
+    points = tomogram_data(stats.x[mine], stats.y[mine], stats.z[mine], stats.pmax[mine])
+    assert len(points["x"]) == int(mine.sum()) and min(points["size"]) >= 5 and max(points["size"]) <= 13
+
+
+def test_refine_forecast_is_a_lower_bound_on_relions_run():
+    """Replayed on RELION's converged run (tests/data/refine_test_relion: iterations 0-12, the
+    final 13th as run_model.star), the forecast after every iteration never promises convergence
+    later than it came, and after the last one it names the final iteration exactly."""
+    from dashboard.results import refine_forecast
+
+    run = DATA / "refine_test_relion"
+    history = [read_refine_iteration(run, n) for n in range(13)]
+    final = 13
+    predicted = {}
+    for k in range(1, 13):
+        forecast = refine_forecast(history[: k + 1], [60.0, 62.0, 61.0])
+        predicted[k] = k + forecast.iterations
+        assert predicted[k] <= final, predicted
+        assert forecast.seconds == pytest.approx(61.0 * forecast.iterations)
+    assert predicted[12] == final
+    assert refine_forecast(history[:1], []) is None            # no accuracy before iteration 1
+    assert refine_forecast(history + [_iteration([1.0, 0.5], final=True)], []) is None

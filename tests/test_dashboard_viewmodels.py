@@ -145,3 +145,35 @@ def test_builder_facts_wait_for_a_refused_value(session):
     assert any("Box size" in p for p in model.problems)
     form.set_value("box_size", 96)
     assert any("96" in fact for fact in model.facts) and model.ready
+
+
+def test_pipeline_layout_untangles_a_large_pipeline():
+    """Thirty jobs created interleaved (three datasets, each Import -> Extract -> Reconstruct ->
+    3D auto-refine -> ... and back): laid out in creation order their links cross; the layered
+    layout with barycentre ordering draws them without a crossing, one column per depth."""
+    from dashboard.viewmodels.pipeline import process_links, edge_crossings, graph_layout
+    from sessions.pipeline import Pipeline, Process
+
+    pipe = Pipeline()
+    chains: list[list[str]] = [[], [], []]
+    number = 0
+    for step in range(10):
+        for chain in (2, 0, 1) if step % 2 else (0, 1, 2):
+            number += 1
+            name = f"Job{step}/job{number:03d}/"
+            pipe.processes.append(Process(name, "relion.test", "Succeeded"))
+            output = f"{name}out.star"
+            pipe.add_output_edge(name, output)
+            if chains[chain]:
+                pipe.add_input_edge(f"{chains[chain][-1]}out.star", name)
+            chains[chain].append(name)
+    links = process_links(pipe)
+    creation = {}
+    for name in (p.name for p in pipe.processes):
+        column = int(name[3])
+        creation[name] = (column, sum(1 for other in creation.values() if other[0] == column))
+    assert edge_crossings(creation, links) > 0
+    layout = graph_layout(pipe)
+    assert edge_crossings(layout, links) == 0
+    assert sorted({column for column, _ in layout.values()}) == list(range(10))
+    assert all(layout[chain[k]][1] == layout[chain[0]][1] for chain in chains for k in range(10))

@@ -21,6 +21,7 @@ from ..results import Headline
 from ..viewmodels import JobModel, job_label
 from .frame import card, frame, message_html, status_badge
 from .orthoslices import OrthosliceViewer
+from .particles import ParticlePlots
 
 __all__ = ["page", "JobMonitor"]
 
@@ -41,6 +42,10 @@ def _headline_html(headline: Headline | None) -> str:
         if headline.warning else ""
     return (f'<div class="tomo-headline" id="job-headline"><span class="value" id="headline-value">'
             f'{html.escape(headline.title)}</span><div class="facts">{facts}</div>{warning}</div>')
+
+
+def _iteration_label(it) -> str:
+    return f"it {it.iteration}" + (" (final)" if it.final else "")
 
 
 def _log_html(text: str) -> str:
@@ -123,6 +128,7 @@ class JobMonitor:
         self.viewer = OrthosliceViewer(self.model.watcher, ["half1", "half2"], self._refine_maps,
                                        choice_label="Iteration")
         column = dict(sizing_mode="stretch_width", margin=0, min_width=320, styles={"flex": "1 1 440px"})
+        self.particles = ParticlePlots(self._particle_stats)
         self.model.param.watch(self._plot_iterations, "iterations")
         self.model.param.watch(self._map_choices, "listing")
         self._plot_iterations()
@@ -136,18 +142,26 @@ class JobMonitor:
                           card(pn.pane.Bokeh(self.series["accuracy"], sizing_mode="stretch_width")), **column),
                 flex_wrap="wrap", sizing_mode="stretch_width", margin=0),
             card(self.viewer.view, title="Half maps"),
+            self.particles.view,
         ]
 
     def _plot_iterations(self, event=None) -> None:
         iterations = self.model.iterations
         if not iterations:
             return
-        curves = [(f"it {it.iteration}" + (" (final)" if it.final else ""), it.fsc, it.resolution) for it in iterations
+        curves = [(_iteration_label(it), it.fsc, it.resolution) for it in iterations
                   if it.fsc.fsc.size and float(abs(it.fsc.fsc).max()) > 0]
         self.fsc_source.data = fsc_data(curves)
         data = series_data(iterations)
         self.series_source.data = data
         fit_translation_axis(self.series, data)
+        # iteration 0 holds the input poses: nothing estimated yet
+        self.particles.set_choices([_iteration_label(it) for it in iterations if it.iteration > 0])
+
+    def _particle_stats(self, label: str):
+        final = label.endswith("(final)")
+        number = int(label.split()[1])
+        return self.model.watcher.particle_stats(self.model.info, number, final=final)
 
     def _map_choices(self, event=None) -> None:
         listing = self.model.listing

@@ -21,8 +21,11 @@ def _figure(nodes: dict, edges: dict):
     edge_source = ColumnDataSource(edges, name="pipeline_edges")
     ncols = max(nodes["x"], default=0) + 1
     nrows = max((-y for y in nodes["y"]), default=0) + 1
-    fig = figure(height=max(220, 110 * nrows + 60), sizing_mode="stretch_width", tools="pan,wheel_zoom,reset",
-                 x_range=Range1d(-0.55, ncols - 0.45), y_range=Range1d(-nrows + 0.45, 0.55), name="pipeline")
+    # Every column at least 190 px wide so that labels are never clipped; a wide pipeline
+    # scrolls sideways in its card instead of squeezing.
+    fig = figure(height=max(220, 100 * nrows + 60), sizing_mode="stretch_width", min_width=190 * ncols,
+                 tools="pan,wheel_zoom,reset", x_range=Range1d(-0.55, ncols - 0.45),
+                 y_range=Range1d(-nrows + 0.45, 0.55), name="pipeline")
     fig.toolbar.logo = None
     fig.toolbar.autohide = True
     fig.axis.visible = False
@@ -62,6 +65,7 @@ class PipelineView:
         self.model = model
         self.figure, self.nodes, self.edges = _figure(model.nodes, model.edges)
         self.pane = pn.pane.Bokeh(self.figure, sizing_mode="stretch_width")
+        self.view = pn.Column(self.pane, scroll=True, sizing_mode="stretch_width", margin=0)
         model.param.watch(self._redraw, ["nodes", "edges"])
 
     def _redraw(self, *events) -> None:
@@ -83,6 +87,6 @@ def page(ctx: PageContext):
     table = html_pane(pn.bind(_table_html, m.jobs), sizing_mode="stretch_width")
     info = html_pane(pn.bind(lambda root, dataset: f'<div class="tomo-sub">{html.escape(root)} · dataset: '
                                                    f'{html.escape(dataset)}</div>', m.root, m.dataset))
-    content = pn.Column(card(info, view.pane, title="Pipeline (click a job to open it)"), card(table, title="Jobs"),
+    content = pn.Column(card(info, view.view, title="Pipeline (click a job to open it)"), card(table, title="Jobs"),
                         sizing_mode="stretch_width", margin=0)
     return frame(ctx, content, crumbs=[("Pipeline", None)], active="pipeline")

@@ -11,7 +11,7 @@ from sessions import RUNNING, runner
 
 from .. import auth
 from ..context import CONFIG
-from ..results import Headline, extract_headline, format_duration, read_extract_counts, reconstruct_headline, \
+from ..results import Headline, extract_headline, refine_forecast, format_duration, read_extract_counts, reconstruct_headline, \
     refine_headline
 
 __all__ = ["JobModel", "format_duration", "job_kind", "short_alias", "job_label", "job_headline", "elapsed_seconds"]
@@ -149,13 +149,13 @@ class JobModel(param.Parameterized):
             self.alias = info.alias or ""
             self.status = info.status
             self.type_label = info.type_label
-            self._progress(info, self._watcher.progress(info), runner.read_run_record(info.path))
-            self.log_out = self._watcher.log_tail(info, "run.out")
-            self.log_err = self._watcher.log_tail(info, "run.err")
             if self.kind == "refine":
                 self._read_iterations(info)
             elif self.kind == "reconstruct" and "fsc.star" in listing:
                 self.fsc_star = self._watcher.fsc_star(info.path / "fsc.star")
+            self._progress(info, self._watcher.progress(info), runner.read_run_record(info.path))
+            self.log_out = self._watcher.log_tail(info, "run.out")
+            self.log_err = self._watcher.log_tail(info, "run.err")
             self.listing = list(listing)
             self.headline = job_headline(self._watcher, info)
 
@@ -173,6 +173,10 @@ class JobModel(param.Parameterized):
             left = progress.get("estimated_seconds_left_in_phase")
             if left is not None:
                 parts.append(f"~{format_duration(left)} left in this phase")
+            if self.kind == "refine":
+                forecast = refine_forecast(self.iterations, self._iteration_seconds(info))
+                if forecast is not None:
+                    parts.append(forecast.text())
             if total:
                 self.progress = int(round(100 * (done or 0) / max(total, 1)))
         elif running:
@@ -201,6 +205,16 @@ class JobModel(param.Parameterized):
             self.confirming_abort = False
         # Continuing resumes what did not finish; a finished job is run again as a new job.
         self.can_continue = not self.read_only and info.status in ("Failed", "Aborted") and info.job_type is not None
+
+    def _iteration_seconds(self, info) -> list[float]:
+        """Wall seconds of the recent iterations: between their optimiser files' times."""
+        stamps = []
+        for it in self.iterations[-4:]:
+            try:
+                stamps.append((info.path / f"run_it{it.iteration:03d}_optimiser.star").stat().st_mtime)
+            except OSError:
+                continue
+        return [b - a for a, b in zip(stamps, stamps[1:])]
 
     def _read_iterations(self, info) -> None:
         history = self._watcher.refine_history(info)

@@ -8,24 +8,73 @@ import param
 from ..style import STATUS_COLOURS
 from .job import job_headline, short_alias
 
-__all__ = ["PipelineModel", "graph_layout"]
+__all__ = ["PipelineModel", "graph_layout", "edge_crossings", "process_links"]
 
 _TEXT = {"Running": "#ffffff", "Succeeded": "#ffffff", "Failed": "#ffffff", "Aborted": "#ffffff", "Scheduled": "#323f4b"}
 
 
-def graph_layout(pipe) -> dict[str, tuple[int, int]]:
-    """Column (longest path from a source) and row of every process."""
+def process_links(pipe) -> list[tuple[str, str]]:
+    """(producer, consumer) per pair of processes joined by at least one file, in file order."""
+    known = {proc.name for proc in pipe.processes}
+    links: list[tuple[str, str]] = []
+    for node, consumer in pipe.input_edges:
+        producer = pipe.producer_of(node)
+        if producer in known and consumer in known and (producer, consumer) not in links:
+            links.append((producer, consumer))
+    return links
+
+
+def graph_layout(pipe, *, sweeps: int = 6) -> dict[str, tuple[int, int]]:
+    """(column, row) of every process: a layered drawing of the pipeline's DAG.
+
+    Columns are the longest path from a source (creation order is a topological order, so one
+    pass suffices). Rows within a column are ordered by the barycentre heuristic of Sugiyama's
+    method: sweeps down then up, each column sorted by the mean row of its neighbours in the
+    column before (after), which removes most edge crossings; a node without such neighbours
+    keeps its place.
+    """
+    names = [proc.name for proc in pipe.processes]
+    links = process_links(pipe)
+    parents: dict[str, list[str]] = {n: [] for n in names}
+    children: dict[str, list[str]] = {n: [] for n in names}
+    for a, b in links:
+        parents[b].append(a)
+        children[a].append(b)
     depth: dict[str, int] = {}
-    for proc in pipe.processes:  # creation order is a topological order
-        parents = [pipe.producer_of(n) for n in pipe.inputs_of(proc.name)]
-        depth[proc.name] = 1 + max((depth.get(p, 0) for p in parents if p), default=-1)
-    rows: dict[int, int] = {}
-    out = {}
-    for proc in pipe.processes:
-        d = depth[proc.name]
-        out[proc.name] = (d, rows.get(d, 0))
-        rows[d] = rows.get(d, 0) + 1
-    return out
+    for name in names:
+        depth[name] = 1 + max((depth[p] for p in parents[name] if p in depth), default=-1)
+    columns: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for name in names:
+        columns[depth[name]].append(name)
+    row = {name: i for column in columns for i, name in enumerate(column)}
+
+    def reorder(column: list[str], neighbours: dict[str, list[str]]) -> None:
+        def key(item: tuple[int, str]) -> float:
+            place, name = item
+            around = [row[n] for n in neighbours[name]]
+            return sum(around) / len(around) if around else place
+        column[:] = [name for _, name in sorted(enumerate(column), key=lambda item: (key(item), item[0]))]
+        for i, name in enumerate(column):
+            row[name] = i
+
+    for _ in range(sweeps):
+        for column in columns[1:]:
+            reorder(column, parents)
+        for column in reversed(columns[:-1]):
+            reorder(column, children)
+    return {name: (depth[name], row[name]) for name in names}
+
+
+def edge_crossings(layout: dict[str, tuple[int, int]], links: list[tuple[str, str]]) -> int:
+    """How many pairs of links between the same two columns cross (drawn as straight lines
+    between the layout's places); a measure of how readable a layout is."""
+    segments = [(layout[a], layout[b]) for a, b in links]
+    count = 0
+    for i, ((a0, a1), (b0, b1)) in enumerate(segments):
+        for (c0, c1), (d0, d1) in segments[i + 1:]:
+            if a0 == c0 and b0 == d0 and (a1 - c1) * (b1 - d1) < 0:
+                count += 1
+    return count
 
 
 class PipelineModel(param.Parameterized):

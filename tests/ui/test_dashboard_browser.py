@@ -198,6 +198,20 @@ def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screensho
     assert page.locator("#headline-value").inner_text() == f"{last.current_resolution:.2f} Å"
     assert "Not converged" in page.locator("#headline-warning").inner_text()
     assert page.get_by_role("button", name="Continue").count() == 0       # it succeeded: nothing to resume
+    # the particles of the newest iteration: every particle in each histogram and in the map of
+    # viewing directions, whose canvases are painted
+    import starfile
+
+    n = len(starfile.read(demo.root / "Refine3D" / "job004" / "run_it003_data.star")["particles"])
+    counts = "(name) => Bokeh.documents[0].get_model_by_name(name).data.count.reduce((a, b) => a + b, 0)"
+    page.wait_for_function("() => { const s = Bokeh.documents[0].get_model_by_name('pmax_hist_source'); "
+                           "return s && s.data.count.length > 0; }", timeout=15_000)
+    assert page.evaluate(counts, "pmax_hist_source") == n
+    assert page.evaluate(counts, "nsig_hist_source") == n
+    assert page.evaluate("() => Bokeh.documents[0].get_model_by_name('angles_source').data.image[0]"
+                         ".reduce((a, b) => a + b, 0)") == n
+    painted = page.evaluate(JS_PAINTED, "angles")
+    assert painted.get("angles", 0) > 100, painted
     # orthoslices of both halves, newest iteration, then another iteration and a moved slider
     page.wait_for_function(JS_IMAGE, arg="slice_half2_YZ_source", timeout=20_000)
     assert page.evaluate(JS_IMAGE, "slice_half1_XY_source") == 32
@@ -224,12 +238,12 @@ def test_abort_a_running_job(server, page, screenshots, demo):
     page.goto(f"{server.url}/job?session=demo&job={info.name}")
     wait_bokeh(page)
     wait_status(page, "Running", 30)
-    page.get_by_role("button", name="Abort").click()             # asks first
+    page.get_by_role("button", name="Abort", exact=True).click()             # asks first
     page.get_by_text("Abort this job?").wait_for(timeout=10_000)
     page.get_by_role("button", name="Keep running").click()
-    page.get_by_role("button", name="Abort").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Abort", exact=True).wait_for(timeout=10_000)
     assert Session(demo.root).job(info.name).status == "Running"
-    page.get_by_role("button", name="Abort").click()
+    page.get_by_role("button", name="Abort", exact=True).click()
     page.get_by_role("button", name="Yes, abort").click()
     wait_status(page, "Aborted", 90)
     shot(page, screenshots, "monitor_aborted")
