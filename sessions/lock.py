@@ -58,7 +58,7 @@ CHANGED_FILE = ".pipeline_has_changed"
 #: writes its reason line immediately after ``mkdir``, we rename a complete one into place.
 EMPTY_OWNER_GRACE = 2.0
 
-_OWNER_RE = re.compile(r"tomodash pid=(\d+) start=(\d+) host=(\S+) boot=(\S*)")
+_OWNER_RE = re.compile(r"tomodash pid=(\d+) start=(\d+) host=(\S+) boot=([^\s:]*)")
 #: Our temporary owner file: ``.lock_default_pipeline.star.<pid>.<start>.<host>.tmp``.
 _TEMP_OWNER_RE = re.compile(r"^\." + re.escape(RELION_LOCK_FILE) + r"\.(\d+)\.(\d+)\.(.+)\.tmp$")
 
@@ -251,7 +251,10 @@ class SessionLock:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise LockTimeout(f"{self.root}: another tomodash process holds {FLOCK_FILE} "
+                        who = "another tomodash process"
+                        if self.lock_dir.exists():
+                            who = lock_owner_state(self.lock_dir).description
+                        raise LockTimeout(f"{self.root}: the session lock ({FLOCK_FILE}) is held by {who} "
                                           f"for more than {self.timeout:.0f} s") from None
                     time.sleep(0.01)
             self._take_relion_dir(reason, deadline)

@@ -157,6 +157,14 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
             raise _failed(exc, target) from exc
     finally:
         # Also on KeyboardInterrupt / SystemExit: never leave a temporary behind when we can help it.
+        # Truncate first: a writer that failed may still hold the file open (mrcfile does when
+        # its flush fails), and an unlinked but open file keeps its blocks; on a full disk the
+        # job needs them back to say why it failed.
+        try:
+            if tmp.exists():
+                os.truncate(tmp, 0)
+        except OSError:
+            pass
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
