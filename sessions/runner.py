@@ -430,9 +430,10 @@ def _run_err_text(job_dir: Path, record: RunRecord | None) -> str:
         return ""
 
 
-def _disk_full_reason(job_dir: Path, record: RunRecord | None) -> str | None:
-    """``job failed: no space left on device (writing X)`` when this run's run.err says so."""
-    text = _run_err_text(job_dir, record)
+def _disk_full_reason(job_dir: Path, record: RunRecord | None, text: str | None = None) -> str | None:
+    """``job failed: no space left on device (writing X)`` when this run's run.err (or
+    ``text``) says so."""
+    text = _run_err_text(job_dir, record) if text is None else text
     for pattern in _DISK_FULL_RES:
         matches = list(pattern.finditer(text))
         if matches:
@@ -465,7 +466,7 @@ def _verdict(job_dir: Path) -> tuple[str, str | None, bool] | None:
         if marker == ABORTED:
             return ABORTED, "aborted on request", True
         # The job wrote its error to run.err itself: the reason repeats it, run.err need not.
-        return FAILED, _disk_full_reason(job_dir, record) or _marker_reason(job_dir, record), False
+        return FAILED, _marker_reason(job_dir, record), False
     reason = _describe_exit(job_dir, record)
     disk_full = _disk_full_reason(job_dir, record)
     if disk_full is not None:
@@ -528,12 +529,18 @@ def reconcile(session: Session, job: str) -> str:
 
 
 def _marker_reason(job_dir: Path, record: RunRecord | None) -> str:
+    """Why a job that wrote ``RELION_JOB_EXIT_FAILURE`` failed: its last own error line."""
     text = _run_err_text(job_dir, record)
     # The job's own one-line statement ("ERROR: <message>"), not the head of a traceback.
     errors = [line.split("ERROR:", 1)[1].strip() for line in text.splitlines() if "ERROR:" in line]
     errors = [e for e in errors if e and not e.startswith("Traceback")]
     if errors:
-        return "the job reported a failure: " + errors[-1]
+        return _disk_full_reason(job_dir, record, errors[-1]) or "the job reported a failure: " + errors[-1]
+    disk_full = _disk_full_reason(job_dir, record, text)
+    if disk_full is not None:
+        return disk_full
+    if not text.strip() and _file_system_full(job_dir):
+        return f"job failed: no space left on device (the file system of {job_dir} is full)"
     tail = _tail_text(text, 5)
     return "the job reported a failure" + (f": {tail}" if tail else "")
 

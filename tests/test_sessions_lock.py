@@ -283,3 +283,11 @@ def test_remove_temporaries_only_removes_interrupted_atomic_writes(tmp_path):
         path.write_text("")
     assert sorted(remove_temporaries(tmp_path)) == sorted(drop)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in drop)
+
+
+def test_write_failed_keeps_the_errno_specific_class(tmp_path):
+    with pytest.raises(FileNotFoundError) as caught:
+        with atomic_write(tmp_path / "no-such-dir" / "out.star") as handle:
+            handle.write("x")
+    assert isinstance(caught.value, WriteFailed)
+    assert str(caught.value) == f"no such file or directory (writing {tmp_path / 'no-such-dir' / 'out.star'})"

@@ -64,6 +64,22 @@ class WriteFailed(OSError):
         return self.errno in _DISK_FULL
 
 
+#: WriteFailed subclasses that are also the errno's own OSError subclass (FileNotFoundError, ...).
+_SPECIFIC: dict[int, type[WriteFailed]] = {}
+
+
+def _write_failed(code: int | None, text: str, filename: str) -> WriteFailed:
+    """A :class:`WriteFailed` that is also ``FileNotFoundError``, ``PermissionError``, ... as
+    the errno says, so that callers catching those keep working."""
+    base = type(OSError(code, text)) if code is not None else OSError
+    if base is OSError:
+        return WriteFailed(code, text, filename)
+    cls = _SPECIFIC.get(code)
+    if cls is None:
+        cls = _SPECIFIC[code] = type(f"WriteFailed{base.__name__}", (WriteFailed, base), {"__module__": __name__})
+    return cls(code, text, filename)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` is an out-of-space error (``ENOSPC`` or ``EDQUOT``)."""
     return isinstance(exc, OSError) and exc.errno in _DISK_FULL
@@ -85,7 +101,7 @@ def _failed(exc: OSError, target: Path) -> WriteFailed:
         except OSError:
             pass
     text = os.strerror(code) if code is not None else (exc.strerror or str(exc) or type(exc).__name__)
-    return WriteFailed(code, text, str(target))
+    return _write_failed(code, text, str(target))
 
 
 def _umask() -> int:

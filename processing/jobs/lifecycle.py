@@ -54,16 +54,19 @@ def _fail_disk_full(directory: Path, comm: Communicator, exc: BaseException) -> 
     something else (a terminal) is it appended to ``run.err`` as well. A full disk may refuse
     even that line; the marker (an empty file, which needs no data block) is still written.
     """
-    line = f"job failed: {exc}"
+    line = f"[rank {comm.rank}] ERROR: job failed: {exc}"
     try:
-        print(f"[rank {comm.rank}] ERROR: {line}", file=sys.stderr, flush=True)
         err_is_run_err = os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(directory / "run.err"))
     except (OSError, ValueError, AttributeError):
         err_is_run_err = False
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
     if not err_is_run_err:
         try:
             with open(directory / "run.err", "a", encoding="utf-8") as err:
-                err.write(f"[rank {comm.rank}] ERROR: {line}\n")
+                err.write(line + "\n")
         except OSError:
             pass
     try:
