@@ -42,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ from processing.jobs.base import JobParameters
 from . import slurm
 from .jobtypes import JobType, get_job_type
 from .pipeline import ABORTED, FAILED, RUNNING, SUCCEEDED
-from .procinfo import ProcessIdentity, identity_of, is_running
+from .procinfo import ProcessIdentity, identity_of, is_running, process_state
 from .project import (
     EXIT_MARKERS, PIPELINER_MARKERS, RUN_RECORD, JobInfo, Session, exit_marker_status, mark_final,
     write_note,
@@ -70,6 +71,11 @@ __all__ = [
 
 PIPELINER_ABORT_NOW = "PIPELINER_JOB_ABORT_NOW"
 SUBMIT_SCRIPT = "run_submit.script"
+
+#: Environment variable that tags every process of one local run (mpiexec, its proxies, the
+#: ranks inherit it), so that processes that outlive the launcher (MPI ranks of a killed
+#: mpiexec, in process groups of their own) are still seen, and stopped, as the job's.
+RUN_ID_ENV = "TOMODASH_RUN_ID"
 
 #: Environment variables of an MPI launcher that must not leak into a job we start.
 _MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID")
@@ -261,6 +267,8 @@ def _launch_locked(session: Session, info: JobInfo, *, is_continue: bool) -> Run
     rel_dir = info.name.rstrip("/")
     argv = build_command(jt, rel_dir, int(params.nr_mpi))
     env = job_environment(params)
+    run_id = uuid.uuid4().hex
+    env[RUN_ID_ENV] = run_id
     # Temporaries of atomic writes that a killed run left behind (no run is active: checked
     # under the lock we hold), so that the directory holds only complete files.
     remove_temporaries(job_dir)
@@ -280,7 +288,7 @@ def _launch_locked(session: Session, info: JobInfo, *, is_continue: bool) -> Run
             "gpu_ids": env.get("TOMODASH_GPU_IDS"), "continue": bool(is_continue or star.is_continue),
             "abort_requested_at": None, "reason": None, "final_status": None,
             # Where this run's part of run.err begins (the file is appended to across runs).
-            "run_err_offset": err_offset,
+            "run_err_offset": err_offset, "run_id": run_id,
         }
         try:
             if params.do_queue:
@@ -374,11 +382,35 @@ def _process_alive(job_dir: Path, record: RunRecord) -> bool | None:
         return state is not None and state in slurm.ACTIVE_STATES
     child = _CHILDREN.get(str(job_dir))
     if child is not None and child.poll() is not None:
-        return False
+        alive: bool | None = False
+    else:
+        identity = record.identity
+        if identity is None:
+            return None
+        alive = is_running(identity)
+    if alive is False and _run_processes(record):
+        return True  # the launcher is gone, processes of the run are not (yet): they may still write
+    return alive
+
+
+def _run_processes(record: RunRecord) -> list[int]:
+    """Live processes of this machine tagged with the run's ``TOMODASH_RUN_ID``."""
+    run_id = record.data.get("run_id")
     identity = record.identity
-    if identity is None:
-        return None
-    return is_running(identity)
+    if not run_id or record.backend != "local" or identity is None or not identity.is_local:
+        return []
+    needle = f"{RUN_ID_ENV}={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone, or another user's process (not ours to judge)
+            continue
+        if needle in environ.split(b"\0") and process_state(int(entry)) not in (None, "Z", "X"):
+            found.append(int(entry))
+    return found
 
 
 def _still_active(session: Session, info: JobInfo) -> bool:
@@ -614,10 +646,14 @@ def _signal_group(record: RunRecord, sig: int) -> None:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             pass
-        return
-    # The leader is gone: signal the members of its group that started after it (never a
-    # process that merely reuses the number).
-    for pid in _group_members(pgid, identity.start_time):
+        members = []
+    else:
+        # The leader is gone: signal the members of its group that started after it (never a
+        # process that merely reuses the number).
+        members = _group_members(pgid, identity.start_time)
+    # MPI ranks live in process groups of their own (hydra starts each in a new session); a
+    # SIGKILL of mpiexec cannot be forwarded to them: signal every process of the run.
+    for pid in set(members) | set(_run_processes(record)):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -631,7 +667,7 @@ def _group_alive(record: RunRecord) -> bool:
     if is_running(identity):
         return True
     pgid = int(record.data.get("pgid") or identity.pid)
-    return bool(_group_members(pgid, identity.start_time))
+    return bool(_group_members(pgid, identity.start_time)) or bool(_run_processes(record))
 
 
 def _wait(predicate, timeout: float, poll: float = 0.1) -> bool:

@@ -431,3 +431,29 @@ def test_reconcile_on_a_full_disk_records_the_reason_once(small_disk, monkeypatc
     after = (info.path / "run.err").read_text()
     assert after.count("tomodash:") == 1 and after.startswith(before)
     assert "SIGKILL" in runner.failure_reason(info.path) or "no longer running" in runner.failure_reason(info.path)
+
+
+def test_processes_of_a_run_that_outlive_its_launcher_keep_it_running_and_are_aborted(session):
+    """MPI ranks live in process groups of their own: when mpiexec is SIGKILLed they may go on
+    (and write a second, different exit marker). A process carrying the run's id keeps the job
+    Running, and abort stops it too."""
+    info = runner.run_job(session, "sleeper", SleeperParameters(seconds=60))
+    record = runner.read_run_record(info.path)
+    run_id = record.data["run_id"]
+    # A "rank" of this run in a session of its own (as hydra starts them).
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                            env=dict(os.environ, **{runner.RUN_ID_ENV: run_id}))
+    try:
+        wait_for(lambda: runner._run_processes(record), 10)
+        assert rank.pid in runner._run_processes(record)
+        os.kill(record.identity.pid, signal.SIGKILL)  # the launcher dies, the rank does not
+        runner._CHILDREN[str(info.path)].wait()
+        time.sleep(0.2)
+        assert runner.reconcile(session, info.name) == "Running"
+        assert runner.abort(session, info.name, grace=0.5, term_grace=5) == "Aborted"
+        assert rank.wait(timeout=10) is not None
+        assert not runner._run_processes(record)
+    finally:
+        if rank.poll() is None:
+            rank.kill()
+            rank.wait()
