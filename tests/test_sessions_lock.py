@@ -230,7 +230,7 @@ def test_full_disk_while_taking_the_lock_is_a_clear_error_and_leaves_no_lock(sma
     lock.release()
 
 
-def test_cli_on_a_full_disk_says_so_in_one_line(small_disk, capsys, monkeypatch):
+def test_cli_on_a_full_disk_says_so_in_one_line(small_disk, capsys):
     from dashboard.cli import main
 
     sys.path.insert(0, str(Path(__file__).parent / "fake_jobs"))
