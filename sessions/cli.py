@@ -9,15 +9,37 @@ top-level ``main`` prints as one line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from processing.errors import InputError
 
 __all__ = ["add_session_commands", "parse_assignments"]
+
+
+def _one_line_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report what the machine refuses (disk full, read-only or unwritable session, a session
+    lock held too long) as one line and exit status 1, not as a traceback. Bad input stays an
+    :class:`InputError` (one line, exit status 2, printed by the top-level ``main``)."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from .lock import LockTimeout
+
+        try:
+            return handler(args)
+        except InputError:
+            raise
+        except (LockTimeout, OSError) as exc:
+            print(f"tomodash {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
 
 
 def _session_and_job(job: str, session_dir: str | None):
@@ -228,14 +250,14 @@ def add_session_commands(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--demo-preset", metavar="NAME", help="simulator preset for --demo (demo, test)")
     new.add_argument("--symmetry", help="the particle's point group (part of the dataset fingerprint)")
     new.add_argument("--title", help="session title")
-    new.set_defaults(func=_cmd_session_new)
+    new.set_defaults(func=_one_line_errors(_cmd_session_new))
 
     demo = subparsers.add_parser(
         "demo", help="the whole demo pipeline in a new session: simulate, extract (bin 3), reconstruct, "
                      "3D auto-refine (3 MPI), re-extract at bin 2 with the refined poses, reconstruct")
     demo.add_argument("dir", metavar="DIR", help="new session directory")
     demo.add_argument("--preset", default="demo", help="simulator preset (demo; test is tiny)")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_one_line_errors(_cmd_demo))
 
     names = ", ".join(sorted(n for n in job_types() if n != "import")) or "none"
     run = subparsers.add_parser("run", help="create and launch a job in a session")
@@ -247,12 +269,12 @@ def add_session_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--alias", metavar="NAME", help="alias of the new job")
     run.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     run.add_argument("--no-launch", action="store_true", help="only create the job (Scheduled)")
-    run.set_defaults(func=_cmd_run)
+    run.set_defaults(func=_one_line_errors(_cmd_run))
 
     jobs = subparsers.add_parser("jobs", help="list a session's jobs and their statuses")
     jobs.add_argument("dir", metavar="DIR")
     jobs.add_argument("--json", action="store_true")
-    jobs.set_defaults(func=_cmd_jobs)
+    jobs.set_defaults(func=_one_line_errors(_cmd_jobs))
 
     ab = subparsers.add_parser("abort", help="abort a running job")
     ab.add_argument("job", metavar="JOB", help="job directory or alias (or a name with --session)")
@@ -260,15 +282,15 @@ def add_session_commands(subparsers: argparse._SubParsersAction) -> None:
     ab.add_argument("--grace", type=float, default=30.0, help="seconds to wait before SIGTERM (30)")
     ab.add_argument("--term-grace", type=float, default=10.0, help="seconds after SIGTERM before SIGKILL (10)")
     ab.add_argument("--no-wait", action="store_true", help="request the abort and return at once")
-    ab.set_defaults(func=_cmd_abort)
+    ab.set_defaults(func=_one_line_errors(_cmd_abort))
 
     co = subparsers.add_parser("continue", help="continue a stopped job in its directory")
     co.add_argument("job", metavar="JOB")
     co.add_argument("--session", metavar="DIR")
     co.add_argument("--wait", action="store_true")
-    co.set_defaults(func=_cmd_continue)
+    co.set_defaults(func=_one_line_errors(_cmd_continue))
 
     pr = subparsers.add_parser("presets", help="list presets (built-in, user, session)")
     pr.add_argument("--session", metavar="DIR")
     pr.add_argument("--type", metavar="TYPE")
-    pr.set_defaults(func=_cmd_presets)
+    pr.set_defaults(func=_one_line_errors(_cmd_presets))

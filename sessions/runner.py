@@ -20,18 +20,29 @@ queue). :func:`continue_job` re-launches a stopped job in its directory with
 ``rlnJobIsContinue 1`` and the job type's continue hook (3D auto-refine: ``fn_cont`` = the
 last completed iteration's optimiser file).
 
+Races between commands (two ``continue`` of one job at the same moment, a ``continue`` and
+a reconciling server, an ``abort`` and a ``continue``) are settled by the session lock: the
+"is it running?" check and the launch happen under it, so a job directory never has two runs
+(and never two different exit markers), and a final status is only recorded after the verdict
+was confirmed under the lock for the run that is recorded *then*.
+
+A job that fails for lack of space says so in ``run.err`` (``job failed: no space left on
+device (writing <file>)``); reconciliation shows that line as the failure reason, once.
+
 Every command is an argv list; nothing is ever passed through a shell.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +50,14 @@ from typing import Any
 
 from processing.abort import ABORT_NOW
 from processing.errors import InputError
-from processing.io.atomic import atomic_write
+from processing.io.atomic import atomic_write, remove_temporaries
 from processing.io.jobstar import JobStar
 from processing.jobs.base import JobParameters
 
 from . import slurm
 from .jobtypes import JobType, get_job_type
 from .pipeline import ABORTED, FAILED, RUNNING, SUCCEEDED
-from .procinfo import ProcessIdentity, identity_of, is_running
+from .procinfo import ProcessIdentity, identity_of, is_running, process_state
 from .project import (
     EXIT_MARKERS, PIPELINER_MARKERS, RUN_RECORD, JobInfo, Session, exit_marker_status, mark_final,
     write_note,
@@ -55,17 +66,27 @@ from .project import (
 __all__ = [
     "ABORT_NOW", "RunRecord", "build_command", "job_environment", "launch", "run_job", "refresh",
     "reconcile", "abort", "request_abort", "continue_job", "read_run_record", "failure_reason",
-    "find_mpiexec",
+    "find_mpiexec", "JobAlreadyRunning",
 ]
 
 PIPELINER_ABORT_NOW = "PIPELINER_JOB_ABORT_NOW"
 SUBMIT_SCRIPT = "run_submit.script"
+
+#: Environment variable that tags every process of one local run (mpiexec, its proxies, the
+#: ranks inherit it), so that processes that outlive the launcher (MPI ranks of a killed
+#: mpiexec, in process groups of their own) are still seen, and stopped, as the job's.
+RUN_ID_ENV = "TOMODASH_RUN_ID"
 
 #: Environment variables of an MPI launcher that must not leak into a job we start.
 _MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", "MPI_LOCALRANKID")
 
 #: Children started by this process, so they can be reaped (no zombies) and their exit codes read.
 _CHILDREN: dict[str, subprocess.Popen] = {}
+
+
+class JobAlreadyRunning(InputError):
+    """A job cannot be launched or continued: a run of it is active (a second one would write
+    the same directory)."""
 
 
 # ---- run record ---------------------------------------------------------------------------------
@@ -190,20 +211,53 @@ def _clear_markers(job_dir: Path) -> None:
     (job_dir / PIPELINER_ABORT_NOW).unlink(missing_ok=True)
 
 
+def _describe_active(job_dir: Path, record: RunRecord | None) -> str:
+    """Which run is active, in words (for the refusal of a second one)."""
+    if record is None:
+        return "launched outside tomodash"
+    if record.backend == "slurm":
+        return f"queue job {record.slurm_job_id}"
+    identity = record.identity
+    started = record.data.get("launched") or "?"
+    return f"pid {identity.pid if identity else '?'}, started {started}"
+
+
+def _refuse_if_active(session: Session, info: JobInfo, verb: str) -> None:
+    """Raise :class:`JobAlreadyRunning` if a run of ``info`` is active (call under the lock)."""
+    if info.status != RUNNING:
+        return
+    if _still_active(session, info):
+        record = read_run_record(info.path)
+        raise JobAlreadyRunning(
+            f"{info.name} is still running ({_describe_active(info.path, record)}); not {verb} it a second "
+            f"time (two runs would write the same directory). Abort it first, or wait for it to end")
+
+
 def launch(session: Session, job: str, *, is_continue: bool = False) -> RunRecord:
     """Start a created (Scheduled, or stopped) job: locally or through the queue, as its
     job.star's Running tab says.
 
-    The pipeline status becomes ``Running`` before the process starts; if starting fails the
-    job is marked ``Failed`` with the reason, and the error is raised.
+    Everything happens under the session lock, the check that no run of the job is active
+    included, so two launches of one job at the same moment start one run; the other is
+    refused. The pipeline status becomes ``Running`` before the process starts; if starting
+    fails the job is marked ``Failed`` with the reason, and the error is raised.
 
     Returns
     -------
     RunRecord
+
+    Raises
+    ------
+    JobAlreadyRunning
+        If a run of the job is active.
     """
-    info = session.job(job)
-    if info.status == RUNNING and _still_active(session, info):
-        raise InputError(f"{info.name} is already running")
+    with session.lock(f"launch {job}"):
+        info = session.job(job)
+        _refuse_if_active(session, info, "continuing" if is_continue else "starting")
+        return _launch_locked(session, info, is_continue=is_continue)
+
+
+def _launch_locked(session: Session, info: JobInfo, *, is_continue: bool) -> RunRecord:
     if info.job_type is None:
         raise InputError(f"cannot run jobs of type {info.type_label!r}")
     jt = get_job_type(info.job_type)
@@ -213,6 +267,15 @@ def launch(session: Session, job: str, *, is_continue: bool = False) -> RunRecor
     rel_dir = info.name.rstrip("/")
     argv = build_command(jt, rel_dir, int(params.nr_mpi))
     env = job_environment(params)
+    run_id = uuid.uuid4().hex
+    env[RUN_ID_ENV] = run_id
+    # Temporaries of atomic writes that a killed run left behind (no run is active: checked
+    # under the lock we hold), so that the directory holds only complete files.
+    remove_temporaries(job_dir)
+    try:
+        err_offset = (job_dir / "run.err").stat().st_size
+    except OSError:
+        err_offset = 0
 
     with session.edit_pipeline("launch") as pipe:
         proc = pipe.process(info.name)
@@ -224,6 +287,8 @@ def launch(session: Session, job: str, *, is_continue: bool = False) -> RunRecor
             "nr_mpi": int(params.nr_mpi), "nr_threads": int(params.nr_threads),
             "gpu_ids": env.get("TOMODASH_GPU_IDS"), "continue": bool(is_continue or star.is_continue),
             "abort_requested_at": None, "reason": None, "final_status": None,
+            # Where this run's part of run.err begins (the file is appended to across runs).
+            "run_err_offset": err_offset, "run_id": run_id,
         }
         try:
             if params.do_queue:
@@ -234,8 +299,11 @@ def launch(session: Session, job: str, *, is_continue: bool = False) -> RunRecor
             error = exc
             proc.status = FAILED
             reason = f"could not start the job: {exc}"
-            with open(job_dir / "run.err", "a", encoding="utf-8") as err:
-                err.write(f"tomodash: {reason}\n")
+            try:
+                with open(job_dir / "run.err", "a", encoding="utf-8") as err:
+                    err.write(f"tomodash: {reason}\n")
+            except OSError:
+                pass  # the run record below carries the reason as well
             _write_run_record(job_dir, {**base, "reason": reason, "final_status": FAILED})
             mark_final(job_dir, FAILED)
         else:
@@ -314,11 +382,35 @@ def _process_alive(job_dir: Path, record: RunRecord) -> bool | None:
         return state is not None and state in slurm.ACTIVE_STATES
     child = _CHILDREN.get(str(job_dir))
     if child is not None and child.poll() is not None:
-        return False
+        alive: bool | None = False
+    else:
+        identity = record.identity
+        if identity is None:
+            return None
+        alive = is_running(identity)
+    if alive is False and _run_processes(record):
+        return True  # the launcher is gone, processes of the run are not (yet): they may still write
+    return alive
+
+
+def _run_processes(record: RunRecord) -> list[int]:
+    """Live processes of this machine tagged with the run's ``TOMODASH_RUN_ID``."""
+    run_id = record.data.get("run_id")
     identity = record.identity
-    if identity is None:
-        return None
-    return is_running(identity)
+    if not run_id or record.backend != "local" or identity is None or not identity.is_local:
+        return []
+    needle = f"{RUN_ID_ENV}={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone, or another user's process (not ours to judge)
+            continue
+        if needle in environ.split(b"\0") and process_state(int(entry)) not in (None, "Z", "X"):
+            found.append(int(entry))
+    return found
 
 
 def _still_active(session: Session, info: JobInfo) -> bool:
@@ -347,63 +439,147 @@ def _describe_exit(job_dir: Path, record: RunRecord) -> str:
     return f"{what} is no longer running and wrote no exit marker (killed or crashed)"
 
 
-def _finish(session: Session, info: JobInfo, status: str, reason: str | None) -> bool:
-    """Record a final status once (under the lock; a concurrent reconciler does nothing)."""
-    job_dir = info.path
-    with session.lock(f"finish {status}"):
-        proc = session.read_pipeline().process(info.name)
-        if proc.status != RUNNING:
-            return False
-        if reason:
-            with open(job_dir / "run.err", "a", encoding="utf-8") as err:
-                err.write(f"tomodash: {reason}\n")
-        _update_run_record(job_dir, final_status=status, reason=reason, finished_at=time.time())
+# A full disk, as the job (processing.io.atomic.WriteFailed, the job lifecycle) or Python
+# (``[Errno 28] No space left on device: 'file'``) says it in run.err.
+_DISK_FULL_RES = (
+    re.compile(r"(?:no space left on device|disk quota exceeded) \(writing ([^)\n]+)\)", re.IGNORECASE),
+    re.compile(r"\[Errno (?:28|122)\] (?:No space left on device|Disk quota exceeded): '([^'\n]+)'"),
+    re.compile(r"(?:No space left on device|Disk quota exceeded)()", re.IGNORECASE),
+)
+
+
+def _run_err_text(job_dir: Path, record: RunRecord | None) -> str:
+    """This run's part of ``run.err`` (from the offset recorded at launch; at most the last 64 kB)."""
+    path = job_dir / "run.err"
+    try:
+        size = path.stat().st_size
+        start = int(record.data.get("run_err_offset") or 0) if record else 0
+        start = max(start if start <= size else 0, size - 65536)
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            return handle.read().decode("utf-8", errors="replace")
+    except (OSError, ValueError, TypeError):
+        return ""
+
+
+def _disk_full_reason(job_dir: Path, record: RunRecord | None, text: str | None = None) -> str | None:
+    """``job failed: no space left on device (writing X)`` when this run's run.err (or
+    ``text``) says so."""
+    text = _run_err_text(job_dir, record) if text is None else text
+    for pattern in _DISK_FULL_RES:
+        matches = list(pattern.finditer(text))
+        if matches:
+            target = matches[-1].group(1)
+            return "job failed: no space left on device" + (f" (writing {target})" if target else "")
+    return None
+
+
+def _file_system_full(job_dir: Path) -> bool:
+    try:
+        return os.statvfs(job_dir).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _verdict(job_dir: Path) -> tuple[str, str | None, bool] | None:
+    """How the recorded run of a ``Running`` job ended: (status, reason, whether the reason
+    still has to be written to run.err), or ``None`` while it runs (or nothing can be told)."""
+    record = read_run_record(job_dir)
+    marker = exit_marker_status(job_dir)
+    if marker is None:
+        if record is None:
+            return None  # launched by someone else (RELION?): only markers can tell
+        if _process_alive(job_dir, record) is not False:
+            return None
+        marker = exit_marker_status(job_dir)  # it may have finished between the two looks
+    if marker is not None:
+        if marker == SUCCEEDED:
+            return SUCCEEDED, None, False
+        if marker == ABORTED:
+            return ABORTED, "aborted on request", True
+        # The job wrote its error to run.err itself: the reason repeats it, run.err need not.
+        return FAILED, _marker_reason(job_dir, record), False
+    reason = _describe_exit(job_dir, record)
+    disk_full = _disk_full_reason(job_dir, record)
+    if disk_full is not None:
+        reason, say = disk_full, False  # the job said it; it died before it could write its marker
+    elif _file_system_full(job_dir):
+        reason, say = f"job failed: no space left on device (the file system of {job_dir} is full; {reason})", True
+    else:
+        say = True
+    if record.data.get("abort_requested_at"):
+        return ABORTED, f"aborted on request; {reason}", True
+    return FAILED, reason, say
+
+
+def _finish(session: Session, name: str) -> str:
+    """Record the end of a job's run, once: under the lock, after confirming the verdict for
+    the run recorded *now* (a ``continue`` may have started a new run since the caller looked).
+
+    Writes come in an order that makes a retry after a failure (e.g. a full disk) harmless: the
+    run record (with the reason) first, then the line in run.err only if the record did not
+    have it yet, then the pipeline status and the exit markers.
+    """
+    with session.lock("reconcile"):
+        info = session.job(name)
+        if info.status != RUNNING:
+            return info.status
+        job_dir = info.path
+        verdict = _verdict(job_dir)
+        if verdict is None:
+            return RUNNING
+        status, reason, say = verdict
+        record = read_run_record(job_dir)
+        if record is not None:
+            if record.data.get("final_status") == status:
+                reason, say = record.reason, False  # recorded by an earlier, interrupted try
+            else:
+                _update_run_record(job_dir, final_status=status, reason=reason, finished_at=time.time())
+        if reason and say:
+            try:
+                with open(job_dir / "run.err", "a", encoding="utf-8") as err:
+                    err.write(f"tomodash: {reason}\n")
+            except OSError:
+                pass  # a full disk: the reason is in the run record, which is what is shown
         session.set_status(info.name, status, touch_markers=True)  # re-entrant lock
     _CHILDREN.pop(str(job_dir), None)
-    return True
+    return status
 
 
 def reconcile(session: Session, job: str) -> str:
-    """Bring one job's pipeline status in line with its markers and process; returns it."""
+    """Bring one job's pipeline status in line with its markers and process; returns it.
+
+    The common case (still running) takes no lock; a final status is decided again under the
+    lock before it is recorded.
+    """
     info = session.job(job)
     if info.status != RUNNING:
         return info.status
-    job_dir = info.path
-    marker = exit_marker_status(job_dir)
-    if marker is not None:
-        _finish(session, info, marker, None if marker == SUCCEEDED else _marker_reason(job_dir, marker))
-        return marker
-    record = read_run_record(job_dir)
-    if record is None:
-        return RUNNING  # launched by someone else (RELION?): only markers can tell
-    alive = _process_alive(job_dir, record)
-    if alive is not False:
+    if _verdict(info.path) is None:
         return RUNNING
-    marker = exit_marker_status(job_dir)  # it may have finished between the two looks
-    if marker is not None:
-        _finish(session, info, marker, None if marker == SUCCEEDED else _marker_reason(job_dir, marker))
-        return marker
-    reason = _describe_exit(job_dir, record)
-    if record.data.get("abort_requested_at"):
-        _finish(session, info, ABORTED, f"aborted on request; {reason}")
-        return ABORTED
-    _finish(session, info, FAILED, reason)
-    return FAILED
+    return _finish(session, info.name)
 
 
-def _marker_reason(job_dir: Path, status: str) -> str:
-    if status == ABORTED:
-        return "aborted on request"
-    tail = _tail(job_dir / "run.err", 5)
+def _marker_reason(job_dir: Path, record: RunRecord | None) -> str:
+    """Why a job that wrote ``RELION_JOB_EXIT_FAILURE`` failed: its last own error line."""
+    text = _run_err_text(job_dir, record)
+    # The job's own one-line statement ("ERROR: <message>"), not the head of a traceback.
+    errors = [line.split("ERROR:", 1)[1].strip() for line in text.splitlines() if "ERROR:" in line]
+    errors = [e for e in errors if e and not e.startswith("Traceback")]
+    if errors:
+        return _disk_full_reason(job_dir, record, errors[-1]) or "the job reported a failure: " + errors[-1]
+    disk_full = _disk_full_reason(job_dir, record, text)
+    if disk_full is not None:
+        return disk_full
+    if not text.strip() and _file_system_full(job_dir):
+        return f"job failed: no space left on device (the file system of {job_dir} is full)"
+    tail = _tail_text(text, 5)
     return "the job reported a failure" + (f": {tail}" if tail else "")
 
 
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+def _tail_text(text: str, lines: int) -> str:
+    rows = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(rows[-lines:])
 
 
 def refresh(session: Session) -> list[JobInfo]:
@@ -420,13 +596,26 @@ def refresh(session: Session) -> list[JobInfo]:
 # ---- abort --------------------------------------------------------------------------------------
 
 def request_abort(session: Session, job: str) -> JobInfo:
-    """Ask a running job to stop: write ``RELION_JOB_ABORT_NOW`` (and the pipeliner's twin)."""
-    info = session.job(job)
-    if info.status != RUNNING:
-        raise InputError(f"{info.name} is not running (status {info.status})")
-    for name in (ABORT_NOW, PIPELINER_ABORT_NOW):
-        (info.path / name).touch()
-    _update_run_record(info.path, abort_requested_at=time.time())
+    """Ask a running job to stop: write ``RELION_JOB_ABORT_NOW`` (and the pipeliner's twin).
+
+    Under the session lock, so the request reaches the run that is recorded (a concurrent
+    ``continue`` cannot slip a new run in between the check and the request, nor lose the
+    request by rewriting the run record).
+
+    Raises
+    ------
+    InputError
+        If the job is not running (any more).
+    """
+    name = session.resolve_job(job)
+    with session.lock(f"abort {name}"):
+        status = reconcile(session, name)  # a run that already ended is recorded, not "aborted"
+        info = session.job(name)
+        if status != RUNNING:
+            raise InputError(f"{info.name} is not running (status {status})")
+        for marker in (ABORT_NOW, PIPELINER_ABORT_NOW):
+            (info.path / marker).touch()
+        _update_run_record(info.path, abort_requested_at=time.time())
     return info
 
 
@@ -457,10 +646,14 @@ def _signal_group(record: RunRecord, sig: int) -> None:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             pass
-        return
-    # The leader is gone: signal the members of its group that started after it (never a
-    # process that merely reuses the number).
-    for pid in _group_members(pgid, identity.start_time):
+        members = []
+    else:
+        # The leader is gone: signal the members of its group that started after it (never a
+        # process that merely reuses the number).
+        members = _group_members(pgid, identity.start_time)
+    # MPI ranks live in process groups of their own (hydra starts each in a new session); a
+    # SIGKILL of mpiexec cannot be forwarded to them: signal every process of the run.
+    for pid in set(members) | set(_run_processes(record)):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -474,7 +667,7 @@ def _group_alive(record: RunRecord) -> bool:
     if is_running(identity):
         return True
     pgid = int(record.data.get("pgid") or identity.pid)
-    return bool(_group_members(pgid, identity.start_time))
+    return bool(_group_members(pgid, identity.start_time)) or bool(_run_processes(record))
 
 
 def _wait(predicate, timeout: float, poll: float = 0.1) -> bool:
@@ -562,27 +755,31 @@ def continue_job(session: Session, job: str) -> RunRecord:
 
     The job type's continue hook may update options first (3D auto-refine: ``fn_cont`` = the
     last ``run_itNNN_optimiser.star``, so the engine resumes after the last completed
-    iteration).
+    iteration). The whole of it (reconcile, check, job.star, launch) holds the session lock,
+    so of two ``continue`` at the same moment one starts a run and the other is refused.
 
     Raises
     ------
-    InputError
+    JobAlreadyRunning
         If the job is still running.
     """
     name = session.resolve_job(job)
-    if reconcile(session, name) == RUNNING:
-        raise InputError(f"{name} is still running; abort it first")
-    info = session.job(name)
-    if info.job_type is None:
-        raise InputError(f"cannot continue jobs of type {info.type_label!r}")
-    jt = get_job_type(info.job_type)
-    star = JobStar.read(info.path / "job.star")
-    options = dict(star.options)
-    if jt.continue_args is not None:
-        options.update(jt.continue_args(info.path, info.name))
-    JobStar(type_label=star.type_label, is_continue=True, is_tomo=star.is_tomo,
-            options=options).write(info.path / "job.star")
-    return launch(session, name, is_continue=True)
+    with session.lock(f"continue {name}"):
+        reconcile(session, name)
+        info = session.job(name)
+        _refuse_if_active(session, info, "continuing")
+        if info.status == RUNNING:  # recorded Running, but by a launcher we cannot check (RELION)
+            raise JobAlreadyRunning(f"{info.name} is still running; abort it first")
+        if info.job_type is None:
+            raise InputError(f"cannot continue jobs of type {info.type_label!r}")
+        jt = get_job_type(info.job_type)
+        star = JobStar.read(info.path / "job.star")
+        options = dict(star.options)
+        if jt.continue_args is not None:
+            options.update(jt.continue_args(info.path, info.name))
+        JobStar(type_label=star.type_label, is_continue=True, is_tomo=star.is_tomo,
+                options=options).write(info.path / "job.star")
+        return launch(session, name, is_continue=True)
 
 
 __all__ += ["escalate"]

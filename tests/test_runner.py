@@ -2,10 +2,13 @@
 ``sleeper``), plus one real Extract job on the tiny simulated dataset."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -228,3 +231,229 @@ def test_cli_session_run_jobs_abort_continue(tmp_path, monkeypatch, capsys):
     assert main(["run", "extract", "--session", str(root), "--set", "in_optimisation=nope.star"]) == 2
     assert not (root / "Extract/job004").exists()
     assert main(["run", "extract", "--session", str(root), "--set", "bogus=1"]) == 2
+
+
+# ---- issue 12: races, disk full ----------------------------------------------------------------
+
+_CONTINUE_AT = """
+import sys, time
+sys.path.insert(0, {fake!r})
+from sessions_testkit import register_sleeper
+register_sleeper()
+from dashboard.cli import main
+import sessions.runner  # imported by the command itself; here so that both start equally ready
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # both start at the same moment
+print("ready", flush=True)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _sleeper_processes(session: Session, job_dir_name: str) -> list[int]:
+    """Live processes running the sleeper job ``job_dir_name`` of ``session`` (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if b"sleeper" in argv and job_dir_name.encode() in argv and state not in ("Z", "X") \
+                and cwd == str(session.root):
+            pids.append(int(entry))
+    return pids
+
+
+def _exit_markers(job_dir: Path) -> list[str]:
+    return sorted(p.name for p in job_dir.glob("*_JOB_EXIT_*"))
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["same-moment", "queued-behind-the-lock"])
+def test_two_concurrent_continues_start_one_run(session, queued):
+    """Two ``tomodash continue`` of one job at the same moment (real processes): exactly one
+    starts a run, the other is refused (exit status 2, one clear line); the job ends with one
+    exit marker. ``queued``: the session lock is held while both start, so both reach it
+    before either has launched anything (the worst interleaving, made certain)."""
+    from sessions.lock import SessionLock
+
+    fake = str(Path(__file__).parent / "fake_jobs")
+    info = runner.run_job(session, "sleeper", SleeperParameters(seconds=60))
+    name = info.name.rstrip("/")
+    assert runner.abort(session, info.name, grace=20) == "Aborted"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    holder = SessionLock(session.root)
+    if queued:
+        holder.acquire("test: hold while both continues start")
+    at = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-c", _CONTINUE_AT.format(fake=fake), str(at),
+                               "continue", name, "--session", str(session.root)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    if queued:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+        time.sleep(1.5)  # both are waiting for the lock by now
+        assert all(p.poll() is None for p in procs)
+        holder.release()
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, _, err in results if code == 2)
+    assert "still running" in refused and "not continuing it a second time" in refused, refused
+    assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
+    time.sleep(1.0)
+    record = runner.read_run_record(info.path)
+    assert _sleeper_processes(session, name) == [record.identity.pid]
+    assert session.job(info.name).status == "Running"
+    assert (info.path / "run.out").read_text().count("continue True") == 1
+    # Abort reaches the one run; exactly one exit marker (of each convention) remains.
+    assert runner.abort(session, info.name, grace=20) == "Aborted"
+    assert _sleeper_processes(session, name) == []
+    assert _exit_markers(info.path) == ["PIPELINER_JOB_EXIT_ABORTED", "RELION_JOB_EXIT_ABORTED"]
+
+
+def test_second_continue_in_process_is_refused(session):
+    info = runner.run_job(session, "sleeper", SleeperParameters(seconds=60))
+    runner.abort(session, info.name, grace=20)
+    runner.continue_job(session, info.name)
+    with pytest.raises(runner.JobAlreadyRunning, match="still running .pid \\d+"):
+        runner.continue_job(session, info.name)
+    with pytest.raises(runner.JobAlreadyRunning):
+        runner.launch(session, info.name)
+    assert len(_sleeper_processes(session, info.name.rstrip("/"))) == 1
+    assert runner.abort(session, info.name, grace=20) == "Aborted"
+
+
+def test_final_status_is_decided_again_under_the_lock(session, monkeypatch):
+    """A reconciler that judged an old run over must not record it over a run that a continue
+    started meanwhile: the verdict is confirmed under the lock."""
+    info = runner.run_job(session, "sleeper", SleeperParameters(seconds=60))
+    real = runner._verdict
+    looks = []
+
+    def stale_first_look(job_dir):
+        looks.append(job_dir)
+        return ("Failed", "stale verdict", True) if len(looks) == 1 else real(job_dir)
+
+    monkeypatch.setattr(runner, "_verdict", stale_first_look)
+    assert runner.reconcile(session, info.name) == "Running"
+    assert len(looks) == 2 and session.job(info.name).status == "Running"
+    assert _exit_markers(info.path) == [] and "stale verdict" not in (info.path / "run.err").read_text()
+    monkeypatch.undo()
+    assert runner.abort(session, info.name, grace=20) == "Aborted"
+
+
+# A small file system for the disk-full tests (root only; CI runs as root).
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path, leave: int = 0) -> Path:
+    """Fill ``disk``'s file system, leaving ``leave`` bytes (a multiple of the page size) free."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, os.path.getsize(filler) - leave))
+    return filler
+
+
+def test_job_failing_for_lack_of_space_says_so_once(template, small_disk, monkeypatch):
+    """A real Extract job on a full disk: run.err says "job failed: no space left on device
+    (writing <file>)" once, without a traceback; reconciliation shows that line as the reason
+    (not "killed or crashed"), and repeats nothing when asked again."""
+    monkeypatch.setenv("PYTHONPATH", child_pythonpath())
+    root = small_disk / "session"
+    shutil.copytree(template, root, symlinks=True)
+    session = Session(root)
+    _fill(small_disk, leave=160 * 1024)  # room for the job's small files and two or three stacks
+    params = ExtractParameters(in_optimisation=OPT, binning=1, box_size=64, crop_size=48)
+    info = runner.run_job(session, "extract", params)
+    assert wait_for(lambda: done(session, info.name), 120, 0.3) == "Failed"
+    reason = runner.failure_reason(info.path)
+    assert re.fullmatch(r"job failed: no space left on device \(writing Extract/job002/Subtomograms/\S+\.mrcs\)",
+                        reason), reason
+    err = (info.path / "run.err").read_text()
+    assert err.count("no space left on device") == 1 and reason in err, err
+    assert "Traceback" not in err and "killed or crashed" not in err
+    assert _exit_markers(info.path) == ["PIPELINER_JOB_EXIT_FAILED", "RELION_JOB_EXIT_FAILURE"]
+    assert not [p for p in info.path.rglob("*.tmp")]  # the failed write left no temporary
+    for _ in range(3):
+        assert runner.reconcile(session, info.name) == "Failed"
+        runner.refresh(session)
+    assert (info.path / "run.err").read_text() == err
+
+
+def test_reconcile_on_a_full_disk_records_the_reason_once(small_disk, monkeypatch):
+    """A job that died while the disk was full: reconciliation cannot record it (the lock takes
+    the last page) and says so by an error each time, without appending its reason to run.err
+    again and again; once there is room it records it, once."""
+    register_sleeper()
+    monkeypatch.setenv("PYTHONPATH", child_pythonpath())
+    session = Session.create(small_disk / "session")
+    info = runner.run_job(session, "sleeper", SleeperParameters(seconds=60))
+    wait_for(lambda: "sleeper pid" in (info.path / "run.out").read_text(), 30)
+    with open(info.path / "run.err", "a") as err:
+        err.write("some earlier warning\n")  # run.err has room left in its last page
+    reserve = small_disk / "reserve"
+    reserve.write_bytes(b"\0" * 4096)
+    filler = _fill(small_disk)
+    reserve.unlink()  # one page free: enough for the lock, not for the run record as well
+    os.kill(runner.read_run_record(info.path).identity.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    before = (info.path / "run.err").read_text()
+    for _ in range(3):
+        with pytest.raises(OSError, match="no space left on device"):
+            runner.reconcile(session, info.name)
+        assert not (session.root / ".relion_lock").exists()
+    assert (info.path / "run.err").read_text() == before
+    filler.unlink()
+    assert runner.reconcile(session, info.name) == "Failed"
+    assert runner.reconcile(session, info.name) == "Failed"
+    after = (info.path / "run.err").read_text()
+    assert after.count("tomodash:") == 1 and after.startswith(before)
+    assert "SIGKILL" in runner.failure_reason(info.path) or "no longer running" in runner.failure_reason(info.path)
+
+
+def test_processes_of_a_run_that_outlive_its_launcher_keep_it_running_and_are_aborted(session):
+    """MPI ranks live in process groups of their own: when mpiexec is SIGKILLed they may go on
+    (and write a second, different exit marker). A process carrying the run's id keeps the job
+    Running, and abort stops it too."""
+    info = runner.run_job(session, "sleeper", SleeperParameters(seconds=60))
+    record = runner.read_run_record(info.path)
+    run_id = record.data["run_id"]
+    # A "rank" of this run in a session of its own (as hydra starts them).
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                            env=dict(os.environ, **{runner.RUN_ID_ENV: run_id}))
+    try:
+        wait_for(lambda: runner._run_processes(record), 10)
+        assert rank.pid in runner._run_processes(record)
+        os.kill(record.identity.pid, signal.SIGKILL)  # the launcher dies, the rank does not
+        runner._CHILDREN[str(info.path)].wait()
+        time.sleep(0.2)
+        assert runner.reconcile(session, info.name) == "Running"
+        assert runner.abort(session, info.name, grace=0.5, term_grace=5) == "Aborted"
+        assert rank.wait(timeout=10) is not None
+        assert not runner._run_processes(record)
+    finally:
+        if rank.poll() is None:
+            rank.kill()
+            rank.wait()

@@ -12,10 +12,11 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from processing.abort import ABORT_NOW, JobAborted, abort_requested, check_abort
 from processing.errors import InputError
-from processing.io.atomic import atomic_write
+from processing.io.atomic import atomic_write, is_disk_full
 from processing.parallel import Communicator
 
 __all__ = [
@@ -46,6 +47,37 @@ def record_failure(job_dir: str | os.PathLike, message: str) -> None:
     _touch(directory / FAILURE)
 
 
+def _fail_disk_full(directory: Path, comm: Communicator, exc: BaseException) -> NoReturn:
+    """A job that ran out of space: one line, no traceback, said once, then the marker.
+
+    The line goes to stderr, which the runner sends to ``run.err``; only when stderr is
+    something else (a terminal) is it appended to ``run.err`` as well. A full disk may refuse
+    even that line; the marker (an empty file, which needs no data block) is still written.
+    """
+    line = f"[rank {comm.rank}] ERROR: job failed: {exc}"
+    try:
+        err_is_run_err = os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(directory / "run.err"))
+    except (OSError, ValueError, AttributeError):
+        err_is_run_err = False
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+    if not err_is_run_err:
+        try:
+            with open(directory / "run.err", "a", encoding="utf-8") as err:
+                err.write(line + "\n")
+        except OSError:
+            pass
+    try:
+        _touch(directory / FAILURE)
+    except OSError:
+        pass
+    if comm.size > 1:
+        comm.abort(1)
+    raise SystemExit(1) from None
+
+
 @contextmanager
 def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) -> Iterator[Path]:
     """Run a job body, then leave exactly one exit marker in ``job_dir`` (leader only).
@@ -74,6 +106,8 @@ def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) 
     except BaseException as exc:
         if isinstance(exc, SystemExit) and not exc.code:
             raise
+        if is_disk_full(exc):
+            _fail_disk_full(directory, comm, exc)
         message = str(exc) if isinstance(exc, InputError) else traceback.format_exc()
         with open(directory / "run.err", "a", encoding="utf-8") as err:
             err.write(f"[rank {comm.rank}] ERROR: {message}\n")

@@ -21,7 +21,7 @@ from processing.errors import InputError
 from processing.fourier.projector import fourier_grid_from_volume
 from processing.geometry.sampling import AngularSampling, next_random_perturbation, translation_grid
 from processing.glibc_random import Mt19937, libstdcxx_shuffle
-from processing.io.atomic import atomic_write
+from processing.io.atomic import atomic_write, test_pause
 from processing.abort import check_abort
 from processing.parallel import Communicator, get_communicator, particle_threads
 
@@ -193,6 +193,7 @@ class RefineRun:
         t_m = time.time()
         self.timings = {"expectation": t_m - t_e}
         if self.comm.is_leader:
+            test_pause(f"maximisation:{iteration}", self.job_dir)  # test hook ($TOMODASH_TEST_PAUSE; kill matrix)
             maximise(self.inputs, o, state, accumulators, results, cc=cc, final=final,
                      leader_sampling=self._leader_sampling)
         state_to_share = self._shared(state) if self.comm.is_leader else None
