@@ -546,6 +546,7 @@ def numeric_column(
     table: str | None = None,
     default: float | None = None,
     integer: bool = False,
+    finite: bool = False,
 ) -> NDArray:
     """A column as a float64 (or int64) array, shape (n_rows,).
 
@@ -555,12 +556,15 @@ def numeric_column(
         Value for every row when the column is absent; ``None`` makes the column compulsory.
     integer
         Require integral values and return int64.
+    finite
+        Refuse ``nan`` and ``inf`` (which ``float()`` accepts): for input data such as
+        coordinates, angles and CTF values, where they can only be a mistake.
 
     Raises
     ------
     InputError
         Missing compulsory column, or the first (1-based) row whose value is not a number
-        (or not an integer when ``integer``).
+        (or not an integer when ``integer``, or not finite when ``finite``).
     """
     series = _column_or_default(df, column, default, file, table)
     if series is None:
@@ -580,6 +584,12 @@ def numeric_column(
                     f"expected a number, found {_format_value(value, '.12g')!r}",
                     file=file, table=table, column=column, row=i + 1,
                 ) from None
+    if finite:
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(f"expected a finite number, found {values[i]!r}", file=file, table=table,
+                             column=column, row=i + 1)
     if integer:
         bad = ~np.isfinite(values) | (values != np.round(values))
         if bad.any():

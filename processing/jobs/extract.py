@@ -18,6 +18,7 @@ from pathlib import Path
 
 from processing.errors import InputError
 from processing.extract import ExtractionSettings, extract_subtomograms
+from processing.io.mrc import check_mrc_file
 from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
 from processing.io.tomograms import TomogramSet
@@ -43,25 +44,64 @@ def settings_from_params(params: ExtractParameters, extras: argparse.Namespace, 
     )
 
 
-def check_inputs(particles_file: str, tomograms_file: str, trajectories_file: str | None) -> None:
-    """Read the input sets and check every tilt image the particles need exists.
+def check_tilt_images(tomogram, *, root: Path | None = None) -> None:
+    """Check every tilt image of a tilt series from its header and file size (no pixel read).
+
+    Each must exist, be a readable MRC of a usable mode holding all the data its header
+    announces, and have the tilt series' image size: a differently sized image would make
+    the extraction place (and drop) particles wrongly.
+
+    Raises
+    ------
+    InputError
+        Naming the tilt image, the tilt series file, its table, ``rlnMicrographName`` and row.
+    """
+    tilts = tomogram.tilts
+    expected = None
+    for row, micrograph in enumerate(tilts.micrograph_names, start=1):
+        path = resolve_path(micrograph, root=root, referrer=tilts.file)
+        where = f"tilt {row} of {tomogram.name} ({tilts.file}, table data_{tilts.name}, " \
+                f"column rlnMicrographName, row {row})"
+        if not path.is_file():
+            raise InputError(f"tilt image not found: {micrograph}", file=tilts.file, table=tilts.name,
+                             column="rlnMicrographName", row=row)
+        try:
+            header = check_mrc_file(path)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc.message}", file=path) from None
+        size = header.image_size
+        if expected is None:
+            expected = tomogram.image_size or size
+        if size != tuple(expected):
+            raise InputError(f"{where}: image is {size[0]} x {size[1]} px, the tilt series' images are "
+                             f"{expected[0]} x {expected[1]} px", file=path)
+
+
+def check_inputs(particles_file: str, tomograms_file: str, trajectories_file: str | None, *,
+                 root: Path | None = None) -> None:
+    """Read the input sets and check every tilt image the particles need (headers only).
+
+    Parameters
+    ----------
+    root
+        Project directory relative paths are resolved against (default: the working
+        directory, where a job runs).
 
     Raises
     ------
     InputError
         Naming the file (and table/column/row) at fault.
     """
-    tomograms = TomogramSet.read(tomograms_file)
+    tomograms = TomogramSet.read(tomograms_file, root=root)
     particles = ParticleSet.read(particles_file, tomograms)
     if len(particles) == 0:
         raise InputError("the particle set is empty", file=particles_file, table="particles")
     for name in sorted(set(particles.tomo_names().tolist())):
-        tilts = tomograms[name].tilts
-        for micrograph in tilts.micrograph_names:
-            path = resolve_path(micrograph, referrer=tilts.file)
-            if not path.is_file():
-                raise InputError(f"tilt image of {name} not found: {micrograph}", file=tilts.file,
-                                 column="rlnMicrographName")
+        tomogram = tomograms[name]
+        if tomogram.size is None:
+            raise InputError(f"tomogram {name!r} has no size (rlnTomoSizeX/Y/Z)", file=tomograms_file,
+                             table="global", column="rlnTomoSizeX")
+        check_tilt_images(tomogram, root=root)
     if trajectories_file:
         from processing.extract.trajectories import read_trajectories
 
