@@ -118,7 +118,22 @@ def _open(path: Path, *, header_only: bool = False, mmap: bool = False):
                 return mrcfile.mmap(path, mode="r")
             return mrcfile.open(path, mode="r", header_only=header_only)
     except _READ_ERRORS as exc:
+        if not header_only:
+            _explain_unreadable(path)
         raise InputError(f"corrupt or truncated MRC file: {exc}", file=path) from None
+
+
+def _explain_unreadable(path: Path) -> None:
+    """When a file's data cannot be read but its header can, say what in the header is wrong
+    (an unknown or complex mode) rather than mrcfile's generic message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+                mode = int(mrc.header.mode)
+    except _READ_ERRORS:
+        return
+    _check_mode(mode, path)
 
 
 def _check_mode(mode: int, path: Path) -> None:

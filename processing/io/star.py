@@ -305,7 +305,9 @@ def read_star(
     labels = set(_LABEL_RE.findall(text))
     strings = sorted({label for label in labels if _is_string_label(label)} | set(parse_as_string))
     try:
-        blocks = starfile.read(path, always_dict=True, parse_as_string=strings)
+        # starfile reads through linecache, which keys on the name as given: a relative name
+        # read again from another working directory would return the other file's lines.
+        blocks = starfile.read(path.resolve(), always_dict=True, parse_as_string=strings)
     except Exception as exc:  # starfile/pandas raise many types for malformed input
         raise _corrupted(path, text, f"{type(exc).__name__}: {exc}") from None
     if not blocks:

@@ -21,14 +21,15 @@ from processing.extract import ExtractionSettings, extract_subtomograms
 from processing.io.mrc import check_mrc_file
 from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
-from processing.io.tomograms import TomogramSet
+from processing.io.tomograms import Tomogram, TomogramSet
 from processing.parallel import Communicator
 
 from .extract_params import ExtractParameters
 from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
 from .tomo_inputs import TomoInputParameters
 
-__all__ = ["settings_from_params", "validate", "run", "main", "add_parser"]
+__all__ = ["settings_from_params", "validate", "run", "main", "add_parser", "check_inputs", "check_tilt_images",
+           "validate_inputs"]
 
 
 def settings_from_params(params: ExtractParameters, extras: argparse.Namespace, *,
@@ -44,7 +45,7 @@ def settings_from_params(params: ExtractParameters, extras: argparse.Namespace, 
     )
 
 
-def check_tilt_images(tomogram, *, root: Path | None = None) -> None:
+def check_tilt_images(tomogram: Tomogram, *, root: Path | None = None) -> None:
     """Check every tilt image of a tilt series from its header and file size (no pixel read).
 
     Each must exist, be a readable MRC of a usable mode holding all the data its header
@@ -57,7 +58,7 @@ def check_tilt_images(tomogram, *, root: Path | None = None) -> None:
         Naming the tilt image, the tilt series file, its table, ``rlnMicrographName`` and row.
     """
     tilts = tomogram.tilts
-    expected = None
+    found = []
     for row, micrograph in enumerate(tilts.micrograph_names, start=1):
         path = resolve_path(micrograph, root=root, referrer=tilts.file)
         where = f"tilt {row} of {tomogram.name} ({tilts.file}, table data_{tilts.name}, " \
@@ -69,10 +70,14 @@ def check_tilt_images(tomogram, *, root: Path | None = None) -> None:
             header = check_mrc_file(path)
         except InputError as exc:
             raise InputError(f"{where}: {exc.message}", file=path) from None
-        size = header.image_size
-        if expected is None:
-            expected = tomogram.image_size or size
-        if size != tuple(expected):
+        found.append((header.image_size, path, where))
+    if not found:
+        raise InputError(f"tilt series {tomogram.name} has no tilt images", file=tilts.file, table=tilts.name)
+    sizes = [size for size, _, _ in found]
+    # The size the table says, else the size most tilts have: the odd image out is the one named.
+    expected = tuple(tomogram.image_size) if tomogram.image_size else max(set(sizes), key=sizes.count)
+    for size, path, where in found:
+        if size != expected:
             raise InputError(f"{where}: image is {size[0]} x {size[1]} px, the tilt series' images are "
                              f"{expected[0]} x {expected[1]} px", file=path)
 
