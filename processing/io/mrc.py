@@ -224,6 +224,9 @@ def map_image(path: str | PathLike, *, shape: tuple[int, int] | None = None, wha
                              f"{shape[1]} x {shape[0]} px (the size of the other tilt images)", file=path)
         if finite:
             check_finite(image, path, what=what)
+    except InputError:
+        handle.close()
+        raise
     except _READ_ERRORS as exc:
         handle.close()
         raise InputError(f"{label}corrupt or truncated MRC file: {exc}", file=path) from None
@@ -284,6 +287,8 @@ def read_mrc(path: str | PathLike, *, mmap: bool = False, finite: bool = True) -
             if finite:
                 check_finite(data, path)
         return MrcData(data=data, pixel_size=_pixel_size(mrc.header))
+    except InputError:
+        raise
     except _READ_ERRORS as exc:
         raise InputError(f"corrupt or truncated MRC file: {exc}", file=path) from None
     finally:
@@ -403,6 +408,8 @@ def read_stack_slice(path: str | PathLike, index: int) -> NDArray:
         out = np.array(data if data.ndim == 2 else data[index - 1])
         check_finite(out, path, what=f"image {index}")
         return out
+    except InputError:
+        raise
     except _READ_ERRORS as exc:
         raise InputError(f"corrupt or truncated MRC file: {exc}", file=path) from None
     finally:

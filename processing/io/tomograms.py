@@ -105,10 +105,12 @@ class TiltSeries:
         self.file = None if file is None else Path(file)
         # Validate the compulsory per-tilt column up front (spec 1.2).
         self.pre_exposure
-        # Every number of a tilt (CTF, dose, alignment) enters every particle of the series: a
-        # NaN or Inf is refused here, where its row is known, not found later as NaN output.
-        for column in self.table.columns:
-            if self.table[column].dtype.kind == "f":
+        # The numbers of a tilt that tomodash uses (CTF, dose, alignment) enter every particle of
+        # the series: a NaN or Inf is refused here, where its row is known, not found later as
+        # NaN output. Other columns (e.g. CTFFIND's fit figures, which may be inf) are left alone.
+        for column in (*TILT_LABELS.values(), *_PROJ_LABELS):
+            if column != "rlnMicrographName" and column in self.table.columns \
+                    and self.table[column].dtype.kind == "f":
                 numeric_column(self.table, column, file=self.file, table=self.name, finite=True)
 
     @classmethod

@@ -94,9 +94,10 @@ def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None, 
             with open(directory / "run.err", "a", encoding="utf-8") as err:
                 err.write(f"[rank {comm.rank}] ERROR: {message}\n")
             _touch(directory / FAILURE)
+        status = 2 if isinstance(exc, InputError) else 1
         if comm.size > 1:
-            comm.abort(1)
-        raise SystemExit(2 if isinstance(exc, InputError) else 1) from None
+            comm.abort(status)  # mpiexec exits with this status too: 2 still says "bad input"
+        raise SystemExit(status) from None
     else:
         comm.barrier()
         if comm.is_leader:

@@ -54,7 +54,7 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
 
         probe = _absolute_inputs(params, root)
         options = probe.to_options(root / probe.process_dir / "preflight")
-        check_refine_inputs(options, n_ranks=int(params.nr_mpi))
+        check_refine_inputs(options, n_ranks=int(params.nr_mpi), root=root)
         return
     if isinstance(params, TomoInputParameters):
         from .extract import check_inputs

@@ -176,10 +176,19 @@ def check_run_settings(options: RefineOptions, n_ranks: int) -> None:
                          f"(or 1), got {n_ranks}", column="nr_mpi")
 
 
-def check_inputs(options: RefineOptions, *, n_ranks: int = 1) -> None:
+def check_inputs(options: RefineOptions, *, n_ranks: int = 1, root: str | Path | None = None) -> None:
     """Everything a run can refuse before it writes anything: settings, the particle and
     tomogram sets, the optics table, the solvent mask and the references (or, on
     ``--continue``, the files of the run continued). Reads no particle image.
+
+    Parameters
+    ----------
+    n_ranks
+        MPI processes the run will have.
+    root
+        Project directory the run will start in, when it is not the working directory: the
+        particle, tomogram and trajectory files (those the optimisation set names too) are
+        then found from there.
 
     Raises
     ------
@@ -188,6 +197,14 @@ def check_inputs(options: RefineOptions, *, n_ranks: int = 1) -> None:
     """
     check_run_settings(options, n_ranks)
     o = continuation_options(options) if options.continue_from else options
+    if root is not None and not options.continue_from:
+        particles, tomograms, trajectories = input_files(o)
+        referrer = o.optimisation_set or None
+        o = o.with_changes(
+            particles=str(resolve_path(particles, root=root, referrer=referrer)),
+            tomograms=str(resolve_path(tomograms, root=root, referrer=referrer)),
+            trajectories=str(resolve_path(trajectories, root=root, referrer=referrer)) if trajectories else None,
+            optimisation_set=None)
     # No scratch copy or pre-read here: this is only the look before the run.
     inputs = load_inputs(o.with_changes(scratch_dir=None, preread_images=False), seed=0)
     if not options.continue_from:
