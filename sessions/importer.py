@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -19,10 +20,14 @@ import pandas as pd
 import param
 
 from processing.errors import InputError
+from processing.geometry.symmetry import normalise_symmetry_name
 from processing.io.optimisation_set import OptimisationSet
+from processing.io.particles import ParticleSet
+from processing.io.tomograms import TomogramSet
 from processing.io.paths import resolve_path
 from processing.io.star import read_star, write_star
 from processing.jobs.base import FieldProblem, JobParameters
+from processing.jobs.extract import check_tilt_images
 
 from .jobtypes import JobType, OutputNode, register_job_type
 from .pipeline import SCHEDULED, SUCCEEDED
@@ -145,6 +150,36 @@ def dataset_summary(tomograms_star: Path, particles_star: Path | None) -> dict:
     return summary
 
 
+def check_dataset(tomograms: Path, particles: Path | None, *, symmetry: str | None = None) -> None:
+    """Check a dataset the way the jobs after the import will read it, before importing it.
+
+    The tomogram set (compulsory columns, finite numbers, positive pixel sizes and tomogram
+    sizes), every tilt series' STAR file and tilt images (present, readable MRC headers of
+    one size), the particle set (compulsory columns, numbers, known tomograms, at least one
+    particle) and the symmetry name. Paths inside the files are resolved as the import
+    resolves them (from each file's directory upwards).
+
+    Raises
+    ------
+    InputError
+        Naming the file, table, column and row at fault.
+    """
+    tomogram_set = TomogramSet.read(tomograms, root=tomograms.parent)
+    if len(tomogram_set) == 0:
+        raise InputError("the tomogram set has no tilt series", file=tomograms, table="global")
+    for tomogram in tomogram_set:
+        check_tilt_images(tomogram, root=tomograms.parent)
+    if particles is not None:
+        particle_set = ParticleSet.read(particles, tomogram_set)
+        if len(particle_set) == 0:
+            raise InputError("the particle set has no particles", file=particles, table="particles")
+    if symmetry:
+        try:
+            normalise_symmetry_name(symmetry)
+        except InputError as exc:
+            raise InputError(exc.message, column="symmetry") from None
+
+
 def import_dataset(session: Session, tomograms: str | os.PathLike, particles: str | os.PathLike | None,
                    *, alias: str | None = None, symmetry: str | None = None,
                    dataset_name: str | None = None) -> JobInfo:
@@ -183,10 +218,8 @@ def import_dataset(session: Session, tomograms: str | os.PathLike, particles: st
     if problems:
         from .project import JobValidationError
         raise JobValidationError(problems, ImportTomoParameters)
-    # Read both files before creating anything, so bad input leaves no job directory.
-    read_star(tomo_src)
-    if part_src is not None:
-        read_star(part_src)
+    # Check the whole dataset before creating anything, so bad input leaves no job directory.
+    check_dataset(tomo_src, part_src, symmetry=symmetry)
 
     info = session.create_job(IMPORT_JOB_TYPE, params, alias=alias, status=SCHEDULED)
     job_dir = info.path
@@ -237,14 +270,42 @@ def create_session(root: str | os.PathLike, *, demo_preset: str | None = None,
     session new`` and the dashboard's "New session" form do."""
     if demo_preset and import_files:
         raise InputError("give a demo preset or files to import, not both", column="import_files")
-    if demo_preset:
-        session = create_demo_session(root, preset=demo_preset, log=log, title=title)
-    else:
-        session = Session.create(root, title=title)
-        if import_files:
-            import_dataset(session, import_files[0], import_files[1], symmetry=symmetry)
+    root_path = Path(root)
+    if root_path.exists() and not root_path.is_dir():
+        raise InputError("exists and is not a directory; choose a new directory for the session", file=root_path)
     if symmetry:
-        session.update_settings(symmetry=symmetry)
+        try:
+            normalise_symmetry_name(symmetry)
+        except InputError as exc:
+            raise InputError(exc.message, column="symmetry") from None
+    if import_files:
+        # Refuse a broken dataset before the session directory is made.
+        check_dataset(Path(import_files[0]).resolve(), Path(import_files[1]).resolve(), symmetry=symmetry)
+    existed = root_path.exists()
+    before = {p.name for p in root_path.iterdir()} if existed else set()
+    try:
+        if demo_preset:
+            session = create_demo_session(root, preset=demo_preset, log=log, title=title)
+        else:
+            session = Session.create(root, title=title)
+            if import_files:
+                import_dataset(session, import_files[0], import_files[1], symmetry=symmetry)
+        if symmetry:
+            session.update_settings(symmetry=symmetry)
+    except BaseException:
+        # A half-made session would block the retry ("directory is not empty"): remove what
+        # this call made, and only that (a directory that existed keeps its earlier entries).
+        if root_path.is_dir():
+            if not existed:
+                shutil.rmtree(root_path, ignore_errors=True)
+            else:
+                for child in root_path.iterdir():
+                    if child.name not in before:
+                        if child.is_dir() and not child.is_symlink():
+                            shutil.rmtree(child, ignore_errors=True)
+                        else:
+                            child.unlink(missing_ok=True)
+        raise
     return session
 
 

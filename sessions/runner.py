@@ -358,6 +358,12 @@ def _submit(session: Session, job_dir: Path, name: str, params: JobParameters, s
 def run_job(session: Session, job_type: str | JobType, params: JobParameters, *,
             alias: str | None = None) -> JobInfo:
     """Create a job (validated; nothing left behind if invalid) and launch it."""
+    if not session.validate(params):
+        # The job's input data are checked as the job itself would, before anything is made:
+        # bad input is refused here rather than by a job failing in the background.
+        from processing.jobs.preflight import check_job_inputs
+
+        check_job_inputs(params, root=session.root)
     info = session.create_job(job_type, params, alias=alias)
     launch(session, info.name)
     return session.job(info.name)

@@ -116,3 +116,62 @@ def test_atomic_mrc_write_leaves_no_temp_files(tmp_path, volume):
     write_mrc(path, volume * 2, 1.0)  # overwrite
     np.testing.assert_array_equal(read_mrc(path).data, volume * 2)
     assert [p.name for p in tmp_path.iterdir()] == ["m.mrc"]
+
+
+# ---- bad files: every problem an InputError naming the file -------------------------------------
+
+def _broken(path, kind: str) -> None:
+    """Write ``path`` as a broken MRC of the given kind (from a valid 16 x 16 image)."""
+    write_mrc(path, np.ones((16, 16), np.float32), 1.0)
+    data = bytearray(path.read_bytes())
+    if kind == "truncated":
+        path.write_bytes(bytes(data[:1024 + 100]))
+    elif kind == "header_only":
+        path.write_bytes(bytes(data[:1024]))
+    elif kind == "mode99":
+        data[12:16] = np.int32(99).tobytes()
+        path.write_bytes(bytes(data))
+    elif kind == "garbage":
+        path.write_bytes(b"not an MRC file" * 4)
+    elif kind == "complex":
+        path.unlink()
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(np.ones((16, 16), np.complex64))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "header_only", "mode99", "garbage", "complex"])
+def test_bad_files_are_refused_naming_the_file(tmp_path, kind):
+    from processing.io import check_mrc_file, map_image
+
+    path = tmp_path / f"{kind}.mrc"
+    _broken(path, kind)
+    for read in (check_mrc_file, read_mrc, lambda p: map_image(p)[0].close(), lambda p: read_stack_slice(p, 1)):
+        with pytest.raises(InputError) as info:
+            read(path)
+        assert str(path) in str(info.value)
+    if kind in ("mode99", "complex"):
+        with pytest.raises(InputError, match="mode"):
+            read_mrc(path)
+
+
+def test_non_finite_data_refused_where_read(tmp_path):
+    from processing.io import map_image
+
+    stack = np.zeros((3, 8, 8), np.float32)
+    stack[1, 2, 3] = np.inf
+    path = tmp_path / "s.mrcs"
+    with pytest.warns(RuntimeWarning):  # mrcfile warns when it writes the header statistics
+        write_mrc(path, stack, 1.0)
+    with pytest.raises(InputError, match=r"slice 2 .*NaN or infinite"):
+        read_mrc(path)
+    assert read_mrc(path, finite=False).data.shape == (3, 8, 8)
+    with pytest.raises(InputError, match="image 2"):
+        read_stack_slice(path, 2)
+    np.testing.assert_array_equal(read_stack_slice(path, 1), 0)
+    image = tmp_path / "i.mrc"
+    write_mrc(image, np.zeros((8, 8), np.float32), 1.0)
+    with pytest.raises(InputError, match="expected 4 x 8 px"):
+        map_image(image, shape=(8, 4), what="tilt 1")
+    handle, data = map_image(image, shape=(8, 8))
+    assert data.shape == (8, 8)
+    handle.close()

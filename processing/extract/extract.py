@@ -7,6 +7,7 @@ are written atomically, so an existing file is a complete one).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from processing.errors import InputError
-from processing.io.mrc import write_mrc
+from processing.io.mrc import map_image, write_mrc
 from processing.io.optimisation_set import OptimisationSet
 from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
@@ -81,26 +82,35 @@ class ExtractionResult:
 
 
 class TiltImages:
-    """Memory-mapped tilt images of one tilt series, opened on first use."""
+    """Memory-mapped tilt images of one tilt series, opened and checked on first use.
+
+    Each image is checked when first opened: readable, of the tilt series' image size (the
+    size its projection matrices were made for; a differently sized image would put the
+    particles elsewhere and silently drop them) and free of NaN/Inf.
+    """
 
     def __init__(self, geo: TomogramParticles, root: Path | None) -> None:
-        tilts = geo.tomogram.tilts
+        tomogram = geo.tomogram
+        tilts = tomogram.tilts
         self._paths = [
             resolve_path(name, root=root, referrer=tilts.file) for name in tilts.micrograph_names
         ]
-        self._open: dict[int, mrcfile.mrcfile.MrcFile] = {}
+        self._name = tomogram.name
+        size = tomogram.resolved_image_size()
+        self._shape = None if size is None else (int(size[1]), int(size[0]))
+        self._open: dict[int, tuple[mrcfile.mrcfile.MrcFile, NDArray]] = {}
+        self._lock = threading.Lock()
 
     def __getitem__(self, tilt: int) -> NDArray:
-        if tilt not in self._open:
-            path = self._paths[tilt]
-            if not path.exists():
-                raise InputError("tilt image not found", file=path)
-            self._open[tilt] = mrcfile.mmap(path, mode="r", permissive=True)
-        data = self._open[tilt].data
-        return data[0] if data.ndim == 3 else data
+        with self._lock:  # threads of one tilt series share the maps; open (and check) once
+            if tilt not in self._open:
+                self._open[tilt] = map_image(
+                    self._paths[tilt], shape=self._shape,
+                    what=f"tilt {tilt + 1} of {self._name} (row {tilt + 1} of data_{self._name})")
+            return self._open[tilt][1]
 
     def close(self) -> None:
-        for handle in self._open.values():
+        for handle, _ in self._open.values():
             handle.close()
         self._open.clear()
 

@@ -30,6 +30,9 @@ __all__ = [
     "MrcHeader",
     "read_mrc",
     "read_mrc_header",
+    "check_mrc_file",
+    "check_finite",
+    "map_image",
     "write_mrc",
     "parse_image_reference",
     "read_image",
@@ -38,6 +41,11 @@ __all__ = [
 ]
 
 _READ_ERRORS = (ValueError, OSError, EOFError, IndexError, TypeError)
+
+#: MRC modes tomodash reads, with their bytes per value: 0 int8, 1 int16, 2 float32, 6 uint16,
+#: 12 float16. Modes 3 and 4 (complex) hold Fourier data, not images or maps.
+_MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
+_COMPLEX_MODES = (3, 4)
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,122 @@ def _open(path: Path, *, header_only: bool = False, mmap: bool = False):
                 return mrcfile.mmap(path, mode="r")
             return mrcfile.open(path, mode="r", header_only=header_only)
     except _READ_ERRORS as exc:
+        if not header_only:
+            _explain_unreadable(path)
         raise InputError(f"corrupt or truncated MRC file: {exc}", file=path) from None
+
+
+def _explain_unreadable(path: Path) -> None:
+    """When a file's data cannot be read but its header can, say what in the header is wrong
+    (an unknown or complex mode) rather than mrcfile's generic message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+                mode = int(mrc.header.mode)
+    except _READ_ERRORS:
+        return
+    _check_mode(mode, path)
+
+
+def _check_mode(mode: int, path: Path) -> None:
+    if mode in _COMPLEX_MODES:
+        raise InputError(f"MRC mode {mode} holds complex (Fourier) data; an image or map "
+                         "(mode 0, 1, 2, 6 or 12) is needed", file=path)
+    if mode not in _MODE_BYTES:
+        raise InputError(f"unknown MRC mode {mode} (readable: 0, 1, 2, 6, 12)", file=path)
+
+
+def check_mrc_file(path: str | PathLike) -> MrcHeader:
+    """Read an MRC header and check that the file can hold the data it announces.
+
+    Cheap (the header and the file size only): this is what jobs run on every input image
+    before they write anything, so that a corrupt, truncated, header-only or unknown-mode
+    file is refused up front rather than half-way through a run.
+
+    Raises
+    ------
+    InputError
+        Naming the file: missing, unreadable header, unknown or complex mode, zero or negative
+        dimensions, or fewer data bytes than ``nx * ny * nz`` values of the mode.
+    """
+    path = Path(path)
+    header = read_mrc_header(path)
+    _check_mode(header.mode, path)
+    if min(header.shape) <= 0:
+        raise InputError(f"MRC header has an empty shape {header.shape}", file=path)
+    with _open(path, header_only=True) as mrc:
+        extended = int(mrc.header.nsymbt)
+    expected = 1024 + extended + int(np.prod(header.shape)) * _MODE_BYTES[header.mode]
+    size = path.stat().st_size
+    if size < expected:
+        raise InputError(f"truncated MRC file: {size} bytes, the header announces {expected} "
+                         f"(shape {header.shape}, mode {header.mode})", file=path)
+    return header
+
+
+def check_finite(data: NDArray, path: str | PathLike, *, what: str = "") -> None:
+    """Raise :class:`InputError` if ``data`` holds a NaN or an infinity.
+
+    NaN or Inf pixels would spread through every Fourier transform and average they enter, so
+    they are refused where the data are read. ``what`` names the part of the file (e.g.
+    ``"tilt 3"``) for the message; for a stack or volume the first bad slice is named too.
+    """
+    if data.dtype.kind not in "fc":
+        return  # integer modes cannot hold NaN or Inf
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    where = np.unravel_index(int(np.argmin(finite)), data.shape)
+    place = f"{what}: " if what else ""
+    if data.ndim == 3:
+        place += f"slice {int(where[0]) + 1} (1-based) "
+    raise InputError(f"{place}data contain NaN or infinite values "
+                     f"({int(finite.size - finite.sum())} of {finite.size})", file=path)
+
+
+def map_image(path: str | PathLike, *, shape: tuple[int, int] | None = None, what: str = "",
+              finite: bool = True):
+    """Memory-map an MRC image (or the first slice of a stack) after checking it is usable.
+
+    Returns ``(handle, data)``: the open ``mrcfile`` handle (close it when done) and the
+    ``[y, x]`` read-only array. Unlike a permissive map, which returns no data for a corrupt
+    file, every problem is an :class:`InputError` naming the file (and ``what``, e.g. the
+    tilt index).
+
+    Parameters
+    ----------
+    shape
+        Required ``(ny, nx)``, if known (the other tilts' size).
+    what
+        Which image this is, for messages.
+    finite
+        Scan the image once for NaN/Inf (reads the whole image through the page cache).
+    """
+    path = Path(path)
+    label = f"{what}: " if what else ""
+    check_mrc_file(path)
+    handle = _open(path, mmap=True)
+    try:
+        data = handle.data
+        if data is None:
+            raise InputError(f"{label}MRC file has no readable data", file=path)
+        image = data[0] if data.ndim == 3 else data
+        if shape is not None and tuple(image.shape) != tuple(shape):
+            raise InputError(f"{label}image is {image.shape[1]} x {image.shape[0]} px, expected "
+                             f"{shape[1]} x {shape[0]} px (the size of the other tilt images)", file=path)
+        if finite:
+            check_finite(image, path, what=what)
+    except InputError:
+        handle.close()
+        raise
+    except _READ_ERRORS as exc:
+        handle.close()
+        raise InputError(f"{label}corrupt or truncated MRC file: {exc}", file=path) from None
+    except BaseException:
+        handle.close()
+        raise
+    return handle, image
 
 
 def read_mrc_header(path: str | PathLike) -> MrcHeader:
@@ -129,7 +252,7 @@ def read_mrc_header(path: str | PathLike) -> MrcHeader:
         return MrcHeader(shape=shape, pixel_size=_pixel_size(h), mode=int(h.mode))
 
 
-def read_mrc(path: str | PathLike, *, mmap: bool = False) -> MrcData:
+def read_mrc(path: str | PathLike, *, mmap: bool = False, finite: bool = True) -> MrcData:
     """Read an MRC map, image or stack.
 
     Parameters
@@ -138,6 +261,8 @@ def read_mrc(path: str | PathLike, *, mmap: bool = False) -> MrcData:
         ``.mrc`` or ``.mrcs`` file.
     mmap
         Memory-map the data (read-only array) instead of reading it into memory.
+    finite
+        Refuse data holding NaN or Inf (checked on data read into memory, not on a map).
 
     Returns
     -------
@@ -147,17 +272,23 @@ def read_mrc(path: str | PathLike, *, mmap: bool = False) -> MrcData:
     Raises
     ------
     InputError
-        Missing, corrupt or truncated file.
+        Missing, corrupt or truncated file, a complex or unknown mode, or (``finite``)
+        NaN/Inf values.
     """
     path = Path(path)
     mrc = _open(path, mmap=mmap)
     try:
+        _check_mode(int(mrc.header.mode), path)
         data = mrc.data
         if data is None:
             raise InputError("MRC file has no data", file=path)
         if not mmap:
             data = np.array(data)  # own the memory; independent of the closed file
+            if finite:
+                check_finite(data, path)
         return MrcData(data=data, pixel_size=_pixel_size(mrc.header))
+    except InputError:
+        raise
     except _READ_ERRORS as exc:
         raise InputError(f"corrupt or truncated MRC file: {exc}", file=path) from None
     finally:
@@ -267,11 +398,18 @@ def read_stack_slice(path: str | PathLike, index: int) -> NDArray:
     path = Path(path)
     mrc = _open(path, mmap=True)
     try:
+        _check_mode(int(mrc.header.mode), path)
         data = mrc.data
+        if data is None:
+            raise InputError("MRC file has no data", file=path)
         n = 1 if data.ndim == 2 else data.shape[0]
         if not 1 <= index <= n:
             raise InputError(f"image {index}@ requested but the stack holds {n} image(s)", file=path)
-        return np.array(data if data.ndim == 2 else data[index - 1])
+        out = np.array(data if data.ndim == 2 else data[index - 1])
+        check_finite(out, path, what=f"image {index}")
+        return out
+    except InputError:
+        raise
     except _READ_ERRORS as exc:
         raise InputError(f"corrupt or truncated MRC file: {exc}", file=path) from None
     finally:

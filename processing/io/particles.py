@@ -261,7 +261,8 @@ class ParticleSet:
     def validate(self, tomograms: TomogramSet) -> None:
         """Check the particles against a tomogram set.
 
-        Every ``rlnTomoName`` must exist; every ``rlnOpticsGroup`` must be in the optics
+        Every ``rlnTomoName`` must exist; coordinates, offsets and angles must be finite
+        numbers; every ``rlnOpticsGroup`` must be in the optics
         table; the optics group's ``rlnVoltage``, ``rlnSphericalAberration``,
         ``rlnAmplitudeContrast`` and ``rlnTomoTiltSeriesPixelSize`` must agree with the
         particle's tomogram within :data:`OPTICS_TOLERANCE`.
@@ -272,6 +273,13 @@ class ParticleSet:
             Naming file, table, column and (1-based) row of the first disagreement.
         """
         self._check_tomo_names(tomograms)
+        # Poses must be numbers: a NaN or Inf coordinate, offset or angle would turn into NaN
+        # positions and projections far from where the error is (each accessor names the row).
+        if all(c in self.particles.columns for c in CENTRED_LABELS):
+            self.centred_coordinates()
+        self.origins()
+        self.angles()
+        self.subtomogram_angles()
         if self.optics is None:
             raise InputError("table data_optics not found (read with a tomogram set to create one)",
                              **self._where("optics"))
@@ -308,13 +316,14 @@ class ParticleSet:
 
     def _num3(self, labels: tuple[str, str, str], default: float | None) -> NDArray[np.float64]:
         return np.stack(
-            [numeric_column(self.particles, c, default=default, **self._where()) for c in labels], axis=1
+            [numeric_column(self.particles, c, default=default, finite=True, **self._where()) for c in labels],
+            axis=1
         ).reshape(len(self.particles), 3)
 
     def _optional(self, label: str) -> NDArray[np.float64] | None:
         if label not in self.particles.columns:
             return None
-        return numeric_column(self.particles, label, **self._where())
+        return numeric_column(self.particles, label, finite=True, **self._where())
 
     def tomo_names(self) -> NDArray[np.object_]:
         """``rlnTomoName`` per particle, (n,) str."""

@@ -305,7 +305,9 @@ def read_star(
     labels = set(_LABEL_RE.findall(text))
     strings = sorted({label for label in labels if _is_string_label(label)} | set(parse_as_string))
     try:
-        blocks = starfile.read(path, always_dict=True, parse_as_string=strings)
+        # starfile reads through linecache, which keys on the name as given: a relative name
+        # read again from another working directory would return the other file's lines.
+        blocks = starfile.read(path.resolve(), always_dict=True, parse_as_string=strings)
     except Exception as exc:  # starfile/pandas raise many types for malformed input
         raise _corrupted(path, text, f"{type(exc).__name__}: {exc}") from None
     if not blocks:
@@ -546,6 +548,7 @@ def numeric_column(
     table: str | None = None,
     default: float | None = None,
     integer: bool = False,
+    finite: bool = False,
 ) -> NDArray:
     """A column as a float64 (or int64) array, shape (n_rows,).
 
@@ -555,12 +558,15 @@ def numeric_column(
         Value for every row when the column is absent; ``None`` makes the column compulsory.
     integer
         Require integral values and return int64.
+    finite
+        Refuse ``nan`` and ``inf`` (which ``float()`` accepts): for input data such as
+        coordinates, angles and CTF values, where they can only be a mistake.
 
     Raises
     ------
     InputError
         Missing compulsory column, or the first (1-based) row whose value is not a number
-        (or not an integer when ``integer``).
+        (or not an integer when ``integer``, or not finite when ``finite``).
     """
     series = _column_or_default(df, column, default, file, table)
     if series is None:
@@ -580,6 +586,12 @@ def numeric_column(
                     f"expected a number, found {_format_value(value, '.12g')!r}",
                     file=file, table=table, column=column, row=i + 1,
                 ) from None
+    if finite:
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(f"expected a finite number, found {values[i]!r}", file=file, table=table,
+                             column=column, row=i + 1)
     if integer:
         bad = ~np.isfinite(values) | (values != np.round(values))
         if bad.any():

@@ -18,6 +18,7 @@ degrees, defocus in Å, dose in e/Å².
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,13 @@ class TiltSeries:
         self.file = None if file is None else Path(file)
         # Validate the compulsory per-tilt column up front (spec 1.2).
         self.pre_exposure
+        # The numbers of a tilt that tomodash uses (CTF, dose, alignment) enter every particle of
+        # the series: a NaN or Inf is refused here, where its row is known, not found later as
+        # NaN output. Other columns (e.g. CTFFIND's fit figures, which may be inf) are left alone.
+        for column in (*TILT_LABELS.values(), *_PROJ_LABELS):
+            if column != "rlnMicrographName" and column in self.table.columns \
+                    and self.table[column].dtype.kind == "f":
+                numeric_column(self.table, column, file=self.file, table=self.name, finite=True)
 
     @classmethod
     def from_arrays(cls, name: str, **columns: ArrayLike) -> TiltSeries:
@@ -124,7 +132,7 @@ class TiltSeries:
         return len(self.table)
 
     def _num(self, label: str, default: float | None = None) -> NDArray[np.float64]:
-        return numeric_column(self.table, label, file=self.file, table=self.name, default=default)
+        return numeric_column(self.table, label, file=self.file, table=self.name, default=default, finite=True)
 
     def has(self, label: str) -> bool:
         """Whether the table has the column ``label``."""
@@ -465,21 +473,33 @@ def _tomogram_from_row(
         if value is None:
             raise InputError("compulsory column is missing", file=file, table=table, column=label, row=index + 1)
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise InputError(f"expected a number, found {value!r}", file=file, table=table, column=label,
                              row=index + 1) from None
+        if not math.isfinite(number):
+            raise InputError(f"expected a finite number, found {value!r}", file=file, table=table,
+                             column=label, row=index + 1)
+        return number
+
+    def positive(label: str) -> float:
+        number = num(label)
+        if number <= 0:
+            raise InputError(f"must be positive, found {number:g}", file=file, table=table, column=label,
+                             row=index + 1)
+        return number
 
     size = None
     if all(label in row for label in _SIZE_LABELS):
-        size = tuple(int(round(num(label))) for label in _SIZE_LABELS)
+        # A zero or negative size would place every particle at or beyond the tomogram edge.
+        size = tuple(int(round(positive(label))) for label in _SIZE_LABELS)
     group = row.get("rlnOpticsGroupName")
     return Tomogram(
         name=str(row["rlnTomoName"]),
         voltage=num("rlnVoltage"),
         cs=num("rlnSphericalAberration"),
         amplitude_contrast=num("rlnAmplitudeContrast"),
-        pixel_size=num("rlnTomoTiltSeriesPixelSize"),
+        pixel_size=positive("rlnTomoTiltSeriesPixelSize"),
         hand=num("rlnTomoHand"),
         size=size,  # type: ignore[arg-type]
         defocus_slope=num("rlnTomoDefocusSlope", 1.0),
@@ -579,7 +599,7 @@ class TomogramSet:
         table = blocks["global"]
         require_columns(table, _COMPULSORY_GLOBAL, file=path, table="global")
         for label in _COMPULSORY_GLOBAL[1:]:
-            numeric_column(table, label, file=path, table="global")  # locate bad values early
+            numeric_column(table, label, file=path, table="global", finite=True)  # locate bad values early
         root_path = None if root is None else Path(root)
         relion5 = "rlnTomoTiltSeriesStarFile" in table.columns
         tomograms = []

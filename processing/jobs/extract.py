@@ -18,16 +18,18 @@ from pathlib import Path
 
 from processing.errors import InputError
 from processing.extract import ExtractionSettings, extract_subtomograms
+from processing.io.mrc import check_mrc_file
 from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
-from processing.io.tomograms import TomogramSet
+from processing.io.tomograms import Tomogram, TomogramSet
 from processing.parallel import Communicator
 
 from .extract_params import ExtractParameters
 from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
 from .tomo_inputs import TomoInputParameters
 
-__all__ = ["settings_from_params", "validate", "run", "main", "add_parser"]
+__all__ = ["settings_from_params", "validate", "run", "main", "add_parser", "check_inputs", "check_tilt_images",
+           "validate_inputs"]
 
 
 def settings_from_params(params: ExtractParameters, extras: argparse.Namespace, *,
@@ -43,25 +45,68 @@ def settings_from_params(params: ExtractParameters, extras: argparse.Namespace, 
     )
 
 
-def check_inputs(particles_file: str, tomograms_file: str, trajectories_file: str | None) -> None:
-    """Read the input sets and check every tilt image the particles need exists.
+def check_tilt_images(tomogram: Tomogram, *, root: Path | None = None) -> None:
+    """Check every tilt image of a tilt series from its header and file size (no pixel read).
+
+    Each must exist, be a readable MRC of a usable mode holding all the data its header
+    announces, and have the tilt series' image size: a differently sized image would make
+    the extraction place (and drop) particles wrongly.
+
+    Raises
+    ------
+    InputError
+        Naming the tilt image, the tilt series file, its table, ``rlnMicrographName`` and row.
+    """
+    tilts = tomogram.tilts
+    found = []
+    for row, micrograph in enumerate(tilts.micrograph_names, start=1):
+        path = resolve_path(micrograph, root=root, referrer=tilts.file)
+        where = f"tilt {row} of {tomogram.name} ({tilts.file}, table data_{tilts.name}, " \
+                f"column rlnMicrographName, row {row})"
+        if not path.is_file():
+            raise InputError(f"tilt image not found: {micrograph}", file=tilts.file, table=tilts.name,
+                             column="rlnMicrographName", row=row)
+        try:
+            header = check_mrc_file(path)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc.message}", file=path) from None
+        found.append((header.image_size, path, where))
+    if not found:
+        raise InputError(f"tilt series {tomogram.name} has no tilt images", file=tilts.file, table=tilts.name)
+    sizes = [size for size, _, _ in found]
+    # The size the table says, else the size most tilts have: the odd image out is the one named.
+    expected = tuple(tomogram.image_size) if tomogram.image_size else max(set(sizes), key=sizes.count)
+    for size, path, where in found:
+        if size != expected:
+            raise InputError(f"{where}: image is {size[0]} x {size[1]} px, the tilt series' images are "
+                             f"{expected[0]} x {expected[1]} px", file=path)
+
+
+def check_inputs(particles_file: str, tomograms_file: str, trajectories_file: str | None, *,
+                 root: Path | None = None) -> None:
+    """Read the input sets and check every tilt image the particles need (headers only).
+
+    Parameters
+    ----------
+    root
+        Project directory relative paths are resolved against (default: the working
+        directory, where a job runs).
 
     Raises
     ------
     InputError
         Naming the file (and table/column/row) at fault.
     """
-    tomograms = TomogramSet.read(tomograms_file)
+    tomograms = TomogramSet.read(tomograms_file, root=root)
     particles = ParticleSet.read(particles_file, tomograms)
     if len(particles) == 0:
         raise InputError("the particle set is empty", file=particles_file, table="particles")
     for name in sorted(set(particles.tomo_names().tolist())):
-        tilts = tomograms[name].tilts
-        for micrograph in tilts.micrograph_names:
-            path = resolve_path(micrograph, referrer=tilts.file)
-            if not path.is_file():
-                raise InputError(f"tilt image of {name} not found: {micrograph}", file=tilts.file,
-                                 column="rlnMicrographName")
+        tomogram = tomograms[name]
+        if tomogram.size is None:
+            raise InputError(f"tomogram {name!r} has no size (rlnTomoSizeX/Y/Z)", file=tomograms_file,
+                             table="global", column="rlnTomoSizeX")
+        check_tilt_images(tomogram, root=root)
     if trajectories_file:
         from processing.extract.trajectories import read_trajectories
 

@@ -7,6 +7,7 @@ the error in ``run.err``) when it fails, and ``RELION_JOB_EXIT_ABORTED`` when it
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Iterator
@@ -79,11 +80,20 @@ def _fail_disk_full(directory: Path, comm: Communicator, exc: BaseException) -> 
 
 
 @contextmanager
-def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) -> Iterator[Path]:
+def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None, *,
+                  discard_on_input_error: bool = False) -> Iterator[Path]:
     """Run a job body, then leave exactly one exit marker in ``job_dir`` (leader only).
 
     Errors are written to ``run.err`` and the process exits with status 1 (2 for bad input);
     an MPI run is aborted as a whole so that no rank hangs.
+
+    Parameters
+    ----------
+    discard_on_input_error
+        Remove ``job_dir`` instead of marking it when the body fails on bad input
+        (:class:`InputError`). For a direct command line whose ``--o`` this run created: bad
+        input found only while reading the data (e.g. NaN pixels, which no cheap check before
+        the run can see) then leaves nothing behind, as a rejection before the run does.
     """
     comm = comm or Communicator(None)
     directory = Path(job_dir)
@@ -109,13 +119,19 @@ def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None) 
         if is_disk_full(exc):
             _fail_disk_full(directory, comm, exc)
         message = str(exc) if isinstance(exc, InputError) else traceback.format_exc()
-        with open(directory / "run.err", "a", encoding="utf-8") as err:
-            err.write(f"[rank {comm.rank}] ERROR: {message}\n")
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        _touch(directory / FAILURE)
+        if discard_on_input_error and isinstance(exc, InputError):
+            # Any rank may see the bad input; the directory is this run's own, so whichever
+            # rank does removes it (other ranks' late writes are ended by the abort below).
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            with open(directory / "run.err", "a", encoding="utf-8") as err:
+                err.write(f"[rank {comm.rank}] ERROR: {message}\n")
+            _touch(directory / FAILURE)
+        status = 2 if isinstance(exc, InputError) else 1
         if comm.size > 1:
-            comm.abort(1)
-        raise SystemExit(2 if isinstance(exc, InputError) else 1) from None
+            comm.abort(status)  # mpiexec exits with this status too: 2 still says "bad input"
+        raise SystemExit(status) from None
     else:
         comm.barrier()
         if comm.is_leader:

@@ -29,19 +29,45 @@ from .relion_params import append_note, configure_threads, read_job_parameters
 __all__ = ["Refine3DParameters", "run_with_lifecycle", "main", "add_parser", "run"]
 
 
-def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = None, invoked: str | None = None) -> int:
-    """Run the refinement in its job directory (the parent of ``--o``) with exit markers."""
+def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = None, invoked: str | None = None,
+                       direct: bool = False) -> int:
+    """Check the inputs, then run the refinement in its job directory (the parent of ``--o``)
+    with exit markers. Returns 0, or 2 for bad input.
+
+    Parameters
+    ----------
+    direct
+        Started as ``tomodash refine`` (relion_refine's flags): bad input then leaves the job
+        directory as it was (and one this run created is removed if the images turn out bad
+        while they are read); a session's job (``--job-dir``) is marked failed instead.
+    """
     from processing.refine.driver import run_refine
+    from processing.refine.inputs import check_inputs
 
     comm = comm or get_communicator()
     job_dir = Path(options.output_root).parent
+    created = not job_dir.exists()
+    error = None
+    if comm.is_leader:
+        try:
+            check_inputs(options, n_ranks=comm.size)
+        except InputError as exc:
+            error = str(exc)
+    error = comm.bcast(error)
+    created = comm.bcast(created)
+    if error is not None:
+        if comm.is_leader:
+            print(f"ERROR: {error}", file=sys.stderr, flush=True)
+            if job_dir.is_dir() and not direct:
+                record_failure(job_dir, error)
+        return 2
     if comm.is_leader:
         job_dir.mkdir(parents=True, exist_ok=True)
         if invoked:
             append_note(job_dir, [invoked])
     comm.barrier()
     configure_threads(options.threads)
-    with job_lifecycle(job_dir, comm):
+    with job_lifecycle(job_dir, comm, discard_on_input_error=direct and created):
         run_refine(options, comm=comm, log=lambda m: print(m, flush=True))
     return 0
 
@@ -95,7 +121,7 @@ def run(args: argparse.Namespace, *, runner: Callable[..., int] | None = None) -
         return 0 if argv else 2
     options = parse_refine_args(argv)
     if runner is None:
-        return run_with_lifecycle(options, invoked="tomodash refine " + " ".join(argv))
+        return run_with_lifecycle(options, invoked="tomodash refine " + " ".join(argv), direct=True)
     return int(runner(options) or 0)
 
 

@@ -258,10 +258,16 @@ def execute_job(
     """Validate (leader), then set up the job directory and run the body inside
     :func:`job_lifecycle`. Returns the exit status (0, or 2 for bad input).
 
-    Nothing is created before validation passed; a job directory that already exists gets
-    ``RELION_JOB_EXIT_FAILURE`` and the message in ``run.err`` when it fails.
+    Nothing is created before validation passed. When validation fails, a job directory of a
+    session (``write_job_star`` false: ``--job-dir``) gets ``RELION_JOB_EXIT_FAILURE`` and the
+    message in ``run.err``; a direct command line's ``--o`` is left as it was, and one this run
+    created is removed again if the data turn out bad while they are read.
     """
     job_dir = Path(job_dir)
+    # A direct command line (write_job_star) promises that bad input leaves --o as it was; a
+    # job directory of a session (--job-dir) is marked failed instead, for the pipeliner.
+    direct = write_job_star
+    created = comm.bcast(not job_dir.exists() if comm.is_leader else None)
     error = None
     if comm.is_leader:
         try:
@@ -273,7 +279,7 @@ def execute_job(
     if error is not None:
         if comm.is_leader:
             print(f"ERROR: {error}", file=sys.stderr, flush=True)
-            if job_dir.is_dir():
+            if job_dir.is_dir() and not direct:
                 record_failure(job_dir, error)
         return 2
     if comm.is_leader:
@@ -284,7 +290,7 @@ def execute_job(
         append_note(job_dir, [invoked, f"# equivalent: {command}"] if invoked else [command])
     comm.barrier()
     configure_threads(params.nr_threads)
-    with job_lifecycle(job_dir, comm):
+    with job_lifecycle(job_dir, comm, discard_on_input_error=direct and created):
         run(params, extras, job_dir=job_dir, comm=comm, is_continue=is_continue, log=_log)
     return 0
 

@@ -28,7 +28,7 @@ from .particles import ParticleStore, images_are_3d
 
 __all__ = [
     "RefineInputs", "load_inputs", "input_files", "continuation_options", "reference_files",
-    "read_reference", "resize_reference", "random_halves",
+    "read_reference", "resize_reference", "random_halves", "check_inputs", "check_run_settings",
 ]
 
 
@@ -100,7 +100,8 @@ def load_inputs(options: RefineOptions, *, seed: int) -> RefineInputs:
     o = options
     particles_file, tomograms_file, trajectories_file = input_files(o)
     tomograms = TomogramSet.read(tomograms_file)
-    ps = ParticleSet.read(particles_file, tomograms)
+    ps = ParticleSet.read(particles_file, tomograms)  # also refuses NaN/Inf poses, unknown tomograms
+    _check_particle_rows(ps, particles_file)
     optics = ps.optics
     for label in ("rlnImageSize", "rlnImagePixelSize"):
         if optics is None or label not in optics.columns:
@@ -140,6 +141,75 @@ def load_inputs(options: RefineOptions, *, seed: int) -> RefineInputs:
         symmetry=symmetry, operators=symmetry_operators(symmetry), seed=seed,
         solvent_mask=_read_solvent_mask(o.solvent_mask, ori) if o.solvent_mask else None,
     )
+
+
+def _check_particle_rows(ps: ParticleSet, particles_file: str) -> None:
+    """An empty particle set, or one particle listed twice (it would count double in both the
+    half maps and their FSC), is refused; O(n), from the table alone."""
+    if len(ps) == 0:
+        raise InputError("the particle set is empty: nothing to refine", file=particles_file, table="particles")
+    table = ps.particles
+    column = next((c for c in ("rlnImageName", "rlnTomoParticleName") if c in table.columns), None)
+    if column is None:
+        return
+    values = table[column].astype(str)
+    repeated = values.duplicated().to_numpy()
+    if repeated.any():
+        row = int(np.argmax(repeated))
+        first = int(np.argmax((values == values.iloc[row]).to_numpy()))
+        raise InputError(f"particle {values.iloc[row]!r} is listed twice (also at row {first + 1})",
+                         file=particles_file, table="particles", column=column, row=row + 1)
+
+
+def check_run_settings(options: RefineOptions, n_ranks: int) -> None:
+    """The settings a run refuses whatever its data: no parallel disc I/O, GPU, an MPI count
+    that cannot split the halves (the same checks as :func:`~processing.refine.driver.run_refine`,
+    made here so that a job can refuse them before it writes anything)."""
+    if not options.parallel_disc_io:
+        raise InputError("--no_parallel_disc_io is not allowed for subtomogram averaging (RELION forces "
+                         "parallel disc I/O on for tomography data)", column="do_parallel_discio")
+    if options.gpu is not None:
+        raise InputError("GPU acceleration of 3D auto-refine is not available here: the E-step kernels run "
+                         "on the CPU; run without 'Use GPU acceleration?'", column="use_gpu")
+    if options.split_random_halves and n_ranks > 1 and (n_ranks < 3 or n_ranks % 2 == 0):
+        raise InputError(f"with split random halves the number of MPI processes must be odd and >= 3 "
+                         f"(or 1), got {n_ranks}", column="nr_mpi")
+
+
+def check_inputs(options: RefineOptions, *, n_ranks: int = 1, root: str | Path | None = None) -> None:
+    """Everything a run can refuse before it writes anything: settings, the particle and
+    tomogram sets, the optics table, the solvent mask and the references (or, on
+    ``--continue``, the files of the run continued). Reads no particle image.
+
+    Parameters
+    ----------
+    n_ranks
+        MPI processes the run will have.
+    root
+        Project directory the run will start in, when it is not the working directory: the
+        particle, tomogram and trajectory files (those the optimisation set names too) are
+        then found from there.
+
+    Raises
+    ------
+    InputError
+        Naming the file, table, column and row at fault.
+    """
+    check_run_settings(options, n_ranks)
+    o = continuation_options(options) if options.continue_from else options
+    if root is not None and not options.continue_from:
+        particles, tomograms, trajectories = input_files(o)
+        referrer = o.optimisation_set or None
+        o = o.with_changes(
+            particles=str(resolve_path(particles, root=root, referrer=referrer)),
+            tomograms=str(resolve_path(tomograms, root=root, referrer=referrer)),
+            trajectories=str(resolve_path(trajectories, root=root, referrer=referrer)) if trajectories else None,
+            optimisation_set=None)
+    # No scratch copy or pre-read here: this is only the look before the run.
+    inputs = load_inputs(o.with_changes(scratch_dir=None, preread_images=False), seed=0)
+    if not options.continue_from:
+        for f in reference_files(o):
+            read_reference(inputs, f, trust_ref_size=o.trust_ref_size)
 
 
 def _read_solvent_mask(path: str, box: int) -> NDArray[np.float64]:
@@ -223,10 +293,13 @@ def reference_files(options: RefineOptions) -> list[str]:
 def read_reference(inputs: RefineInputs, path: str, *, trust_ref_size: bool) -> NDArray[np.float64]:
     """``(ori, ori, ori)`` a reference map on the model's box and pixel size: rescaled and
     windowed when ``trust_ref_size`` (``--trust_ref_size``), else it must already match."""
-    ref = read_mrc(path)
+    ref = read_mrc(path)  # refuses NaN/Inf, complex and corrupt maps, naming the file
     vol = np.asarray(ref.data, dtype=np.float64)
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
         raise InputError(f"reference must be a cubic 3D map, got shape {vol.shape}", file=path)
+    if not vol.any():
+        # An all-zero map has no power to normalise the first noise and tau² estimates by.
+        raise InputError("reference map is all zeros", file=path, column="--ref")
     px = float(ref.pixel_size) if ref.pixel_size else inputs.pixel_size
     if vol.shape[0] == inputs.ori and abs(px - inputs.pixel_size) < 1e-3 * inputs.pixel_size:
         return vol
