@@ -1,5 +1,5 @@
 """3D auto-refine on simulated data: convergence against the truth, RELION's output files, MPI,
-SIGKILL + continue, abort.
+abort (SIGKILL + continue: tests/test_kill_matrix.py, test_refine_demo.py).
 
 Small runs use the TEST preset (two tilt series, extracted at bin 2: 12 Å pixels, 24-px box);
 the demo-scale convergence test is in test_refine_demo.py.
@@ -7,8 +7,6 @@ the demo-scale convergence test is in test_refine_demo.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -151,30 +149,6 @@ def test_combine_through_disc_under_mpi(small_inputs: Path, small_run: Path) -> 
     curve = fsc(read_mrc(out / "run_it001_half1_class001.mrc").data,
                 read_mrc(small_run / "run_it001_half1_class001.mrc").data)
     assert curve[1:10].min() > 0.95
-
-
-def test_sigkill_then_continue(small_inputs: Path, small_run: Path, test_dataset: Path) -> None:
-    out = small_inputs / "killed"
-    proc = start_process(refine_args(small_inputs, str(out), "--j", "2", "--pool", "1"), small_inputs / "killed.log")
-    wait_for(lambda: in_iteration(out, 3), 600, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert (out / "run_it002_optimiser.star").exists()
-    assert not (out / "run_it003_optimiser.star").exists()
-    run_cmd([venv_bin("tomodash"), "refine", "--o", f"{out}/run", "--continue", str(out / "run_it002_optimiser.star"),
-             "--j", "2", "--pool", "4"], timeout=900)
-    assert (out / "RELION_JOB_EXIT_SUCCESS").exists()
-    assert (out / "run_class001.mrc").exists()
-    resumed = float(starfile.read(out / "run_model.star")["model_general"]["rlnCurrentResolution"])
-    straight = float(starfile.read(small_run / "run_model.star")["model_general"]["rlnCurrentResolution"])
-    # Same quality: the final resolution within one Fourier shell of the uninterrupted run.
-    shell = CROP * BIN * 6.0
-    assert abs(shell / resumed - shell / straight) <= 1.0 + 1e-6
-    errors = pose_errors(out / "run_data.star", test_dataset / "particles_true.star", test_dataset / "tomograms.star",
-                         symmetry="C6")
-    reference = pose_errors(small_run / "run_data.star", test_dataset / "particles_true.star",
-                            test_dataset / "tomograms.star", symmetry="C6")
-    assert errors.median_angle < reference.median_angle + 3.0
 
 
 def test_abort_request_stops_at_next_batch(small_inputs: Path) -> None:

@@ -143,7 +143,7 @@ class BuilderModel(param.Parameterized):
             preset = preset_from_params(self.preset_name.strip(), self.job_type, self.params,
                                         description=f"saved from the dashboard by {self._ctx.identity.name}")
             path = save_preset(preset, session=self._ctx.session)
-        except InputError as exc:
+        except (InputError, OSError) as exc:
             self.message = ("error", str(exc))
             return
         presets = list_presets(self._ctx.session, self.job_type)
@@ -165,7 +165,7 @@ class BuilderModel(param.Parameterized):
             return None
         try:
             info = runner.run_job(self._ctx.session, self.job_type, self.params, alias=self.alias.strip() or None)
-        except InputError as exc:
+        except (InputError, OSError) as exc:   # OSError: a full disk, the session lock held too long
             self.message = ("error", str(exc))
             return None
         self._ctx.watcher.poll(force=True)

@@ -236,7 +236,7 @@ class JobModel(param.Parameterized):
             self._ctx.require("abort jobs")
             runner.abort(self._ctx.session, self.name, wait=False, grace=10.0, term_grace=5.0)
             self.message = ("ok", "Abort requested; the job stops at its next check.")
-        except InputError as exc:
+        except (InputError, OSError) as exc:   # OSError: a full disk, the session lock held too long
             self.message = ("error", str(exc))
 
     def continue_job(self) -> None:
@@ -244,7 +244,7 @@ class JobModel(param.Parameterized):
             self._ctx.require("continue jobs")
             runner.continue_job(self._ctx.session, self.name)
             self.message = ("ok", "Continued.")
-        except InputError as exc:
+        except (InputError, OSError) as exc:   # OSError: a full disk, the session lock held too long
             self.message = ("error", str(exc))
 
     def share(self, seconds: int, base_url: str) -> None:
