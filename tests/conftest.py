@@ -114,3 +114,55 @@ def demo_extraction(demo_dataset, tmp_path_factory) -> Path:
 def demo_extraction_3d(demo_dataset, tmp_path_factory) -> Path:
     """The same particles as 3D pseudo-subtomograms (float32)."""
     return _extract(demo_dataset, tmp_path_factory.mktemp("demo_extract3d"))
+
+
+# ---- sessions: waiting for a job; a small file system for the disk-full tests -------------------
+
+def wait_for_job(session, name: str, timeout: float = 300) -> str:
+    """Reconcile ``name`` until it is no longer running; its final status."""
+    from sessions import runner
+
+    end = time.time() + timeout
+    while time.time() < end:
+        status = runner.reconcile(session, name)
+        if status != "Running":
+            return status
+        time.sleep(0.3)
+    pytest.fail(f"{name} did not finish in {timeout} s")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs, unmounted afterwards (root only; CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(disk: Path, leave: int = 0) -> Path:
+    """Fill ``disk``'s file system to the last block, then free ``leave`` bytes (a multiple of
+    the page size); returns the filler file."""
+    import errno
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)  # unbuffered: a short write, then ENOSPC
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, os.path.getsize(filler) - leave))
+    else:
+        assert os.statvfs(disk).f_bavail == 0
+    return filler
+

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for_job
 from processing.io.atomic import TEST_PAUSE_ENV, TEST_PAUSED_FILE
 from processing.io.mrc import read_mrc
 from processing.io.star import read_star
@@ -52,16 +53,6 @@ _TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 _LOGS = {"run.out", "run.err", "note.txt", TEST_PAUSED_FILE}
 
 
-def _wait_status(session, name: str, timeout: float = 300) -> str:
-    end = time.time() + timeout
-    while time.time() < end:
-        status = runner.reconcile(session, name)
-        if status != "Running":
-            return status
-        time.sleep(0.3)
-    pytest.fail(f"{name} did not finish in {timeout} s")
-
-
 def _wait(predicate, timeout: float, what: str, job_dir: Path) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -78,10 +69,10 @@ def prepared(tmp_path_factory):
     session = create_demo_session(tmp_path_factory.mktemp("kill_matrix") / "s", preset="test")
     ex = runner.run_job(session, "extract", ExtractParameters(
         in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
-    assert _wait_status(session, ex.name) == "Succeeded"
+    assert wait_for_job(session, ex.name) == "Succeeded"
     rec = runner.run_job(session, "reconstruct", ReconstructParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", binning=2, box_size=32, crop_size=24, sym_name="C6"))
-    assert _wait_status(session, rec.name) == "Succeeded"
+    assert wait_for_job(session, rec.name) == "Succeeded"
     return session, ex.name, rec.name
 
 
@@ -204,7 +195,7 @@ def test_refine_killed_then_continued(prepared, chain, monkeypatch):
     # The last continue runs to the end: nothing more lost, nothing half-written, one marker.
     monkeypatch.delenv(TEST_PAUSE_ENV, raising=False)
     runner.continue_job(session, job.name)
-    assert _wait_status(session, job.name) == "Succeeded", (job_dir / "run.err").read_text()[-2000:]
+    assert wait_for_job(session, job.name) == "Succeeded", (job_dir / "run.err").read_text()[-2000:]
     assert _iteration_files(job_dir, range(2)) == before
     assert (job_dir / "run_it003_optimiser.star").exists()
     _assert_no_half_written_file(job_dir)

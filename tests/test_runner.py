@@ -2,7 +2,6 @@
 ``sleeper``), plus one real Extract job on the tiny simulated dataset."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fake_jobs"))
 from sessions_testkit import SleeperParameters, child_pythonpath, register_sleeper, wait_for  # noqa: E402
+from conftest import fill_disk  # noqa: E402
 
 from processing.errors import InputError  # noqa: E402
 from processing.io.jobstar import JobStar  # noqa: E402
@@ -344,38 +344,6 @@ def test_final_status_is_decided_again_under_the_lock(session, monkeypatch):
     assert runner.abort(session, info.name, grace=20) == "Aborted"
 
 
-# A small file system for the disk-full tests (root only; CI runs as root).
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path, leave: int = 0) -> Path:
-    """Fill ``disk``'s file system, leaving ``leave`` bytes (a multiple of the page size) free."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    if leave:
-        os.truncate(filler, max(0, os.path.getsize(filler) - leave))
-    return filler
-
-
 def test_job_failing_for_lack_of_space_says_so_once(template, small_disk, monkeypatch):
     """A real Extract job on a full disk: run.err says "job failed: no space left on device
     (writing <file>)" once, without a traceback; reconciliation shows that line as the reason
@@ -384,7 +352,7 @@ def test_job_failing_for_lack_of_space_says_so_once(template, small_disk, monkey
     root = small_disk / "session"
     shutil.copytree(template, root, symlinks=True)
     session = Session(root)
-    _fill(small_disk, leave=160 * 1024)  # room for the job's small files and two or three stacks
+    fill_disk(small_disk, leave=160 * 1024)  # room for the job's small files and two or three stacks
     params = ExtractParameters(in_optimisation=OPT, binning=1, box_size=64, crop_size=48)
     info = runner.run_job(session, "extract", params)
     assert wait_for(lambda: done(session, info.name), 120, 0.3) == "Failed"
@@ -415,7 +383,7 @@ def test_reconcile_on_a_full_disk_records_the_reason_once(small_disk, monkeypatc
         err.write("some earlier warning\n")  # run.err has room left in its last page
     reserve = small_disk / "reserve"
     reserve.write_bytes(b"\0" * 4096)
-    filler = _fill(small_disk)
+    filler = fill_disk(small_disk)
     reserve.unlink()  # one page free: enough for the lock, not for the run record as well
     os.kill(runner.read_run_record(info.path).identity.pid, signal.SIGKILL)
     time.sleep(0.3)

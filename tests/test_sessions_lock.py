@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fill_disk
 from processing.io.atomic import WriteFailed, atomic_write, remove_temporaries
 from sessions.lock import (
     RELION_LOCK_DIR, RELION_LOCK_FILE, LockTimeout, SessionLock, SessionLockError, lock_owner_state,
@@ -180,40 +181,10 @@ def test_foreign_and_remote_holders_expire_by_age_only(tmp_path):
 
 # ---- a full disk ------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs (unmounted afterwards)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Fill the file system of ``disk`` to the last block; returns the filler file."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)  # unbuffered: a short write, then ENOSPC
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    assert os.statvfs(disk).f_bavail == 0
-    return filler
-
-
 def test_full_disk_while_taking_the_lock_is_a_clear_error_and_leaves_no_lock(small_disk):
     root = small_disk / "session"
     root.mkdir()
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     start = time.monotonic()
     with pytest.raises(SessionLockError) as caught:
         SessionLock(root, timeout=120).acquire("create job")
@@ -241,7 +212,7 @@ def test_cli_on_a_full_disk_says_so_in_one_line(small_disk, capsys):
     assert main(["session", "new", str(root)]) == 0
     assert main(["run", "sleeper", "--session", str(root), "--no-launch"]) == 0
     capsys.readouterr()
-    fill(small_disk)
+    fill_disk(small_disk)
     for argv in (["run", "sleeper", "--session", str(root), "--no-launch"],
                  ["continue", "External/job001", "--session", str(root)]):
         start = time.monotonic()
@@ -256,7 +227,7 @@ def test_cli_on_a_full_disk_says_so_in_one_line(small_disk, capsys):
 def test_atomic_write_on_a_full_disk_names_the_target_and_leaves_no_temporary(small_disk):
     target = small_disk / "run_it002_half1_class001.mrc"
     target.write_bytes(b"old and complete")
-    fill(small_disk)
+    fill_disk(small_disk)
     with pytest.raises(WriteFailed) as caught:
         with atomic_write(target, "wb") as handle:
             handle.write(b"x" * 1_000_000)

@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for_job
 from processing.jobs.extract_params import ExtractParameters
 from processing.jobs.reconstruct_params import ReconstructParameters
 from processing.jobs.refine3d_params import Refine3DParameters
 from sessions import create_demo_session, runner
-
-
-def _wait_status(session, name: str, timeout: float = 900) -> str:
-    end = time.time() + timeout
-    while time.time() < end:
-        status = runner.reconcile(session, name)
-        if status != "Running":
-            return status
-        time.sleep(0.5)
-    pytest.fail(f"{name} did not finish in {timeout} s")
 
 
 def _progress(job_dir: Path) -> dict:
@@ -35,10 +26,10 @@ def test_refine_abort_then_continue(tmp_path) -> None:
     session = create_demo_session(tmp_path / "s", preset="test")
     ex = runner.run_job(session, "extract", ExtractParameters(
         in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
-    assert _wait_status(session, ex.name) == "Succeeded"
+    assert wait_for_job(session, ex.name, 900) == "Succeeded"
     rec = runner.run_job(session, "reconstruct", ReconstructParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", binning=2, box_size=32, crop_size=24, sym_name="C6"))
-    assert _wait_status(session, rec.name) == "Succeeded"
+    assert wait_for_job(session, rec.name, 900) == "Succeeded"
     params = Refine3DParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
         ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
@@ -60,7 +51,7 @@ def test_refine_abort_then_continue(tmp_path) -> None:
     assert not (job_dir / "run_it002_optimiser.star").exists()
     # Continue: resumes after iteration 1 (fn_cont = run_it001_optimiser.star) and converges.
     runner.continue_job(session, job.name)
-    assert _wait_status(session, job.name) == "Succeeded"
+    assert wait_for_job(session, job.name, 900) == "Succeeded"
     assert (job_dir / "run_class001.mrc").exists() and (job_dir / "run_model.star").exists()
     note = (job_dir / "note.txt").read_text()
     assert "--continue" in note and "run_it001_optimiser.star" in note

@@ -12,6 +12,7 @@ from ..context import html_pane
 from ..plots import contrast, slice_data, slice_figure
 from ..readers import orthoslices
 from ..style import HALF_COLOURS
+from .choices import LatestChoice
 
 __all__ = ["OrthosliceViewer"]
 
@@ -39,13 +40,12 @@ class OrthosliceViewer:
         self.labels = labels
         self.size = size
         self.maps_for = maps_for
-        self.follow_latest = True
         self.loaded: tuple | None = None
         self.shape: tuple[int, int, int] | None = None
         self.volumes: dict[str, np.ndarray] = {}
         self.choice = pn.widgets.Select(label=choice_label or "", options=[], width=160,
                                         visible=choice_label is not None, tags=["orthoslice-choice"])
-        self.choice.param.watch(self._chosen, "value")
+        self.latest = LatestChoice(self.choice, self.refresh)
         self.sliders = {axis: pn.widgets.IntSlider(label=f"{plane} section: {axis}", start=0, end=1, value=0,
                                                    width=size * len(labels),
                                                    tags=[f"slider:{axis}"])
@@ -78,22 +78,7 @@ class OrthosliceViewer:
     def set_choices(self, options: list[str]) -> None:
         """Offer these choices (e.g. iterations, newest last); follow the newest unless the user
         picked another one."""
-        if list(self.choice.options) != options:
-            latest = options[-1] if options else None
-            self._setting = True
-            try:
-                self.choice.options = options
-                if self.follow_latest or self.choice.value not in options:
-                    self.choice.value = latest
-            finally:
-                self._setting = False
-        self.refresh()
-
-    def _chosen(self, event) -> None:
-        if getattr(self, "_setting", False):
-            return
-        options = list(self.choice.options)
-        self.follow_latest = bool(options) and event.new == options[-1]
+        self.latest.set_options(options)
         self.refresh()
 
     # ---- drawing -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import panel as pn
 from ..plots import (angular_data, angular_figure, histogram_data, histogram_figure, tomogram_data,
                      tomogram_figure)
 from ..readers import ParticleStats
+from .choices import LatestChoice
 from .frame import card
 
 __all__ = ["ParticlePlots"]
@@ -22,7 +23,6 @@ class ParticlePlots:
 
     def __init__(self, stats_for) -> None:
         self.stats_for = stats_for
-        self.follow_latest = True
         self.stats: ParticleStats | None = None
         self.choice = pn.widgets.Select(label="Iteration", options=[], width=150, tags=["particles-choice"])
         self.colour_by = pn.widgets.Select(label="Colour by", options=list(_COLOUR_BY), width=200)
@@ -33,7 +33,7 @@ class ParticlePlots:
         self.nsig, self.nsig_source = histogram_figure("Significant samples per particle (rlnNrOfSignificantSamples)",
                                                        "samples", name="nsig_hist")
         self.positions, self.position_source, self.position_mapper = tomogram_figure()
-        self.choice.param.watch(self._chosen, "value")
+        self.latest = LatestChoice(self.choice, self._load)
         self.colour_by.param.watch(lambda e: self._draw_tomogram(), "value")
         self.tomogram.param.watch(lambda e: self._draw_tomogram(), "value")
         column = dict(sizing_mode="stretch_width", margin=0, min_width=320, styles={"flex": "1 1 440px"})
@@ -48,23 +48,8 @@ class ParticlePlots:
 
     def set_choices(self, labels: list[str]) -> None:
         """Offer these iterations; follow the newest unless the user chose another one."""
-        if list(self.choice.options) == labels:
-            return
-        self._setting = True
-        try:
-            self.choice.options = labels
-            if self.follow_latest or self.choice.value not in labels:
-                self.choice.value = labels[-1] if labels else None
-        finally:
-            self._setting = False
-        self._load()
-
-    def _chosen(self, event) -> None:
-        if getattr(self, "_setting", False):
-            return
-        options = list(self.choice.options)
-        self.follow_latest = bool(options) and event.new == options[-1]
-        self._load()
+        if self.latest.set_options(labels):
+            self._load()
 
     def _load(self) -> None:
         stats = self.stats_for(self.choice.value) if self.choice.value else None

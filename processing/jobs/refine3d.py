@@ -24,7 +24,7 @@ from processing.refine.flags import parse_refine_args, refine_help
 from processing.refine.options import RefineOptions
 
 from .refine3d_params import Refine3DParameters
-from .relion_params import append_note, configure_threads, read_job_parameters
+from .relion_params import append_note, checked_on_leader, configure_threads, read_job_parameters
 
 __all__ = ["Refine3DParameters", "run_with_lifecycle", "main", "add_parser", "run"]
 
@@ -47,19 +47,8 @@ def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = No
     comm = comm or get_communicator()
     job_dir = Path(options.output_root).parent
     created = not job_dir.exists()
-    error = None
-    if comm.is_leader:
-        try:
-            check_inputs(options, n_ranks=comm.size)
-        except InputError as exc:
-            error = str(exc)
-    error = comm.bcast(error)
     created = comm.bcast(created)
-    if error is not None:
-        if comm.is_leader:
-            print(f"ERROR: {error}", file=sys.stderr, flush=True)
-            if job_dir.is_dir() and not direct:
-                record_failure(job_dir, error)
+    if not checked_on_leader(lambda: check_inputs(options, n_ranks=comm.size), comm, job_dir, record=not direct):
         return 2
     if comm.is_leader:
         job_dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from .base import JobParameters
 from .lifecycle import job_lifecycle, record_failure
 
 __all__ = [
+    "checked_on_leader",
     "IGNORED_FLAGS",
     "build_flag_parser",
     "params_from_flags",
@@ -243,6 +244,26 @@ def append_note(job_dir: Path, commands: list[str]) -> None:
         note.write(" ++++ \n")
 
 
+def checked_on_leader(check: Callable[[], None], comm: Communicator, job_dir: Path, *, record: bool) -> bool:
+    """Run ``check`` on the leader and share its verdict with every rank. On bad input
+    (:class:`InputError`) the leader prints the message and, with ``record``, marks an existing
+    job directory failed (``run.err`` + ``RELION_JOB_EXIT_FAILURE``); returns whether it passed."""
+    error = None
+    if comm.is_leader:
+        try:
+            check()
+        except InputError as exc:
+            error = str(exc)
+    error = comm.bcast(error)
+    if error is None:
+        return True
+    if comm.is_leader:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        if record and job_dir.is_dir():
+            record_failure(job_dir, error)
+    return False
+
+
 def execute_job(
     params: JobParameters,
     extras: argparse.Namespace,
@@ -268,19 +289,11 @@ def execute_job(
     # job directory of a session (--job-dir) is marked failed instead, for the pipeliner.
     direct = write_job_star
     created = comm.bcast(not job_dir.exists() if comm.is_leader else None)
-    error = None
-    if comm.is_leader:
-        try:
-            params.check()
-            validate(params, extras)
-        except InputError as exc:
-            error = str(exc)
-    error = comm.bcast(error)
-    if error is not None:
-        if comm.is_leader:
-            print(f"ERROR: {error}", file=sys.stderr, flush=True)
-            if job_dir.is_dir() and not direct:
-                record_failure(job_dir, error)
+    def check() -> None:
+        params.check()
+        validate(params, extras)
+
+    if not checked_on_leader(check, comm, job_dir, record=not direct):
         return 2
     if comm.is_leader:
         job_dir.mkdir(parents=True, exist_ok=True)
