@@ -22,20 +22,24 @@ import panel as pn
 from bokeh.application.handlers.handler import Handler
 from panel.io.application import build_applications
 
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
+
 from processing.errors import InputError
 
 from . import auth
 from .context import CONFIG, PageContext, configure
 from .style import STATIC_DIR
+from .watcher import start_background_polling
 
 __all__ = ["configure", "make_server", "ROUTES"]
 
 
 # ---- routes ---------------------------------------------------------------------------------
 
-def _route(builder):
+def _route(builder, *extensions: str):
     def app():
-        pn.extension(raw_css=[_BODY_CSS], notifications=False)
+        pn.extension(*extensions, raw_css=[_BODY_CSS], notifications=False)
         return builder(PageContext())
     return app
 
@@ -50,10 +54,10 @@ def _routes() -> dict:
         "/": _route(sessions_page.page),
         "/pipeline": _route(pipeline.page),
         "/new": _route(builder.page),
-        "/job": _route(monitor.page),
+        "/job": _route(monitor.page, "vtk"),          # the 3D view of a map (vtk.js, served locally)
         "/compare": _route(compare.page),
         "/presets": _route(presets.page),
-        "/share": _route(share.page),
+        "/share": _route(share.page, "vtk"),
     }
 
 
@@ -110,6 +114,8 @@ def make_server(*, port: int = 5006, address: str | None = None, show: bool = Fa
         raise InputError(f"refusing to serve on {address} without authentication: give --auth FILE "
                          f"(create it with 'tomodash passwd FILE USER --role operator'), or bind to localhost")
     port = port or _free_port(address)
+    # Jobs are reconciled and alerts made (webhooks called) even while no page is open.
+    start_background_polling(lambda: list(CONFIG.sessions.values()))
     origins = auth.served_origins(address, port, list(allowed_origins))
     apps = build_applications(_routes(), title="tomodash")
     kwargs = {}
@@ -132,4 +138,13 @@ def make_server(*, port: int = 5006, address: str | None = None, show: bool = Fa
         exclude_cookies=[auth.LOGIN_COOKIE, auth.SHARE_COOKIE, auth.CSRF_COOKIE], exclude_headers=["Cookie"],
         use_xheaders=behind_proxy, **kwargs,
     )
+    server.io_loop.asyncio_loop.set_exception_handler(_quiet_closed_sockets)
     return server
+
+
+def _quiet_closed_sockets(loop, context: dict) -> None:
+    """A browser tab closed while the server was writing to it is not an error worth a
+    traceback in the terminal; everything else goes to asyncio's default handler."""
+    if isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError)):
+        return
+    loop.default_exception_handler(context)

@@ -24,10 +24,11 @@ from typing import Any
 from processing.errors import InputError
 from sessions import RUNNING, JobInfo, Session
 from sessions import runner
+from sessions.alerts import AlertTracker
 
 from . import readers
 
-__all__ = ["SessionWatcher", "watcher_for", "FileCache", "forget_watchers"]
+__all__ = ["start_background_polling", "SessionWatcher", "watcher_for", "FileCache", "forget_watchers"]
 
 #: Files whose change means "new data for this job" (besides the directory listing).
 _JOB_FILES = ("progress.json", "run.out", "run.err")
@@ -113,6 +114,8 @@ class SessionWatcher:
         self.interval = interval
         self.reconcile_interval = reconcile_interval
         self.cache = FileCache()
+        #: jobs that finished, failed, were aborted or stalled, for the pages and the webhook
+        self.alerts = AlertTracker(self.root, lambda: self.session.settings)
         self.jobs_version = 0
         self.polls = 0
         self._jobs: list[JobInfo] = []
@@ -151,6 +154,10 @@ class SessionWatcher:
                     self.jobs_version += 1
                 except (OSError, InputError):
                     pass
+            try:
+                self.alerts.check(self._jobs)
+            except OSError:          # an unreadable settings file: no alerts this time
+                pass
             wall = time.time()
             for info in self._jobs:
                 state = self._job_states.get(info.name)
@@ -272,3 +279,28 @@ def forget_watchers() -> None:
     """Drop all watchers (tests)."""
     with _REGISTRY_LOCK:
         _WATCHERS.clear()
+
+
+_POLLER: threading.Thread | None = None
+
+
+def start_background_polling(roots: Callable[[], list], *, interval: float = 5.0) -> threading.Thread:
+    """Poll every served session every ``interval`` seconds in a daemon thread, so that jobs are
+    reconciled and alerts (and their webhooks) happen while nobody has a page open."""
+    global _POLLER
+    if _POLLER is not None and _POLLER.is_alive():
+        return _POLLER
+
+    def loop() -> None:
+        while True:
+            for root in list(roots()):
+                try:
+                    watcher_for(root).poll()
+                except Exception as exc:  # one broken session must not stop the others' alerts
+                    print(f"tomodash: polling {root} failed: {exc}", flush=True)
+            time.sleep(interval)
+
+    _POLLER = threading.Thread(target=loop, name="tomodash-poll", daemon=True)
+    _POLLER.start()
+    return _POLLER
+

@@ -17,7 +17,7 @@ from .pipeline import RUNNING, SUCCEEDED
 from .presets import apply_preset, find_preset
 from .project import Session
 
-__all__ = ["run_demo_pipeline", "DEMO_STEPS"]
+__all__ = ["run_demo_pipeline", "refine_summary", "DEMO_STEPS"]
 
 #: (job type, preset, alias, extra parameter values) of each step; inputs are filled in as the
 #: jobs are created.
@@ -50,8 +50,8 @@ def _wait(session: Session, name: str, log: Callable[[str], None], poll: float =
             import json
 
             progress = json.loads((session.root / name / "progress.json").read_text())
-            text = f"iteration {progress.get('iteration')} {progress.get('phase')} " \
-                   f"{progress.get('particles_done')}/{progress.get('particles_total')}"
+            # one line per iteration and phase, not one per batch of particles
+            text = f"iteration {progress.get('iteration')} {progress.get('phase')}"
         except (OSError, ValueError):
             text = ""
         if text and text != last:
@@ -100,10 +100,23 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
             _report_reconstruction(job_dir, log)
         elif job_type == "refine3d":
             inputs["optimisation"] = f"{info.name}run_optimisation_set.star"
-            model = starfile.read(job_dir / "run_model.star")["model_general"]
-            log(f"{info.name}: 3D auto-refine converged at {float(model['rlnCurrentResolution']):.2f} Å "
-                f"(gold-standard FSC 0.143); map {job_dir / 'run_class001.mrc'}")
+            log(f"{info.name}: {refine_summary(job_dir / 'run_model.star')}; map {job_dir / 'run_class001.mrc'}")
     return session
+
+
+def refine_summary(model_star: Path) -> str:
+    """The converged resolution, or that the pixel size limits it (the FSC never fell below
+    0.143 before Nyquist: a finer binning would give more)."""
+    blocks = starfile.read(model_star)
+    general = blocks["model_general"]
+    resolution = float(general["rlnCurrentResolution"])
+    fsc = blocks["model_class_1"]["rlnGoldStandardFsc"].to_numpy(float)
+    last = int(general["rlnOriginalImageSize"]) // 2 - 1
+    if fsc.size > last >= 1 and (fsc[1:last + 1] >= 0.143).all():
+        nyquist = 2 * float(general["rlnPixelSize"])
+        return (f"3D auto-refine converged at {resolution:.2f} Å, limited by the pixel size (Nyquist "
+                f"{nyquist:.2f} Å, FSC {fsc[last]:.2f} there): re-extract at a smaller binning for more")
+    return f"3D auto-refine converged at {resolution:.2f} Å (gold-standard FSC 0.143)"
 
 
 def _report_reconstruction(job_dir: Path, log: Callable[[str], None]) -> None:

@@ -277,15 +277,28 @@ def _launch_locked(session: Session, info: JobInfo, *, is_continue: bool) -> Run
     except OSError:
         err_offset = 0
 
+    continuing = bool(is_continue or star.is_continue)
+    previous = read_run_record(job_dir)
+    now = time.time()
+    # The job started when it was first launched; a continuation keeps that time and says in
+    # run.out where it takes over.
+    first = float(previous.data.get("first_launched_at") or previous.data.get("launched_at") or now) \
+        if continuing and previous is not None else now
+    if continuing:
+        before = (previous.data.get("final_status") or "stopped").lower() if previous is not None else "stopped"
+        with open(job_dir / "run.out", "a", encoding="utf-8") as out:
+            out.write(f"=== continued {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(now))} "
+                      f"(the previous run {before}) ===\n")
+
     with session.edit_pipeline("launch") as pipe:
         proc = pipe.process(info.name)
         _clear_markers(job_dir)
         proc.status = RUNNING
         base = {
             "argv": argv, "command": shlex.join(argv), "job": info.name, "job_type": jt.name,
-            "launched_at": time.time(), "launched": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "launched_at": now, "launched": time.strftime("%Y-%m-%dT%H:%M:%S"), "first_launched_at": first,
             "nr_mpi": int(params.nr_mpi), "nr_threads": int(params.nr_threads),
-            "gpu_ids": env.get("TOMODASH_GPU_IDS"), "continue": bool(is_continue or star.is_continue),
+            "gpu_ids": env.get("TOMODASH_GPU_IDS"), "continue": continuing,
             "abort_requested_at": None, "reason": None, "final_status": None,
             # Where this run's part of run.err begins (the file is appended to across runs).
             "run_err_offset": err_offset, "run_id": run_id,

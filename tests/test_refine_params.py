@@ -368,3 +368,29 @@ def test_refine_help_lists_the_flags(capsys):
     assert cli.run(args, runner=lambda o: 1) == 0
     text = capsys.readouterr().out
     assert "--auto_local_healpix_order" in text and "--gpu [S]" in text
+
+
+def test_continue_takes_the_options_relion_takes_from_the_command_line(tmp_path, monkeypatch):
+    """On --continue the run's settings come from its files, except what the command line names
+    (spec 5.14; relion_refine reads those with an "OLD" default): RELION's own iteration-5 files
+    of tests/data/refine_test_relion. The GUI passes 'Use finer angular sampling faster?' again."""
+    import shutil
+
+    from processing.refine.inputs import continuation_options
+
+    relion = Path(__file__).parent / "data" / "refine_test_relion"
+    (tmp_path / "relfull").mkdir()
+    for name in ("run_it005_optimiser.star", "run_it005_sampling.star", "run_it005_half1_model.star"):
+        shutil.copy(relion / name, tmp_path / "relfull" / name)
+    monkeypatch.chdir(tmp_path)
+    cont = ["--o", "relfull/run", "--continue", "relfull/run_it005_optimiser.star"]
+    kept = continuation_options(parse_refine_args(cont))
+    assert (kept.tau2_fudge, kept.pad, kept.oversampling, kept.auto_ignore_angles) == (1.0, 2, 1, False)
+    assert kept.flatten_solvent and kept.symmetry == "C6" and kept.particle_diameter == 200
+    changed = continuation_options(parse_refine_args(cont + ["--tau2_fudge", "2", "--pad", "1", "--perturb", "0",
+                                                             "--auto_ignore_angles", "--auto_resol_angles"]))
+    assert (changed.tau2_fudge, changed.pad, changed.perturb) == (2.0, 1, 0.0)
+    assert changed.auto_ignore_angles and changed.auto_resol_angles
+    assert changed.flatten_solvent                                    # cannot be switched off
+    args = tutorial(fn_cont="Refine3D/job004/run_it005_optimiser.star", auto_faster=True).command_args("Refine3D/job004")
+    assert args[args.index("--pad") + 2: args.index("--pad") + 4] == ["--auto_ignore_angles", "--auto_resol_angles"]

@@ -55,6 +55,12 @@ def test_refine_abort_then_continue(tmp_path) -> None:
     assert (job_dir / "run_class001.mrc").exists() and (job_dir / "run_model.star").exists()
     note = (job_dir / "note.txt").read_text()
     assert "--continue" in note and "run_it001_optimiser.star" in note
+    # run.out tells the story: aborted, then continued; the job keeps its first start time
+    out = (job_dir / "run.out").read_text()
+    assert out.index("=== aborted") < out.index("=== continued") < out.index("Auto-refine converged")
+    assert "(the previous run aborted)" in out
+    record = runner.read_run_record(job_dir).data
+    assert record["continue"] and record["first_launched_at"] < record["launched_at"] - 1
     # The dashboard's headline of the finished job is the converged model's resolution, with the
     # iterations of both runs (the aborted one's first iteration and the continuation's).
     from dashboard.viewmodels.job import job_headline

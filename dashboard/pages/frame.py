@@ -8,6 +8,7 @@ import panel as pn
 from ..context import CONFIG, PageContext, html_pane
 from ..style import STATUS_SYMBOLS
 from ..viewmodels.job import short_alias
+from .alerts import alert_bell
 
 __all__ = ["frame", "card", "status_badge", "sidebar_jobs_html", "message_html"]
 
@@ -107,5 +108,6 @@ def frame(ctx: PageContext, content, *, crumbs: list[tuple[str, str | None]] = (
                      styles={"background": "#fbfcfd", "border-right": "1px solid #e4e7eb", "min-height": "calc(100vh - 48px)", "height": "100%",
                              "padding": "4px 8px"})
     body = pn.Column(content, sizing_mode="stretch_width", margin=(8, 14))
+    bell = alert_bell(ctx)
     return pn.Column(header, pn.Row(side, body, sizing_mode="stretch_width", margin=0),
-                     sizing_mode="stretch_width", margin=0)
+                     *([bell] if bell is not None else []), sizing_mode="stretch_width", margin=0)

@@ -20,6 +20,7 @@ from ..readers import refine_iterations
 from ..results import Headline
 from ..viewmodels import JobModel, job_label
 from .frame import card, frame, message_html, status_badge
+from .map3d import Map3DView
 from .orthoslices import OrthosliceViewer
 from .particles import ParticlePlots
 
@@ -120,6 +121,19 @@ class JobMonitor:
         base = f"{loc.protocol}//{loc.hostname}{':' + loc.port if loc.port else ''}" if loc and loc.hostname else ""
         self.model.share(dict(CONFIG.share_choices)[self.share_for.value], base)
 
+    def _add_map3d(self, name: str, title: str) -> None:
+        """A 3D view of the job's ``name`` map, shown once the map exists (a finished job)."""
+        path = self.model.info.path / name
+        self.map3d = Map3DView(self.model.watcher, lambda: path if name in self.model.listing else None)
+        self.map3d_card = card(self.map3d.view, title=title, visible=False)
+
+        def follow(*events) -> None:
+            self.map3d.refresh()
+            self.map3d_card.visible = self.map3d.volume is not None
+
+        self.model.param.watch(follow, "listing")
+        follow()
+
     # ---- refine: FSC and series plots, half maps per iteration ------------------------------------
 
     def _refine_parts(self) -> list:
@@ -129,6 +143,7 @@ class JobMonitor:
                                        choice_label="Iteration")
         column = dict(sizing_mode="stretch_width", margin=0, min_width=320, styles={"flex": "1 1 440px"})
         self.particles = ParticlePlots(self._particle_stats)
+        self._add_map3d("run_class001.mrc", "Final map in 3D")
         self.model.param.watch(self._plot_iterations, "iterations")
         self.model.param.watch(self._map_choices, "listing")
         self._plot_iterations()
@@ -142,6 +157,7 @@ class JobMonitor:
                           card(pn.pane.Bokeh(self.series["accuracy"], sizing_mode="stretch_width")), **column),
                 flex_wrap="wrap", sizing_mode="stretch_width", margin=0),
             card(self.viewer.view, title="Half maps"),
+            self.map3d_card,
             self.particles.view,
         ]
 
@@ -190,10 +206,11 @@ class JobMonitor:
                               html_pane('<div class="tomo-note">no maps yet</div>'), title="Maps")
         self.fsc_card = card(html_pane('<div class="tomo-note">No FSC (yet): it needs half maps, which need '
                                        'particles with random half sets.</div>'), title="Half-map FSC", max_width=700)
+        self._add_map3d("merged.mrc", "Merged map in 3D")
         self.model.param.watch(self._reconstruct_files, ["listing", "fsc_star"])
         self._reconstruct_files()
         column = dict(sizing_mode="stretch_width", margin=0, min_width=320, styles={"flex": "1 1 440px"})
-        return [self.maps_card, pn.FlexBox(pn.Column(self.fsc_card, **column), flex_wrap="wrap",
+        return [self.maps_card, self.map3d_card, pn.FlexBox(pn.Column(self.fsc_card, **column), flex_wrap="wrap",
                                            sizing_mode="stretch_width", margin=0)]
 
     def _reconstruct_files(self, *events) -> None:

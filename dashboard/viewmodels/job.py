@@ -40,11 +40,12 @@ def job_kind(info, listing: list[str]) -> str:
 
 
 def elapsed_seconds(info) -> float | None:
-    """Seconds from the job's launch to its exit marker (to now while it runs); None unknown."""
+    """Seconds from the job's first launch (a continuation keeps it) to its exit marker (to now
+    while it runs); None when unknown."""
     record = runner.read_run_record(info.path)
     if record is None or not record.data.get("launched_at"):
         return None
-    started = float(record.data["launched_at"])
+    started = float(record.data.get("first_launched_at") or record.data["launched_at"])
     if info.status == RUNNING:
         return time.time() - started
     ends = [p.stat().st_mtime for p in info.path.glob("RELION_JOB_EXIT_*")]
@@ -195,7 +196,10 @@ class JobModel(param.Parameterized):
         self.progress_text = " · ".join(parts)
         when = []
         if record is not None and record.data.get("launched_at"):
-            when.append("started " + time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(float(record.data["launched_at"]))))
+            first = float(record.data.get("first_launched_at") or record.data["launched_at"])
+            when.append("started " + time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(first)))
+            if record.data.get("continue"):
+                when.append("continued " + time.strftime("%H:%M", time.localtime(float(record.data["launched_at"]))))
             elapsed = elapsed_seconds(info)
             if elapsed is not None:
                 when.append(format_duration(elapsed))

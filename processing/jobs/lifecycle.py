@@ -110,6 +110,7 @@ def job_lifecycle(job_dir: str | os.PathLike, comm: Communicator | None = None, 
         _touch(directory / ABORTED)
         (directory / ABORT_NOW).unlink(missing_ok=True)
         print(f"Job aborted: {exc}", file=sys.stderr, flush=True)
+        print(f"=== aborted: {exc} ===", flush=True)   # run.out tells the story too
         if comm.size > 1:
             comm.abort(1)
         raise SystemExit(1) from None

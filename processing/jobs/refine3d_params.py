@@ -401,9 +401,10 @@ class Refine3DParameters(TomoInputParameters):
         elif self.scratch_dir:
             args += ["--scratch_dir", self.scratch_dir]
         args += ["--pool", str(self.nr_pool), "--pad", "1" if self.do_pad1 else "2"]
+        # RELION's GUI passes these again on continuation (relion_refine reads them then too).
+        if self.auto_faster:
+            args += ["--auto_ignore_angles", "--auto_resol_angles"]
         if not continuing:
-            if self.auto_faster:
-                args += ["--auto_ignore_angles", "--auto_resol_angles"]
             if self.do_ctf_correction:
                 args.append("--ctf")
                 if self.ctf_intact_first_peak:

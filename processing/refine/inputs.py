@@ -23,7 +23,7 @@ from processing.io.refine_star import ModelStarContents, OptimiserStarContents, 
 from processing.io.tomograms import TomogramSet
 
 from .frequencies import pixels_per_shell
-from .options import RefineOptions
+from .options import RefineOptions, option_flags
 from .particles import ParticleStore, images_are_3d
 
 __all__ = [
@@ -222,9 +222,12 @@ def _read_solvent_mask(path: str, box: int) -> NDArray[np.float64]:
 
 
 def continuation_options(options: RefineOptions) -> RefineOptions:
-    """On ``--continue``, the run's settings come from its optimiser/model/sampling files; only
-    the options relion_refine lets a continuation change are taken from the command line
-    (spec 5.14)."""
+    """On ``--continue``, the run's settings come from its optimiser/model/sampling files; the
+    options relion_refine lets a continuation change (spec 5.14) are taken from the command line
+    when it names them: ``--tau2_fudge``, ``--oversampling``, ``--perturb``, ``--pad``,
+    ``--scale``, ``--auto_local_healpix_order``, ``--particle_diameter``, ``--solvent_mask``,
+    ``--flatten_solvent`` (on only), ``--auto_ignore_angles``, ``--auto_resol_angles`` and the
+    compute options. The sampling itself continues from the sampling file."""
     o = options
     path = Path(o.continue_from)
     if not path.is_file():
@@ -238,19 +241,30 @@ def continuation_options(options: RefineOptions) -> RefineOptions:
     opt = OptimiserStarContents.read(path)
     samp = SamplingStarContents.read(near(opt.sampling_star_file))
     model = ModelStarContents.read(near(opt.model_star_file))
+    # What the command line names explicitly overrides the files (relion_refine reads these with
+    # an "OLD" default on --continue); anything else is the run's own setting.
+    given = {flag.attr for name, flag in option_flags().items() if name in set(o.command_line)}
+
+    def given_or(attr: str, from_files):
+        return getattr(o, attr) if attr in given else from_files
+
     return o.with_changes(
         particles=near(opt.data_star_file), tomograms=near(opt.tomograms_file) or o.tomograms,
         trajectories=near(opt.trajectories_file) or None, optimisation_set=None,
         symmetry=samp.symmetry, ctf=opt.do_correct_ctf, ctf_intact_first_peak=opt.do_ignore_ctf_until_first_peak,
-        zero_mask=opt.do_zero_mask, flatten_solvent=opt.do_solvent_flattening,
+        zero_mask=opt.do_zero_mask,
+        # --flatten_solvent can only switch solvent flattening on
+        flatten_solvent=opt.do_solvent_flattening or ("flatten_solvent" in given and o.flatten_solvent),
         solvent_correct_fsc=opt.do_solvent_fsc_correction,
         solvent_mask=o.solvent_mask or (opt.solvent_mask_name if opt.solvent_mask_name not in ("", "None") else None),
         low_resol_join_halves=opt.join_halves_until_resolution,
-        auto_local_healpix_order=opt.auto_local_healpix_order,
+        auto_local_healpix_order=given_or("auto_local_healpix_order", opt.auto_local_healpix_order),
         particle_diameter=o.particle_diameter if o.particle_diameter > 0 else opt.particle_diameter,
-        random_seed=opt.random_seed, scale=opt.do_correct_scale, pad=int(round(model.padding_factor)),
-        tau2_fudge=model.tau2_fudge_factor, oversampling=opt.adaptive_oversample_order,
-        perturb=samp.perturb_factor,
+        random_seed=opt.random_seed, scale=given_or("scale", opt.do_correct_scale),
+        pad=given_or("pad", int(round(model.padding_factor))),
+        tau2_fudge=given_or("tau2_fudge", model.tau2_fudge_factor),
+        oversampling=given_or("oversampling", opt.adaptive_oversample_order),
+        perturb=given_or("perturb", samp.perturb_factor),
     )
 
 
