@@ -179,7 +179,8 @@ def fit_translation_axis(figures: dict, data: dict) -> None:
 def slice_figure(title: str, *, size: int = 190, name: str = ""):
     """One section image: ``(figure, source, colour mapper)``."""
     mapper = LinearColorMapper(palette="Greys256", low=0, high=1)
-    source = ColumnDataSource({"image": [], "dw": [], "dh": []}, name=f"{name}_source" if name else None)
+    source = ColumnDataSource({"image": [], "dw": [], "dh": [], "bar_x0": [], "bar_x1": [], "bar_y": [], "bar_label": []},
+                              name=f"{name}_source" if name else None)
     fig = figure(title=title, width=size, height=size, tools="pan,wheel_zoom,reset", match_aspect=True,
                  x_range=Range1d(0, 1), y_range=Range1d(0, 1), name=name or None)
     style_figure(fig)
@@ -187,20 +188,39 @@ def slice_figure(title: str, *, size: int = 190, name: str = ""):
     fig.axis.visible = False
     fig.grid.visible = False
     fig.image(image="image", x=0, y=0, dw="dw", dh="dh", source=source, color_mapper=mapper)
+    # a scale bar in Å along the bottom left (set by slice_data from the pixel size)
+    fig.segment(x0="bar_x0", y0="bar_y", x1="bar_x1", y1="bar_y", source=source, line_color="#ffd166", line_width=3)
+    fig.text(x="bar_x0", y="bar_y", text="bar_label", source=source, text_color="#ffd166", text_font_size="10px",
+             y_offset=-4, text_baseline="bottom")
     return fig, source, mapper
 
 
-def slice_data(section: np.ndarray) -> dict:
+def scale_bar_length(width_angstrom: float) -> float:
+    """A round length (Å) about a quarter of ``width_angstrom``: 1, 2 or 5 times a power of ten."""
+    target = max(width_angstrom / 4.0, 1e-6)
+    power = 10.0 ** np.floor(np.log10(target))
+    return float(max(m * power for m in (1.0, 2.0, 5.0) if m * power <= target))
+
+
+def slice_data(section: np.ndarray, pixel_size: float | None = None) -> dict:
+    """Source data of a section image; with ``pixel_size`` (Å) a scale bar of a round length."""
     rows, cols = section.shape
-    return {"image": [np.asarray(section, dtype=np.float32)], "dw": [cols], "dh": [rows]}
+    data = {"image": [np.asarray(section, dtype=np.float32)], "dw": [cols], "dh": [rows],
+            "bar_x0": [float("nan")], "bar_x1": [float("nan")], "bar_y": [float("nan")], "bar_label": [""]}
+    if pixel_size and pixel_size > 0:
+        length = scale_bar_length(cols * pixel_size)
+        data.update(bar_x0=[0.06 * cols], bar_x1=[0.06 * cols + length / pixel_size], bar_y=[0.07 * rows],
+                    bar_label=[f"{length:g} Å"])
+    return data
 
 
-def contrast(vol: np.ndarray) -> tuple[float, float]:
-    """Auto contrast of a map: the 1st and 99.5th percentiles (of a subsample)."""
+def contrast(vol: np.ndarray, clip: float = 1.0) -> tuple[float, float]:
+    """Auto contrast of a map: the ``clip`` and ``100 - clip / 2`` percentiles (of a subsample);
+    a larger ``clip`` saturates more voxels, for more contrast."""
     flat = np.asarray(vol, dtype=np.float32).ravel()
     if flat.size > 200_000:
         flat = flat[:: flat.size // 200_000]
-    lo, hi = np.percentile(flat, [1.0, 99.5])
+    lo, hi = np.percentile(flat, [clip, 100.0 - clip / 2.0])
     if hi <= lo:
         hi = lo + 1.0
     return float(lo), float(hi)

@@ -121,3 +121,19 @@ def test_refine_forecast_is_a_lower_bound_on_relions_run():
     assert predicted[12] == final
     assert refine_forecast(history[:1], []) is None            # no accuracy before iteration 1
     assert refine_forecast(history + [_iteration([1.0, 0.5], final=True)], []) is None
+
+
+def test_orthoslice_scale_bar_and_contrast():
+    """A section of a 32-px map at 6 Å (192 Å wide) gets a 20 Å bar (a round quarter of the
+    width) drawn 20/6 px long; more contrast saturates more voxels."""
+    from dashboard.plots import contrast, scale_bar_length, slice_data
+
+    assert [scale_bar_length(w) for w in (192.0, 1000.0, 9.0, 3000.0)] == [20.0, 200.0, 2.0, 500.0]
+    section = np.arange(32 * 32, dtype=np.float32).reshape(32, 32)
+    data = slice_data(section, 6.0)
+    assert data["bar_label"] == ["20 Å"]
+    assert data["bar_x1"][0] - data["bar_x0"][0] == pytest.approx(20.0 / 6.0)
+    assert np.isnan(slice_data(section)["bar_x0"][0])                     # no pixel size: no bar
+    lo1, hi1 = contrast(section, 1.0)
+    lo5, hi5 = contrast(section, 5.0)
+    assert lo5 > lo1 and hi5 < hi1

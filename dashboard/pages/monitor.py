@@ -237,8 +237,7 @@ class JobMonitor:
         d = self.model.info.path
         return OrthosliceViewer(self.model.watcher, labels,
                                 lambda choice: {"half1": d / "half1.mrc", "half2": d / "half2.mrc",
-                                                "merged": d / "merged.mrc"},
-                                size=180)
+                                                "merged": d / "merged.mrc"})
 
 
 def page(ctx: PageContext):

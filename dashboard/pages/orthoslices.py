@@ -35,7 +35,7 @@ class OrthosliceViewer:
     """
 
     def __init__(self, watcher, labels: list[str], maps_for: Callable[[str | None], dict[str, Path]], *,
-                 choice_label: str | None = None, size: int = 180):
+                 choice_label: str | None = None, size: int = 220):
         self.watcher = watcher
         self.labels = labels
         self.size = size
@@ -43,6 +43,10 @@ class OrthosliceViewer:
         self.loaded: tuple | None = None
         self.shape: tuple[int, int, int] | None = None
         self.volumes: dict[str, np.ndarray] = {}
+        self.pixel_sizes: dict[str, float] = {}
+        self.contrast = pn.widgets.FloatSlider(name="Contrast (% of voxels saturated)", start=0.0, end=10.0, step=0.5,
+                                               value=1.0, width=220, tags=["orthoslice-contrast"])
+        self.contrast.param.watch(lambda e: self._draw(), "value_throttled")
         self.choice = pn.widgets.Select(label=choice_label or "", options=[], width=160,
                                         visible=choice_label is not None, tags=["orthoslice-choice"])
         self.latest = LatestChoice(self.choice, self.refresh)
@@ -69,7 +73,7 @@ class OrthosliceViewer:
             columns.append(pn.Column(images, self.sliders[axis],
                                      margin=(0, 12, 0, 0), width=width + 10))
         self.status = html_pane('<div class="tomo-note">no maps yet</div>')
-        self.view = pn.Column(pn.Row(self.choice, self.status, margin=0),
+        self.view = pn.Column(pn.Row(self.choice, self.contrast, self.status, margin=0),
                               pn.FlexBox(*columns, flex_wrap="wrap", margin=0, sizing_mode="stretch_width"),
                               sizing_mode="stretch_width", margin=0, css_classes=["tomo-orthoslices"])
 
@@ -102,7 +106,7 @@ class OrthosliceViewer:
             if path is None or not path.is_file():
                 continue
             try:
-                volumes[label], _ = self.watcher.volume(path)
+                volumes[label], self.pixel_sizes[label] = self.watcher.volume(path)
             except Exception:
                 continue
         if not volumes:
@@ -128,12 +132,12 @@ class OrthosliceViewer:
             vol = self.volumes.get(label)
             if vol is None:
                 continue
-            lo, hi = contrast(vol)
+            lo, hi = contrast(vol, self.contrast.value)
             sections = orthoslices(vol, z=z, y=y, x=x)
             for plane, _ in _PLANES:
                 fig, source, mapper = self.figures[(label, plane)]
                 section = sections[plane]
-                source.data = slice_data(section)
+                source.data = slice_data(section, self.pixel_sizes.get(label))
                 mapper.low, mapper.high = lo, hi
                 rows, cols = section.shape
                 if fig.x_range.end != cols or fig.y_range.end != rows:
