@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from processing.errors import InputError
 from processing.fourier.projector import fourier_grid_from_volume
 from processing.geometry.sampling import AngularSampling, next_random_perturbation, translation_grid
 from processing.glibc_random import Mt19937, libstdcxx_shuffle
@@ -29,7 +28,7 @@ from .accuracy import expected_accuracy
 from .distributed import combine_through_disc, sum_over_ranks, wait_for_workers, write_rank_progress
 from .estep import EStepContext, HalfAccumulator, ParticleResult, Reference, expect_particle
 from .initial import initial_state
-from .inputs import RefineInputs, continuation_options, load_inputs
+from .inputs import RefineInputs, check_run_settings, continuation_options, load_inputs
 from .maximisation import angstrom, maximise, update_current_resolution
 from .options import RefineOptions
 from .outputs import read_continuation, write_iteration_files
@@ -316,21 +315,9 @@ class RefineRun:
         for p, (angles, origin) in zip(state.particles, shared["poses"]):
             p.angles, p.origin = angles, origin
 
+
 def run_refine(options: RefineOptions, *, comm: Communicator | None = None, log=print) -> int:
     """Run 3D auto-refine in this process (or this MPI rank)."""
     comm = comm or get_communicator()
-    if not options.parallel_disc_io:
-        raise InputError("--no_parallel_disc_io is not allowed for subtomogram averaging (RELION forces "
-                         "parallel disc I/O on for tomography data)", column="do_parallel_discio")
-    if options.gpu is not None:
-        from processing.backend import cupy_available
-
-        if not cupy_available():
-            raise InputError("GPU acceleration was requested (--gpu) but CuPy or a CUDA GPU is not available "
-                             "on this machine; run without 'Use GPU acceleration?'", column="use_gpu")
-        raise InputError("GPU acceleration of 3D auto-refine is not implemented yet: the E-step kernels run "
-                         "on the CPU; run without 'Use GPU acceleration?'", column="use_gpu")
-    if options.split_random_halves and comm.size > 1 and (comm.size < 3 or comm.size % 2 == 0):
-        raise InputError(f"with split random halves the number of MPI processes must be odd and >= 3 "
-                         f"(or 1), got {comm.size}", column="nr_mpi")
+    check_run_settings(options, comm.size)
     return RefineRun(options, comm=comm, log=log).run()
