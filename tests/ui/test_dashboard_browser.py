@@ -329,6 +329,40 @@ def test_three_maps_of_a_reconstruction_are_drawn(server, page, screenshots, dem
     shot(page, screenshots, "monitor_reconstruct_halves")
 
 
+def test_a_converged_refinement_shows_its_result_everywhere(server, page, screenshots, demo):
+    """The same refinement run to convergence: the monitor's headline, the pipeline table's
+    result and the compare page's badge all say the converged model's resolution
+    (run_model.star), with the pixel-size warning exactly when its FSC never falls below 0.143."""
+    from processing.io.refine_star import ModelStarContents
+
+    session = Session(demo.root)
+    params = session.read_params("Refine3D/job004/")
+    params.other_args = ""
+    params.fn_cont = ""
+    info = runner.run_job(session, "refine3d", params, alias="converged")
+    page.goto(f"{server.url}/job?session=demo&job={info.name}")
+    wait_bokeh(page)
+    wait_status(page, "Succeeded", 300)
+    model = ModelStarContents.read(demo.root / info.name / "run_model.star")
+    value = f"{model.current_resolution:.2f} Å"
+    page.locator("#headline-value").wait_for(timeout=20_000)
+    assert page.locator("#headline-value").inner_text() == value
+    last = model.ori_size // 2 - 1
+    limited = all(f >= 0.143 for f in model.gold_standard_fsc[1:last + 1])
+    assert page.locator("#headline-warning").count() == (1 if limited else 0)
+    assert "map: " + info.name + "run_class001.mrc" in page.locator("#job-headline").inner_text()
+    shot(page, screenshots, "monitor_refine_converged")
+    page.goto(f"{server.url}/pipeline?session=demo")
+    wait_bokeh(page)
+    row = page.locator("table.tomo-table tr", has_text=info.name.rstrip("/"))
+    row.wait_for(timeout=15_000)
+    assert value in row.inner_text()
+    page.goto(f"{server.url}/compare?session=demo&jobs=Refine3D/job004,{info.name.rstrip('/')}")
+    wait_bokeh(page)
+    page.locator(".result-badge", has_text=value).first.wait_for(timeout=15_000)
+    shot(page, screenshots, "compare_converged")
+
+
 # ---- logins, roles, share links ---------------------------------------------------------------
 
 SECRET = "ui-test-cookie-secret"
