@@ -139,7 +139,8 @@ def small_disk(tmp_path):
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+        # CI runs as root: a disk-full test that cannot make its disk must fail, not hide.
+        pytest.fail(f"cannot mount a tmpfs for the disk-full tests (needs root): {result.stderr.strip()}")
     try:
         yield mount
     finally:

@@ -3,6 +3,8 @@ job; the files flowing between them) and as a table, re-read when the watcher's 
 changes."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import param
 
 from ..style import STATUS_COLOURS
@@ -13,14 +15,14 @@ __all__ = ["PipelineModel", "graph_layout", "edge_crossings", "process_links"]
 _TEXT = {"Running": "#ffffff", "Succeeded": "#ffffff", "Failed": "#ffffff", "Aborted": "#ffffff", "Scheduled": "#323f4b"}
 
 
-def process_links(pipe) -> list[tuple[str, str]]:
-    """(producer, consumer) per pair of processes joined by at least one file, in file order."""
+def process_links(pipe) -> dict[tuple[str, str], list[str]]:
+    """The files joining each (producer, consumer) pair of processes, pairs in file order."""
     known = {proc.name for proc in pipe.processes}
-    links: list[tuple[str, str]] = []
+    links: dict[tuple[str, str], list[str]] = {}
     for node, consumer in pipe.input_edges:
         producer = pipe.producer_of(node)
-        if producer in known and consumer in known and (producer, consumer) not in links:
-            links.append((producer, consumer))
+        if producer in known and consumer in known:
+            links.setdefault((producer, consumer), []).append(node)
     return links
 
 
@@ -65,7 +67,7 @@ def graph_layout(pipe, *, sweeps: int = 6) -> dict[str, tuple[int, int]]:
     return {name: (depth[name], row[name]) for name in names}
 
 
-def edge_crossings(layout: dict[str, tuple[int, int]], links: list[tuple[str, str]]) -> int:
+def edge_crossings(layout: dict[str, tuple[int, int]], links: Iterable[tuple[str, str]]) -> int:
     """How many pairs of links between the same two columns cross (drawn as straight lines
     between the layout's places); a measure of how readable a layout is."""
     segments = [(layout[a], layout[b]) for a, b in links]
@@ -133,12 +135,7 @@ class PipelineModel(param.Parameterized):
             nodes["url"].append(ctx.url("job", job=proc.name))
             nodes["line"].append("#52606d" if status == "Scheduled" else STATUS_COLOURS.get(status, "#52606d"))
         edges: dict[str, list] = {"xs": [], "ys": [], "files": [], "between": []}
-        links: dict[tuple[str, str], list[str]] = {}
-        for node, consumer in pipe.input_edges:
-            producer = pipe.producer_of(node)
-            if producer and producer in pos and consumer in pos:
-                links.setdefault((producer, consumer), []).append(node)
-        for (a, b), files in links.items():
+        for (a, b), files in process_links(pipe).items():
             (xa, ya), (xb, yb) = pos[a], pos[b]
             edges["xs"].append([xa + 0.36, xb - 0.36])
             edges["ys"].append([-ya, -yb])

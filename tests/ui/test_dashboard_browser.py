@@ -244,14 +244,20 @@ def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screensho
     shot(page, screenshots, "monitor_refine_phone")
 
 
-def test_abort_a_running_job(server, page, screenshots, demo):
+def watch_a_rerun_of_the_first_refinement(page, server, demo, other_args: str, *, alias: str):
+    """Launch Refine3D/job004's parameters again with ``other_args`` and open its monitor."""
     session = Session(demo.root)
     params = session.read_params("Refine3D/job004/")
-    params.other_args = "--auto_iter_max 30"
+    params.other_args = other_args
     params.fn_cont = ""
-    info = runner.run_job(session, "refine3d", params, alias="long")
+    info = runner.run_job(session, "refine3d", params, alias=alias)
     page.goto(f"{server.url}/job?session=demo&job={info.name}")
     wait_bokeh(page)
+    return info
+
+
+def test_abort_a_running_job(server, page, screenshots, demo):
+    info = watch_a_rerun_of_the_first_refinement(page, server, demo, "--auto_iter_max 30", alias="long")
     wait_status(page, "Running", 30)
     page.get_by_role("button", name="Abort", exact=True).click()             # asks first
     page.get_by_text("Abort this job?").wait_for(timeout=10_000)
@@ -335,13 +341,7 @@ def test_a_converged_refinement_shows_its_result_everywhere(server, page, screen
     (run_model.star), with the pixel-size warning exactly when its FSC never falls below 0.143."""
     from processing.io.refine_star import ModelStarContents
 
-    session = Session(demo.root)
-    params = session.read_params("Refine3D/job004/")
-    params.other_args = ""
-    params.fn_cont = ""
-    info = runner.run_job(session, "refine3d", params, alias="converged")
-    page.goto(f"{server.url}/job?session=demo&job={info.name}")
-    wait_bokeh(page)
+    info = watch_a_rerun_of_the_first_refinement(page, server, demo, "", alias="converged")
     wait_status(page, "Succeeded", 300)
     model = ModelStarContents.read(demo.root / info.name / "run_model.star")
     value = f"{model.current_resolution:.2f} Å"
@@ -421,7 +421,6 @@ def test_share_link_is_read_only_and_expires(auth_server, browser, page, screens
     page.goto(f"{auth_server.url}/job?session=demo&job=Refine3D/job004/")
     wait_bokeh(page)
     page.get_by_role("button", name="Share read-only link").click()
-    share = page.locator(".bk-input-group input").last
     page.wait_for_function("""() => { for (const m of Bokeh.documents[0].all_models)
         if (m.tags && m.tags.includes('share-url') && m.value) return true; return false; }""")
     url = page.evaluate("""() => { for (const m of Bokeh.documents[0].all_models)
