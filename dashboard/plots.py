@@ -18,8 +18,8 @@ from bokeh.plotting import figure
 from .readers import FscCurve, RefineIteration
 from .style import ACCENT, HALF_COLOURS, iteration_colours
 
-__all__ = ["angular_figure", "angular_data", "histogram_figure", "histogram_data", "tomogram_figure",
-           "tomogram_data", "fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
+__all__ = ["angular_figure", "angular_data", "histogram_figure", "histogram_data", "particles_3d_figure",
+           "projection_callback", "project_points", "tomogram_data", "fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
            "angstrom_ticks", "style_figure"]
 
 _ANGSTROM_TICKS_JS = """
@@ -285,28 +285,111 @@ def histogram_data(values: np.ndarray, *, bins: int = 30, value_range: tuple[flo
     return {"left": edges[:-1].tolist(), "right": edges[1:].tolist(), "count": counts.tolist()}
 
 
-def tomogram_figure(*, name: str = "tomogram", height: int = 300):
-    """Particles of one tomogram seen from above (x, y in Å), coloured by a value, sized by depth."""
+#: the rotation of the 3D particle view, the same in Python (first drawing) and in the browser
+#: (sliders): azimuth about z, then the view tilted to the elevation (90 looks straight down z).
+_PROJECTION_JS = """
+const az = azimuth.value * Math.PI / 180, el = (90 - elevation.value) * Math.PI / 180;
+function project(x, y, z) {
+  const xa = x * Math.cos(az) - y * Math.sin(az), ya = x * Math.sin(az) + y * Math.cos(az);
+  return [xa, ya * Math.cos(el) + z * Math.sin(el), z * Math.cos(el) - ya * Math.sin(el)];
+}
+const d = points.data, n = d.x.length, depth = new Array(n), sx = new Array(n), sy = new Array(n);
+for (let i = 0; i < n; i++) { const p = project(d.x[i], d.y[i], d.z[i]); sx[i] = p[0]; sy[i] = p[1]; depth[i] = p[2]; }
+const order = [...Array(n).keys()].sort((a, b) => depth[a] - depth[b]);
+let lo = Infinity, hi = -Infinity;
+for (const v of depth) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+const out = {};
+for (const k of Object.keys(d)) out[k] = order.map(i => d[k][i]);
+out.px = order.map(i => sx[i]); out.py = order.map(i => sy[i]); out.depth = order.map(i => depth[i]);
+out.size = order.map(i => 5 + 8 * (depth[i] - lo) / Math.max(hi - lo, 1e-9));
+points.data = out;
+const e = edges.data, m = e.x0.length, ex0 = [], ey0 = [], ex1 = [], ey1 = [];
+for (let i = 0; i < m; i++) { const a = project(e.x0[i], e.y0[i], e.z0[i]), b = project(e.x1[i], e.y1[i], e.z1[i]);
+  ex0.push(a[0]); ey0.push(a[1]); ex1.push(b[0]); ey1.push(b[1]); }
+edges.data = {...e, px0: ex0, py0: ey0, px1: ex1, py1: ey1};
+"""
+
+_POINT_KEYS = ("x", "y", "z", "value", "px", "py", "depth", "size")
+_EDGE_KEYS = ("x0", "y0", "z0", "x1", "y1", "z1", "px0", "py0", "px1", "py1")
+
+
+def project_points(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, azimuth: float,
+                   elevation: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orthographic view of points in 3D: turned by ``azimuth`` (degrees) about z, then seen from
+    ``elevation`` (degrees; 90 looks straight down z, 0 along the xy plane).
+
+    Returns
+    -------
+    (screen x, screen y, depth), each ``(n,)`` in the input's units; a larger depth is nearer.
+    """
+    az, el = np.radians(azimuth), np.radians(90.0 - elevation)
+    x, y, z = (np.asarray(a, float) for a in (x, y, z))
+    xa, ya = x * np.cos(az) - y * np.sin(az), x * np.sin(az) + y * np.cos(az)
+    return xa, ya * np.cos(el) + z * np.sin(el), z * np.cos(el) - ya * np.sin(el)
+
+
+def particles_3d_figure(*, name: str = "tomogram", height: int = 340):
+    """One tomogram's particles in 3D (Å) in their bounding box, coloured by a value, the nearer
+    ones larger and drawn on top; turned in the browser by :func:`projection_callback`.
+
+    Returns ``(figure, points source, box-edges source, colour mapper)``.
+    """
     mapper = LinearColorMapper(palette="Viridis256", low=0, high=1)
-    source = ColumnDataSource({"x": [], "y": [], "z": [], "value": [], "size": []}, name=f"{name}_source")
-    fig = figure(title="Particles in the tomogram (x, y; larger = higher z)", height=height,
+    source = ColumnDataSource({k: [] for k in _POINT_KEYS}, name=f"{name}_source")
+    edges = ColumnDataSource({k: [] for k in _EDGE_KEYS}, name=f"{name}_edges")
+    fig = figure(title="Particles in the tomogram, in 3D (nearer = larger)", height=height,
                  sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset,save", match_aspect=True,
-                 x_axis_label="x (Å)", y_axis_label="y (Å)", name=name)
+                 name=name)
     style_figure(fig)
-    points = fig.scatter("x", "y", size="size", source=source, fill_color={"field": "value", "transform": mapper},
-                         line_color="#323f4b", line_width=0.3, fill_alpha=0.85)
+    fig.axis.visible = False
+    fig.grid.visible = False
+    fig.segment(x0="px0", y0="py0", x1="px1", y1="py1", source=edges, line_color="#9fb3c8", line_width=1)
+    points = fig.scatter("px", "py", size="size", source=source, fill_color={"field": "value", "transform": mapper},
+                         line_color="#323f4b", line_width=0.3, fill_alpha=0.9)
     fig.add_tools(HoverTool(renderers=[points], tooltips=[("x, y, z", "@x{0}, @y{0}, @z{0} Å"),
                                                          ("value", "@value{0.000}")]))
     fig.add_layout(ColorBar(color_mapper=mapper, width=8, title=""), "right")
-    return fig, source, mapper
+    return fig, source, edges, mapper
 
 
-def tomogram_data(x: np.ndarray, y: np.ndarray, z: np.ndarray, value: np.ndarray) -> dict:
-    """Points of one tomogram's particles; marker size 5-13 px from low to high z."""
-    z = np.asarray(z, float)
-    finite = np.isfinite(z)
-    lo, hi = (float(z[finite].min()), float(z[finite].max())) if finite.any() else (0.0, 1.0)
-    size = 5.0 + 8.0 * (np.where(finite, z, lo) - lo) / max(hi - lo, 1e-9)
-    return {"x": np.asarray(x, float).tolist(), "y": np.asarray(y, float).tolist(), "z": z.tolist(),
-            "value": np.asarray(value, float).tolist(), "size": size.tolist()}
+def projection_callback(source: ColumnDataSource, edges: ColumnDataSource) -> tuple[str, dict]:
+    """``(code, args)`` of the browser-side turn: re-projects ``source`` and ``edges`` with
+    :func:`project_points`'s formula; add the ``azimuth`` and ``elevation`` sliders to ``args``."""
+    return _PROJECTION_JS, {"points": source, "edges": edges}
 
+
+def _box_edges(lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 12 edges of the box from corner ``lo`` to ``hi`` (corners differing in one axis)."""
+    corners = [np.where([(c >> k) & 1 for k in range(3)], hi, lo) for c in range(8)]
+    return [(corners[a], corners[b]) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
+
+
+def tomogram_data(x: np.ndarray, y: np.ndarray, z: np.ndarray, value: np.ndarray, *,
+                  azimuth: float = 30.0, elevation: float = 35.0) -> tuple[dict, dict]:
+    """Source data of :func:`particles_3d_figure` for one tomogram: ``(points, box edges)``.
+
+    Positions (Å, ``(n,)`` each) are centred on the middle of their bounding box; points are
+    ordered far to near (so the nearer are drawn on top), marker sizes 5-13 px from far to near;
+    particles without a position (NaN) are left out.
+    """
+    x, y, z, value = (np.asarray(a, float) for a in (x, y, z, value))
+    keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    x, y, z, value = x[keep], y[keep], z[keep], value[keep]
+    if not x.size:
+        return {k: [] for k in _POINT_KEYS}, {k: [] for k in _EDGE_KEYS}
+    lo, hi = np.array([x.min(), y.min(), z.min()]), np.array([x.max(), y.max(), z.max()])
+    centre = (lo + hi) / 2.0
+    x, y, z = x - centre[0], y - centre[1], z - centre[2]
+    px, py, depth = project_points(x, y, z, azimuth=azimuth, elevation=elevation)
+    order = np.argsort(depth, kind="stable")
+    near = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-9)
+    points = {"x": x[order].tolist(), "y": y[order].tolist(), "z": z[order].tolist(), "value": value[order].tolist(),
+              "px": px[order].tolist(), "py": py[order].tolist(), "depth": depth[order].tolist(),
+              "size": (5.0 + 8.0 * near[order]).tolist()}
+    box = _box_edges(lo - centre, hi - centre)
+    starts, ends = np.array([a for a, _ in box]), np.array([b for _, b in box])
+    (sx0, sy0, _), (sx1, sy1, _) = (project_points(*v.T, azimuth=azimuth, elevation=elevation) for v in (starts, ends))
+    edges = {"x0": starts[:, 0].tolist(), "y0": starts[:, 1].tolist(), "z0": starts[:, 2].tolist(),
+             "x1": ends[:, 0].tolist(), "y1": ends[:, 1].tolist(), "z1": ends[:, 2].tolist(),
+             "px0": sx0.tolist(), "py0": sy0.tolist(), "px1": sx1.tolist(), "py1": sy1.tolist()}
+    return points, edges

@@ -99,8 +99,45 @@ def test_particle_pictures_of_relions_iteration():
     if stats.n_significant.max() - stats.n_significant.min() < 30:        # one bar per integer value
         assert all(r - l == 1.0 for l, r in zip(nsig["left"], nsig["right"]))
     mine = stats.tomogram == stats.tomogram[0]
-    points = tomogram_data(stats.x[mine], stats.y[mine], stats.z[mine], stats.pmax[mine])
+    points, edges = tomogram_data(stats.x[mine], stats.y[mine], stats.z[mine], stats.pmax[mine])
     assert len(points["x"]) == int(mine.sum()) and min(points["size"]) >= 5 and max(points["size"]) <= 13
+    # drawn far to near, so the nearer particles cover the farther ones
+    assert points["depth"] == sorted(points["depth"])
+    assert len(edges["x0"]) == 12
+    # the positions are RELION's, shifted by one vector (the middle of their bounding box)
+    original = {round(v, 9): (a, b, c) for v, a, b, c in zip(stats.pmax[mine], stats.x[mine], stats.y[mine], stats.z[mine])}
+    if len(original) == int(mine.sum()):            # values unique: match each point to its particle
+        offsets = np.array([np.subtract(original[round(v, 9)], (a, b, c))
+                            for v, a, b, c in zip(points["value"], points["x"], points["y"], points["z"])])
+        np.testing.assert_allclose(offsets, np.broadcast_to(offsets[0], offsets.shape), atol=1e-6)
+
+
+def test_particles_3d_view_is_a_rotation():
+    """The 3D view's projection: from straight above (elevation 90, azimuth 0) it is the top view;
+    any turn keeps the distances between the particles (screen distance and depth together), and
+    the bounding box's 12 edges keep their lengths."""
+    from dashboard.plots import project_points, tomogram_data
+
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-500, 500, (40, 3)) * [1, 1, 0.3]
+    px, py, depth = project_points(*xyz.T, azimuth=0, elevation=90)
+    np.testing.assert_allclose(np.array([px, py, depth]).T, xyz, atol=1e-9)
+    for azimuth, elevation in ((30, 35), (-120, -60), (90, 0)):
+        turned = np.array(project_points(*xyz.T, azimuth=azimuth, elevation=elevation)).T
+        np.testing.assert_allclose(np.linalg.norm(turned[1:] - turned[0], axis=1),
+                                   np.linalg.norm(xyz[1:] - xyz[0], axis=1), rtol=1e-12)
+    # seen from the side (elevation 0, azimuth 0), z is up on the screen and -y points to the viewer
+    px, py, depth = project_points([0.0], [-1.0], [2.0], azimuth=0, elevation=0)
+    np.testing.assert_allclose([px[0], py[0], depth[0]], [0.0, 2.0, 1.0], atol=1e-12)
+    points, edges = tomogram_data(*xyz.T, np.arange(40.0), azimuth=50, elevation=20)
+    sides = np.ptp(xyz, axis=0)
+    lengths = sorted(np.linalg.norm(np.array([edges["x1"], edges["y1"], edges["z1"]]).T
+                                    - np.array([edges["x0"], edges["y0"], edges["z0"]]).T, axis=1))
+    np.testing.assert_allclose(lengths, sorted(np.repeat(sides, 4)), rtol=1e-12)
+    # NaN positions (a data file without centred coordinates) are left out
+    with_nan = xyz.copy()
+    with_nan[3, 2] = np.nan
+    assert len(tomogram_data(*with_nan.T, np.arange(40.0))[0]["x"]) == 39
 
 
 def test_refine_forecast_is_a_lower_bound_on_relions_run():

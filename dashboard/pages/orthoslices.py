@@ -1,4 +1,8 @@
-"""Orthoslices (XY, XZ, YZ) of two or three maps side by side, with a slider per plane."""
+"""Orthoslices (XY, XZ, YZ) of two or three maps side by side, with one slice position for all.
+
+The three planes are linked: each section shows where the other two cut it (section lines),
+and a click on a section moves the other two planes to that point, in every map at once.
+"""
 from __future__ import annotations
 
 import html
@@ -7,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import panel as pn
+from bokeh.events import Tap
+from bokeh.models import Span
 
 from ..context import html_pane
 from ..plots import contrast, slice_data, slice_figure
@@ -17,6 +23,8 @@ from .choices import LatestChoice
 __all__ = ["OrthosliceViewer"]
 
 _PLANES = (("XY", "z"), ("XZ", "y"), ("YZ", "x"))
+#: the axes along a section's columns and rows (see :func:`dashboard.readers.orthoslices`)
+_IN_PLANE = {"XY": ("x", "y"), "XZ": ("x", "z"), "YZ": ("y", "z")}
 
 
 class OrthosliceViewer:
@@ -56,7 +64,12 @@ class OrthosliceViewer:
                         for plane, axis in _PLANES}
         for axis, slider in self.sliders.items():
             slider.param.watch(lambda e: self._draw(), "value_throttled")
+        self.section_lines = pn.widgets.Checkbox(name="Section lines", value=True, width=120, align="end",
+                                                 tags=["orthoslice-lines"])
+        self.section_lines.param.watch(lambda e: self._place_lines(), "value")
         self.figures: dict[tuple[str, str], tuple] = {}
+        #: per section figure, the lines where the other two planes cut it: (column line, row line)
+        self.lines: dict[tuple[str, str], tuple[Span, Span]] = {}
         self.panes: dict[tuple[str, str], pn.pane.Bokeh] = {}
         columns = []
         for plane, axis in _PLANES:
@@ -65,6 +78,14 @@ class OrthosliceViewer:
                 fig, source, mapper = slice_figure(f"{label} {plane}", size=size, name=f"slice_{label}_{plane}")
                 fig.title.text_color = HALF_COLOURS.get(label, "#323f4b")
                 self.figures[(label, plane)] = (fig, source, mapper)
+                column_line = Span(location=0, dimension="height", line_color="#ffd166", line_alpha=0.6, line_width=1,
+                                   name=f"line_{label}_{plane}_column")
+                row_line = Span(location=0, dimension="width", line_color="#ffd166", line_alpha=0.6, line_width=1,
+                                name=f"line_{label}_{plane}_row")
+                fig.add_layout(column_line)
+                fig.add_layout(row_line)
+                self.lines[(label, plane)] = (column_line, row_line)
+                fig.on_event(Tap, lambda event, plane=plane: self.go_to(plane, event.x, event.y))
                 pane = pn.pane.Bokeh(fig, margin=(0, 2))
                 self.panes[(label, plane)] = pane
                 row.append(pane)
@@ -73,7 +94,7 @@ class OrthosliceViewer:
             columns.append(pn.Column(images, self.sliders[axis],
                                      margin=(0, 12, 0, 0), width=width + 10))
         self.status = html_pane('<div class="tomo-note">no maps yet</div>')
-        self.view = pn.Column(pn.Row(self.choice, self.contrast, self.status, margin=0),
+        self.view = pn.Column(pn.Row(self.choice, self.contrast, self.section_lines, self.status, margin=0),
                               pn.FlexBox(*columns, flex_wrap="wrap", margin=0, sizing_mode="stretch_width"),
                               sizing_mode="stretch_width", margin=0, css_classes=["tomo-orthoslices"])
 
@@ -84,6 +105,33 @@ class OrthosliceViewer:
         picked another one."""
         self.latest.set_options(options)
         self.refresh()
+
+    # ---- the linked slice position ---------------------------------------------------------------
+
+    @property
+    def position(self) -> dict[str, int]:
+        """The slice position (voxel indices) on each axis: ``{"x": .., "y": .., "z": ..}``."""
+        return {axis: int(slider.value) for axis, slider in self.sliders.items()}
+
+    def go_to(self, plane: str, column: float | None, row: float | None) -> None:
+        """Move the two planes crossing ``plane`` through the point (``column``, ``row``) of its
+        section (data coordinates: voxels from the section's corner), in every map."""
+        if self.shape is None or column is None or row is None:
+            return
+        col_axis, row_axis = _IN_PLANE[plane]
+        for axis, value in ((col_axis, column), (row_axis, row)):
+            slider = self.sliders[axis]
+            slider.value = int(np.clip(np.floor(value), slider.start, slider.end))
+        self._draw()
+
+    def _place_lines(self) -> None:
+        position = self.position
+        for (label, plane), (column_line, row_line) in self.lines.items():
+            col_axis, row_axis = _IN_PLANE[plane]
+            # through the middle of the voxel the other plane cuts
+            column_line.location = position[col_axis] + 0.5
+            row_line.location = position[row_axis] + 0.5
+            column_line.visible = row_line.visible = bool(self.section_lines.value)
 
     # ---- drawing -------------------------------------------------------------------------------
 
@@ -128,6 +176,7 @@ class OrthosliceViewer:
         if not self.volumes:
             return
         z, y, x = (self.sliders[a].value for a in ("z", "y", "x"))
+        self._place_lines()
         for label in self.labels:
             vol = self.volumes.get(label)
             if vol is None:

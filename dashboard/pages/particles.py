@@ -1,13 +1,14 @@
 """Pictures of one refine iteration's particles, which RELION users otherwise make by hand: the
 viewing-direction distribution, histograms of rlnMaxValueProbDistribution and
-rlnNrOfSignificantSamples, and each tomogram's particles coloured by either."""
+rlnNrOfSignificantSamples, and each tomogram's particles in 3D coloured by either (turned in the
+browser by two sliders, so a turn costs no round trip)."""
 from __future__ import annotations
 
 import numpy as np
 import panel as pn
 
-from ..plots import (angular_data, angular_figure, histogram_data, histogram_figure, tomogram_data,
-                     tomogram_figure)
+from ..plots import (angular_data, angular_figure, histogram_data, histogram_figure, particles_3d_figure,
+                     projection_callback, tomogram_data)
 from ..readers import ParticleStats
 from .choices import LatestChoice
 from .frame import card
@@ -32,7 +33,14 @@ class ParticlePlots:
                                                        "Pmax", name="pmax_hist")
         self.nsig, self.nsig_source = histogram_figure("Significant samples per particle (rlnNrOfSignificantSamples)",
                                                        "samples", name="nsig_hist")
-        self.positions, self.position_source, self.position_mapper = tomogram_figure()
+        self.positions, self.position_source, self.edge_source, self.position_mapper = particles_3d_figure()
+        self.azimuth = pn.widgets.IntSlider(name="Turn (azimuth, °)", start=-180, end=180, step=5, value=30,
+                                            width=200, tags=["particles-azimuth"])
+        self.elevation = pn.widgets.IntSlider(name="View from (elevation, °)", start=-90, end=90, step=5, value=35,
+                                              width=200, tags=["particles-elevation"])
+        code, args = projection_callback(self.position_source, self.edge_source)
+        for slider in (self.azimuth, self.elevation):
+            slider.jscallback(value=code, args={**args, "azimuth": self.azimuth, "elevation": self.elevation})
         self.latest = LatestChoice(self.choice, self._load)
         self.colour_by.param.watch(lambda e: self._draw_tomogram(), "value")
         self.tomogram.param.watch(lambda e: self._draw_tomogram(), "value")
@@ -40,6 +48,7 @@ class ParticlePlots:
         self.view = card(
             pn.Row(self.choice, self.colour_by, self.tomogram, margin=0),
             pn.FlexBox(pn.Column(pn.pane.Bokeh(self.angles, sizing_mode="stretch_width"),
+                                 pn.Row(self.azimuth, self.elevation, margin=0),
                                  pn.pane.Bokeh(self.positions, sizing_mode="stretch_width"), **column),
                        pn.Column(pn.pane.Bokeh(self.pmax, sizing_mode="stretch_width"),
                                  pn.pane.Bokeh(self.nsig, sizing_mode="stretch_width"), **column),
@@ -74,7 +83,9 @@ class ParticlePlots:
             return
         mine = stats.tomogram == self.tomogram.value
         values = getattr(stats, _COLOUR_BY[self.colour_by.value])[mine]
-        self.position_source.data = tomogram_data(stats.x[mine], stats.y[mine], stats.z[mine], values)
+        self.position_source.data, self.edge_source.data = tomogram_data(
+            stats.x[mine], stats.y[mine], stats.z[mine], values,
+            azimuth=self.azimuth.value, elevation=self.elevation.value)
         finite = values[np.isfinite(values)]
         if finite.size:
             self.position_mapper.low = float(finite.min())

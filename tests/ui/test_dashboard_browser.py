@@ -1,11 +1,15 @@
 """The dashboard in headless Chromium (Playwright): real server, real session, real jobs.
 
-One test session (the simulator's tiny ``test`` dataset) is shared by the tests of this module,
-which run in order: sessions page -> Extract and Reconstruct launched from the form -> a 3D
-auto-refine launched from the form, watched live (FSC curves per iteration, progress bar),
-orthoslices -> abort -> compare. Then a server with logins: a viewer cannot launch (the
-server refuses even a forced click), share links work read-only and stop when they expire.
-Screenshots of every page go to tests/ui/screenshots/.
+The tests of this module walk one session from start to end, in order, as a user would: the
+server starts with no session; the session is made from the sessions page's "New session" form
+(the simulator's tiny ``test`` dataset imported as job 1) -> Extract and Reconstruct launched
+from the form -> a 3D auto-refine launched from the form, watched live (FSC curves per
+iteration, progress bar), its particles (viewing directions, histograms, positions in 3D) and
+orthoslices (linked sections) -> abort -> compare -> Reconstruct from the refined halves (three
+maps, 3D view) -> a refinement launched from the form and run to convergence, whose result is
+the same on the monitor, in the pipeline and on the compare page. Then a server with logins:
+a viewer cannot launch (the server refuses even a forced click), share links work read-only and
+stop when they expire. Screenshots of every page go to tests/ui/screenshots/.
 """
 from __future__ import annotations
 
@@ -15,12 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dashboard import auth
-from sessions import Preset, Session, create_demo_session, runner, save_preset
+from sessions import Preset, Session, save_preset
 
-from .conftest import DashboardServer
+from .conftest import SCREENSHOTS, DashboardServer
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -46,6 +51,18 @@ JS_VTK_BOX = """() => { const out = [];
        out.push([r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]); }
     for (const k of (v.child_views ? [...v.child_views] : [])) walk(k); }
   for (const root of Object.values(Bokeh.index)) walk(root); return out; }"""
+JS_FRAME = """(name) => { let out = null;
+  function walk(v) { if (!v || out) return;
+    if (v.model && v.model.name === name && v.frame && v.canvas_view) {
+      const r = v.canvas_view.el.getBoundingClientRect(), b = v.frame.bbox;
+      out = [r.left + b.left, r.top + b.top, b.width, b.height]; }
+    for (const k of (v.child_views ? [...v.child_views] : [])) walk(k); }
+  for (const root of Object.values(Bokeh.index)) walk(root); return out; }"""
+JS_MODEL = """(name) => { for (const doc of Bokeh.documents) { const m = doc.get_model_by_name(name);
+    if (m) return m.location; } return null; }"""
+JS_IMAGE_SUM = """(name) => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name(name);
+    if (s && s.data.image && s.data.image.length) { let t = 0; for (const v of s.data.image[0]) t += v; return t; } }
+    return null; }"""
 JS_IMAGE = """(name) => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name(name);
     if (s && s.data.image && s.data.image.length) return s.data.dw[0]; } return 0; }"""
 
@@ -67,27 +84,47 @@ def field(page, label: str):
     return page.locator(".bk-input-group", has_text=label).first
 
 
+TINY_PRESETS = {
+    "extract": {"binning": "1", "box_size": "48", "crop_size": "32", "do_stack2d": "Yes", "do_float16": "Yes",
+                "nr_threads": "2"},
+    "reconstruct": {"binning": "1", "box_size": "48", "crop_size": "32", "sym_name": "C6", "nr_threads": "2"},
+    "refine3d": {"sym_name": "C6", "particle_diameter": "150", "ini_high": "40", "ref_correct_greyscale": "Yes",
+                 "nr_threads": "2", "other_args": "--auto_iter_max 3"},
+}
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def server(tmp_path_factory):
+    """A dashboard serving no session yet: the walk makes its session in the browser."""
+    s = DashboardServer([], log=tmp_path_factory.mktemp("log") / "server.log")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(server, browser, tmp_path_factory):
+    """The walk's session, made from the sessions page's "New session" form (its creation is
+    checked by the first test); the tiny-box presets a lab would keep for this dataset are
+    saved in it."""
     root = tmp_path_factory.mktemp("ui") / "demo"
-    session = create_demo_session(root, preset="test")
-    session.update_settings(title="UI test session")
-    small = {"extract": {"binning": "1", "box_size": "48", "crop_size": "32", "do_stack2d": "Yes",
-                         "do_float16": "Yes", "nr_threads": "2"},
-             "reconstruct": {"binning": "1", "box_size": "48", "crop_size": "32", "sym_name": "C6", "nr_threads": "2"},
-             "refine3d": {"sym_name": "C6", "particle_diameter": "150", "ini_high": "40",
-                          "ref_correct_greyscale": "Yes", "nr_threads": "2", "other_args": "--auto_iter_max 3"}}
-    for job_type, options in small.items():
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(server.url)
+    wait_bokeh(page)
+    field(page, "New session directory").locator("input").fill(str(root))
+    field(page, "New session directory").locator("input").press("Enter")
+    field(page, "Simulator preset").locator("select").select_option("test")
+    field(page, "Title (optional)").locator("input").fill("UI test session")
+    field(page, "Title (optional)").locator("input").press("Enter")
+    page.get_by_role("button", name="Create session").click()
+    page.get_by_text("Created:").wait_for(timeout=90_000)
+    shot(page, SCREENSHOTS, "session_created")
+    context.close()
+    session = Session(root)
+    for job_type, options in TINY_PRESETS.items():
         save_preset(Preset(f"tiny-{job_type}", job_type, options, description="UI test: tiny test dataset"),
                     session=session)
     return session
-
-
-@pytest.fixture(scope="module")
-def server(demo, tmp_path_factory):
-    s = DashboardServer([demo.root], log=tmp_path_factory.mktemp("log") / "server.log")
-    yield s
-    s.stop()
 
 
 @pytest.fixture()
@@ -105,12 +142,23 @@ def page(browser):
     context.close()
 
 
-def launch_from_form(page, server, job_type: str, alias: str, screenshots: Path) -> str:
+def launch_from_form(page, server, job_type: str, alias: str, screenshots: Path, *,
+                     fields: tuple[tuple[str, str, str], ...] = ()) -> str:
+    """Open the job builder, load the tiny preset, type each ``(tab, field label, value)`` of
+    ``fields``, name the job and press Run!; returns the monitor's address."""
     page.goto(f"{server.url}/new?session=demo&type={job_type}")
     wait_bokeh(page)
     field(page, "Preset").locator("select").select_option(label=f"tiny-{job_type} (session)")
     page.get_by_role("button", name="Load preset").click()
     page.get_by_text(f"Loaded preset tiny-{job_type}").wait_for(timeout=15_000)
+    for tab, label, value in fields:
+        page.locator(".bk-tab", has_text=re.compile(rf"^{re.escape(tab)}$")).first.click()
+        box = field(page, label).locator("input")
+        box.fill(value)
+        box.press("Enter")
+        page.wait_for_function("([label, v]) => { for (const m of Bokeh.documents[0].all_models) "
+                               "if (m.title && m.title.trim() === label && m.value === v) return true; return false; }",
+                               arg=[label + ":", value], timeout=10_000)
     field(page, "Alias").locator("input").fill(alias)
     field(page, "Alias").locator("input").press("Enter")
     page.get_by_text("Ready to run").wait_for(timeout=15_000)
@@ -126,7 +174,12 @@ def wait_status(page, status: str, timeout: float = 120) -> None:
     page.locator(".badge", has_text=status.lower()).first.wait_for(timeout=timeout * 1000)
 
 
-def test_sessions_and_pipeline_pages(server, page, screenshots):
+def test_sessions_and_pipeline_pages(server, page, screenshots, demo):
+    """The session made from the form: listed with its particles, titled as typed, its data
+    imported as job 1."""
+    made = Session(demo.root)
+    assert made.settings["title"] == "UI test session"
+    assert [(j.name, j.status) for j in made.jobs()] == [("Import/job001/", "Succeeded")]
     page.goto(server.url)
     wait_bokeh(page)
     link = page.locator("a.session-link", has_text="UI test session")
@@ -140,10 +193,8 @@ def test_sessions_and_pipeline_pages(server, page, screenshots):
     shot(page, screenshots, "pipeline_start")
 
 
-def test_create_a_session_from_the_form(server, page, screenshots, tmp_path):
-    """The "New session" card creates the session through sessions.create_session (no CLI
-    child process): the simulated test dataset imported as job 1, listed on the page; a
-    directory that cannot become a session is reported on the page."""
+def test_a_directory_that_cannot_become_a_session_is_reported(server, page, screenshots, tmp_path):
+    """The "New session" form reports a directory that cannot become a session on the page."""
     blocker = tmp_path / "not_a_directory"
     blocker.write_text("a file where the session should go")
     page.goto(server.url)
@@ -152,19 +203,7 @@ def test_create_a_session_from_the_form(server, page, screenshots, tmp_path):
     field(page, "New session directory").locator("input").press("Enter")
     page.get_by_role("button", name="Create session").click()
     page.get_by_text("Could not create the session").wait_for(timeout=30_000)
-    target = tmp_path / "made_in_browser"
-    field(page, "New session directory").locator("input").fill(str(target))
-    field(page, "New session directory").locator("input").press("Enter")
-    field(page, "Simulator preset").locator("select").select_option("test")
-    field(page, "Title (optional)").locator("input").fill("Made in the browser")
-    field(page, "Title (optional)").locator("input").press("Enter")
-    page.get_by_role("button", name="Create session").click()
-    page.get_by_text("Created:").wait_for(timeout=90_000)
-    shot(page, screenshots, "session_created")
-    made = Session(target)
-    assert made.settings["title"] == "Made in the browser"
-    assert [(j.name, j.status) for j in made.jobs()] == [("Import/job001/", "Succeeded")]
-    page.locator("a.session-link", has_text="Made in the browser").wait_for(timeout=10_000)
+    shot(page, screenshots, "session_refused")
 
 
 def test_launch_extract_and_reconstruct_from_the_form(server, page, screenshots, demo):
@@ -232,6 +271,26 @@ def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screensho
                          ".reduce((a, b) => a + b, 0)") == n
     painted = page.evaluate(JS_PAINTED, "angles")
     assert painted.get("angles", 0) > 100, painted
+    # each tomogram's particles in 3D: turning the view (in the browser, no round trip)
+    # re-projects them with the rotation the server drew them with first
+    from dashboard.plots import project_points
+
+    points = "() => { const d = Bokeh.documents[0].get_model_by_name('tomogram_source').data; " \
+             "return {x: [...d.x], y: [...d.y], z: [...d.z], px: [...d.px], py: [...d.py]}; }"
+    first = page.evaluate(points)
+    assert len(first["x"]) > 0 and page.evaluate(JS_PAINTED, "tomogram").get("tomogram", 0) > 100
+    turn = page.locator(".bk-input-group", has_text="Turn (azimuth").locator(".noUi-handle").first
+    turn.focus()
+    for _ in range(8):
+        turn.press("ArrowRight")
+    azimuth = page.evaluate(JS_TAGGED, "particles-azimuth")
+    elevation = page.evaluate(JS_TAGGED, "particles-elevation")
+    assert azimuth == 30 + 8 * 5
+    page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('tomogram_source').data.px[0] !== {first['px'][0]}")
+    turned = page.evaluate(points)
+    px, py, _ = project_points(turned["x"], turned["y"], turned["z"], azimuth=azimuth, elevation=elevation)
+    np.testing.assert_allclose(turned["px"], px, atol=1e-6)      # same formula in JS and Python (float64 both)
+    np.testing.assert_allclose(turned["py"], py, atol=1e-6)
     # orthoslices of both halves, newest iteration, then another iteration and a moved slider
     page.wait_for_function(JS_IMAGE, arg="slice_half2_YZ_source", timeout=20_000)
     assert page.evaluate(JS_IMAGE, "slice_half1_XY_source") == 32
@@ -243,41 +302,60 @@ def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screensho
         slider.press("ArrowRight")
     page.get_by_text("XY section: z:").first.wait_for()
     time.sleep(1.0)
+    # the slices are linked: a click on half1's XY section, a quarter in from its top left,
+    # moves the XZ and YZ planes of both halves there; every section shows where the others cut it
+    z = page.evaluate(JS_TAGGED, "slider:z")
+    assert z == 20
+    left, top, width, height = page.evaluate(JS_FRAME, "slice_half1_XY")
+    page.mouse.click(left + 0.25 * width, top + 0.25 * height)
+    page.wait_for_function(f"() => ({JS_TAGGED})('slider:x') !== 16", timeout=10_000)
+    x, y = page.evaluate(JS_TAGGED, "slider:x"), page.evaluate(JS_TAGGED, "slider:y")
+    assert abs(x - 8) <= 1 and abs(y - 24) <= 1, (x, y)         # 32 px box: a quarter in, rows counted upwards
+    assert page.evaluate(JS_TAGGED, "slider:z") == z
+    expected = {f"line_{label}_{line}": value + 0.5 for label in ("half1", "half2")
+                for line, value in (("XY_column", x), ("XY_row", y), ("XZ_row", z), ("YZ_column", y))}
+    lines = {}
+    deadline = time.monotonic() + 10                 # the lines arrive in a message after the sliders'
+    while time.monotonic() < deadline and lines != expected:
+        lines = {name: page.evaluate(JS_MODEL, name) for name in expected}
+        time.sleep(0.2)
+    assert lines == expected
+    import mrcfile
+
+    with mrcfile.open(demo.root / "Refine3D" / "job004" / "run_it001_half2_class001.mrc") as mrc:
+        half2 = np.asarray(mrc.data, dtype=np.float64)
+    page.wait_for_function(f"() => Math.abs(({JS_IMAGE_SUM})('slice_half2_YZ_source') - {half2[:, :, x].sum()}) < 1e-2",
+                           timeout=10_000)                                   # float32 image summed in JS
+    assert abs(page.evaluate(JS_IMAGE_SUM, "slice_half2_XZ_source") - half2[:, y, :].sum()) < 1e-2
     shot(page, screenshots, "monitor_refine")
     page.set_viewport_size({"width": 420, "height": 900})
     time.sleep(1.0)
     shot(page, screenshots, "monitor_refine_phone")
 
 
-def watch_a_rerun_of_the_first_refinement(page, server, demo, other_args: str, *, alias: str):
-    """Launch Refine3D/job004's parameters again with ``other_args`` and open its monitor."""
-    session = Session(demo.root)
-    params = session.read_params("Refine3D/job004/")
-    params.other_args = other_args
-    params.fn_cont = ""
-    info = runner.run_job(session, "refine3d", params, alias=alias)
-    page.goto(f"{server.url}/job?session=demo&job={info.name}")
-    wait_bokeh(page)
-    return info
+def job_of(url: str) -> str:
+    """The job a monitor's address shows (``Refine3D/job005/``)."""
+    return re.search(r"job=([^&]+)", url).group(1).replace("%2F", "/")
 
 
 def test_abort_a_running_job(server, page, screenshots, demo):
-    info = watch_a_rerun_of_the_first_refinement(page, server, demo, "--auto_iter_max 30", alias="long")
+    name = job_of(launch_from_form(page, server, "refine3d", "long", screenshots,
+                                     fields=[("Running", "Additional arguments", "--auto_iter_max 30")]))
     wait_status(page, "Running", 30)
     page.get_by_role("button", name="Abort", exact=True).click()             # asks first
     page.get_by_text("Abort this job?").wait_for(timeout=10_000)
     page.get_by_role("button", name="Keep running").click()
     page.get_by_role("button", name="Abort", exact=True).wait_for(timeout=10_000)
-    assert Session(demo.root).job(info.name).status == "Running"
+    assert Session(demo.root).job(name).status == "Running"
     page.get_by_role("button", name="Abort", exact=True).click()
     page.get_by_role("button", name="Yes, abort").click()
     wait_status(page, "Aborted", 90)
     # everyone watching the session is told, in the page and on the desktop
-    text = f"{info.name.rstrip('/')} was aborted"
+    text = f"{name.rstrip('/')} was aborted"
     page.locator(".tomo-alert.aborted", has_text=text).first.wait_for(timeout=20_000)
     assert text in page.evaluate("() => window.tomodashNotified")
     shot(page, screenshots, "monitor_aborted")
-    assert Session(demo.root).job(info.name).status == "Aborted"
+    assert Session(demo.root).job(name).status == "Aborted"
     page.locator(".tomo-job .dot.Aborted").first.wait_for(timeout=10_000)   # the sidebar follows
 
 
@@ -303,12 +381,9 @@ def test_three_maps_of_a_reconstruction_are_drawn(server, page, screenshots, dem
     """Reconstruct particle from the refined half sets writes half1, half2 and merged: all nine
     orthoslices are painted (they stayed blank beside a full-width FSC figure) and the headline
     is the job's own half-map resolution."""
-    session = Session(demo.root)
-    params = session.read_params("Reconstruct/job003/")
-    params.in_optimisation = "Refine3D/job004/run_it003_optimisation_set.star"
-    info = runner.run_job(session, "reconstruct", params, alias="halves")
-    page.goto(f"{server.url}/job?session=demo&job={info.name}")
-    wait_bokeh(page)
+    name = job_of(launch_from_form(page, server, "reconstruct", "halves", screenshots, fields=[
+        ("I/O", "Input optimisation set", "Refine3D/job004/run_it003_optimisation_set.star")]))
+    assert Session(demo.root).read_params(name).in_optimisation == "Refine3D/job004/run_it003_optimisation_set.star"
     wait_status(page, "Succeeded", 90)
     page.locator("#headline-value").wait_for(timeout=15_000)
     deadline = time.monotonic() + 20
@@ -319,7 +394,7 @@ def test_three_maps_of_a_reconstruction_are_drawn(server, page, screenshots, dem
             break
         time.sleep(0.5)
     assert len(painted) == 9 and min(painted.values()) > 100, painted
-    log = (demo.root / info.name / "run.out").read_text()
+    log = (demo.root / name / "run.out").read_text()
     reported = log.split("Half-map resolution (FSC 0.143, unmasked):")[1].split("A")[0].strip()
     assert page.locator("#headline-value").inner_text() == f"{float(reported):.2f} Å"
     # the merged map in 3D: vtk.js (served by this server) draws the volume on its dark ground
@@ -346,23 +421,26 @@ def test_a_converged_refinement_shows_its_result_everywhere(server, page, screen
     (run_model.star), with the pixel-size warning exactly when its FSC never falls below 0.143."""
     from processing.io.refine_star import ModelStarContents
 
-    info = watch_a_rerun_of_the_first_refinement(page, server, demo, "", alias="converged")
+    name = job_of(launch_from_form(page, server, "refine3d", "converged", screenshots,
+                                     fields=[("Running", "Additional arguments", "")]))
     wait_status(page, "Succeeded", 300)
-    model = ModelStarContents.read(demo.root / info.name / "run_model.star")
+    params = Session(demo.root).read_params(name)
+    assert params.other_args == "" and params.sym_name == "C6"      # the form's values, run to convergence
+    model = ModelStarContents.read(demo.root / name / "run_model.star")
     value = f"{model.current_resolution:.2f} Å"
     page.locator("#headline-value").wait_for(timeout=20_000)
     assert page.locator("#headline-value").inner_text() == value
     last = model.ori_size // 2 - 1
     limited = all(f >= 0.143 for f in model.gold_standard_fsc[1:last + 1])
     assert page.locator("#headline-warning").count() == (1 if limited else 0)
-    assert "map: " + info.name + "run_class001.mrc" in page.locator("#job-headline").inner_text()
+    assert "map: " + name + "run_class001.mrc" in page.locator("#job-headline").inner_text()
     shot(page, screenshots, "monitor_refine_converged")
     page.goto(f"{server.url}/pipeline?session=demo")
     wait_bokeh(page)
-    row = page.locator("table.tomo-table tr", has_text=info.name.rstrip("/"))
+    row = page.locator("table.tomo-table tr", has_text=name.rstrip("/"))
     row.wait_for(timeout=15_000)
     assert value in row.inner_text()
-    page.goto(f"{server.url}/compare?session=demo&jobs=Refine3D/job004,{info.name.rstrip('/')}")
+    page.goto(f"{server.url}/compare?session=demo&jobs=Refine3D/job004,{name.rstrip('/')}")
     wait_bokeh(page)
     page.locator(".result-badge", has_text=value).first.wait_for(timeout=15_000)
     shot(page, screenshots, "compare_converged")
