@@ -3,6 +3,7 @@
 command line and from a session (listed by the CCP-EM pipeliner), and bad input."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -193,6 +194,33 @@ def test_cli_refuses_another_output_name(tmp_path, monkeypatch, capsys):
 
 
 # ---- the parameters ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(20))
+def test_parameters_survive_their_command_line(seed):
+    # The note's command, parsed by `tomodash maskcreate`, gives the same job.star back.
+    import argparse
+
+    from processing.jobs.maskcreate import add_parser, params_from_mask_flags
+
+    rng = np.random.default_rng(seed)
+    params = MaskCreateParameters(
+        fn_in=f"Reconstruct/job{seed:03d}/merged.mrc",
+        lowpass_filter=float(rng.choice([-1.0, round(float(rng.uniform(5, 60)), 2)])),
+        angpix=float(rng.choice([-1.0, round(float(rng.uniform(0.5, 9)), 3)])),
+        inimask_threshold=round(float(rng.uniform(-0.5, 2)), 4), extend_inimask=float(rng.integers(-5, 10)),
+        width_mask_edge=round(float(rng.uniform(0.5, 12)), 1), do_helix=bool(rng.random() < 0.5),
+        helical_z_percentage=float(rng.integers(10, 91)), nr_threads=int(rng.integers(1, 9)),
+        other_args="--invert" if rng.random() < 0.5 else "")
+    command = params.command_line("MaskCreate/job007/")
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    args = add_parser(subparsers).parse_args(shlex.split(command)[2:])
+    back, job_dir, is_continue = params_from_mask_flags(args)
+    assert job_dir == "MaskCreate/job007/" and not is_continue
+    expected = params.to_job_options()
+    if not params.do_helix:  # the command has no --z_percentage then (RELION's GUI neither)
+        expected["helical_z_percentage"] = "30"
+    assert back.to_job_options() == expected, command
+
 
 def test_job_star_names_are_relions():
     # The CCP-EM pipeliner ships RELION's default job.star of this type: same variables (RELION's

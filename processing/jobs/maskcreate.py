@@ -23,7 +23,8 @@ from processing.parallel import Communicator, get_communicator
 from .maskcreate_params import MASK_FILE, MaskCreateParameters
 from .relion_params import build_flag_parser, execute_job, params_from_flags, parse_other_args, main_from_job_dir
 
-__all__ = ["settings_from_params", "check_inputs", "validate", "run", "main", "add_parser", "job_dir_of"]
+__all__ = ["settings_from_params", "check_inputs", "validate", "run", "main", "add_parser", "job_dir_of",
+           "params_from_mask_flags"]
 
 
 def settings_from_params(params: MaskCreateParameters, extras: argparse.Namespace) -> MaskSettings:
@@ -83,25 +84,40 @@ def job_dir_of(output: str) -> str:
     return output
 
 
+def params_from_mask_flags(args: argparse.Namespace) -> tuple[MaskCreateParameters, str, bool]:
+    """Parameters, job directory and continue flag from parsed relion_mask_create flags; absent
+    flags take the program's defaults (not the GUI's), ``--z_percentage`` (a fraction) becomes
+    the form's per cent.
+
+    Raises
+    ------
+    InputError
+        For a value out of bounds or an output name other than ``mask.mrc``.
+    """
+    values = vars(args).copy()
+    for name, default in MaskCreateParameters.program_defaults.items():
+        if values.get(name) is None:
+            values[name] = default
+    job_dir = job_dir_of(args.o)
+    params, is_continue = params_from_flags(MaskCreateParameters, argparse.Namespace(**values))
+    if args.z_percentage is not None:
+        params = MaskCreateParameters.from_values(
+            {**{n: getattr(params, n) for n in params.fields()}, "helical_z_percentage": 100.0 * args.z_percentage})
+    return params, job_dir, is_continue
+
+
 def _main_from_flags(args: argparse.Namespace, comm: Communicator | None = None) -> int:
-    """``tomodash maskcreate <relion_mask_create flags>``: absent flags take the program's
-    defaults; the job.star goes into the job directory of ``--o``."""
+    """``tomodash maskcreate <relion_mask_create flags>``: the job.star goes into the job
+    directory of ``--o``, then the job runs there."""
     comm = comm or get_communicator()
     try:
-        for name, default in MaskCreateParameters.program_defaults.items():
-            if getattr(args, name) is None:
-                setattr(args, name, default)
-        args.o = job_dir_of(args.o)
-        params, is_continue = params_from_flags(MaskCreateParameters, args)
-        if args.z_percentage is not None:
-            params = MaskCreateParameters.from_values(
-                {**{n: getattr(params, n) for n in params.fields()}, "helical_z_percentage": 100.0 * args.z_percentage})
+        params, job_dir, is_continue = params_from_mask_flags(args)
         extras = parse_other_args(MaskCreateParameters, params.other_args)
     except InputError as exc:
         if comm.is_leader:
             print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         return 2
-    return execute_job(params, extras, job_dir=args.o, is_continue=is_continue, comm=comm,
+    return execute_job(params, extras, job_dir=job_dir, is_continue=is_continue, comm=comm,
                        validate=validate, run=run, write_job_star=True, invoked=None)
 
 
