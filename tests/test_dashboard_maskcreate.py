@@ -160,3 +160,35 @@ def test_builder_offers_the_mask_form(finished):
     assert problems[0].endswith("Maps/nothere.mrc")
     model.params.fn_in = "Maps/blobs.mrc"  # relative to the session, as the form gives it
     assert model.validate(model.params) == []
+
+
+def test_builder_launches_a_mask_job_and_refuses_an_empty_mask(tmp_path):
+    import time
+
+    from dashboard.viewmodels import BuilderModel
+    from sessions import runner
+
+    session = Session.create(tmp_path / "s")
+    (session.root / "Maps").mkdir()
+    shutil.copy(DATA / "blobs.mrc", session.root / "Maps/blobs.mrc")
+    model = BuilderModel(Context(session), "maskcreate")
+    model.params.fn_in = "Maps/blobs.mrc"
+    model.params.inimask_threshold = 3.0                  # above the low-passed map's maximum
+    model.checked(model.validate(model.params))
+    assert model.run() is None
+    assert model.message[0] == "error" and "the mask would be empty" in model.message[1]
+    assert not (session.root / "MaskCreate").exists()
+    model.params.inimask_threshold = 0.1
+    model.params.angpix = 3.5
+    model.params.extend_inimask = 2
+    model.params.width_mask_edge = 4
+    model.checked(model.validate(model.params))
+    info = model.run()
+    assert model.message == ("ok", "Launched") and info.name == "MaskCreate/job001/"
+    deadline = time.monotonic() + 120
+    while runner.reconcile(session, info.name) == "Running":
+        assert time.monotonic() < deadline, "the mask job did not finish"
+        time.sleep(0.2)
+    assert session.job(info.name).status == "Succeeded", (info.path / "run.err").read_text()
+    np.testing.assert_allclose(read_mrc(info.path / "mask.mrc").data, read_mrc(DATA / "mask_lp_ext_soft.mrc").data,
+                               rtol=0, atol=1.2e-7)

@@ -314,3 +314,19 @@ def test_session_refuses_bad_jobs_and_makes_nothing(session, values, error, wher
     assert where in str(caught.value) or where in repr(getattr(caught.value, "problems", ""))
     assert not (session.root / "MaskCreate").exists()
     assert (session.root / "default_pipeline.star").read_text() == before
+
+
+def test_presets_of_the_mask_job(session):
+    from sessions import apply_preset, find_preset, save_preset
+    from sessions.presets import preset_from_params
+
+    mine = MaskCreateParameters(lowpass_filter=20, inimask_threshold=0.07, extend_inimask=4, width_mask_edge=6)
+    save_preset(preset_from_params("solvent-20A", "maskcreate", mine,
+                                   fields=["lowpass_filter", "inimask_threshold", "extend_inimask", "width_mask_edge"]),
+                session=session)
+    assert (session.root / "presets/solvent-20A.star").is_file()
+    preset = find_preset("solvent-20A", "maskcreate", session)
+    params, problems = apply_preset(preset, session, MaskCreateParameters(fn_in="Maps/blobs.mrc"))
+    assert problems == [] and params.fn_in == "Maps/blobs.mrc"
+    assert (params.lowpass_filter, params.inimask_threshold, params.extend_inimask, params.width_mask_edge) == \
+        (20, 0.07, 4, 6)
