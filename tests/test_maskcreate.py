@@ -18,7 +18,7 @@ from processing.errors import InputError
 from processing.io.jobstar import JobStar
 from processing.io.mrc import read_mrc
 from processing.jobs.maskcreate_params import MaskCreateParameters
-from processing.maskcreate import MaskSettings, create_mask, extend_binary, make_mask, relion_lowpass, soft_edge
+from processing.maskcreate import MaskSettings, auto_mask, create_mask, extend_binary, make_mask, relion_lowpass, soft_edge
 from sessions import JobValidationError, Session, runner
 
 DATA = Path(__file__).parent / "data" / "maskcreate"
@@ -63,6 +63,12 @@ def test_mask_equals_relion(name):
     soft = (theirs > 0.001) & (theirs < 0.999)
     assert soft.sum() > 500
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1.2e-7)
+
+
+def test_auto_mask_alone_is_relions_automask():
+    # no low-pass, no helix, no invert: relion_mask_create is autoMask alone
+    ours = auto_mask(read_mrc(BLOBS).data, threshold=0.08, extend=-2, width=3).astype(np.float32)
+    np.testing.assert_allclose(ours, relion_mask("mask_shrink"), rtol=0, atol=1.2e-7)  # tolerance: see above
 
 
 def test_create_mask_writes_relions_file(tmp_path):

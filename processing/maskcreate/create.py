@@ -20,7 +20,7 @@ from processing.fourier.fft import irfft_centered, rfft_centered
 from processing.fourier.filters import raised_cosine_lowpass_weights
 from processing.io.mrc import MrcHeader, check_mrc_file, read_mrc, write_mrc
 
-from .automask import auto_mask, binarise, cut_helix_z, extend_binary
+from .automask import binarise, cut_helix_z, extend_binary, soft_edge
 
 __all__ = ["MaskSettings", "MaskResult", "relion_lowpass", "check_input_map", "make_mask", "create_mask"]
 
@@ -181,11 +181,14 @@ def make_mask(volume: NDArray, settings: MaskSettings, *, pixel_size: float,
         raise InputError(f"no voxel of {what} reaches the initial binarisation threshold "
                          f"{settings.threshold:g} (its maximum is {float(work.max()):.6g}): the mask "
                          "would be empty; lower the threshold", file=source, column="inimask_threshold")
-    if not extend_binary(binary, pixels=settings.extend).any():
+    extended = extend_binary(binary, pixels=settings.extend)
+    if not extended.any():
         raise InputError(f"shrinking by {-settings.extend:g} px removes every voxel of the binary mask "
                          f"({int(binary.sum())} voxels): the mask would be empty", file=source,
                          column="extend_inimask")
-    mask = auto_mask(work, threshold=settings.threshold, extend=settings.extend, width=settings.width)
+    if settings.width < 0:
+        raise InputError(f"the soft edge width must be >= 0 (got {settings.width:g})", column="width_mask_edge")
+    mask = soft_edge(extended, width=settings.width)  # RELION's autoMask, step by step
     if settings.helix_z_fraction is not None:
         mask = cut_helix_z(mask, z_fraction=settings.helix_z_fraction, width=settings.width)
     if settings.invert:
