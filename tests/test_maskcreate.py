@@ -30,6 +30,8 @@ CASES = {
     "mask_shrink": MaskSettings(threshold=0.08, extend=-2, width=3),
     "mask_invert": MaskSettings(threshold=0.05, extend=1.5, width=2.5, lowpass=20, invert=True),
     "mask_helix": MaskSettings(threshold=0.1, extend=0, width=3, lowpass=12, pixel_size=3.5, helix_z_fraction=0.3),
+    # the low-pass edge (shells 16..18) runs past Nyquist (16) unclipped, as in RELION
+    "mask_lp_nyquist": MaskSettings(threshold=0.15, extend=1.5, width=2, lowpass=6.5),
 }
 
 
