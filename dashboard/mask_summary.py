@@ -77,7 +77,8 @@ def mask_headline(mask: NDArray, pixel_size: float, options: dict[str, str]) -> 
                    "(or the mask is inverted).")
     elif m.ndim == 3 and m.size and max(float(np.abs(face).max()) for face in
                                         (m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1])) > 0.001:
-        warning = "The mask reaches the edge of the box: it cuts the density there (a smaller extension or a box re-centred)."
+        warning = ("The mask reaches the edge of the box, so it cuts off density there: use a smaller extension "
+                   "or soft edge, or a larger box.")
     return Headline(title=f"{100 * fraction:.1f}% of the box", facts=tuple(facts), warning=warning, value=fraction)
 
 

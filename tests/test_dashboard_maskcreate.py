@@ -72,6 +72,9 @@ def test_job_kind_and_headline(finished):
     assert f"{int((relion > 0.999).sum()):,} voxels inside" in headline.facts[0]
     assert "soft edge 4 px (14.0 Å), extended 2 px, threshold 0.1, low-pass 15 Å" in headline.facts
     assert f"mask volume {relion.sum() * 3.5 ** 3 / 1000:,.0f} nm³" in headline.facts
+    # this 32-px box is small: RELION's soft edge reaches its faces, which the headline says
+    faces = max(relion[[0, -1]].max(), relion[:, [0, -1]].max(), relion[:, :, [0, -1]].max())
+    assert faces > 0.001 and "edge of the box" in headline.warning
 
 
 def test_headline_warnings():
