@@ -195,3 +195,13 @@ def test_builder_launches_a_mask_job_and_refuses_an_empty_mask(tmp_path):
     assert session.job(info.name).status == "Succeeded", (info.path / "run.err").read_text()
     np.testing.assert_allclose(read_mrc(info.path / "mask.mrc").data, read_mrc(DATA / "mask_lp_ext_soft.mrc").data,
                                rtol=0, atol=1.2e-7)
+
+
+def test_the_mask_is_offered_to_the_refinement_form(finished):
+    from dashboard.readers import input_candidates
+    from processing.jobs.refine3d_params import Refine3DParameters
+
+    session, name = finished
+    assert input_candidates(session, Refine3DParameters.param["fn_mask"].metadata) == [f"{name}mask.mrc"]
+    # and the map it was made from is offered as a mask job's input
+    assert input_candidates(session, MaskCreateParameters.param["fn_in"].metadata) == ["Maps/blobs.mrc"]
