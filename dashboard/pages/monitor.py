@@ -21,6 +21,7 @@ from ..results import Headline
 from ..viewmodels import JobModel, job_label
 from .frame import card, frame, message_html, status_badge
 from .map3d import Map3DView
+from .mask_overlay import MaskMonitorParts
 from .orthoslices import OrthosliceViewer
 from .particles import ParticlePlots
 
@@ -105,6 +106,9 @@ class JobMonitor:
             parts += self._refine_parts()
         elif model.kind == "reconstruct":
             parts += self._reconstruct_parts()
+        elif model.kind == "mask":
+            self.mask_parts = MaskMonitorParts(model)
+            parts += self.mask_parts.parts
         parts.append(card(logs, title="Log"))
         self.view = pn.Column(*parts, sizing_mode="stretch_width", margin=0)
         model.param.watch(self._expire, "expired")

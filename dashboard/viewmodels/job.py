@@ -11,6 +11,7 @@ from sessions import RUNNING, runner
 
 from .. import auth
 from ..context import CONFIG
+from ..mask_summary import mask_job_headline
 from ..results import Headline, extract_headline, refine_forecast, format_duration, read_extract_counts, reconstruct_headline, \
     refine_headline
 
@@ -29,13 +30,15 @@ def job_label(info) -> str:
 
 
 def job_kind(info, listing: list[str]) -> str:
-    """``refine`` / ``reconstruct`` / ``extract`` / ``other``: from the job type, else from its files."""
+    """``refine`` / ``reconstruct`` / ``extract`` / ``mask`` / ``other``: from the job type, else from its files."""
     if info.job_type == "refine3d" or any(n.endswith("_half1_model.star") for n in listing):
         return "refine"
     if info.job_type == "reconstruct" or "merged.mrc" in listing:
         return "reconstruct"
     if info.job_type == "extract":
         return "extract"
+    if info.job_type == "maskcreate":
+        return "mask"
     return "other"
 
 
@@ -72,6 +75,8 @@ def job_headline(watcher, info) -> Headline | None:
         except (OSError, InputError, ValueError, KeyError):
             return None
         return extract_headline(counts)
+    if kind == "mask" and "mask.mrc" in listing:
+        return mask_job_headline(watcher, info)
     return None
 
 
@@ -87,7 +92,7 @@ class JobModel(param.Parameterized):
     alias = param.String(default="")
     status = param.String(default="")
     type_label = param.String(default="")
-    kind = param.Selector(objects=["refine", "reconstruct", "extract", "other"], default="other")
+    kind = param.Selector(objects=["refine", "reconstruct", "extract", "mask", "other"], default="other")
     headline = param.ClassSelector(class_=Headline, default=None, allow_None=True,
                                    doc="the result, once the job has succeeded")
     read_only = param.Boolean(default=False)

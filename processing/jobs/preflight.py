@@ -38,8 +38,9 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
 
     Extract subtomos and Reconstruct particle: the particle and tomogram sets and every tilt
     image's header (:func:`processing.jobs.extract.check_inputs`). 3D auto-refine: settings,
-    particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`).
-    Other job types are not checked here.
+    particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`). Mask
+    creation: the map, and that the mask would not be empty (:func:`processing.jobs.maskcreate.check_inputs`,
+    which reads the map). Other job types are not checked here.
 
     Raises
     ------
@@ -47,7 +48,15 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
         Naming the file (and table, column, row) at fault.
     """
     root = Path(root).resolve()
+    from .maskcreate_params import MaskCreateParameters
     from .refine3d_params import Refine3DParameters
+
+    if isinstance(params, MaskCreateParameters):  # the map is read: an empty mask is refused here
+        from .maskcreate import check_inputs as check_mask_inputs
+        from .relion_params import parse_other_args
+
+        check_mask_inputs(_absolute_inputs(params, root), parse_other_args(MaskCreateParameters, params.other_args))
+        return
 
     if isinstance(params, Refine3DParameters):
         from processing.refine.inputs import check_inputs as check_refine_inputs

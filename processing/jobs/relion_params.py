@@ -192,6 +192,8 @@ def relion_command(params: JobParameters, job_dir: str | os.PathLike, *, is_cont
                    program: str | None = None) -> str:
     """The command line (RELION's token order, spec project 8.3/8.4) that runs ``params``."""
     cls = type(params)
+    if hasattr(params, "command_line"):  # a job type that spells its own command (no tomo input block)
+        return params.command_line(job_dir, is_continue=is_continue, program=program)
     tokens = [program or f"tomodash {cls.cli_name}"]
     if params.use_direct_entries:
         for name in ("in_particles", "in_tomograms", "in_trajectories"):
