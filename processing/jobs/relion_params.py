@@ -193,6 +193,9 @@ def relion_command(params: JobParameters, job_dir: str | os.PathLike, *, is_cont
     """The command line (RELION's token order, spec project 8.3/8.4) that runs ``params``."""
     cls = type(params)
     tokens = [program or f"tomodash {cls.cli_name}"]
+    if hasattr(params, "command_args"):  # a job type that spells out its own program's argv
+        return " ".join([tokens[0], *(shlex.quote(t) if " " not in t.strip() else t
+                                      for t in params.command_args(str(job_dir), relion_output=program is not None))])
     if params.use_direct_entries:
         for name in ("in_particles", "in_tomograms", "in_trajectories"):
             if getattr(params, name):
