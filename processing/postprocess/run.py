@@ -96,7 +96,7 @@ def _shape(path: str, *, field_name: str, base: Path) -> tuple[tuple[int, ...], 
 
 
 def check_inputs(inputs: PostprocessInputs, *, base: str | PathLike = ".") -> tuple[MtfCurve | None, float]:
-    """Check everything that can be checked from headers and small files; returns the MTF
+    """Check everything that can be checked before the work (headers, the mask, the MTF); returns the MTF
     (or ``None``) and the pixel size to use.
 
     Raises
@@ -120,6 +120,7 @@ def check_inputs(inputs: PostprocessInputs, *, base: str | PathLike = ".") -> tu
         sm, _ = _shape(inputs.mask, field_name="fn_mask", base=base)
         if sm != s1:
             raise InputError(f"the mask is {sm} but the half maps are {s1}", file=inputs.mask, column="fn_mask")
+        _checked_mask(inputs.mask, base)
     pixel = inputs.angpix if inputs.angpix > 0 else px
     if pixel <= 0:
         raise InputError("no pixel size: give --angpix (the header has none)", file=inputs.half1, column="angpix")
@@ -136,6 +137,17 @@ def _read_map(path: Path, shown: str) -> np.ndarray:
         return read_mrc(path).data.astype(np.float64)
     except InputError as exc:
         raise InputError(exc.message, file=shown) from None
+
+
+def _checked_mask(name: str, base: Path) -> np.ndarray:
+    """The mask's values, refused (naming the file) outside [0, 1] or without a voxel > 0.5."""
+    mask = _read_map(base / name, name)
+    lo, hi = float(mask.min()), float(mask.max())
+    if lo < -1e-6 or hi - 1.0 > 1e-6:
+        raise InputError(f"mask values must lie in [0, 1] (found {lo:g} .. {hi:g})", file=name, column="fn_mask")
+    if not (mask > 0.5).any():
+        raise InputError("the mask has no voxel above 0.5", file=name, column="fn_mask")
+    return mask
 
 
 def run_postprocess(
@@ -167,15 +179,7 @@ def run_postprocess(
     half2 = inputs.half2_path
     h1 = _read_map(base / inputs.half1, inputs.half1)
     h2 = _read_map(base / half2, half2)
-    mask = None
-    if inputs.mask:
-        mask = _read_map(base / inputs.mask, inputs.mask)
-        lo, hi = float(mask.min()), float(mask.max())
-        if lo < -1e-6 or hi - 1.0 > 1e-6:
-            raise InputError(f"mask values must lie in [0, 1] (found {lo:g} .. {hi:g})", file=inputs.mask,
-                             column="fn_mask")
-        if not (mask > 0.5).any():
-            raise InputError("the mask has no voxel above 0.5", file=inputs.mask, column="fn_mask")
+    mask = _checked_mask(inputs.mask, base) if inputs.mask else None
     n = h1.shape[0]
     log(f"== Reading input half-reconstructions: {inputs.half1}, {half2} ({n}^3, {pixel:g} A/px)")
     try:
