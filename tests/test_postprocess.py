@@ -229,6 +229,17 @@ def test_cli_with_relion_flags_writes_relions_files(project):
     assert read_star(job / "postprocess.star")["general"]["rlnPostprocessedMap"] == "PostProcess/job001/postprocess.mrc"
 
 
+def test_cli_second_half_by_i2(project):
+    shutil.copy(project / HALF1, project / "a.mrc")
+    shutil.copy(project / HALF1.replace("half1", "half2"), project / "b.mrc")
+    assert _cli(["--i", "a.mrc", "--i2", "b.mrc", "--angpix", "1", "--o", "PostProcess/job002/"]) == 0
+    star = read_star(project / "PostProcess/job002/postprocess.star")
+    assert star["general"]["rlnUnfilteredMapHalf2"] == "b.mrc"
+    # Unmasked: RELION's unmasked columns, and the unmasked final resolution of this pair.
+    assert list(star["fsc"].columns)[-1] == "rlnFourierShellCorrelationUnmaskedMaps"
+    assert "--i2 b.mrc" in (project / "PostProcess/job002/note.txt").read_text()
+
+
 def test_job_star_has_relions_variables():
     expected = {"adhoc_bfac", "angpix", "autob_lowres", "do_adhoc_bfac", "do_auto_bfac", "do_queue",
                 "do_skip_fsc_weighting", "fn_in", "fn_mask", "fn_mtf", "low_pass", "min_dedicated",
@@ -303,6 +314,8 @@ def test_session_job_runs_and_ccpem_lists_it(tmp_path, monkeypatch):
     general = read_star(info.path / "postprocess.star")["general"]
     assert general["rlnFinalResolution"] == pytest.approx(2.823529, abs=1e-6)
     assert general["rlnBfactorUsedForSharpening"] == pytest.approx(-83.53511, rel=1e-5)
+    assert general["rlnPostprocessedMap"] == f"{info.name}postprocess.mrc"  # relative to the project, as RELION
+    assert general["rlnUnfilteredMapHalf2"] == f"Refine3D/job001/{HALF1.replace('half1', 'half2')}"
     code = (
         "from pipeliner.project_graph import ProjectGraph\n"
         "from pipeliner.job_factory import read_job\n"

@@ -23,6 +23,7 @@ from .frame import card, frame, message_html, status_badge
 from .map3d import Map3DView
 from .orthoslices import OrthosliceViewer
 from .particles import ParticlePlots
+from . import postprocess_view
 
 __all__ = ["page", "JobMonitor"]
 
@@ -105,6 +106,10 @@ class JobMonitor:
             parts += self._refine_parts()
         elif model.kind == "reconstruct":
             parts += self._reconstruct_parts()
+        elif model.kind == "postprocess":
+            self.postprocess = postprocess_view.view_for(model.watcher, model.info.path)
+            model.param.watch(self.postprocess.refresh, "listing")
+            parts += self.postprocess.parts
         parts.append(card(logs, title="Log"))
         self.view = pn.Column(*parts, sizing_mode="stretch_width", margin=0)
         model.param.watch(self._expire, "expired")

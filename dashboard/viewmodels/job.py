@@ -11,6 +11,7 @@ from sessions import RUNNING, runner
 
 from .. import auth
 from ..context import CONFIG
+from ..postprocess_result import postprocess_headline, read_postprocess_star
 from ..results import Headline, extract_headline, refine_forecast, format_duration, read_extract_counts, reconstruct_headline, \
     refine_headline
 
@@ -29,13 +30,16 @@ def job_label(info) -> str:
 
 
 def job_kind(info, listing: list[str]) -> str:
-    """``refine`` / ``reconstruct`` / ``extract`` / ``other``: from the job type, else from its files."""
+    """``refine`` / ``reconstruct`` / ``extract`` / ``postprocess`` / ``other``: from the job type,
+    else from its files."""
     if info.job_type == "refine3d" or any(n.endswith("_half1_model.star") for n in listing):
         return "refine"
     if info.job_type == "reconstruct" or "merged.mrc" in listing:
         return "reconstruct"
     if info.job_type == "extract":
         return "extract"
+    if info.job_type == "postprocess" or "postprocess.star" in listing:
+        return "postprocess"
     return "other"
 
 
@@ -72,6 +76,12 @@ def job_headline(watcher, info) -> Headline | None:
         except (OSError, InputError, ValueError, KeyError):
             return None
         return extract_headline(counts)
+    if kind == "postprocess" and "postprocess.star" in listing:
+        try:
+            return postprocess_headline(watcher.read(info.path / "postprocess.star", read_postprocess_star,
+                                                     kind="postprocess_star"))
+        except (OSError, InputError, ValueError, KeyError):
+            return None
     return None
 
 
@@ -87,7 +97,7 @@ class JobModel(param.Parameterized):
     alias = param.String(default="")
     status = param.String(default="")
     type_label = param.String(default="")
-    kind = param.Selector(objects=["refine", "reconstruct", "extract", "other"], default="other")
+    kind = param.Selector(objects=["refine", "reconstruct", "extract", "postprocess", "other"], default="other")
     headline = param.ClassSelector(class_=Headline, default=None, allow_None=True,
                                    doc="the result, once the job has succeeded")
     read_only = param.Boolean(default=False)
