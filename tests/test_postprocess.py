@@ -172,6 +172,27 @@ def test_guinier_fit_range_is_10A_to_the_end_of_the_fsc(ours):
     np.testing.assert_allclose(guinier_curve(rfftn(merged, ndim=3), box=48, pixel_size=1.0).y, direct.y, atol=1e-12)
 
 
+def test_mask_on_solvent_falls_back_to_the_unmasked_fsc_as_relion(tmp_path):
+    """RELION: when the unmasked FSC reaches further than the corrected one it warns, writes the
+    unmasked curve as rlnFourierShellCorrelationCorrected and reports its resolution (3.2 Å)."""
+    for name in (HALF1, HALF1.replace("half1", "half2"), "mask_corner.mrc"):
+        shutil.copy(PP_DIR / name, tmp_path / name)
+    (tmp_path / "fallback").mkdir()
+    result = run_postprocess(PostprocessInputs(half1=HALF1, mask="mask_corner.mrc", angpix=1.0),
+                             output_root="fallback/postprocess", base=tmp_path, log=lambda _m: None)
+    assert result.curves.unmasked_fallback and "unmasked FSC extends beyond" in result.curves.warnings[0]
+    ref, star = read_star(PP_DIR / "fallback/postprocess.star"), read_star(tmp_path / "fallback/postprocess.star")
+    assert star["general"]["rlnFinalResolution"] == pytest.approx(ref["general"]["rlnFinalResolution"], abs=1e-6)
+    assert result.curves.resolution == pytest.approx(3.2, abs=1e-9)
+    for label in ref["fsc"].columns:
+        np.testing.assert_allclose(star["fsc"][label].to_numpy(float), ref["fsc"][label].to_numpy(float),
+                                   atol=STAR_TOL, err_msg=label)
+    # With force_mask the corrected curve stays (and gives a worse resolution).
+    forced = postprocess_curves(_map(PP_DIR / HALF1), _map(PP_DIR / HALF1.replace("half1", "half2")), pixel_size=1.0,
+                                mask=_map(PP_DIR / "mask_corner.mrc"), force_mask=True)
+    assert not forced.unmasked_fallback and forced.resolution > 3.2
+
+
 def test_without_mask_writes_relions_unmasked_tables(tmp_path):
     for name in (HALF1, HALF1.replace("half1", "half2")):
         shutil.copy(FSC_DIR / name, tmp_path / name)

@@ -45,3 +45,6 @@ with open("mtf_made_up.star", "w") as f:
     for i in range(0, 17):
         s = i / 32
         f.write(f"{s:.6f} {np.exp(-1.2 * s) * (1 - 0.6 * s):.6f}\n")
+# A small mask in a corner, away from the particle (RELION then falls back to the unmasked FSC).
+rc = np.sqrt((z - 6) ** 2 + (y - 6) ** 2 + (x - 6) ** 2)
+save("mask_corner.mrc", np.where(rc <= 4, 1.0, np.where(rc >= 7, 0.0, 0.5 + 0.5 * np.cos(np.pi * (rc - 4) / 3))))
