@@ -117,3 +117,26 @@ def test_monitor_of_a_postprocess_job_shows_headline_and_figures(tmp_path):
     fsc = read_star(PP_DIR / "auto/postprocess.star")["fsc"]
     assert monitor.postprocess.fsc_source.data["ys"][-1] == fsc["rlnFourierShellCorrelationCorrected"].to_list()[1:]
     assert np.isclose(monitor.postprocess.fit_source.data["y"][0], -4.54879)
+
+
+def test_form_offers_a_refinements_half_map_for_fn_in(tmp_path):
+    """fn_in's input type is RELION's generic DensityMap.mrc.halfmap; a 3D auto-refine registers
+    its half map as DensityMap.mrc.relion.halfmap.refine3d, which the form offers (and fills in)."""
+    from dashboard.readers import input_candidates
+    from dashboard.viewmodels.builder import prefill_required_inputs
+    from sessions.pipeline import Process
+
+    session = Session.create(tmp_path / "s")
+    pipe = session.read_pipeline()
+    pipe.processes.append(Process("Refine3D/job001/", "relion.refine3d.tomo", "Succeeded", None))
+    for name, label in (("run_half1_class001_unfil.mrc", "DensityMap.mrc.relion.halfmap.refine3d"),
+                        ("run_class001.mrc", "DensityMap.mrc.relion.refine3d")):
+        pipe.add_node(f"Refine3D/job001/{name}", label)
+        pipe.add_output_edge("Refine3D/job001/", f"Refine3D/job001/{name}")
+    pipe.job_counter = 2
+    pipe.write(session.pipeline_path)
+    meta = PostprocessParameters.param["fn_in"].metadata
+    assert input_candidates(session, meta) == ["Refine3D/job001/run_half1_class001_unfil.mrc"]
+    params = PostprocessParameters()
+    prefill_required_inputs(params, session)
+    assert params.fn_in == "Refine3D/job001/run_half1_class001_unfil.mrc"
