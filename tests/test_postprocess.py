@@ -325,6 +325,11 @@ def test_session_job_runs_and_ccpem_lists_it(tmp_path, monkeypatch):
     with pytest.raises(JobValidationError):  # nothing made for a missing half map
         session.create_job("postprocess", PostprocessParameters(fn_in="Refine3D/job001/nothing_half1.mrc"))
     assert not (session.root / "PostProcess").exists()
+    write_mrc(maps / "mask_big.mrc", np.ones((40, 40, 40), np.float32), 1.0)
+    with pytest.raises(InputError, match=r"mask is \(40, 40, 40\)"):  # refused before a job is made
+        runner.run_job(session, "postprocess", PostprocessParameters(
+            fn_in=f"Refine3D/job001/{HALF1}", fn_mask="Refine3D/job001/mask_big.mrc", angpix=1.0))
+    assert not (session.root / "PostProcess").exists()
     params = PostprocessParameters(fn_in=f"Refine3D/job001/{HALF1}", fn_mask=f"Refine3D/job001/{PP_MASK}",
                                    angpix=1.0, do_auto_bfac=True)
     info = runner.run_job(session, "postprocess", params)
