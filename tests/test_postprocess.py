@@ -282,6 +282,8 @@ def _bad_inputs(project: Path) -> dict[str, tuple[list[str], str]]:
     write_mrc(project / "lonely_half1.mrc", _map(project / HALF1), 1.0)
     write_mrc(project / "mask_big.mrc", np.ones((40, 40, 40), np.float32), 1.0)
     write_mrc(project / "mask_range.mrc", 2 * _map(project / PP_MASK), 1.0)
+    (project / "mtf_zero.star").write_text(
+        "data_\nloop_\n_rlnResolutionInversePixel\n_rlnMtfValue\n0 1\n0.25 0.5\n0.5 0\n")
     return {
         "mismatched halves": (["--i", "odd_half1.mrc", "--mask", PP_MASK], "differ in size"),
         "mask of another box": (["--i", HALF1, "--mask", "mask_big.mrc"], "mask is (40, 40, 40)"),
@@ -289,6 +291,9 @@ def _bad_inputs(project: Path) -> dict[str, tuple[list[str], str]]:
         "no half in the name": (["--i", PP_MASK, "--mask", PP_MASK], "neither 'half1' nor 'half2'"),
         "mask out of range": (["--i", HALF1, "--mask", "mask_range.mrc"], "[0, 1]"),
         "both B-factors": (["--i", HALF1, "--auto_bfac", "--adhoc_bfac", "-50"], "not both"),
+        "zero in the MTF": (["--i", HALF1, "--mtf", "mtf_zero.star"],
+                            "file mtf_zero.star, table data_, column rlnMtfValue, row 3: zero or negative"),
+        "low-pass without skipping": (["--i", HALF1, "--low_pass", "4"], "with --skip_fsc_weighting"),
     }
 
 
