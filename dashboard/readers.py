@@ -262,8 +262,11 @@ def input_candidates(session, meta: dict, *, listing: Callable[[Any], list[str]]
     node_type = meta.get("node")
     if node_type:
         generic = node_type.split(".")[0]
+        # A generic label's keywords (DensityMap.mrc.halfmap: "halfmap") may sit anywhere in a
+        # job's label (DensityMap.mrc.relion.halfmap.refine3d), as in RELION's node browser.
+        keywords = set(node_type.split(".")[2:])
         nodes = [n for n in pipe.nodes if n.type_label.startswith(node_type)
-                 or n.type_label.split(".")[0] == generic and node_type.count(".") <= 1]
+                 or n.type_label.split(".")[0] == generic and keywords <= set(n.type_label.split(".")[2:])]
         status = {p.name: p.status for p in pipe.processes}
 
         def rank(node):  # finished jobs first, then newest first

@@ -219,7 +219,7 @@ def test_parameters_survive_their_command_line(seed):
         width_mask_edge=round(float(rng.uniform(0.5, 12)), 1), do_helix=bool(rng.random() < 0.5),
         helical_z_percentage=float(rng.integers(10, 91)), nr_threads=int(rng.integers(1, 9)),
         other_args="--invert" if rng.random() < 0.5 else "")
-    command = params.command_line("MaskCreate/job007/")
+    command = params.own_command("MaskCreate/job007/")
     subparsers = argparse.ArgumentParser().add_subparsers()
     args = add_parser(subparsers).parse_args(shlex.split(command)[2:])
     back, job_dir, is_continue = params_from_mask_flags(args)

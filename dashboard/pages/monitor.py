@@ -24,6 +24,7 @@ from .map3d import Map3DView
 from .mask_overlay import MaskMonitorParts
 from .orthoslices import OrthosliceViewer
 from .particles import ParticlePlots
+from .postprocess_view import view_for as postprocess_view_for
 
 __all__ = ["page", "JobMonitor"]
 
@@ -109,6 +110,10 @@ class JobMonitor:
         elif model.kind == "mask":
             self.mask_parts = MaskMonitorParts(model)
             parts += self.mask_parts.parts
+        elif model.kind == "postprocess":
+            self.postprocess = postprocess_view_for(model.watcher, model.info.path)
+            model.param.watch(self.postprocess.refresh, "listing")
+            parts += self.postprocess.parts
         parts.append(card(logs, title="Log"))
         self.view = pn.Column(*parts, sizing_mode="stretch_width", margin=0)
         model.param.watch(self._expire, "expired")

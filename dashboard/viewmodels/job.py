@@ -12,6 +12,7 @@ from sessions import RUNNING, runner
 from .. import auth
 from ..context import CONFIG
 from ..mask_summary import mask_job_headline
+from ..postprocess_result import postprocess_headline, read_postprocess_star
 from ..results import Headline, extract_headline, refine_forecast, format_duration, read_extract_counts, reconstruct_headline, \
     refine_headline
 
@@ -30,7 +31,8 @@ def job_label(info) -> str:
 
 
 def job_kind(info, listing: list[str]) -> str:
-    """``refine`` / ``reconstruct`` / ``extract`` / ``mask`` / ``other``: from the job type, else from its files."""
+    """``refine`` / ``reconstruct`` / ``extract`` / ``mask`` / ``postprocess`` / ``other``: from the
+    job type, else from its files."""
     if info.job_type == "refine3d" or any(n.endswith("_half1_model.star") for n in listing):
         return "refine"
     if info.job_type == "reconstruct" or "merged.mrc" in listing:
@@ -39,6 +41,8 @@ def job_kind(info, listing: list[str]) -> str:
         return "extract"
     if info.job_type == "maskcreate":
         return "mask"
+    if info.job_type == "postprocess" or "postprocess.star" in listing:
+        return "postprocess"
     return "other"
 
 
@@ -77,6 +81,12 @@ def job_headline(watcher, info) -> Headline | None:
         return extract_headline(counts)
     if kind == "mask" and "mask.mrc" in listing:
         return mask_job_headline(watcher, info)
+    if kind == "postprocess" and "postprocess.star" in listing:
+        try:
+            return postprocess_headline(watcher.read(info.path / "postprocess.star", read_postprocess_star,
+                                                     kind="postprocess_star"))
+        except (OSError, InputError, ValueError, KeyError):
+            return None
     return None
 
 
@@ -92,7 +102,8 @@ class JobModel(param.Parameterized):
     alias = param.String(default="")
     status = param.String(default="")
     type_label = param.String(default="")
-    kind = param.Selector(objects=["refine", "reconstruct", "extract", "mask", "other"], default="other")
+    kind = param.Selector(objects=["refine", "reconstruct", "extract", "mask", "postprocess", "other"],
+                          default="other")
     headline = param.ClassSelector(class_=Headline, default=None, allow_None=True,
                                    doc="the result, once the job has succeeded")
     read_only = param.Boolean(default=False)

@@ -181,6 +181,14 @@ class JobParameters(param.Parameterized):
             options[p.metadata["var"]] = self._format_value(p, value)
         return options
 
+    def own_command(self, job_dir: str | os.PathLike, *, is_continue: bool = False,
+                    program: str | None = None) -> str | None:
+        """This job's command line when its program takes no tomography input block (mask
+        creation, post-processing, subset selection); None: the common form built by
+        :func:`processing.jobs.relion_params.relion_command` from the declared flags.
+        ``program`` replaces ``tomodash <cli_name>`` (RELION's program name, for note.txt)."""
+        return None
+
     def write_job_star(self, job_dir: str | os.PathLike, *, is_continue: bool = False) -> None:
         """Write ``job_dir/job.star`` (atomically): the options under RELION's keys, plus the
         CCP-EM pipeliner's names for the same values. The one job.star writer of every job."""

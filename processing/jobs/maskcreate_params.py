@@ -116,8 +116,8 @@ class MaskCreateParameters(JobParameters):
         """``--z_percentage`` as relion_mask_create takes it (a fraction), None without --helix."""
         return self.helical_z_percentage / 100.0 if self.do_helix else None
 
-    def command_line(self, job_dir: str | os.PathLike, *, is_continue: bool = False,
-                     program: str | None = None) -> str:
+    def own_command(self, job_dir: str | os.PathLike, *, is_continue: bool = False,
+                    program: str | None = None) -> str:
         """The command (RELION GUI's token order) that makes this mask in ``job_dir``."""
         tokens = ["--i", self.fn_in,
                   "--o", str(Path(job_dir) / MASK_FILE)]

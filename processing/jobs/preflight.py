@@ -40,7 +40,8 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
     image's header (:func:`processing.jobs.extract.check_inputs`). 3D auto-refine: settings,
     particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`). Mask
     creation: the map, and that the mask would not be empty (:func:`processing.jobs.maskcreate.check_inputs`,
-    which reads the map). Other job types are not checked here.
+    which reads the map). Post-processing: half maps, mask and MTF
+    (:func:`processing.postprocess.check_inputs`). Other job types are not checked here.
 
     Raises
     ------
@@ -64,6 +65,15 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
         probe = _absolute_inputs(params, root)
         options = probe.to_options(root / probe.process_dir / "preflight")
         check_refine_inputs(options, n_ranks=int(params.nr_mpi), root=root)
+        return
+    from .postprocess_params import PostprocessParameters
+
+    if isinstance(params, PostprocessParameters):
+        from .postprocess import validate as check_postprocess
+        from .relion_params import parse_other_args
+
+        probe = _absolute_inputs(params, root)
+        check_postprocess(probe, parse_other_args(PostprocessParameters, probe.other_args))
         return
     if isinstance(params, TomoInputParameters):
         from .extract import check_inputs

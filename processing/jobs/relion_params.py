@@ -190,10 +190,13 @@ def parse_other_args(cls: type[JobParameters], text: str) -> argparse.Namespace:
 
 def relion_command(params: JobParameters, job_dir: str | os.PathLike, *, is_continue: bool = False,
                    program: str | None = None) -> str:
-    """The command line (RELION's token order, spec project 8.3/8.4) that runs ``params``."""
+    """The command line (RELION's token order, spec project 8.3/8.4) that runs ``params``: the
+    tomography input block and the declared flags, or the parameter class's own
+    (:meth:`JobParameters.own_command`) for a program without that block."""
+    own = params.own_command(job_dir, is_continue=is_continue, program=program)
+    if own is not None:
+        return own
     cls = type(params)
-    if hasattr(params, "command_line"):  # a job type that spells its own command (no tomo input block)
-        return params.command_line(job_dir, is_continue=is_continue, program=program)
     tokens = [program or f"tomodash {cls.cli_name}"]
     if params.use_direct_entries:
         for name in ("in_particles", "in_tomograms", "in_trajectories"):
