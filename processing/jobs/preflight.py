@@ -39,6 +39,7 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
     Extract subtomos and Reconstruct particle: the particle and tomogram sets and every tilt
     image's header (:func:`processing.jobs.extract.check_inputs`). 3D auto-refine: settings,
     particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`).
+    Subset selection: the particles and the selection itself (:func:`processing.jobs.select.check_inputs`).
     Other job types are not checked here.
 
     Raises
@@ -55,6 +56,13 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
         probe = _absolute_inputs(params, root)
         options = probe.to_options(root / probe.process_dir / "preflight")
         check_refine_inputs(options, n_ranks=int(params.nr_mpi), root=root)
+        return
+    from .select_params import SelectParameters
+
+    if isinstance(params, SelectParameters):
+        from .select import check_inputs as check_select_inputs
+
+        check_select_inputs(_absolute_inputs(params, root), root=root)
         return
     if isinstance(params, TomoInputParameters):
         from .extract import check_inputs

@@ -190,7 +190,11 @@ def parse_other_args(cls: type[JobParameters], text: str) -> argparse.Namespace:
 
 def relion_command(params: JobParameters, job_dir: str | os.PathLike, *, is_continue: bool = False,
                    program: str | None = None) -> str:
-    """The command line (RELION's token order, spec project 8.3/8.4) that runs ``params``."""
+    """The command line (RELION's token order, spec project 8.3/8.4) that runs ``params``
+    (a parameter class with its own flags gives it through its ``command_line`` method)."""
+    own = getattr(params, "command_line", None)
+    if callable(own):
+        return own(job_dir, is_continue=is_continue, program=program)
     cls = type(params)
     tokens = [program or f"tomodash {cls.cli_name}"]
     if params.use_direct_entries:

@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from .duplicates import DuplicateRemoval, duplicate_positions, find_duplicates, remove_duplicates
 from .recenter import image_pixel_sizes, recenter
+from .run import (
+    REMOVED_FILE,
+    SUMMARY_FILE,
+    Selection,
+    SelectionResult,
+    SelectionSettings,
+    compute_selection,
+    read_summary,
+    select_particles,
+)
 from .values import select_on_value, value_mask
 
 __all__ = [
@@ -20,4 +30,12 @@ __all__ = [
     "recenter",
     "select_on_value",
     "value_mask",
+    "Selection",
+    "SelectionResult",
+    "SelectionSettings",
+    "compute_selection",
+    "read_summary",
+    "select_particles",
+    "REMOVED_FILE",
+    "SUMMARY_FILE",
 ]
