@@ -73,7 +73,7 @@ class SelectParameters(JobParameters):
         metadata={"tab": "Duplicates", "var": "do_remove_duplicates", "flag": "--do_remove_duplicates"},
     )
     duplicate_threshold = param.Number(
-        30.0, bounds=(0, None), softbounds=(0, 1000), step=1, label="Minimum inter-particle distance (A)",
+        30.0, softbounds=(0, 1000), step=1, label="Minimum inter-particle distance (A)",
         doc="Particles this close (Å, 3D, origins applied) or closer are duplicates. The tutorial "
             "uses 30 Å, later 50 Å.",
         metadata={"tab": "Duplicates", "var": "duplicate_threshold", "flag": "--remove_duplicates"},
@@ -159,7 +159,7 @@ class SelectParameters(JobParameters):
         elif not self.do_remove_duplicates and not self.do_select_values:
             out.append(FieldProblem("do_remove_duplicates", "or Select based on metadata values must be "
                                     "chosen (interactive selection is not available here)"))
-        if self.do_remove_duplicates and not self.duplicate_threshold > 0:
+        if self.duplicate_threshold < 0 or (self.do_remove_duplicates and not self.duplicate_threshold > 0):
             out.append(FieldProblem("duplicate_threshold", f"must be > 0 Å (got {self.duplicate_threshold:g})"))
         if self.do_select_values:
             if not self.select_label.startswith("rln") or " " in self.select_label.strip():
