@@ -17,7 +17,7 @@ PACKAGES = ("processing", "sessions", "dashboard")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("processing.errors", "processing.abort", "processing.io", "processing.fourier", "processing.geometry",
      "processing.parallel", "processing.glibc_random", "processing.backend"),
-    ("processing.extract", "processing.reconstruct", "processing.refine", "processing.simulate"),
+    ("processing.extract", "processing.reconstruct", "processing.refine", "processing.select", "processing.simulate"),
     ("processing.jobs", "processing.cli"),
     ("sessions",),
     ("dashboard",),

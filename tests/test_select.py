@@ -389,3 +389,34 @@ def test_session_refuses_bad_select_jobs_and_creates_nothing(select_session):
     assert negative.value.column == "duplicate_threshold" and "-5" in str(negative.value)
     assert (session.root / "default_pipeline.star").read_text() == before
     assert sorted(p.name for p in (session.root / "Select").iterdir()) == jobs
+
+
+# ---- dashboard headline (headless) -----------------------------------------------------------------
+
+def test_dashboard_headline_of_a_select_job(select_session):
+    from dashboard.select_results import select_headline
+    from dashboard.viewmodels.job import job_headline
+    from dashboard.watcher import SessionWatcher
+
+    session, info = select_session
+    summary = json.loads((info.path / "selection.json").read_text())
+    removed = len(read_star(info.path / "particles_removed.star")["particles"])
+    kept = len(ParticleSet.read(info.path / "particles.star"))
+    watcher = SessionWatcher(session.root, interval=0.0)
+    watcher.poll(force=True)
+    headline = job_headline(watcher, watcher.job(info.name))
+    assert headline.title == f"{kept} of {kept + removed} particles kept; {removed} duplicates removed"
+    assert headline.value == kept and summary["input"] == kept + removed
+    assert "minimum inter-particle distance 50 Å" in headline.facts
+    on_value = select_headline({"input": 10, "kept": 7, "task": "onvalue", "outside_range": 3,
+                                "label": "rlnMaxValueProbDistribution", "minval": 0.1, "maxval": 1.0,
+                                "recentered": True, "centre_px": [0, 0, 11]})
+    assert on_value.title == "7 of 10 particles kept; 3 outside the range"
+    assert on_value.facts == ("0.1 ≤ rlnMaxValueProbDistribution ≤ 1", "re-centred on (0, 0, 11) px of the reference")
+    # no summary yet (a running job): no headline rather than an error
+    (info.path / "selection.json").rename(info.path / "selection.json.bak")
+    try:
+        watcher.poll(force=True)
+        assert job_headline(watcher, watcher.job(info.name)) is None
+    finally:
+        (info.path / "selection.json.bak").rename(info.path / "selection.json")
