@@ -68,6 +68,16 @@ def test_duplicate_removal_matches_relion_star_handler(relion_in, threshold, ste
     pd.testing.assert_frame_equal(kept.optics, relion_kept.optics)
 
 
+def test_image_angpix_plays_no_part_for_tomograms(tmp_path):
+    # relion_star_handler gave the same file with --image_angpix 1.35 (dedup30_angpix.star)
+    code = _cli(["--i", str(DATA / "particles_in.star"), "--o", str(tmp_path / "job" / "particles.star"),
+                 "--remove_duplicates", "30", "--image_angpix", "1.35"])   # RELION's --o spelling
+    assert code == 0
+    assert JobStar.read(tmp_path / "job" / "job.star").options["image_angpix"] == "1.35"
+    assert _names(ParticleSet.read(tmp_path / "job" / "particles.star")) == \
+        _names(ParticleSet.read(DATA / "dedup30_angpix.star"))
+
+
 def test_relion_keep_rule_on_the_hand_made_table(relion_in):
     # Restates what the fixture's README says RELION did, case by case.
     _, removed, removal = remove_duplicates(relion_in, min_distance_angst=30.0)
@@ -325,11 +335,15 @@ def select_session(sim_dataset, tmp_path_factory):
     info = runner.run_job(session, "select", SelectParameters(
         in_optimisation="Import/job001/optimisation_set.star", do_remove_duplicates=True, duplicate_threshold=50))
     assert wait_for_job(session, info.name) == "Succeeded", (info.path / "run.err").read_text()
-    return session, info
+    on_value = runner.run_job(session, "select", SelectParameters(
+        in_optimisation=f"{info.name}optimisation_set.star", do_select_values=True, select_label="rlnAngleTilt",
+        select_minval=85, select_maxval=95))
+    assert wait_for_job(session, on_value.name) == "Succeeded", (on_value.path / "run.err").read_text()
+    return session, info, on_value
 
 
 def test_select_job_in_a_session_feeds_reconstruct(select_session, sim_dataset):
-    session, info = select_session
+    session, info, _ = select_session
     ds, _ = sim_dataset
     job = info.path
     for name in ("job.star", "note.txt", "particles.star", "particles_removed.star", "optimisation_set.star",
@@ -343,6 +357,14 @@ def test_select_job_in_a_session_feeds_reconstruct(select_session, sim_dataset):
     opt = OptimisationSet.read(job / "optimisation_set.star")
     assert opt.particles == f"{info.name}particles.star" and opt.tomograms == "Import/job001/tomograms.star"
     assert len(ParticleSet.read(job / "particles.star")) == json.loads((job / "selection.json").read_text())["kept"]
+    # the second job selected from the first one's set, on a value range
+    on_value_job = select_session[2].path
+    chained = ParticleSet.read(on_value_job / "particles.star")
+    expected = select_on_value(ParticleSet.read(job / "particles.star"), "rlnAngleTilt", minval=85, maxval=95)[0]
+    assert _names(chained) == _names(expected)
+    assert 0 < len(chained) < len(ParticleSet.read(job / "particles.star"))       # some, not all
+    assert session.job(select_session[2].name).type_label == "relion.select.onvalue"
+    assert not (on_value_job / "particles_removed.star").exists()
     rec = runner.run_job(session, "reconstruct", ReconstructParameters(
         in_optimisation=f"{info.name}optimisation_set.star", binning=4, box_size=32, crop_size=24, sym_name="C6"))
     assert wait_for_job(session, rec.name) == "Succeeded", (rec.path / "run.err").read_text()
@@ -350,8 +372,8 @@ def test_select_job_in_a_session_feeds_reconstruct(select_session, sim_dataset):
     assert f"{info.name}optimisation_set.star" in session.read_pipeline().inputs_of(rec.name)
 
 
-def test_ccpem_pipeliner_lists_the_select_job(select_session):
-    session, info = select_session
+def test_ccpem_pipeliner_lists_the_select_jobs(select_session):
+    session, info, on_value = select_session
     importlib.import_module("pipeliner.project_graph")  # a test dependency: fail, not skip, when absent
     code = (
         "from pipeliner.project_graph import ProjectGraph\n"
@@ -361,16 +383,20 @@ def test_ccpem_pipeliner_lists_the_select_job(select_session):
         "        print('JOB', p.name, p.type, p.status, len(p.input_nodes), len(p.output_nodes))\n"
         f"job = read_job('{info.name}job.star')\n"
         "print('CLASS', type(job).__name__, job.joboptions['duplicate_threshold'].value)\n"
+        f"job = read_job('{on_value.name}job.star')\n"
+        "print('CLASS', type(job).__name__, job.joboptions['select_label'].value)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=session.root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [line.split() for line in proc.stdout.splitlines() if line.startswith(("JOB", "CLASS"))]
     assert ["JOB", info.name, "relion.select.removeduplicates", "Succeeded", "1", "2"] in lines
-    assert lines[-1][:2] == ["CLASS", "RelionSelectRemoveDuplicates"] and float(lines[-1][2]) == 50
+    assert ["JOB", on_value.name, "relion.select.onvalue", "Succeeded", "1", "2"] in lines
+    assert lines[-2][:2] == ["CLASS", "RelionSelectRemoveDuplicates"] and float(lines[-2][2]) == 50
+    assert lines[-1] == ["CLASS", "RelionSelectOnValue", "rlnAngleTilt"]
 
 
 def test_session_refuses_bad_select_jobs_and_creates_nothing(select_session):
-    session, _ = select_session
+    session, _, _ = select_session
     before = (session.root / "default_pipeline.star").read_text()
     jobs = sorted(p.name for p in (session.root / "Select").iterdir())
     with pytest.raises(InputError) as missing:
@@ -398,7 +424,7 @@ def test_dashboard_headline_of_a_select_job(select_session):
     from dashboard.viewmodels.job import job_headline
     from dashboard.watcher import SessionWatcher
 
-    session, info = select_session
+    session, info, _ = select_session
     summary = json.loads((info.path / "selection.json").read_text())
     removed = len(read_star(info.path / "particles_removed.star")["particles"])
     kept = len(ParticleSet.read(info.path / "particles.star"))

@@ -10,7 +10,8 @@
         --center --center_Z 11 --remove_duplicates 50
 
 ``--i`` takes a particles.star or an optimisation set (told apart by their contents; ``--ios``
-names an optimisation set explicitly). Writes particles.star (+ particles_removed.star when
+names an optimisation set explicitly); ``--o`` is the job directory (RELION's
+``--o <job>/particles.star`` is taken as its directory). Writes particles.star (+ particles_removed.star when
 removing duplicates), optimisation_set.star and selection.json in the job directory.
 """
 from __future__ import annotations
@@ -100,6 +101,8 @@ def run(params: SelectParameters, extras: argparse.Namespace, *, job_dir: Path, 
 def _from_flags(args: argparse.Namespace) -> int:
     """``tomodash select``: RELION's flags imply the task (``--remove_duplicates D`` removes
     duplicates, ``--select LABEL`` selects on values); ``--i`` may be an optimisation set."""
+    if Path(args.o).name == "particles.star":
+        args.o = str(Path(args.o).parent) + "/"   # RELION's GUI passes --o <job>/particles.star
     if args.duplicate_threshold is not None:
         args.do_remove_duplicates = True
     if args.select_label is not None:
