@@ -10,7 +10,8 @@ import importlib
 
 # Modules that each register one subcommand through ``add_parser(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = ("processing.simulate.cli", "processing.jobs.extract", "processing.jobs.reconstruct",
-                                   "processing.jobs.refine3d", "processing.jobs.maskcreate", "processing.jobs.postprocess")
+                                   "processing.jobs.refine3d", "processing.jobs.select", "processing.jobs.maskcreate",
+                                   "processing.jobs.postprocess")
 
 
 def add_processing_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,8 @@ Adding a job type to sessions (and so to the runner, the CLI and the dashboard) 
 """
 from __future__ import annotations
 
-from processing.jobs import extract_params, maskcreate_params, postprocess_params, reconstruct_params, refine3d_params
+from processing.jobs import (extract_params, maskcreate_params, postprocess_params, reconstruct_params,
+                             refine3d_params, select_params)
 from processing.jobs.spec import JobSpec, OutputNode
 
 __all__ = ["OutputNode", "JobType", "register_job_type", "unregister_job_type", "get_job_type",
@@ -73,6 +74,6 @@ def job_type_for_label(label: str) -> JobType | None:
 
 # ---- built-in types ---------------------------------------------------------------------------
 
-for _spec in (extract_params.SPEC, reconstruct_params.SPEC, refine3d_params.SPEC, maskcreate_params.SPEC,
-              postprocess_params.SPEC):
+for _spec in (extract_params.SPEC, reconstruct_params.SPEC, refine3d_params.SPEC, select_params.SPEC,
+              maskcreate_params.SPEC, postprocess_params.SPEC):
     register_job_type(_spec)

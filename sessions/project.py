@@ -365,7 +365,7 @@ class Session:
                 for field in self._input_fields(params):
                     setattr(params, field, pipe.resolve_alias_path(getattr(params, field)))
                 params.write_job_star(job_dir, is_continue=is_continue)
-                proc = Process(name, cls.job_type_label, status, alias_path)
+                proc = Process(name, params.process_type_label(), status, alias_path)
                 pipe.processes.append(proc)
                 self._register_nodes(pipe, proc, jt, params)
                 pipe.job_counter = number + 1

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("processing.errors", "processing.abort", "processing.io", "processing.fourier", "processing.geometry",
      "processing.parallel", "processing.glibc_random", "processing.backend"),
     ("processing.extract", "processing.reconstruct", "processing.refine", "processing.simulate",
-     "processing.maskcreate", "processing.postprocess"),
+     "processing.select", "processing.maskcreate", "processing.postprocess"),
     ("processing.jobs", "processing.cli"),
     ("sessions",),
     ("dashboard",),

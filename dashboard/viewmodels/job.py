@@ -13,6 +13,7 @@ from .. import auth
 from ..context import CONFIG
 from ..mask_summary import mask_job_headline
 from ..postprocess_result import postprocess_headline, read_postprocess_star
+from ..select_results import select_job_headline
 from ..results import Headline, extract_headline, refine_forecast, format_duration, read_extract_counts, reconstruct_headline, \
     refine_headline
 
@@ -66,6 +67,8 @@ def job_headline(watcher, info) -> Headline | None:
     """The result of a job that succeeded (see :mod:`dashboard.results`), None for the others."""
     if info.status != "Succeeded":
         return None
+    if info.job_type == "select":
+        return select_job_headline(watcher, info)
     listing = watcher.listing(info.name)
     kind = job_kind(info, listing)
     if kind == "refine":

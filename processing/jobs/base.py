@@ -189,12 +189,17 @@ class JobParameters(param.Parameterized):
         ``program`` replaces ``tomodash <cli_name>`` (RELION's program name, for note.txt)."""
         return None
 
+    def process_type_label(self) -> str:
+        """This job's full process type label (``rlnJobTypeLabel``): the class's label plus any
+        sub-label RELION appends for the chosen options (``relion.select.removeduplicates``)."""
+        return type(self).job_type_label
+
     def write_job_star(self, job_dir: str | os.PathLike, *, is_continue: bool = False) -> None:
         """Write ``job_dir/job.star`` (atomically): the options under RELION's keys, plus the
         CCP-EM pipeliner's names for the same values. The one job.star writer of every job."""
-        cls = type(self)
-        JobStar(type_label=cls.job_type_label, is_continue=is_continue, is_tomo=cls.is_tomo,
-                options=with_ccpem_keys(cls.job_type_label, self.to_job_options())).write(Path(job_dir) / "job.star")
+        label = self.process_type_label()
+        JobStar(type_label=label, is_continue=is_continue, is_tomo=type(self).is_tomo,
+                options=with_ccpem_keys(label, self.to_job_options())).write(Path(job_dir) / "job.star")
 
     @staticmethod
     def _format_value(p: param.Parameter, value: Any) -> str:

@@ -38,10 +38,12 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
 
     Extract subtomos and Reconstruct particle: the particle and tomogram sets and every tilt
     image's header (:func:`processing.jobs.extract.check_inputs`). 3D auto-refine: settings,
-    particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`). Mask
-    creation: the map, and that the mask would not be empty (:func:`processing.jobs.maskcreate.check_inputs`,
-    which reads the map). Post-processing: half maps, mask and MTF
-    (:func:`processing.postprocess.check_inputs`). Other job types are not checked here.
+    particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`). Subset
+    selection: the particles and the selection itself (:func:`processing.jobs.select.check_inputs`).
+    Mask creation: the map, and that the mask would not be empty
+    (:func:`processing.jobs.maskcreate.check_inputs`, which reads the map). Post-processing: half
+    maps, mask and MTF (:func:`processing.postprocess.check_inputs`). Other job types are not
+    checked here.
 
     Raises
     ------
@@ -74,6 +76,12 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
 
         probe = _absolute_inputs(params, root)
         check_postprocess(probe, parse_other_args(PostprocessParameters, probe.other_args))
+    from .select_params import SelectParameters
+
+    if isinstance(params, SelectParameters):
+        from .select import check_inputs as check_select_inputs
+
+        check_select_inputs(_absolute_inputs(params, root), root=root)
         return
     if isinstance(params, TomoInputParameters):
         from .extract import check_inputs

@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--tilt-error", type=float, dest="tilt_error_deg", help="initial tilt error σ (deg)")
     parser.add_argument("--psi-error", type=float, dest="psi_error_deg", help="initial psi error σ (deg)")
     parser.add_argument("--position-error", type=float, dest="position_error_angst", help="initial position RMS error (Å)")
+    parser.add_argument("--duplicates", type=float, dest="duplicate_fraction",
+                        help="fraction of particles picked a second time, 3-20 Å from their true centre "
+                             "(planted duplicates, listed in simulation.json; default 0)")
     parser.add_argument("--absolute-paths", action="store_true", help="absolute paths inside the STAR files")
     parser.set_defaults(func=run)
     return parser
@@ -50,7 +53,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for key in (
         "seed", "snr", "symmetry", "n_tomograms", "spheres_per_tomogram", "pixel_size", "hand",
-        "rot_error_deg", "tilt_error_deg", "psi_error_deg", "position_error_angst",
+        "rot_error_deg", "tilt_error_deg", "psi_error_deg", "position_error_angst", "duplicate_fraction",
     ):
         value = getattr(args, key, None)
         if value is not None:

@@ -8,6 +8,8 @@ Layout of ``outdir`` (paths inside STAR files are relative to ``outdir`` unless
     tilt_series/<TS>/<TS>_<NNN>_<angle>.mrc   tilt images (float32, 2D, pixel size in header)
     particles.star                      data_optics + data_particles, initial (perturbed) poses
     particles_true.star                 same columns, true poses
+                                        (with planted duplicates: one row per pick, in the same
+                                        order; a second pick has its particle's true pose)
     optimisation_set.star               rlnTomoParticlesFile, rlnTomoTomogramsFile
     truth_map.mrc                       the phantom at the ts pixel size, centre at N//2
     simulation.json                     parameters, seed, derived values, per-tilt SNR
@@ -31,8 +33,10 @@ from .params import SimulationParameters
 from .phantom import Phantom, phantom_from_model, procedural_phantom, render_map
 from .specimen import (
     ParticlePoses,
+    PlantedDuplicates,
     perturb_poses,
     place_spheres,
+    plant_duplicates,
     required_separation,
     sphere_particle_poses,
     sphere_reach,
@@ -52,6 +56,7 @@ __all__ = [
     "SimulationResult",
     "build_phantom",
     "load_parameters",
+    "planted_duplicates",
     "render_truth",
     "simulate_dataset",
     "truth_box_size",
@@ -72,6 +77,22 @@ class SimulatedTomogram:
     noise_sigma: float  # image units; 0 without noise
     tilt_snr: NDArray[np.float64]  # (n_tilts,) measured mean particle SNR per tilt (nan: no noise)
     image_files: list[str] = field(default_factory=list)
+    duplicates: PlantedDuplicates | None = None  # second picks (params.duplicate_fraction > 0)
+
+    @property
+    def n_picks(self) -> int:
+        """Rows of this tomogram in particles.star: particles plus planted second picks."""
+        return len(self.true_poses) + (0 if self.duplicates is None else len(self.duplicates.duplicate_of))
+
+    def planted_duplicates(self) -> dict[str, str]:
+        """``rlnTomoParticleName`` of each planted second pick -> that of its particle's first pick."""
+        if self.duplicates is None:
+            return {}
+        n = len(self.true_poses)
+        row_of = np.empty(len(self.duplicates.order), dtype=np.int64)
+        row_of[self.duplicates.order] = np.arange(len(self.duplicates.order))
+        return {f"{self.name}/{row_of[n + k] + 1}": f"{self.name}/{row_of[first] + 1}"
+                for k, first in enumerate(self.duplicates.duplicate_of.tolist())}
 
 
 @dataclass
@@ -126,6 +147,22 @@ def load_parameters(dataset_dir: str | Path) -> SimulationParameters:
     fields = SimulationParameters.__dataclass_fields__
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields}
     return SimulationParameters(**values)
+
+
+def planted_duplicates(dataset_dir: str | Path) -> dict[str, str]:
+    """The second picks planted in a simulated dataset (``duplicate_fraction`` > 0), from its
+    ``simulation.json``: ``rlnTomoParticleName`` of each second pick -> that of the first pick of
+    the same particle; empty when none were planted."""
+    import json
+
+    from ..errors import InputError
+
+    path = Path(dataset_dir) / "simulation.json"
+    try:
+        tomograms = json.loads(path.read_text())["tomograms"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"not a simulated dataset: {exc}", file=path) from exc
+    return {second: first for t in tomograms for second, first in t.get("planted_duplicates", {}).items()}
 
 
 def render_truth(dataset_dir: str | Path, box: int, pixel_size: float) -> NDArray[np.float32]:
@@ -212,13 +249,22 @@ def simulate_dataset(
             rot_error=params.rot_error_deg, tilt_error=params.tilt_error_deg,
             psi_error=params.psi_error_deg, position_error_px=params.position_error_angst / px,
         )
+        duplicates = None
+        if params.duplicate_fraction > 0:
+            # A fifth stream of this tomogram: the four above draw exactly what they drew before.
+            duplicates = plant_duplicates(
+                true_poses, np.random.default_rng(tomo_seed.spawn(1)[0]),
+                fraction=params.duplicate_fraction,
+                distance_px=(params.duplicate_distance_angst[0] / px, params.duplicate_distance_angst[1] / px),
+                rot_error=params.rot_error_deg, tilt_error=params.tilt_error_deg, psi_error=params.psi_error_deg,
+            )
         # Render from the values exactly as written to the STAR files (6 decimals).
         written = _as_written(true_poses, params.tomogram_size, px)
         rotations = written.rotations()
         tomo = SimulatedTomogram(
             name=name, geometry=geometry, projections=projections, sphere_centres=centres,
             sphere_radii=radii_angst / px, true_poses=true_poses, initial_poses=initial,
-            noise_sigma=0.0, tilt_snr=np.full(len(geometry), np.nan),
+            noise_sigma=0.0, tilt_snr=np.full(len(geometry), np.nan), duplicates=duplicates,
         )
         noise_seeds = noise_ss.spawn(len(geometry))
         signal_var = np.zeros(len(geometry))
@@ -323,6 +369,8 @@ def _particle_table(tomograms: list[SimulatedTomogram], which: str, params: Simu
     )}
     for tomo in tomograms:
         poses = tomo.true_poses if which == "true" else tomo.initial_poses
+        if tomo.duplicates is not None:
+            poses = _with_second_picks(poses, tomo, true=which == "true")
         centred = _centred(poses, params.tomogram_size, params.pixel_size)
         n = len(poses)
         cols["rlnTomoName"] += [tomo.name] * n
@@ -337,6 +385,20 @@ def _particle_table(tomograms: list[SimulatedTomogram], which: str, params: Simu
         cols["rlnAnglePsiPrior"] += [0.0] * n
         cols["rlnOpticsGroup"] += [1] * n
     return cols
+
+
+def _with_second_picks(poses: ParticlePoses, tomo: SimulatedTomogram, *, true: bool) -> ParticlePoses:
+    """``poses`` (one per particle) with the planted second picks added, in file order; a
+    second pick's true pose is its particle's."""
+    dup = tomo.duplicates
+    assert dup is not None
+    extra = tomo.true_poses if true else dup.poses
+    pick = (lambda a, b: np.concatenate([a, b[dup.duplicate_of] if true else b])[dup.order])
+    return ParticlePoses(
+        pick(poses.positions, extra.positions), pick(poses.subtomogram_angles, extra.subtomogram_angles),
+        pick(poses.angles, extra.angles), pick(poses.sphere_index, extra.sphere_index),
+        pick(poses.normals, extra.normals),
+    )
 
 
 def _write_metadata(params: SimulationParameters, outdir: Path, tomograms: list[SimulatedTomogram]) -> dict[str, Path]:
@@ -434,6 +496,8 @@ def _summary(result: SimulationResult, box: int) -> dict[str, Any]:
                 "sphere_radii_px": np.round(t.sphere_radii, 4).tolist(),
                 "noise_sigma": round(t.noise_sigma, 8),
                 "tilt_snr": [None if not np.isfinite(v) else round(float(v), 6) for v in t.tilt_snr],
+                **({"n_picks": t.n_picks, "planted_duplicates": t.planted_duplicates()}
+                   if t.duplicates is not None else {}),
             }
             for t in result.tomograms
         ],

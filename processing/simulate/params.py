@@ -83,6 +83,15 @@ class SimulationParameters:
     tilt_error_deg, psi_error_deg : σ of normal errors on ``rlnAngleTilt`` / ``rlnAnglePsi``.
     position_error_angst : RMS 3D error of the initial centred coordinates (Å).
 
+    Planted duplicates (off by default; the default outputs do not change)
+    -----------------------------------------------------------------------
+    duplicate_fraction : fraction of each tomogram's particles that get a second pick (0..1;
+        the count is rounded), as a picker that finds one particle twice: its own position
+        error, orientation error and row in particles.star. ``simulation.json`` lists them
+        (``planted_duplicates``: second pick -> first pick of the same particle).
+    duplicate_distance_angst : ``(min, max)`` distance (Å) of a second pick from the particle's
+        true centre, uniform in that range, in a random direction.
+
     Output
     ------
     truth_box : box of ``truth_map.mrc`` (voxels at ``pixel_size``); ``None`` = automatic.
@@ -137,6 +146,9 @@ class SimulationParameters:
     tilt_error_deg: float = 5.0
     psi_error_deg: float = 5.0
     position_error_angst: float = 16.0
+    # planted duplicates
+    duplicate_fraction: float = 0.0
+    duplicate_distance_angst: tuple[float, float] = (3.0, 20.0)
     # output
     truth_box: int | None = None
     absolute_paths: bool = False
@@ -183,12 +195,22 @@ class SimulationParameters:
             raise bad("dose_per_tilt", "must be ≥ 0")
         if self.defocus_range[0] > self.defocus_range[1]:
             raise bad("defocus_range", "must be (low, high)")
+        if not 0.0 <= self.duplicate_fraction <= 1.0:
+            raise bad("duplicate_fraction", "must lie in [0, 1]")
+        low, high = self.duplicate_distance_angst
+        if not 0.0 <= low <= high:
+            raise bad("duplicate_distance_angst", "must be (min, max) with 0 <= min <= max Å")
 
     def replace(self, **changes: Any) -> "SimulationParameters":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
+        """JSON-friendly dict (tuples become lists). The planted-duplicate fields are left out
+        while they hold their defaults, so default datasets keep their bytes."""
         out = dataclasses.asdict(self)
+        names = ("duplicate_fraction", "duplicate_distance_angst")
+        if all(out[n] == f.default for f in dataclasses.fields(self) for n in names if f.name == n):
+            for name in names:
+                out.pop(name)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

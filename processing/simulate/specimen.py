@@ -38,6 +38,8 @@ __all__ = [
     "surface_frames",
     "sphere_particle_poses",
     "perturb_poses",
+    "PlantedDuplicates",
+    "plant_duplicates",
 ]
 
 PRIOR_ANGLES = (0.0, 90.0, 0.0)  # Euler angles of Ry(+90°): the picker's rlnAngle* / priors
@@ -257,3 +259,51 @@ def perturb_poses(
     angles[:, 2] = np.mod(angles[:, 2] + 180.0, 360.0) - 180.0
     d_pos = rng.normal(0.0, position_error_px / np.sqrt(3.0), (n, 3)) if position_error_px > 0 else np.zeros((n, 3))
     return ParticlePoses(poses.positions + d_pos, poses.subtomogram_angles.copy(), angles, poses.sphere_index, poses.normals)
+
+
+@dataclass(frozen=True)
+class PlantedDuplicates:
+    """Second picks of some particles of one tomogram, and the row order of all picks.
+
+    poses : second picks' initial poses (picker's A_sub of the particle, own angle errors,
+        positions ``distance`` from the particle's true centre), length m.
+    duplicate_of : (m,) index of the particle each second pick belongs to.
+    order : (n + m,) file order of the picks: entries < n are the first picks (particle index),
+        entries n + k the k-th second pick.
+    """
+
+    poses: ParticlePoses
+    duplicate_of: NDArray[np.int64]
+    order: NDArray[np.int64]
+
+
+def plant_duplicates(
+    true_poses: ParticlePoses,
+    rng: np.random.Generator,
+    *,
+    fraction: float,
+    distance_px: tuple[float, float],
+    rot_error: float,
+    tilt_error: float,
+    psi_error: float,
+) -> PlantedDuplicates:
+    """Second picks of ``round(fraction * n)`` randomly chosen particles, as a picker that
+    finds a particle twice would give them.
+
+    Each second pick lies at a distance uniform in ``distance_px`` (ts-px) from the particle's
+    true centre, in a uniformly random direction, with angle errors drawn as
+    :func:`perturb_poses` draws them. All picks are then put in a random file order.
+    """
+    n = len(true_poses)
+    m = int(round(fraction * n))
+    chosen = np.sort(rng.choice(n, size=m, replace=False)) if m else np.zeros(0, dtype=np.int64)
+    base = ParticlePoses(true_poses.positions[chosen], true_poses.subtomogram_angles[chosen],
+                         true_poses.angles[chosen], true_poses.sphere_index[chosen], true_poses.normals[chosen])
+    picked = perturb_poses(base, rng, rot_error=rot_error, tilt_error=tilt_error, psi_error=psi_error,
+                           position_error_px=0.0)
+    direction = rng.normal(size=(m, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    distance = rng.uniform(distance_px[0], distance_px[1], m)
+    positions = base.positions + direction * distance[:, None]
+    poses = ParticlePoses(positions, picked.subtomogram_angles, picked.angles, picked.sphere_index, picked.normals)
+    return PlantedDuplicates(poses, chosen.astype(np.int64), rng.permutation(n + m).astype(np.int64))
