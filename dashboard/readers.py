@@ -251,9 +251,10 @@ def pattern_globs(pattern: str) -> list[str]:
 
 
 def input_candidates(session, meta: dict, *, listing: Callable[[Any], list[str]] | None = None) -> list[str]:
-    """Paths (relative to the session) an input field may take, finished jobs first, newest first: pipeline
-    nodes whose type starts with ``meta["node"]``, then files in job directories matching
-    ``meta["pattern"]``."""
+    """Paths (relative to the session) an input field may take: pipeline nodes whose type starts
+    with ``meta["node"]`` (files that exist first: a job registers its outputs when it is made,
+    and one stopped early may never write some; then finished jobs first, newest first), then
+    files in job directories matching ``meta["pattern"]``."""
     if session is None:
         return []
     pipe = session.read_pipeline()
@@ -269,9 +270,10 @@ def input_candidates(session, meta: dict, *, listing: Callable[[Any], list[str]]
                  or n.type_label.split(".")[0] == generic and keywords <= set(n.type_label.split(".")[2:])]
         status = {p.name: p.status for p in pipe.processes}
 
-        def rank(node):  # finished jobs first, then newest first
+        def rank(node):
             producer = pipe.producer_of(node.name) or ""
-            return (status.get(producer) != "Succeeded", -order.get(producer, -1))
+            return (not (session.root / node.name).exists(), status.get(producer) != "Succeeded",
+                    -order.get(producer, -1))
 
         nodes.sort(key=rank)
         out += [n.name for n in nodes]

@@ -107,6 +107,11 @@ def test_input_fields_offer_earlier_outputs_of_the_right_kind(tmp_path):
                        "Extract/job002/optimisation_set.star"]     # then the scheduled one
     session.set_status("Extract/job002/", "Succeeded")
     opt = input_candidates(session, cls.param["in_optimisation"].metadata)
+    # a finished job that never wrote its registered output (a run stopped early) comes last
+    assert opt[:2] == ["Import/job001/optimisation_set.star", "Extract/job002/optimisation_set.star"]
+    (session.root / "Extract/job002/optimisation_set.star").write_text(
+        (session.root / "Import/job001/optimisation_set.star").read_text())
+    opt = input_candidates(session, cls.param["in_optimisation"].metadata)
     assert opt[0] == "Extract/job002/optimisation_set.star"       # newest finished job first
     form = JobForm(cls, session)
     assert form.widgets["in_optimisation"].value == "Extract/job002/optimisation_set.star"  # required: prefilled

@@ -161,8 +161,10 @@ def launch_from_form(page, server, job_type: str, alias: str, screenshots: Path,
                                arg=[label + ":", value], timeout=10_000)
     field(page, "Alias").locator("input").fill(alias)
     field(page, "Alias").locator("input").press("Enter")
-    page.get_by_text("Ready to run").wait_for(timeout=15_000)
-    shot(page, screenshots, f"builder_{job_type}")
+    try:
+        page.get_by_text("Ready to run").wait_for(timeout=15_000)
+    finally:
+        shot(page, screenshots, f"builder_{job_type}_{alias}")
     page.get_by_role("button", name="Run!").click()
     page.wait_for_url("**/job?**", timeout=30_000)
     wait_bokeh(page)
