@@ -1,7 +1,10 @@
 """The whole demo pipeline through a session, as a user would run it from the dashboard:
 
-simulate + import -> Extract subtomos (bin 3) -> Reconstruct particle -> 3D auto-refine
-(``mpiexec -n 3``) -> re-extract at bin 2 with the refined poses -> Reconstruct particle.
+simulate (with planted duplicate picks) + import -> Extract subtomos (bin 3) -> Reconstruct
+particle -> 3D auto-refine (``mpiexec -n 3``) -> re-extract at bin 2 with the refined poses ->
+Reconstruct particle -> 3D auto-refine at bin 2 from that reconstruction's half1.mrc (as the
+tutorial's does) -> Subset selection: remove duplicates -> Mask creation from the refined map ->
+Post-processing of the refined half maps with that mask.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from .pipeline import RUNNING, SUCCEEDED
 from .presets import apply_preset, find_preset
 from .project import Session
 
-__all__ = ["run_demo_pipeline", "refine_summary", "DEMO_STEPS"]
+__all__ = ["run_demo_pipeline", "refine_summary", "postprocess_summary", "DEMO_STEPS"]
 
 #: (job type, preset, alias, extra parameter values) of each step; inputs are filled in as the
 #: jobs are created.
@@ -27,7 +30,18 @@ DEMO_STEPS = (
     ("refine3d", "demo-refine3d", "bin3_refine"),
     ("extract", "demo-bin2-extract", "bin2"),
     ("reconstruct", "demo-bin2-reconstruct", "bin2_map"),
+    ("refine3d", "demo-bin2-refine3d", "bin2_refine"),
+    ("select", "demo-remove-duplicates", "no_duplicates"),
+    ("maskcreate", "demo-maskcreate", "mask"),
+    ("postprocess", "demo-postprocess", "postprocess"),
 )
+
+#: Fraction of the simulated particles picked twice (a few Å apart), for the duplicate removal.
+DEMO_DUPLICATE_FRACTION = 0.1
+
+#: The mask's initial binarisation threshold, as a fraction of the low-passed map's maximum (a
+#: user picks it by eye in a viewer; the demo's maps are clean enough for a fixed fraction).
+DEMO_MASK_THRESHOLD_FRACTION = 0.3
 
 
 #: Parameter changes for the tiny "test" dataset (6 Å tilt series, 150 Å particles).
@@ -37,6 +51,8 @@ TEST_OVERRIDES = {
     "bin3_refine": {"particle_diameter": 200, "nr_mpi": 3},
     "bin2": {"binning": 1, "box_size": 64, "crop_size": 48, "max_dose": -1},
     "bin2_map": {"binning": 1, "box_size": 64, "crop_size": 48},
+    "bin2_refine": {"particle_diameter": 200, "nr_mpi": 3, "sampling": "7.5 degrees", "ini_high": 40},
+    "mask": {"lowpass_filter": 30},
 }
 
 
@@ -68,7 +84,8 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
     from . import runner
     from .jobtypes import get_job_type
 
-    session = create_demo_session(root, preset=preset, log=lambda m: log(f"  {m}"))
+    session = create_demo_session(root, preset=preset, log=lambda m: log(f"  {m}"),
+                                  duplicate_fraction=DEMO_DUPLICATE_FRACTION)
     log(f"Session {session.root}")
     import_job = session.jobs()[0].name
     inputs = {"optimisation": f"{import_job}optimisation_set.star"}
@@ -81,10 +98,7 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
                 warnings.simplefilter("ignore")  # the demo presets are made for the demo dataset
             params, _ = apply_preset(find_preset(preset_name, jt.name, session), session, jt.params_class())
         values = dict(TEST_OVERRIDES.get(alias, {})) if preset == "test" else {}
-        if job_type in ("extract", "reconstruct", "refine3d"):
-            values["in_optimisation"] = inputs["optimisation"]
-        if job_type == "refine3d":
-            values["fn_ref"] = inputs["reference"]
+        values.update(_step_inputs(session, job_type, inputs, values))
         params.param.update(**values)
         info = runner.run_job(session, jt, params, alias=alias)
         log(f"{info.name} ({alias}) started")
@@ -97,11 +111,62 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
             inputs["optimisation"] = f"{info.name}optimisation_set.star"
         elif job_type == "reconstruct":
             inputs["reference"] = f"{info.name}merged.mrc"
+            inputs["half1"] = f"{info.name}half1.mrc"
             _report_reconstruction(job_dir, log)
         elif job_type == "refine3d":
             inputs["optimisation"] = f"{info.name}run_optimisation_set.star"
+            inputs["refined_map"] = f"{info.name}run_class001.mrc"
+            inputs["refined_half1"] = f"{info.name}run_half1_class001_unfil.mrc"
+            inputs["refines"] = inputs.get("refines", 0) + 1
             log(f"{info.name}: {refine_summary(job_dir / 'run_model.star')}; map {job_dir / 'run_class001.mrc'}")
+        elif job_type == "select":
+            inputs["optimisation"] = f"{info.name}optimisation_set.star"
+            log(f"{info.name}: {_selection_summary(job_dir)}")
+        elif job_type == "maskcreate":
+            inputs["mask"] = f"{info.name}mask.mrc"
+            log(f"{info.name}: mask {job_dir / 'mask.mrc'}")
+        elif job_type == "postprocess":
+            log(f"{info.name}: {postprocess_summary(job_dir / 'postprocess.star')}; "
+                f"map {job_dir / 'postprocess.mrc'}")
     return session
+
+
+def _step_inputs(session: Session, job_type: str, inputs: dict, values: dict) -> dict:
+    """The input fields of the next step, from the outputs of the steps before it."""
+    if job_type in ("extract", "reconstruct", "select"):
+        return {"in_optimisation": inputs["optimisation"]}
+    if job_type == "refine3d":
+        # the first refinement starts from the bin-3 map; the bin-2 one from the bin-2 half1.mrc
+        return {"in_optimisation": inputs["optimisation"],
+                "fn_ref": inputs["half1"] if inputs.get("refines") else inputs["reference"]}
+    if job_type == "maskcreate":
+        from processing.io.mrc import read_mrc
+        from processing.maskcreate import relion_lowpass
+
+        data = read_mrc(session.root / inputs["refined_map"])
+        resolution = float(values.get("lowpass_filter") or find_preset("demo-maskcreate", "maskcreate",
+                                                                         session).options["lowpass_filter"])
+        smooth = relion_lowpass(data.data, resolution=resolution, pixel_size=data.pixel_size)
+        return {"fn_in": inputs["refined_map"],
+                "inimask_threshold": round(DEMO_MASK_THRESHOLD_FRACTION * float(smooth.max()), 6)}
+    if job_type == "postprocess":
+        return {"fn_in": inputs["refined_half1"], "fn_mask": inputs["mask"]}
+    return {}
+
+
+def _selection_summary(job_dir: Path) -> str:
+    import json
+
+    counts = json.loads((job_dir / "selection.json").read_text())
+    return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items() if isinstance(v, (int, float)))
+
+
+def postprocess_summary(postprocess_star: Path) -> str:
+    """The post-processed (masked, phase-randomisation corrected) resolution and the B-factor."""
+    general = starfile.read(postprocess_star)["general"]
+    resolution = float(general["rlnFinalResolution"])
+    bfactor = float(general["rlnBfactorUsedForSharpening"])
+    return f"post-processed resolution {resolution:.2f} Å (corrected FSC 0.143), B-factor {bfactor:.1f} Å²"
 
 
 def refine_summary(model_star: Path) -> str:

@@ -310,7 +310,8 @@ def create_session(root: str | os.PathLike, *, demo_preset: str | None = None,
 
 
 def create_demo_session(root: str | os.PathLike, *, preset: str = "demo",
-                        log: Callable[[str], None] | None = None, title: str | None = None) -> Session:
+                        log: Callable[[str], None] | None = None, title: str | None = None,
+                        duplicate_fraction: float = 0.0) -> Session:
     """A new session holding the simulated demo dataset (``Dataset/``) imported as job 1.
 
     Parameters
@@ -321,10 +322,17 @@ def create_demo_session(root: str | os.PathLike, *, preset: str = "demo",
         Simulator preset (``demo``; ``test`` is a tiny dataset for tests).
     log
         Progress messages of the simulation.
+    duplicate_fraction
+        Fraction of the particles picked a second time a few Å away (the simulator's planted
+        duplicates, listed in ``Dataset/simulation.json``), for duplicate removal to find.
     """
+    import dataclasses
+
     from processing.simulate import get_preset, simulate_dataset
 
     sim_params = get_preset(preset)
+    if duplicate_fraction:
+        sim_params = dataclasses.replace(sim_params, duplicate_fraction=duplicate_fraction)
     session = Session.create(root, title=title or f"tomodash {preset} session")
     result = simulate_dataset(sim_params, session.root / "Dataset", log=log)
     import_dataset(session, result.files["tomograms"], result.files["particles"],

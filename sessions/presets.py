@@ -246,6 +246,30 @@ _BUILTIN: list[Preset] = [
            {"binning": "2", "box_size": "96", "crop_size": "64", "sym_name": "C6", "nr_threads": "2"},
            Fingerprint(_DEMO_PX, 2, 64, "C6"),
            "Simulated demo dataset: Reconstruct particle at bin 2, box 96, crop 64, C6"),
+    Preset("demo-bin2-refine3d", "refine3d",
+           # the reference is the bin-2 Reconstruct particle's half1.mrc, as in the tutorial: not on
+           # the refinement's greyscale either
+           {"ref_correct_greyscale": "No", "ini_high": "30", "sym_name": "C6", "particle_diameter": "250",
+            "sampling": "3.7 degrees", "auto_local_sampling": "1.8 degrees", "sigma_tilt": "10",
+            "offset_range": "3", "offset_step": "1", "auto_faster": "Yes",
+            "nr_pool": "8", "nr_mpi": "3", "nr_threads": "1"},
+           Fingerprint(_DEMO_PX, 2, 64, "C6"),
+           "Simulated demo dataset: 3D auto-refine at bin 2 from the bin-2 half1 map (low-pass 30 Å, "
+           "C6, 3.7°, local from 1.8°, tilt prior 10°, mask 250 Å, offsets 3/1 px, 3 MPI)"),
+    Preset("demo-remove-duplicates", "select",
+           {"do_remove_duplicates": "Yes", "duplicate_threshold": "30"},
+           Fingerprint(),
+           "Remove duplicate particles closer than 30 Å (the tutorial's first pass)"),
+    Preset("demo-maskcreate", "maskcreate",
+           {"lowpass_filter": "20", "extend_inimask": "2", "width_mask_edge": "4"},
+           Fingerprint(),
+           "Solvent mask of the simulated demo map: low-pass 20 Å, extend 2 px, soft edge 4 px "
+           "(the initial threshold depends on the map)"),
+    Preset("demo-postprocess", "postprocess",
+           {"do_auto_bfac": "Yes", "autob_lowres": "30"},
+           Fingerprint(),
+           "Post-processing of the simulated demo refinement: automatic B-factor fitted from 30 Å "
+           "(the demo's maps stop short of RELION's default 10 Å)"),
 ]
 
 #: Built-in presets by name.
