@@ -59,15 +59,17 @@ def lowpass_filter(
 def lowpass_filter_relion(
     array: ArrayLike, *, resolution: float, pixel_size: float, edge_width: int = 2
 ) -> NDArray[np.float64]:
-    """RELION's ``lowPassFilterMap``: shell ``i = round(N*px/resolution)``, raised cosine from
-    ``max(0, i - edge_width//2)`` to ``min(N/2+1, i + edge_width//2)``."""
+    """RELION's ``lowPassFilterMap`` of a square image or cubic map: shell
+    ``i = round(N*px/resolution)``, a raised cosine from ``max(0, i - edge_width//2)`` to
+    ``i + edge_width//2`` shells (the upper end is not clipped at Nyquist: RELION does not, and
+    relion_mask_create's masks near Nyquist match only so; tests/test_maskcreate.py)."""
     if resolution <= 0 or pixel_size <= 0:
         raise ValueError("resolution and pixel_size must be > 0")
 
     def weights(n: int, nd: int) -> NDArray[np.float64]:
         i = int(np.floor(n * pixel_size / resolution + 0.5))
         lo = max(0.0, float(i - edge_width // 2))
-        hi = min(float(n // 2 + 1), float(i + edge_width // 2))
+        hi = float(i + edge_width // 2)
         return raised_cosine_lowpass_weights(n, ndim=nd, radius=(lo + hi) / 2, edge_width=hi - lo)
 
     return _apply(array, weights)

@@ -9,25 +9,20 @@ them (spec 5.6; conformance README section 6).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from processing.fourier.fft import half_radius, irfftn, rfftn, shell_index
+from processing.fourier.fft import rfftn, shell_index
 
 __all__ = [
     "fsc_from_transforms",
     "fsc",
     "resolution_shell",
     "resolution_from_fsc",
-    "randomize_phases",
     "randomize_from_shell",
     "corrected_fsc",
     "particle_mask_fraction",
     "particle_mask_fraction_fsc",
-    "PostprocessFsc",
-    "postprocess_fsc",
 ]
 
 
@@ -115,39 +110,23 @@ def randomize_from_shell(fsc_unmasked: ArrayLike, *, threshold: float = 0.8) -> 
     return int(idx[0] + 1) if idx.size else int(c.size - 1)
 
 
-def randomize_phases(
-    volume: ArrayLike, *, from_radius: float, seed: int | np.random.Generator | None = 0
-) -> NDArray[np.float64]:
-    """Replace the Fourier phases by uniform random ones for ``|k| >= from_radius``.
-
-    ``|k|`` in Fourier pixels (not rounded); amplitudes are kept. The half transform is
-    randomised element-wise (RELION does the same on its FFTW half transform); the inverse
-    transform then takes the Hermitian part. Deterministic for an integer ``seed``.
-
-    Returns a real ``(N, N, N)`` map.
-    """
-    vol = np.asarray(volume, dtype=np.float64)
-    n = vol.shape[0]
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    f = rfftn(vol, ndim=3)
-    r = half_radius(n, ndim=3)
-    sel = r >= from_radius
-    phase = rng.uniform(0.0, 2.0 * np.pi, size=int(sel.sum()))
-    f[sel] = np.abs(f[sel]) * np.exp(1j * phase)
-    return irfftn(f, size=n, ndim=3)
-
-
 def corrected_fsc(
-    fsc_masked: ArrayLike, fsc_randomized: ArrayLike, *, randomize_at: int
+    fsc_masked: ArrayLike, fsc_randomized: ArrayLike, *, randomize_at: int, zero_where_noise_exceeds: bool = False
 ) -> NDArray[np.float64]:
     """Solvent-corrected FSC: masked FSC below ``randomize_at + 2``, then
-    ``(masked - rand) / (1 - rand)``."""
+    ``(masked - rand) / (1 - rand)``.
+
+    ``zero_where_noise_exceeds``: 0 where the randomised curve exceeds the masked one, as
+    relion_refine's "solvent-flattened FSC" does (relion_postprocess does not).
+    """
     fm = np.asarray(fsc_masked, dtype=np.float64)
     fr = np.asarray(fsc_randomized, dtype=np.float64)
     out = fm.copy()
     i = np.arange(fm.size) >= randomize_at + 2
     with np.errstate(divide="ignore", invalid="ignore"):
         out[i] = (fm[i] - fr[i]) / (1.0 - fr[i])
+    if zero_where_noise_exceeds:
+        out[i & (fr > fm)] = 0.0
     return out
 
 
@@ -164,68 +143,3 @@ def particle_mask_fraction_fsc(fsc_unmasked: ArrayLike, f: float) -> NDArray[np.
     """``f * FSC / (1 + (f - 1) * FSC)`` (``rlnFourierShellCorrelationParticleMaskFraction``)."""
     c = np.asarray(fsc_unmasked, dtype=np.float64)
     return f * c / (1.0 + (f - 1.0) * c)
-
-
-@dataclass
-class PostprocessFsc:
-    """The FSC columns of a relion_postprocess ``data_fsc`` table (all ``(N//2+1,)``).
-
-    Attributes mirror the STAR columns: ``unmasked``, ``masked``, ``randomized``
-    (rlnCorrectedFourierShellCorrelationPhaseRandomizedMaskedMaps), ``corrected``,
-    ``particle_mask_fraction``; plus ``randomize_at`` (shell), ``mask_fraction_f``,
-    ``resolution`` (Å at 0.143 of ``corrected``, or of ``unmasked`` without a mask),
-    ``spectral_index`` and ``resolution_invA`` (i/(N px), row 0 written as RELION does).
-    """
-
-    spectral_index: NDArray[np.int64]
-    resolution_invA: NDArray[np.float64]
-    unmasked: NDArray[np.float64]
-    masked: NDArray[np.float64] | None
-    randomized: NDArray[np.float64] | None
-    corrected: NDArray[np.float64]
-    particle_mask_fraction: NDArray[np.float64] | None
-    randomize_at: int | None
-    mask_fraction_f: float | None
-    resolution: float
-
-
-def postprocess_fsc(
-    half1: ArrayLike,
-    half2: ArrayLike,
-    *,
-    pixel_size: float,
-    mask: ArrayLike | None = None,
-    seed: int = 0,
-    randomize_threshold: float = 0.8,
-    threshold: float = 0.143,
-) -> PostprocessFsc:
-    """All FSC curves of relion_postprocess for two unfiltered half maps.
-
-    Without ``mask`` only the unmasked FSC is computed (``corrected = unmasked``). With a
-    mask: masked FSC, phase randomisation of both halves for ``|k| >= randomize_at`` (first
-    shell with unmasked FSC < 0.8), masked FSC of the randomised maps, the corrected FSC
-    and the particle-mask-fraction column. The random phases come from
-    ``numpy.random.default_rng(seed)`` (RELION's generator cannot be reproduced).
-    """
-    h1 = np.asarray(half1, dtype=np.float64)
-    h2 = np.asarray(half2, dtype=np.float64)
-    n = h1.shape[0]
-    idx = np.arange(n // 2 + 1)
-    res = np.where(idx > 0, idx / (n * pixel_size), 0.001001)
-    fu = fsc(h1, h2)
-    if mask is None:
-        return PostprocessFsc(idx, res, fu, None, None, fu.copy(), None, None, None,
-                              resolution_from_fsc(fu, box_size=n, pixel_size=pixel_size, threshold=threshold))
-    mk = np.asarray(mask, dtype=np.float64)
-    fm = fsc(h1, h2, mask=mk)
-    rnd_at = randomize_from_shell(fu, threshold=randomize_threshold)
-    rng = np.random.default_rng(seed)
-    r1 = randomize_phases(h1, from_radius=rnd_at, seed=rng)
-    r2 = randomize_phases(h2, from_radius=rnd_at, seed=rng)
-    fr = fsc(r1, r2, mask=mk)
-    fc = corrected_fsc(fm, fr, randomize_at=rnd_at)
-    f = particle_mask_fraction(mk)
-    return PostprocessFsc(
-        idx, res, fu, fm, fr, fc, particle_mask_fraction_fsc(fu, f), rnd_at, f,
-        resolution_from_fsc(fc, box_size=n, pixel_size=pixel_size, threshold=threshold),
-    )

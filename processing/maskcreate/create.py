@@ -16,8 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processing.errors import InputError
-from processing.fourier.fft import irfft_centered, rfft_centered
-from processing.fourier.filters import raised_cosine_lowpass_weights
+from processing.fourier.filters import lowpass_filter_relion
 from processing.io.mrc import MrcHeader, check_mrc_file, read_mrc, write_mrc
 
 from .automask import binarise, cut_helix_z, extend_binary, soft_edge
@@ -88,36 +87,13 @@ class MaskResult:
 
 
 def relion_lowpass(volume: NDArray, *, resolution: float, pixel_size: float) -> NDArray[np.float64]:
-    """RELION's ``lowPassFilterMap`` of a cubic map.
-
-    Shell ``i = round(N * pixel_size / resolution)``; Fourier components at radius
-    ``|k| < max(0, i - 1)`` (in shells) are kept, those beyond ``i + 1`` removed, and a raised
-    cosine joins the two (RELION's 2-shell edge; the upper end is not clipped at Nyquist).
-
-    Parameters
-    ----------
-    volume
-        ``[N, N, N]`` map.
-    resolution, pixel_size
-        Å, both > 0.
-
-    Returns
-    -------
-    ndarray
-        float64 ``[N, N, N]``.
-    """
+    """RELION's ``lowPassFilterMap`` of a cubic ``[N, N, N]`` map (2-shell raised-cosine edge at
+    shell ``round(N * pixel_size / resolution)``; resolution and pixel size in Å); see
+    :func:`processing.fourier.filters.lowpass_filter_relion`."""
     a = np.asarray(volume, dtype=np.float64)
     if a.ndim != 3 or len(set(a.shape)) != 1:
         raise ValueError(f"relion_lowpass needs a cubic map, got shape {a.shape}")
-    if resolution <= 0 or pixel_size <= 0:
-        raise ValueError("resolution and pixel_size must be > 0")
-    n = a.shape[0]
-    shell = int(np.floor(n * pixel_size / resolution + 0.5))  # RELION's ROUND for a positive value
-    half = LOWPASS_EDGE_SHELLS // 2
-    lo = max(0.0, float(shell - half))
-    hi = float(shell + half)
-    weights = raised_cosine_lowpass_weights(n, ndim=3, radius=(lo + hi) / 2, edge_width=hi - lo)
-    return irfft_centered(rfft_centered(a, ndim=3) * weights, size=n, ndim=3)
+    return lowpass_filter_relion(a, resolution=resolution, pixel_size=pixel_size, edge_width=LOWPASS_EDGE_SHELLS)
 
 
 def check_input_map(path: str | os.PathLike, settings: MaskSettings) -> MrcHeader:

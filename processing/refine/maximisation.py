@@ -12,8 +12,10 @@ from numpy.typing import NDArray
 
 from processing.fourier.backprojector import reconstruct
 from processing.fourier.filters import initial_lowpass
-from processing.fourier.fsc import postprocess_fsc
+from processing.fourier.fsc import corrected_fsc, fsc
 from processing.geometry.euler import euler_to_matrix
+from processing.glibc_random import GlibcRandom
+from processing.postprocess import randomize_phases_beyond
 
 from . import mstep
 from .estep import HalfAccumulator, ParticleResult
@@ -143,14 +145,27 @@ def update_current_resolution(inputs: RefineInputs, options: RefineOptions, stat
 def _solvent_corrected_fsc(inputs: RefineInputs, accs: list[HalfAccumulator], *, seed: int) -> NDArray[np.float64]:
     """"Use solvent-flattened FSCs" (needs a reference mask, as in RELION, and runs in every
     iteration, the final one included): the FSC of the unregularised half maps inside the
-    solvent mask, corrected for the mask by phase randomisation as relion_postprocess does
-    (spec 5.6); the curve replaces the unmasked one for tau² and the resolution."""
-    halves = [_reconstruct_unfiltered(inputs, acc) for acc in accs]
-    result = postprocess_fsc(halves[0], halves[1], pixel_size=inputs.pixel_size, mask=inputs.solvent_mask, seed=seed)
-    corrected = np.asarray(result.corrected, dtype=np.float64)
+    solvent mask, corrected for the mask by phase randomisation beyond the first shell where the
+    unmasked FSC falls below 0.8, zero where the randomised curve exceeds the masked one;
+    relion_refine's own rule (relion_postprocess differs in that zero and in its fallback).
+    The curve replaces the unmasked one for tau² and the resolution. The random phases come
+    from glibc's ``rand()`` seeded with ``seed``; RELION's stream is at an unknowable state by
+    then, so the randomised curve agrees with RELION's only statistically."""
+    half1, half2 = (_reconstruct_unfiltered(inputs, acc) for acc in accs)
+    unmasked = fsc(half1, half2)
+    below = np.nonzero(unmasked[1:] < 0.8)[0]
+    if below.size == 0:
+        curve = unmasked          # RELION warns and keeps the unmasked FSC until it drops
+    else:
+        randomize_at = int(below[0]) + 1
+        mask = inputs.solvent_mask
+        generator = GlibcRandom(seed)
+        random1, random2 = (randomize_phases_beyond(h, index=randomize_at, generator=generator) for h in (half1, half2))
+        curve = corrected_fsc(fsc(half1, half2, mask=mask), fsc(random1, random2, mask=mask),
+                              randomize_at=randomize_at, zero_where_noise_exceeds=True)
     out = np.zeros(inputs.n_shells)
-    n = min(out.size, corrected.size)
-    out[:n] = corrected[:n]
+    n = min(out.size, curve.size)
+    out[:n] = curve[:n]
     out[0] = 1.0
     return out
 
