@@ -32,12 +32,13 @@ test: $(STAMP) test-deps
 
 # The demo: a fresh demo session (simulated dataset imported as job 1), then in the background
 # Extract subtomos (bin 3) -> Reconstruct particle -> 3D auto-refine (mpiexec -n 3) -> re-extract
-# at bin 2 with the refined poses -> Reconstruct particle, printing resolutions and map paths as
-# each job ends (also in demo_session.log), while the dashboard serves the session.
+# at bin 2 with the refined poses -> Reconstruct particle -> 3D auto-refine at bin 2 -> remove
+# duplicates -> mask -> post-processing, printing resolutions and map paths as each job ends
+# (also in demo_session.log), while the dashboard serves the session.
 demo: demo-dashboard
 
 # The dashboard on a demo *session* (DEMO_SESSION/): `tomodash demo` runs the demo pipeline
-# (Import -> Extract -> Reconstruct -> 3D auto-refine) in the background while the server serves
+# (Import -> Extract -> Reconstruct -> 3D auto-refine -> ... -> Post-processing) in the background while the server serves
 # the session (Ctrl-C stops the server; the jobs keep their state on disk).
 DEMO_SESSION := demo_session
 DASH_PORT ?= 5006

@@ -79,6 +79,16 @@ def edge_crossings(layout: dict[str, tuple[int, int]], links: Iterable[tuple[str
     return count
 
 
+#: characters of a node's second and third lines (the node is 190 px wide; the table and the
+#: hover give the whole text)
+NODE_TEXT_CHARS = 24
+
+
+def _fit(text: str, limit: int = NODE_TEXT_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with an ellipsis so that it stays inside its node."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 class PipelineModel(param.Parameterized):
     """One session's pipeline."""
 
@@ -116,8 +126,8 @@ class PipelineModel(param.Parameterized):
         pipe = ctx.session.read_pipeline()
         statuses = {j.name: j.status for j in ctx.watcher.jobs()}
         pos = graph_layout(pipe)
-        nodes: dict[str, list] = {k: [] for k in ("x", "y", "name", "label", "sub", "status", "colour", "text",
-                                                   "url", "line")}
+        nodes: dict[str, list] = {k: [] for k in ("x", "y", "name", "label", "sub", "result", "result_full",
+                                                   "status", "colour", "text", "url", "line")}
         for proc in pipe.processes:
             x, y = pos[proc.name]
             status = statuses.get(proc.name, proc.status)
@@ -127,8 +137,9 @@ class PipelineModel(param.Parameterized):
             nodes["name"].append(proc.name)
             nodes["label"].append(proc.name.rstrip("/").replace("/", " / "))
             result = results.get(proc.name)
-            nodes["sub"].append("  ·  ".join(part for part in (alias, status.lower(), result.badge if result else "")
-                                             if part))
+            nodes["sub"].append(_fit("  ·  ".join(part for part in (alias, status.lower()) if part)))
+            nodes["result"].append(_fit(result.badge) if result else "")
+            nodes["result_full"].append(result.badge if result else "")
             nodes["status"].append(status)
             nodes["colour"].append(STATUS_COLOURS.get(status, "#ffffff"))
             nodes["text"].append(_TEXT.get(status, "#323f4b"))
@@ -137,7 +148,7 @@ class PipelineModel(param.Parameterized):
         edges: dict[str, list] = {"xs": [], "ys": [], "files": [], "between": []}
         for (a, b), files in process_links(pipe).items():
             (xa, ya), (xb, yb) = pos[a], pos[b]
-            edges["xs"].append([xa + 0.36, xb - 0.36])
+            edges["xs"].append([xa + 0.4, xb - 0.4])
             edges["ys"].append([-ya, -yb])
             edges["files"].append(", ".join(files))
             edges["between"].append(f"{a.rstrip('/')} → {b.rstrip('/')}")

@@ -142,23 +142,34 @@ def page(browser):
     context.close()
 
 
+JS_FIELD_HAS = """([label, v]) => { for (const m of Bokeh.documents[0].all_models)
+    if (m.title && m.title.trim() === label.trim() &&
+        (m.value === v || (typeof m.value === 'number' && Math.abs(m.value - Number(v)) < 1e-9))) return true;
+    return false; }"""
+
+
 def launch_from_form(page, server, job_type: str, alias: str, screenshots: Path, *,
-                     fields: tuple[tuple[str, str, str], ...] = ()) -> str:
-    """Open the job builder, load the tiny preset, type each ``(tab, field label, value)`` of
-    ``fields``, name the job and press Run!; returns the monitor's address."""
+                     fields: tuple[tuple[str, str, str], ...] = (), preset: bool = True) -> str:
+    """Open the job builder, load the tiny preset (``preset``), set each ``(tab, field label,
+    value)`` of ``fields`` (typed, or chosen in a drop-down), name the job and press Run!;
+    returns the monitor's address."""
     page.goto(f"{server.url}/new?session=demo&type={job_type}")
     wait_bokeh(page)
-    field(page, "Preset").locator("select").select_option(label=f"tiny-{job_type} (session)")
-    page.get_by_role("button", name="Load preset").click()
-    page.get_by_text(f"Loaded preset tiny-{job_type}").wait_for(timeout=15_000)
+    if preset:
+        field(page, "Preset").locator("select").select_option(label=f"tiny-{job_type} (session)")
+        page.get_by_role("button", name="Load preset").click()
+        page.get_by_text(f"Loaded preset tiny-{job_type}").wait_for(timeout=15_000)
     for tab, label, value in fields:
         page.locator(".bk-tab", has_text=re.compile(rf"^{re.escape(tab)}$")).first.click()
-        box = field(page, label).locator("input")
-        box.fill(value)
-        box.press("Enter")
-        page.wait_for_function("([label, v]) => { for (const m of Bokeh.documents[0].all_models) "
-                               "if (m.title && m.title.trim() === label && m.value === v) return true; return false; }",
-                               arg=[label + ":", value], timeout=10_000)
+        group = field(page, label)
+        group.wait_for(timeout=10_000)                 # the tab's fields are drawn when it opens
+        if group.locator("select").count():
+            group.locator("select").select_option(value)
+        else:
+            box = group.locator("input")
+            box.fill(value)
+            box.press("Enter")
+        page.wait_for_function(JS_FIELD_HAS, arg=[label, value], timeout=10_000)
     field(page, "Alias").locator("input").fill(alias)
     field(page, "Alias").locator("input").press("Enter")
     try:
@@ -310,7 +321,8 @@ def test_refine_from_the_form_live_plots_and_orthoslices(server, page, screensho
     assert z == 20
     left, top, width, height = page.evaluate(JS_FRAME, "slice_half1_XY")
     page.mouse.click(left + 0.25 * width, top + 0.25 * height)
-    page.wait_for_function(f"() => ({JS_TAGGED})('slider:x') !== 16", timeout=10_000)
+    page.wait_for_function(f"() => ({JS_TAGGED})('slider:x') !== 16 && ({JS_TAGGED})('slider:y') !== 16",
+                           timeout=10_000)
     x, y = page.evaluate(JS_TAGGED, "slider:x"), page.evaluate(JS_TAGGED, "slider:y")
     assert abs(x - 8) <= 1 and abs(y - 24) <= 1, (x, y)         # 32 px box: a quarter in, rows counted upwards
     assert page.evaluate(JS_TAGGED, "slider:z") == z
@@ -342,7 +354,7 @@ def job_of(url: str) -> str:
 
 def test_abort_a_running_job(server, page, screenshots, demo):
     name = job_of(launch_from_form(page, server, "refine3d", "long", screenshots,
-                                     fields=[("Running", "Additional arguments", "--auto_iter_max 30")]))
+                                     fields=[("Running", "Additional arguments:", "--auto_iter_max 30")]))
     wait_status(page, "Running", 30)
     page.get_by_role("button", name="Abort", exact=True).click()             # asks first
     page.get_by_text("Abort this job?").wait_for(timeout=10_000)
@@ -384,7 +396,7 @@ def test_three_maps_of_a_reconstruction_are_drawn(server, page, screenshots, dem
     orthoslices are painted (they stayed blank beside a full-width FSC figure) and the headline
     is the job's own half-map resolution."""
     name = job_of(launch_from_form(page, server, "reconstruct", "halves", screenshots, fields=[
-        ("I/O", "Input optimisation set", "Refine3D/job004/run_it003_optimisation_set.star")]))
+        ("I/O", "Input optimisation set:", "Refine3D/job004/run_it003_optimisation_set.star")]))
     assert Session(demo.root).read_params(name).in_optimisation == "Refine3D/job004/run_it003_optimisation_set.star"
     wait_status(page, "Succeeded", 90)
     page.locator("#headline-value").wait_for(timeout=15_000)
@@ -424,7 +436,7 @@ def test_a_converged_refinement_shows_its_result_everywhere(server, page, screen
     from processing.io.refine_star import ModelStarContents
 
     name = job_of(launch_from_form(page, server, "refine3d", "converged", screenshots,
-                                     fields=[("Running", "Additional arguments", "")]))
+                                     fields=[("Running", "Additional arguments:", "")]))
     wait_status(page, "Succeeded", 300)
     params = Session(demo.root).read_params(name)
     assert params.other_args == "" and params.sym_name == "C6"      # the form's values, run to convergence
@@ -446,6 +458,76 @@ def test_a_converged_refinement_shows_its_result_everywhere(server, page, screen
     wait_bokeh(page)
     page.locator(".result-badge", has_text=value).first.wait_for(timeout=15_000)
     shot(page, screenshots, "compare_converged")
+
+
+def test_the_tutorials_next_jobs_from_the_form(server, page, screenshots, demo):
+    """After the converged refinement, the tutorial's next jobs, each launched from its form:
+    remove duplicates (30 Å), a mask from the refined map (shown over the map's sections), and
+    post-processing of the refined half maps with it: its four FSC curves, the Guinier plot with
+    the fitted line, and the final resolution as headline and in the pipeline table."""
+    import json
+
+    import starfile
+
+    from processing.io.mrc import read_mrc
+    from processing.maskcreate import relion_lowpass
+
+    refine = Session(demo.root).resolve_job("Refine3D/converged/")
+    name = job_of(launch_from_form(page, server, "select", "no_duplicates", screenshots, preset=False, fields=[
+        ("I/O", "Input optimisation set:", f"{refine}run_optimisation_set.star"),
+        ("Duplicates", "OR: remove duplicates?", "Yes"),
+        ("Duplicates", "Minimum inter-particle distance (A)", "30")]))
+    wait_status(page, "Succeeded", 60)
+    counts = json.loads((demo.root / name / "selection.json").read_text())
+    page.locator("#headline-value").wait_for(timeout=15_000)
+    assert page.locator("#headline-value").inner_text().startswith(f"{counts['kept']} of {counts['input']} particles kept")
+    assert Session(demo.root).job(name).type_label == "relion.select.removeduplicates"
+
+    refined = read_mrc(demo.root / refine / "run_class001.mrc")
+    smooth = relion_lowpass(refined.data, resolution=30, pixel_size=refined.pixel_size)
+    threshold = f"{0.3 * float(smooth.max()):.4f}"                 # a user reads it off the map
+    mask_job = job_of(launch_from_form(page, server, "maskcreate", "mask", screenshots, preset=False, fields=[
+        ("I/O", "Input 3D map:", f"{refine}run_class001.mrc"),
+        ("Mask", "Lowpass filter map (A)", "30"),
+        ("Mask", "Initial binarisation threshold:", threshold),
+        ("Mask", "Extend binary map this many pixels:", "2"),
+        ("Mask", "Add a soft-edge of this many pixels:", "4")]))
+    wait_status(page, "Succeeded", 60)
+    deadline = time.monotonic() + 20
+    painted = {}
+    while time.monotonic() < deadline:                             # the mask over the map's sections
+        painted = page.evaluate(JS_PAINTED, "mask_")
+        if len(painted) == 3 and min(painted.values()) > 100:
+            break
+        time.sleep(0.5)
+    assert len(painted) == 3 and min(painted.values()) > 100, painted
+    shot(page, screenshots, "monitor_mask")
+
+    post = job_of(launch_from_form(page, server, "postprocess", "sharpened", screenshots, preset=False, fields=[
+        ("I/O", "One of the 2 unfiltered half-maps:", f"{refine}run_half1_class001_unfil.mrc"),
+        ("I/O", "Solvent mask:", f"{mask_job}mask.mrc"),
+        ("Sharpen", "Lowest resolution for auto-B fit (A):", "30")]))
+    wait_status(page, "Succeeded", 60)
+    general = starfile.read(demo.root / post / "postprocess.star")["general"]
+    value = f"{float(general['rlnFinalResolution']):.2f} Å"
+    page.locator("#headline-value").wait_for(timeout=15_000)
+    assert page.locator("#headline-value").inner_text() == value
+    page.wait_for_function("() => { const s = Bokeh.documents[0].get_model_by_name('postprocess_fsc_source'); "
+                           "return s && s.data.xs.length > 0; }", timeout=15_000)
+    assert page.evaluate(JS_FSC_CURVES, "postprocess_fsc_source") == 4      # corrected, unmasked, masked, random
+    page.wait_for_function("() => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name("
+                           "'guinier_fit_source'); if (s && s.data.x.length >= 2) return true; } return false; }",
+                           timeout=15_000)                          # the fitted line of the automatic B-factor
+    time.sleep(1.0)
+    painted = page.evaluate(JS_PAINTED, "")
+    assert painted.get("postprocess_fsc", 0) > 100 and painted.get("guinier", 0) > 100, painted
+    shot(page, screenshots, "monitor_postprocess")
+    page.goto(f"{server.url}/pipeline?session=demo")
+    wait_bokeh(page)
+    row = page.locator("table.tomo-table tr", has_text=post.rstrip("/"))
+    row.wait_for(timeout=15_000)
+    assert value in row.inner_text()
+    shot(page, screenshots, "pipeline_end")
 
 
 # ---- logins, roles, share links ---------------------------------------------------------------
