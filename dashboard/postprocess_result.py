@@ -14,6 +14,7 @@ import pandas as pd
 
 from processing.errors import InputError
 from processing.io.star import read_star
+from processing.postprocess import unmasked_fallback
 
 from .readers import FscCurve
 from .results import Headline
@@ -81,7 +82,9 @@ def postprocess_headline(pp: PostprocessStar) -> Headline:
     """Final resolution as the title ("2.82 Å"); the B-factor, the curve it comes from and the
     resolution phases were randomised from as facts; a warning at Nyquist."""
     resolution = pp.resolution
-    facts = ["solvent-corrected FSC 0.143" if pp.masked else "unmasked FSC 0.143 (no mask)"]
+    fallback = unmasked_fallback(pp.fsc)
+    facts = ["unmasked FSC 0.143 (RELION's fallback)" if fallback else
+             "solvent-corrected FSC 0.143" if pp.masked else "unmasked FSC 0.143 (no mask)"]
     b = pp.bfactor
     if "rlnFittedSlopeGuinierPlot" in pp.general:
         facts.append(f"B-factor {b:.1f} Å² (auto, r² {float(pp.general['rlnCorrelationFitGuinierPlot']):.3f})")
@@ -96,6 +99,9 @@ def postprocess_headline(pp: PostprocessStar) -> Headline:
     if abs(resolution - nyquist) < 1e-3:
         warning = (f"Nyquist-limited: the FSC stays above 0.143 up to the pixel size's limit ({nyquist:.2f} Å). "
                    "The data may hold more: use a smaller pixel size.")
+    elif fallback:
+        warning = ("The unmasked FSC reached further than the solvent-corrected one, so RELION reports the "
+                   "unmasked resolution: the mask is probably too tight (extend it or soften its edge).")
     return Headline(title=f"{resolution:.2f} Å", facts=tuple(facts), warning=warning, value=resolution)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import starfile
 
+from processing.postprocess import unmasked_fallback
+
 from .importer import create_demo_session
 from .pipeline import RUNNING, SUCCEEDED
 from .presets import apply_preset, find_preset
@@ -162,11 +164,19 @@ def _selection_summary(job_dir: Path) -> str:
 
 
 def postprocess_summary(postprocess_star: Path) -> str:
-    """The post-processed (masked, phase-randomisation corrected) resolution and the B-factor."""
-    general = starfile.read(postprocess_star)["general"]
-    resolution = float(general["rlnFinalResolution"])
-    bfactor = float(general["rlnBfactorUsedForSharpening"])
-    return f"post-processed resolution {resolution:.2f} Å (corrected FSC 0.143), B-factor {bfactor:.1f} Å²"
+    """The post-processed (masked, phase-randomisation corrected) resolution and the B-factor,
+    and whether the pixel size limits it (the corrected FSC still above 0.143 at Nyquist)."""
+    blocks = starfile.read(postprocess_star)
+    resolution = float(blocks["general"]["rlnFinalResolution"])
+    bfactor = float(blocks["general"]["rlnBfactorUsedForSharpening"])
+    fsc = blocks["fsc"]
+    curve = ("unmasked FSC 0.143: the mask cut the corrected curve short" if unmasked_fallback(fsc)
+             else "corrected FSC 0.143")
+    text = f"post-processed resolution {resolution:.2f} Å ({curve}), B-factor {bfactor:.1f} Å²"
+    nyquist = float(fsc["rlnAngstromResolution"].min())
+    if abs(resolution - nyquist) < 1e-3:
+        text += f"; limited by the pixel size (Nyquist {nyquist:.2f} Å): re-extract at a smaller binning for more"
+    return text
 
 
 def refine_summary(model_star: Path) -> str:

@@ -95,6 +95,24 @@ def test_unmasked_file_has_one_curve_and_says_so():
     assert headline.title == "8.73 Å" and headline.facts[0].startswith("unmasked FSC 0.143")
 
 
+def test_relions_unmasked_fallback_is_named_in_the_headline():
+    """RELION's own fallback run (a mask cutting the corrected curve short: its warning in
+    tests/data/postprocess/fallback/stdout.txt) is recognised from the file alone, and the
+    headline says which curve gave the resolution and why; the masked auto run is not."""
+    from processing.postprocess import unmasked_fallback
+
+    assert "unmasked FSC extends beyond" in (PP_DIR / "fallback/stdout.txt").read_text()
+    fallback = read_postprocess_star(PP_DIR / "fallback/postprocess.star")
+    assert unmasked_fallback(fallback.fsc)
+    headline = postprocess_headline(fallback)
+    assert headline.facts[0] == "unmasked FSC 0.143 (RELION's fallback)"
+    assert "mask is probably too tight" in headline.warning
+    auto = read_postprocess_star(PP_DIR / "auto/postprocess.star")
+    assert not unmasked_fallback(auto.fsc)
+    assert postprocess_headline(auto).facts[0] == "solvent-corrected FSC 0.143" and not postprocess_headline(auto).warning
+    assert not unmasked_fallback(read_postprocess_star(ROOT / "tests/data/fsc/unmasked/postprocess.star").fsc)
+
+
 def test_monitor_of_a_postprocess_job_shows_headline_and_figures(tmp_path):
     from dashboard.pages.monitor import JobMonitor
     from dashboard.viewmodels import JobModel

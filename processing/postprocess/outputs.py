@@ -24,7 +24,7 @@ from processing.io.star import write_star
 from .curves import PostprocessCurves
 from .sharpen import SharpenResult
 
-__all__ = ["postprocess_tables", "write_postprocess_star"]
+__all__ = ["postprocess_tables", "write_postprocess_star", "unmasked_fallback"]
 
 
 def postprocess_tables(
@@ -92,3 +92,13 @@ def write_postprocess_star(path: str | PathLike, tables: dict[str, Any], *, comm
     """Write ``tables`` (from :func:`postprocess_tables`) atomically, with RELION's header
     comment (program and command line)."""
     write_star(path, tables, comments=["RELION postprocess; tomodash", command])
+
+
+def unmasked_fallback(fsc: pd.DataFrame) -> bool:
+    """Whether a ``data_fsc`` table (as read from postprocess.star) holds RELION's fallback:
+    with a mask, the final curve is the unmasked one because that reached further than the
+    solvent-corrected curve (a mask too tight). The file says so only by the two columns
+    being equal."""
+    return ("rlnFourierShellCorrelationMaskedMaps" in fsc and "rlnFourierShellCorrelationCorrected" in fsc
+            and bool(np.array_equal(fsc["rlnFourierShellCorrelationCorrected"].to_numpy(float),
+                                    fsc["rlnFourierShellCorrelationUnmaskedMaps"].to_numpy(float))))
