@@ -168,3 +168,38 @@ def test_small_form_dataset_has_the_tutorial_acquisition(small_run):
         particles = ParticleSet.read(work / "run_small_12" / f"Extract_{tag}" / "particles.star")
         assert len(particles) == 12
         assert float(particles.optics["rlnImagePixelSize"][0]) == pytest.approx(pixel)
+
+
+# ---- "Pre-read all particles into RAM?": the estimate and the refusal -----------------------
+
+
+@pytest.mark.parametrize("zero_mask", [True, False])
+def test_preread_estimate_is_what_the_cache_holds(small_run, zero_mask):
+    """The estimate equals the bytes of the arrays the pre-read cache keeps (exactly)."""
+    from processing.io import TomogramSet
+    from processing.refine.particles import ParticleStore
+
+    work, _text = small_run
+    particles = ParticleSet.read(work / "run_small_12" / "Extract_bin6" / "particles.star")
+    tomograms = TomogramSet.read(work / "tutorial_small_12" / "tomograms.star")
+    store = ParticleStore(particles, tomograms, box=32, pixel_size=8.1, mask_radius=100.0, zero_mask=zero_mask,
+                          preread=True)
+    chosen = [0, 3, 7]
+    for i in chosen:
+        store.load(i)
+    held = sum(item.images.nbytes + item.masked.nbytes + item.ctf2.nbytes for item in store._cache.values())
+    held += sum(raw.nbytes for raw in store._raw.values())
+    assert len(store._cache) == len(chosen) and held > 0
+    assert store.preread_bytes(chosen) == held
+    assert store.preread_bytes(range(len(store))) > held
+
+
+def test_preread_refused_when_it_does_not_fit():
+    from processing.refine.particles import available_memory_bytes, check_preread_fits
+
+    check_preread_fits(10**9, 100, available=10**9)          # fits exactly: no error
+    with pytest.raises(InputError, match=r"Pre-read all particles into RAM\? needs about 2\.5 GB .* 100 "
+                                         r"particles.*only 1\.0 GB is available") as err:
+        check_preread_fits(int(2.5e9), 100, available=10**9)
+    assert "--preread_images" in str(err.value)
+    assert (available_memory_bytes() or 1) > 0
