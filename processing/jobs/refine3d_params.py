@@ -239,8 +239,10 @@ class Refine3DParameters(TomoInputParameters):
     )
     do_preread_images = param.Boolean(
         False, label="Pre-read all particles into RAM?",
-        doc="Read all particle images into memory before the first iteration, so that later "
-            "iterations do no disc I/O. Each MPI process holds its own share; make sure it fits.",
+        doc="Keep every particle's images (their Fourier transforms, masked copies and CTFs) in "
+            "memory once read in the first iteration, so that later iterations do no disc I/O. "
+            "Each MPI process holds its own share; the job refuses to start when that share would "
+            "not fit in the memory available (No: images are read from disc as needed).",
         metadata={"tab": "Compute", "var": "do_preread_images"},
     )
     scratch_dir = param.String(

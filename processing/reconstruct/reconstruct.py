@@ -176,18 +176,23 @@ def reconstruct_particles(
         members_all = np.arange(len(geo.rows))
         groups = [members_all[k:k + PARTICLES_PER_TASK] for k in range(0, len(members_all), PARTICLES_PER_TASK)]
         images = TiltImages(geo, root_path)
+        # Each group's half sums are a whole (halves, sb, sb, sb/2+1) complex128 + float64 pair
+        # (~400 MB at box 256): sum them as each batch of `threads` groups ends, so that no more
+        # than `threads` exist at once (collecting every group's first grew with the particles).
+        # Summed in group order, as before: the same bytes.
+        per_batch = max(1, settings.threads)
         try:
-            results = thread_map(
-                lambda g: _insert_group(geo, g, usable, images, geo_halves, geo_rot, x_ranges, settings, sb,
-                                        n_halves, None if job_dir is None else Path(job_dir)),
-                groups, threads=settings.threads,
-            )
+            for start in range(0, len(groups), per_batch):
+                for count, part_data, part_ctf2 in thread_map(
+                    lambda g: _insert_group(geo, g, usable, images, geo_halves, geo_rot, x_ranges, settings, sb,
+                                            n_halves, None if job_dir is None else Path(job_dir)),
+                    groups[start:start + per_batch], threads=settings.threads,
+                ):
+                    n_slices += count
+                    data += part_data
+                    ctf2 += part_ctf2
         finally:
             images.close()
-        for count, part_data, part_ctf2 in results:
-            n_slices += count
-            data += part_data
-            ctf2 += part_ctf2
         log(f"  [rank {comm.rank}] {name}: {len(geo.rows)} particles inserted")
     data = comm.allreduce_sum(data)
     ctf2 = comm.allreduce_sum(ctf2)

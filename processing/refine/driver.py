@@ -31,6 +31,7 @@ from .initial import initial_state
 from .inputs import RefineInputs, check_run_settings, continuation_options, load_inputs
 from .maximisation import angstrom, maximise, update_current_resolution
 from .options import RefineOptions
+from .particles import check_preread_fits
 from .outputs import read_continuation, write_iteration_files
 from .state import RunState
 from .schedule import has_converged, image_sizes, optics_image_sizes, update_angular_sampling
@@ -142,6 +143,9 @@ class RefineRun:
         or ``--auto_iter_max``; returns the exit status."""
         state, first = self.start()
         o, d = self.options, self.inputs
+        if o.preread_images:
+            mine = self._my_particles(state)
+            check_preread_fits(d.store.preread_bytes(mine), len(mine))
         self.log(f"3D auto-refine: {len(d.particle_set)} particles ({'3D' if d.is_3d else '2D stacks'}), "
                  f"box {d.ori} at {d.pixel_size:.3f} Å/px, {d.symmetry}, mask {d.particle_diameter:.0f} Å, "
                  f"{self.comm.size} process(es) x {o.threads} thread(s)")

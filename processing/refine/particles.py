@@ -24,11 +24,48 @@ from processing.io.particles import ParticleSet
 from processing.io.paths import resolve_path
 from processing.io.tomograms import TomogramSet
 
-__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore", "images_are_3d", "relion_round", "SUBTOMO_MULTIPLICITY_THRESHOLD"]
+__all__ = ["ParticleGeometry", "ParticleImages", "ParticleStore", "images_are_3d", "relion_round", "SUBTOMO_MULTIPLICITY_THRESHOLD",
+           "available_memory_bytes", "check_preread_fits"]
 
 #: relion_refine's --subtomo_multi_thr: Fourier voxels of 3D pseudo-subtomograms with a lower
 #: multiplicity carry no data.
 SUBTOMO_MULTIPLICITY_THRESHOLD = 0.01
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can use without swapping (``MemAvailable`` of
+    /proc/meminfo, bytes); ``None`` where that is unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_preread_fits(needed: int, n_particles: int, *, available: int | None = None) -> None:
+    """Refuse ``--preread_images`` when this process's pre-read particles (``needed`` bytes,
+    :meth:`ParticleStore.preread_bytes`) would not fit in ``available`` bytes (default: the
+    machine's available memory now; unknown: no check).
+
+    Raises
+    ------
+    InputError
+        Naming ``--preread_images`` ("Pre-read all particles into RAM?"), both sizes in GB.
+    """
+    available = available_memory_bytes() if available is None else available
+    if available is None or needed <= available:
+        return
+    raise InputError(
+        f"Pre-read all particles into RAM? needs about {needed / 1e9:.1f} GB for this process's {n_particles} "
+        f"particles (their Fourier images, masked copies and CTFs), but only {available / 1e9:.1f} GB is "
+        "available: set it to No (the particles are then read from disc as needed), or spread the particles "
+        "over more MPI processes on more machines", column="--preread_images")
 
 
 def images_are_3d(particles: ParticleSet) -> bool:
@@ -237,6 +274,26 @@ class ParticleStore:
 
     def __len__(self) -> int:
         return len(self.geometries)
+
+    def preread_bytes(self, indices: list[int] | NDArray[np.integer]) -> int:
+        """Bytes the pre-read cache of :meth:`load` holds once particles ``indices`` are loaded.
+
+        Per 2D stack of F tilts and box n: the half transforms and their masked copy (complex64)
+        and the CTF array (float32), F·n·(n/2+1)·20 bytes, plus the raw float32 images
+        (F·n²·4) without ``--zero_mask``. Per 3D particle: half transforms, masked copy
+        (complex64), CTF² and multiplicity (float32), n·n·(n/2+1)·24 bytes, plus the raw volume
+        (n³·4) and the weights file (2n·n·(n/2+1)·4).
+        """
+        total = 0
+        for i in np.asarray(indices, dtype=np.int64):
+            n = int(self.boxes[i])
+            half = n * (n // 2 + 1)
+            if self.is_3d:
+                total += n * half * 24 + n**3 * 4 + 2 * n * half * 4
+            else:
+                frames = len(self.geometries[i].ctf)
+                total += frames * half * 20 + (0 if self.zero_mask else frames * n * n * 4)
+        return int(total)
 
     # ---- images ---------------------------------------------------------------------
 

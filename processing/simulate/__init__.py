@@ -19,7 +19,7 @@ from .dataset import (
 )
 from .params import SimulationParameters
 from .phantom import Phantom, phantom_from_model, procedural_phantom, read_atoms, render_map
-from .presets import DEMO, PRESETS, TEST, get_preset
+from .presets import DEMO, PRESETS, TEST, TUTORIAL, get_preset, sphere_capacity, with_particle_count
 
 __all__ = [
     "SimulationParameters",
@@ -29,7 +29,10 @@ __all__ = [
     "PRESETS",
     "DEMO",
     "TEST",
+    "TUTORIAL",
     "get_preset",
+    "sphere_capacity",
+    "with_particle_count",
     "simulate_dataset",
     "build_phantom",
     "load_parameters",

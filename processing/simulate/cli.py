@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .dataset import SimulationResult, simulate_dataset
-from .presets import PRESETS, get_preset
+from .presets import PRESETS, get_preset, with_particle_count
 
 __all__ = ["add_parser", "run", "format_report"]
 
@@ -35,6 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--tomograms", type=int, dest="n_tomograms", help="number of tilt series")
     parser.add_argument("--spheres", type=int, dest="spheres_per_tomogram", help="vesicles per tomogram")
     parser.add_argument("--max-particles-per-sphere", type=int, help="cap on particles per vesicle")
+    parser.add_argument("--particles", type=int, dest="n_particles",
+                        help="about this many particles in all (at least this many, fewer than this plus one per "
+                             "sphere): sets the spheres per tomogram and their cap, and adds tomograms of the same "
+                             "density when the preset's cannot hold them (after the other options)")
     parser.add_argument("--pixel-size", type=float, help="tilt-series pixel size (Å)")
     parser.add_argument("--hand", type=int, choices=(1, -1), help="rlnTomoHand")
     parser.add_argument("--rot-error", type=float, dest="rot_error_deg", help="largest initial rot error (deg): normal with σ = half of it, clipped at ± it")
@@ -112,6 +116,8 @@ def format_report(result: SimulationResult) -> str:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``tomodash simulate``."""
     params = get_preset(args.preset).replace(**_overrides(args))
+    if args.n_particles is not None:
+        params = with_particle_count(params, args.n_particles)
     result = simulate_dataset(params, args.outdir, log=lambda msg: print(msg, flush=True))
     print(format_report(result))
     return 0

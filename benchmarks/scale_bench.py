@@ -1,0 +1,260 @@
+"""Scale benchmark: time per particle and peak memory of the tutorial's chain, vs particle count.
+
+For each particle count it simulates the ``tutorial`` preset (:data:`processing.simulate.TUTORIAL`,
+via ``with_particle_count``; a dataset already in ``--workdir`` is reused) and runs, each as
+its own ``tomodash`` process (one process, ``--j 2`` threads):
+
+===================  =================================================================
+extract_bin6         Extract subtomos, tutorial bin 6: 8.1 Å px, box 192, crop 96, 2D stacks
+reconstruct_bin6     Reconstruct particle, same geometry, C6
+refine_bin6          one iteration of 3D auto-refine (tutorial bin-6 settings)
+extract_bin2         Extract subtomos, tutorial bin 2: 2.7 Å px, box 256, crop 128
+reconstruct_bin2     Reconstruct particle, same geometry, C6
+refine_bin2          one iteration of 3D auto-refine from the bin-2 half1.mrc
+===================  =================================================================
+
+The preset stores its tilt series at 2.7 Å (the tutorial's bin 2), so the tutorial's bin 6
+is ``--bin 3`` here and its bin 2 ``--bin 1``: same output pixel sizes and boxes (see the
+preset's notes for everything else that differs). The bin-2 extraction uses the same initial
+poses as the bin-6 one (its cost does not depend on how good the poses are).
+
+Printed: a table (step, particles, wall s, s/particle, peak RSS MB of that process, read by
+``os.wait4``: see ``_MEASURE``), then for each step the growth from the smallest count to each larger one (time
+ratio against particle ratio: 1.0 = linear; RSS ratio: 1.0 = flat), measured in this run, and
+a projection of the hours the tutorial's refinements (30,596 particles) would take on this
+machine, from the largest count's s/particle and an assumed number of iterations.
+
+Full run (about an hour and a half of simulation plus the steps on 2 cores; run it on an
+otherwise idle machine)::
+
+    .venv/bin/python benchmarks/scale_bench.py --workdir /tmp/scale_bench \\
+        --particles 1000 3000 10000
+
+Small form (CI, < 60 s; one tomogram of a 640² field, small boxes, 30 and 90 particles; its
+figures are start-up costs, not projections of anything)::
+
+    .venv/bin/python benchmarks/scale_bench.py --small
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+#: The tutorial's particle count (30,596 picked particles) and the iteration counts assumed for
+#: its refinements: RELION's auto-refine on the tutorial data stops after roughly 10-15
+#: iterations (no figure in the project's references); 12 at bin 6 and 10 at bin 2 are assumed.
+TUTORIAL_PARTICLES = 30596
+ASSUMED_ITERATIONS = {"refine_bin6": 12, "refine_bin2": 10}
+
+STEPS = ("extract_bin6", "reconstruct_bin6", "refine_bin6", "extract_bin2", "reconstruct_bin2", "refine_bin2")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Boxes of one form of the benchmark (binned pixels; binning relative to the stored 2.7 Å)."""
+
+    bin6: tuple[int, int, int]  # (bin, box, crop)
+    bin2: tuple[int, int, int]
+    diameter6: float  # particle diameter (Å) of the refine's mask
+    diameter2: float
+
+
+FULL = Geometry(bin6=(3, 192, 96), bin2=(1, 256, 128), diameter6=500.0, diameter2=230.0)
+SMALL = Geometry(bin6=(3, 48, 32), bin2=(1, 64, 48), diameter6=200.0, diameter2=120.0)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step at one particle count: wall seconds and peak RSS (MiB) of its process."""
+
+    step: str
+    particles: int
+    seconds: float
+    peak_rss_mb: float
+
+
+#: Runs ``argv[2:]`` and writes its peak RSS (KiB, ``os.wait4``) to ``argv[1]``. A child's
+#: ``ru_maxrss`` starts from the RSS of the process that forked it (Linux records the old
+#: memory map's high-water mark at exec), so the steps are forked from this small process,
+#: not from the benchmark, which holds a simulation's arrays.
+_MEASURE = (
+    "import os, subprocess, sys\n"
+    "proc = subprocess.Popen(sys.argv[2:])\n"
+    "_pid, status, usage = os.wait4(proc.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status) % 256)\n"
+)
+
+
+def run_step(cmd: list[str], log_file: Path) -> tuple[float, float]:
+    """Run ``cmd`` (stdout+stderr to ``log_file``); its wall seconds and peak RSS in MiB.
+
+    The peak RSS is that of the command's own process (``ru_maxrss`` from ``os.wait4``, KiB
+    on Linux, forked from a small measuring process: see :data:`_MEASURE`). Raises
+    ``SystemExit`` with the log's tail when the command fails.
+    """
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    rss_file = log_file.with_suffix(".maxrss")
+    start = time.perf_counter()
+    with open(log_file, "w") as out:
+        code = subprocess.run([sys.executable, "-c", _MEASURE, str(rss_file), *cmd], stdout=out,
+                              stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.perf_counter() - start
+    if code != 0:
+        tail = log_file.read_text()[-3000:]
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {code}); end of {log_file}:\n{tail}")
+    return seconds, int(rss_file.read_text()) / 1024.0
+
+
+def simulate(dataset: Path, n_particles: int, *, small: bool) -> int:
+    """Simulate the tutorial preset with about ``n_particles`` particles into ``dataset``
+    (reused when its ``simulation.json`` is there); the number of particles simulated."""
+    import json
+
+    from processing.simulate import TUTORIAL, simulate_dataset, with_particle_count
+
+    done = dataset / "simulation.json"
+    if not done.exists():
+        params = TUTORIAL
+        if small:
+            params = params.replace(n_tomograms=1, image_size=(640, 640), tomogram_size=(640, 640, 600))
+        params = with_particle_count(params, n_particles)
+        begin = time.perf_counter()
+        simulate_dataset(params, dataset)
+        print(f"simulated {n_particles} particles in {time.perf_counter() - begin:.1f} s: {dataset}", flush=True)
+    return int(json.loads(done.read_text())["n_particles"])
+
+
+def with_halves(dataset: Path, out: Path) -> Path:
+    """particles.star of ``dataset`` with ``rlnRandomSubset`` (seed 1) written to ``out``."""
+    from processing.io import ParticleSet
+
+    particles = ParticleSet.read(dataset / "particles.star")
+    particles.assign_random_subsets(1)
+    particles.write(out)
+    return out
+
+
+def refine_argv(opt: Path, ref: Path, out: Path, *, diameter: float, ini_high: float, healpix: int) -> list[str]:
+    """One iteration of 3D auto-refine with the tutorial's settings (sessions/presets.py
+    ``tutorial-bin*-refine3d``: C6, tilt prior 10°, local searches from 1.8°, pool 30), on
+    2 threads; the reference is not on the refinement's greyscale (``--firstiter_cc``)."""
+    return ["--o", f"{out}/run", "--auto_refine", "--split_random_halves", "--ios", str(opt), "--ref", str(ref),
+            "--firstiter_cc", "--trust_ref_size", "--ini_high", f"{ini_high:g}", "--dont_combine_weights_via_disc",
+            "--pool", "30", "--pad", "2", "--ctf", "--particle_diameter", f"{diameter:g}", "--flatten_solvent",
+            "--zero_mask", "--oversampling", "1", "--healpix_order", str(healpix), "--auto_local_healpix_order", "4",
+            "--offset_range", "5", "--offset_step", "2", "--sym", "C6", "--low_resol_join_halves", "40", "--norm",
+            "--scale", "--sigma_tilt", "10", "--random_seed", "1", "--auto_iter_max", "1", "--j", "2"]
+
+
+def run_chain(dataset: Path, work: Path, n: int, geometry: Geometry) -> list[StepResult]:
+    """The six steps on one dataset; their results in :data:`STEPS` order."""
+    tomodash = str(BIN / "tomodash")
+    tomograms = dataset / "tomograms.star"
+    halves = with_halves(dataset, work / "particles_halves.star")
+    results: list[StepResult] = []
+
+    def step(name: str, args: list[str]) -> None:
+        seconds, rss = run_step([tomodash, *args], work / f"{name}.log")
+        results.append(StepResult(name, n, seconds, rss))
+        print(f"  {name:<17} {seconds:8.1f} s  {rss:8.0f} MB", flush=True)
+
+    for tag, (binning, box, crop), diameter, ini_high in (
+        ("bin6", geometry.bin6, geometry.diameter6, 60.0), ("bin2", geometry.bin2, geometry.diameter2, 20.0),
+    ):
+        shape = ["--bin", str(binning), "--b", str(box), "--crop", str(crop), "--j", "2"]
+        ex, rec, ref = work / f"Extract_{tag}", work / f"Reconstruct_{tag}", work / f"Refine_{tag}"
+        for d in (ex, rec, ref):
+            shutil.rmtree(d, ignore_errors=True)
+        step(f"extract_{tag}", ["extract", "--p", str(halves), "--t", str(tomograms), "--o", f"{ex}/", "--stack2d",
+                                "--float16", "--max_dose", "50", *shape])
+        step(f"reconstruct_{tag}", ["reconstruct", "--p", str(ex / "particles.star"), "--t", str(tomograms),
+                                    "--o", f"{rec}/", "--sym", "C6", *shape])
+        ref.mkdir(parents=True)
+        # the tutorial refines bin 6 from the merged map and bin 2 from the bin-2 half1.mrc
+        reference = rec / ("merged.mrc" if tag == "bin6" else "half1.mrc")
+        step(f"refine_{tag}", ["refine", *refine_argv(ex / "optimisation_set.star", reference, ref,
+                                                       diameter=diameter, ini_high=ini_high, healpix=2)])
+    return results
+
+
+def format_report(results: list[StepResult], *, cores: int) -> str:
+    """The table, the growth ratios against the smallest count and the tutorial projection."""
+    lines = [f"{'step':<17} {'particles':>9} {'wall s':>9} {'s/particle':>11} {'peak RSS MB':>12}"]
+    for r in results:
+        lines.append(f"{r.step:<17} {r.particles:>9} {r.seconds:>9.2f} {r.seconds / r.particles:>11.5f} "
+                     f"{r.peak_rss_mb:>12.0f}")
+    counts = sorted({r.particles for r in results})
+    by = {(r.step, r.particles): r for r in results}
+    if len(counts) > 1:
+        lines.append("")
+        lines.append(f"growth against {counts[0]} particles (time ratio / particle ratio: 1.0 = linear; "
+                     "RSS ratio: 1.0 = flat)")
+        for name in STEPS:
+            base = by[(name, counts[0])]
+            parts = []
+            for n in counts[1:]:
+                r = by[(name, n)]
+                ratio = n / counts[0]
+                parts.append(f"x{ratio:.1f} particles: time x{r.seconds / base.seconds:.2f} "
+                             f"({r.seconds / base.seconds / ratio:.2f} of linear), RSS x{r.peak_rss_mb / base.peak_rss_mb:.2f}")
+            lines.append(f"  {name:<17} " + "; ".join(parts))
+    largest = counts[-1]
+    lines.append("")
+    lines.append(f"projection for the tutorial ({TUTORIAL_PARTICLES:,} particles) on this machine ({cores} cores), "
+                 f"from the {largest}-particle figures, assuming "
+                 + " and ".join(f"{k[-4:]}: {v} iterations" for k, v in ASSUMED_ITERATIONS.items()) + ":")
+    for name, iterations in ASSUMED_ITERATIONS.items():
+        tag = name[-4:]
+        per = by[(name, largest)].seconds / largest
+        hours = per * TUTORIAL_PARTICLES * iterations / 3600.0
+        steps = sum(by[(f"{s}_{tag}", largest)].seconds / largest for s in ("extract", "reconstruct"))
+        lines.append(f"  {tag}: one iteration {per * TUTORIAL_PARTICLES / 3600.0:.2f} h, refinement ~{hours:.1f} h; "
+                     f"extract + reconstruct {steps * TUTORIAL_PARTICLES / 3600.0:.2f} h")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--particles", type=int, nargs="+", default=None,
+                        help="particle counts (default 1000 3000 10000; --small: 30 90)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keeps the simulated datasets between runs (default: a temporary directory, removed)")
+    parser.add_argument("--small", action="store_true",
+                        help="CI form: one tomogram of a 640² field, boxes 48/32 and 64/48, 30 and 90 particles")
+    args = parser.parse_args(argv)
+    counts = args.particles or ([30, 90] if args.small else [1000, 3000, 10000])
+    geometry = SMALL if args.small else FULL
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="scale_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results: list[StepResult] = []
+        for n in sorted(counts):
+            form = "small" if args.small else "full"
+            dataset = work / f"tutorial_{form}_{n}"
+            simulated = simulate(dataset, n, small=args.small)
+            run_dir = work / f"run_{form}_{n}"
+            run_dir.mkdir(exist_ok=True)
+            print(f"{simulated} particles ({dataset}):", flush=True)
+            results += run_chain(dataset, run_dir, simulated, geometry)
+        print()
+        print(format_report(results, cores=os.cpu_count() or 1))
+        if args.small:
+            print("\n(small form: not a projection of anything; full run: .venv/bin/python benchmarks/scale_bench.py "
+                  "--workdir /tmp/scale_bench --particles 1000 3000 10000)")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
