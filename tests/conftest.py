@@ -118,6 +118,34 @@ def demo_extraction_3d(demo_dataset, tmp_path_factory) -> Path:
 
 # ---- sessions: waiting for a job; a small file system for the disk-full tests -------------------
 
+_PIPELINER_PROBE = """
+import json, sys
+from pipeliner.job_factory import read_job
+from pipeliner.project_graph import ProjectGraph
+with ProjectGraph(pipeline_dir='.', read_only=True) as pg:
+    processes = {p.name: {'type': p.type, 'status': p.status, 'alias': p.alias, 'inputs': len(p.input_nodes),
+                          'outputs': {n.name: n.type for n in p.output_nodes}} for p in pg.process_list}
+jobs = {}
+for request in sys.argv[1:]:
+    job_star, *options = request.split(',')
+    job = read_job(job_star)
+    jobs[job_star] = {'class': type(job).__name__, **{k: job.joboptions[k].value for k in options}}
+print(json.dumps({'processes': processes, 'jobs': jobs}))
+"""
+
+
+def ccpem_pipeliner_view(project: Path, jobs: dict[str, list[str]] | None = None) -> dict:
+    """What the CCP-EM pipeliner reads of a project, in a process of its own (as a user of both
+    tools would run it): ``{"processes": {name: {type, status, alias, inputs (count), outputs
+    {node: type}}}, "jobs": {job.star: {"class": job class, option: value}}}`` for the job.star
+    files in ``jobs`` (path -> job options to read back)."""
+    requests = [",".join([star, *options]) for star, options in (jobs or {}).items()]
+    proc = subprocess.run([sys.executable, "-c", _PIPELINER_PROBE, *requests], cwd=project, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def wait_for_job(session, name: str, timeout: float = 300) -> str:
     """Reconcile ``name`` until it is no longer running; its final status."""
     from sessions import runner

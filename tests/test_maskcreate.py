@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from processing.io.mrc import read_mrc
 from processing.jobs.maskcreate_params import MaskCreateParameters
 from processing.maskcreate import MaskSettings, auto_mask, create_mask, extend_binary, make_mask, relion_lowpass, soft_edge
 from sessions import JobValidationError, Session, runner
+from conftest import ccpem_pipeliner_view
 
 DATA = Path(__file__).parent / "data" / "maskcreate"
 BLOBS = DATA / "blobs.mrc"
@@ -289,25 +288,15 @@ def test_session_job_runs_and_ccpem_lists_it(session):
     assert pipe.node("MaskCreate/job001/mask.mrc").type_label == "Mask3D.mrc.relion"
     assert pipe.node("Maps/blobs.mrc").type_label == "DensityMap.mrc"
     assert (session.root / ".Nodes/Mask3D/MaskCreate/solvent/mask.mrc").exists()
-    code = (
-        "from pipeliner.project_graph import ProjectGraph\n"
-        "from pipeliner.job_factory import read_job\n"
-        "with ProjectGraph(pipeline_dir='.', read_only=True) as pg:\n"
-        "    for p in pg.process_list:\n"
-        "        print('JOB', p.name, p.type, p.status, p.alias, len(p.input_nodes), len(p.output_nodes))\n"
-        "        for n in p.output_nodes:\n"
-        "            print('NODE', n.name, n.type)\n"
-        "job = read_job('MaskCreate/job001/job.star')\n"
-        "print('CLASS', type(job).__name__, job.joboptions['inimask_threshold'].value,"
-        " job.joboptions['width_mask_edge'].value, job.joboptions['fn_in'].value)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=session.root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith(("JOB", "NODE", "CLASS"))]
-    assert ["JOB", "MaskCreate/job001/", "relion.maskcreate", "Succeeded", "MaskCreate/solvent/", "1", "1"] in lines
-    assert ["NODE", "MaskCreate/job001/mask.mrc", "Mask3D.mrc.relion"] in lines
-    assert lines[-1][:2] == ["CLASS", "RelionMaskCreate"]
-    assert [float(lines[-1][2]), float(lines[-1][3]), lines[-1][4]] == [0.1, 4.0, "Maps/blobs.mrc"]
+    view = ccpem_pipeliner_view(session.root, {"MaskCreate/job001/job.star": ["inimask_threshold", "width_mask_edge",
+                                                                              "fn_in"]})
+    job = view["processes"]["MaskCreate/job001/"]
+    assert (job["type"], job["status"], job["alias"], job["inputs"]) == ("relion.maskcreate", "Succeeded",
+                                                                         "MaskCreate/solvent/", 1)
+    assert job["outputs"] == {"MaskCreate/job001/mask.mrc": "Mask3D.mrc.relion"}
+    star = view["jobs"]["MaskCreate/job001/job.star"]
+    assert star["class"] == "RelionMaskCreate"
+    assert [float(star["inimask_threshold"]), float(star["width_mask_edge"]), star["fn_in"]] == [0.1, 4.0, "Maps/blobs.mrc"]
 
 
 @pytest.mark.parametrize("values, error, where", [

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from processing.postprocess import (
     run_postprocess,
 )
 from processing.fourier.fft import rfftn
+from conftest import ccpem_pipeliner_view
 
 ROOT = Path(__file__).resolve().parent.parent
 FSC_DIR = ROOT / "tests/data/fsc"
@@ -347,18 +346,7 @@ def test_session_job_runs_and_ccpem_lists_it(tmp_path, monkeypatch):
     assert general["rlnBfactorUsedForSharpening"] == pytest.approx(-83.53511, rel=1e-5)
     assert general["rlnPostprocessedMap"] == f"{info.name}postprocess.mrc"  # relative to the project, as RELION
     assert general["rlnUnfilteredMapHalf2"] == f"Refine3D/job001/{HALF1.replace('half1', 'half2')}"
-    code = (
-        "from pipeliner.project_graph import ProjectGraph\n"
-        "from pipeliner.job_factory import read_job\n"
-        "with ProjectGraph(pipeline_dir='.', read_only=True) as pg:\n"
-        "    for p in pg.process_list:\n"
-        "        print('JOB', p.name, p.type, p.status, len(p.input_nodes), len(p.output_nodes))\n"
-        f"job = read_job('{info.name}job.star')\n"
-        "print('CLASS', type(job).__name__, job.joboptions['do_auto_bfac'].value, job.joboptions['angpix'].value)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=session.root, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith(("JOB", "CLASS"))]
-    assert ["JOB", info.name, "relion.postprocess", "Succeeded", "2", "4"] in lines
-    assert lines[-1] == ["CLASS", "PostprocessJob", "True", "1.0"], lines[-1]
+    view = ccpem_pipeliner_view(session.root, {f"{info.name}job.star": ["do_auto_bfac", "angpix"]})
+    job = view["processes"][info.name]
+    assert (job["type"], job["status"], job["inputs"], len(job["outputs"])) == ("relion.postprocess", "Succeeded", 2, 4)
+    assert view["jobs"][f"{info.name}job.star"] == {"class": "PostprocessJob", "do_auto_bfac": True, "angpix": 1.0}

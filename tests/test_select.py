@@ -29,7 +29,7 @@ from processing.select import (
 from processing.simulate import TEST, planted_duplicates, simulate_dataset
 from sessions import JobValidationError, Session, import_dataset, runner
 
-from conftest import wait_for_job
+from conftest import ccpem_pipeliner_view, wait_for_job
 
 DATA = Path(__file__).parent / "data" / "select"
 
@@ -375,24 +375,14 @@ def test_select_job_in_a_session_feeds_reconstruct(select_session, sim_dataset):
 def test_ccpem_pipeliner_lists_the_select_jobs(select_session):
     session, info, on_value = select_session
     importlib.import_module("pipeliner.project_graph")  # a test dependency: fail, not skip, when absent
-    code = (
-        "from pipeliner.project_graph import ProjectGraph\n"
-        "from pipeliner.job_factory import read_job\n"
-        "with ProjectGraph(pipeline_dir='.', read_only=True) as pg:\n"
-        "    for p in pg.process_list:\n"
-        "        print('JOB', p.name, p.type, p.status, len(p.input_nodes), len(p.output_nodes))\n"
-        f"job = read_job('{info.name}job.star')\n"
-        "print('CLASS', type(job).__name__, job.joboptions['duplicate_threshold'].value)\n"
-        f"job = read_job('{on_value.name}job.star')\n"
-        "print('CLASS', type(job).__name__, job.joboptions['select_label'].value)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=session.root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith(("JOB", "CLASS"))]
-    assert ["JOB", info.name, "relion.select.removeduplicates", "Succeeded", "1", "2"] in lines
-    assert ["JOB", on_value.name, "relion.select.onvalue", "Succeeded", "1", "2"] in lines
-    assert lines[-2][:2] == ["CLASS", "RelionSelectRemoveDuplicates"] and float(lines[-2][2]) == 50
-    assert lines[-1] == ["CLASS", "RelionSelectOnValue", "rlnAngleTilt"]
+    view = ccpem_pipeliner_view(session.root, {f"{info.name}job.star": ["duplicate_threshold"],
+                                               f"{on_value.name}job.star": ["select_label"]})
+    for job, label in ((info, "relion.select.removeduplicates"), (on_value, "relion.select.onvalue")):
+        seen = view["processes"][job.name]
+        assert (seen["type"], seen["status"], seen["inputs"], len(seen["outputs"])) == (label, "Succeeded", 1, 2)
+    duplicates = view["jobs"][f"{info.name}job.star"]
+    assert duplicates["class"] == "RelionSelectRemoveDuplicates" and float(duplicates["duplicate_threshold"]) == 50
+    assert view["jobs"][f"{on_value.name}job.star"] == {"class": "RelionSelectOnValue", "select_label": "rlnAngleTilt"}
 
 
 def test_session_refuses_bad_select_jobs_and_creates_nothing(select_session):

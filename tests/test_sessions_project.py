@@ -23,6 +23,7 @@ from sessions import (
 from sessions.lock import LockTimeout, RELION_LOCK_DIR, RELION_LOCK_FILE
 from sessions.presets import BUILTIN_PRESETS, Preset
 from sessions.procinfo import identity_of
+from conftest import ccpem_pipeliner_view
 
 OPT = "Import/job001/optimisation_set.star"
 
@@ -258,18 +259,10 @@ def test_ccpem_pipeliner_lists_jobs_and_statuses(session):
     session.create_job("extract", ExtractParameters(in_optimisation=OPT, binning=3, box_size=64, crop_size=48),
                        alias="bin3")
     session.set_status("Extract/job002/", "Failed", touch_markers=True)
-    code = (
-        "from pipeliner.project_graph import ProjectGraph\n"
-        "from pipeliner.job_factory import read_job\n"
-        "with ProjectGraph(pipeline_dir='.', read_only=True) as pg:\n"
-        "    for p in pg.process_list:\n"
-        "        print('JOB', p.name, p.type, p.status, p.alias, len(p.input_nodes), len(p.output_nodes))\n"
-        "job = read_job('Extract/job002/job.star')\n"
-        "print('CLASS', type(job).__name__, job.joboptions['binfactor'].value)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=session.root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith(("JOB", "CLASS"))]
-    assert ["JOB", "Import/job001/", "relion.importtomo", "Succeeded", "None", "0", "3"] in lines
-    assert ["JOB", "Extract/job002/", "relion.pseudosubtomo", "Failed", "Extract/bin3/", "1", "2"] in lines
-    assert lines[-1][:2] == ["CLASS", "RelionPseudoSubtomoJob"] and float(lines[-1][2]) == 3
+    view = ccpem_pipeliner_view(session.root, {"Extract/job002/job.star": ["binfactor"]})
+    seen = {name: (p["type"], p["status"], p["alias"], p["inputs"], len(p["outputs"]))
+            for name, p in view["processes"].items()}
+    assert seen["Import/job001/"] == ("relion.importtomo", "Succeeded", None, 0, 3)
+    assert seen["Extract/job002/"] == ("relion.pseudosubtomo", "Failed", "Extract/bin3/", 1, 2)
+    star = view["jobs"]["Extract/job002/job.star"]
+    assert star["class"] == "RelionPseudoSubtomoJob" and float(star["binfactor"]) == 3

@@ -76,6 +76,19 @@ def wait_bokeh(page) -> None:
     time.sleep(0.8)
 
 
+def assert_painted(page, prefix: str, count: int, timeout: float = 20) -> None:
+    """Wait until ``count`` figures whose names start with ``prefix`` are drawn, each with more
+    than 100 non-white pixels on its canvas."""
+    deadline = time.monotonic() + timeout
+    painted = {}
+    while time.monotonic() < deadline:
+        painted = page.evaluate(JS_PAINTED, prefix)
+        if len(painted) == count and min(painted.values()) > 100:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"figures {prefix}*: {painted}")
+
+
 def shot(page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
@@ -400,14 +413,7 @@ def test_three_maps_of_a_reconstruction_are_drawn(server, page, screenshots, dem
     assert Session(demo.root).read_params(name).in_optimisation == "Refine3D/job004/run_it003_optimisation_set.star"
     wait_status(page, "Succeeded", 90)
     page.locator("#headline-value").wait_for(timeout=15_000)
-    deadline = time.monotonic() + 20
-    painted = {}
-    while time.monotonic() < deadline:
-        painted = page.evaluate(JS_PAINTED, "slice_")
-        if len(painted) == 9 and min(painted.values()) > 100:
-            break
-        time.sleep(0.5)
-    assert len(painted) == 9 and min(painted.values()) > 100, painted
+    assert_painted(page, "slice_", 9)
     log = (demo.root / name / "run.out").read_text()
     reported = log.split("Half-map resolution (FSC 0.143, unmasked):")[1].split("A")[0].strip()
     assert page.locator("#headline-value").inner_text() == f"{float(reported):.2f} Å"
@@ -493,14 +499,7 @@ def test_the_tutorials_next_jobs_from_the_form(server, page, screenshots, demo):
         ("Mask", "Extend binary map this many pixels:", "2"),
         ("Mask", "Add a soft-edge of this many pixels:", "4")]))
     wait_status(page, "Succeeded", 60)
-    deadline = time.monotonic() + 20
-    painted = {}
-    while time.monotonic() < deadline:                             # the mask over the map's sections
-        painted = page.evaluate(JS_PAINTED, "mask_")
-        if len(painted) == 3 and min(painted.values()) > 100:
-            break
-        time.sleep(0.5)
-    assert len(painted) == 3 and min(painted.values()) > 100, painted
+    assert_painted(page, "mask_", 3)  # the mask over the map's sections
     shot(page, screenshots, "monitor_mask")
 
     post = job_of(launch_from_form(page, server, "postprocess", "sharpened", screenshots, preset=False, fields=[
