@@ -22,7 +22,7 @@ from .pipeline import RUNNING, SUCCEEDED
 from .presets import apply_preset, find_preset
 from .project import Session
 
-__all__ = ["run_demo_pipeline", "refine_summary", "postprocess_summary", "DEMO_STEPS"]
+__all__ = ["run_demo_pipeline", "refine_summary", "postprocess_summary", "hand_over", "step_inputs", "DEMO_STEPS"]
 
 #: (job type, preset, alias, extra parameter values) of each step; inputs are filled in as the
 #: jobs are created.
@@ -100,7 +100,7 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
                 warnings.simplefilter("ignore")  # the demo presets are made for the demo dataset
             params, _ = apply_preset(find_preset(preset_name, jt.name, session), session, jt.params_class())
         values = dict(TEST_OVERRIDES.get(alias, {})) if preset == "test" else {}
-        values.update(_step_inputs(session, job_type, inputs, values))
+        values.update(step_inputs(session, job_type, inputs, values))
         params.param.update(**values)
         info = runner.run_job(session, jt, params, alias=alias)
         log(f"{info.name} ({alias}) started")
@@ -109,23 +109,14 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
             reason = runner.failure_reason(info.path)
             raise RuntimeError(f"{info.name} ended {status}: {reason}")
         job_dir = session.root / info.name
-        if job_type == "extract":
-            inputs["optimisation"] = f"{info.name}optimisation_set.star"
-        elif job_type == "reconstruct":
-            inputs["reference"] = f"{info.name}merged.mrc"
-            inputs["half1"] = f"{info.name}half1.mrc"
+        hand_over(inputs, job_type, info.name)
+        if job_type == "reconstruct":
             _report_reconstruction(job_dir, log)
         elif job_type == "refine3d":
-            inputs["optimisation"] = f"{info.name}run_optimisation_set.star"
-            inputs["refined_map"] = f"{info.name}run_class001.mrc"
-            inputs["refined_half1"] = f"{info.name}run_half1_class001_unfil.mrc"
-            inputs["refines"] = inputs.get("refines", 0) + 1
             log(f"{info.name}: {refine_summary(job_dir / 'run_model.star')}; map {job_dir / 'run_class001.mrc'}")
         elif job_type == "select":
-            inputs["optimisation"] = f"{info.name}optimisation_set.star"
             log(f"{info.name}: {_selection_summary(job_dir)}")
         elif job_type == "maskcreate":
-            inputs["mask"] = f"{info.name}mask.mrc"
             log(f"{info.name}: mask {job_dir / 'mask.mrc'}")
         elif job_type == "postprocess":
             log(f"{info.name}: {postprocess_summary(job_dir / 'postprocess.star')}; "
@@ -133,8 +124,25 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
     return session
 
 
-def _step_inputs(session: Session, job_type: str, inputs: dict, values: dict) -> dict:
-    """The input fields of the next step, from the outputs of the steps before it."""
+def hand_over(inputs: dict, job_type: str, job: str) -> None:
+    """Record in ``inputs`` what the finished step ``job`` (``Dir/jobNNN/``) gives the next ones."""
+    if job_type in ("extract", "select"):
+        inputs["optimisation"] = f"{job}optimisation_set.star"
+    elif job_type == "reconstruct":
+        inputs["reference"] = f"{job}merged.mrc"
+        inputs["half1"] = f"{job}half1.mrc"
+    elif job_type == "refine3d":
+        inputs["optimisation"] = f"{job}run_optimisation_set.star"
+        inputs["refined_map"] = f"{job}run_class001.mrc"
+        inputs["refined_half1"] = f"{job}run_half1_class001_unfil.mrc"
+        inputs["refines"] = inputs.get("refines", 0) + 1
+    elif job_type == "maskcreate":
+        inputs["mask"] = f"{job}mask.mrc"
+
+
+def step_inputs(session: Session, job_type: str, inputs: dict, values: dict) -> dict:
+    """The input fields of the next step, from the outputs of the steps before it
+    (:func:`hand_over`); ``values`` are the step's other values (the mask's low-pass)."""
     if job_type in ("extract", "reconstruct", "select"):
         return {"in_optimisation": inputs["optimisation"]}
     if job_type == "refine3d":

@@ -1,64 +1,60 @@
-"""The whole demo pipeline (``tomodash demo``, ``make demo``) on the simulator's tiny ``test``
-dataset: Import -> Extract (bin 3) -> Reconstruct -> 3D auto-refine -> Extract (bin 2) ->
-Reconstruct -> 3D auto-refine from the bin-2 half1.mrc -> remove duplicates -> mask ->
-post-processing, each job through the session's runner, as the dashboard launches them.
+"""The demo pipeline's steps (``tomodash demo``, ``make demo``): Import -> Extract (bin 3) ->
+Reconstruct -> 3D auto-refine -> Extract (bin 2) -> Reconstruct -> 3D auto-refine from the bin-2
+half1.mrc -> remove duplicates -> mask -> post-processing.
 
-What it checks is how the steps hand over to each other (the tutorial's choices) and that each
-step's result is what it printed; the numerics of each job are checked against RELION in its
-own test module (test_refine_relion, test_select, test_maskcreate, test_postprocess).
+What is checked here is how each step hands over to the next (the tutorial's choices), without
+running the jobs: each job is run, from these same inputs, by its own tests, and the last three
+from a converged refinement in the browser walk (tests/ui). A whole ``tomodash demo --preset
+test`` run takes about a minute; it was run by hand for this test's closing note, and the demo
+dataset's figures are in README.
 """
 from __future__ import annotations
 
-import starfile
+import numpy as np
+import pytest
 
-from processing.simulate import planted_duplicates
+from processing.io.mrc import write_mrc
+from processing.jobs.relion_params import parse_other_args
+from processing.maskcreate import relion_lowpass
 from sessions import Session
-from sessions.demo import DEMO_STEPS, postprocess_summary, refine_summary, run_demo_pipeline
+from sessions.demo import (DEMO_DUPLICATE_FRACTION, DEMO_MASK_THRESHOLD_FRACTION, DEMO_STEPS, TEST_OVERRIDES,
+                           hand_over, step_inputs)
+from sessions.jobtypes import get_job_type
+from sessions.presets import find_preset
 
 
-def test_the_demo_pipeline_runs_to_post_processing(tmp_path):
-    lines: list[str] = []
-    run_demo_pipeline(tmp_path / "demo", preset="test", log=lines.append)
-    session = Session(tmp_path / "demo")
-    jobs = session.jobs()
-    assert [j.status for j in jobs] == ["Succeeded"] * (1 + len(DEMO_STEPS))
-    names = {alias: job.name for (_, _, alias), job in zip(DEMO_STEPS, jobs[1:])}
-    assert [j.type_label for j in jobs[1:]] == [
-        "relion.pseudosubtomo", "relion.reconstructparticletomo", "relion.refine3d.tomo", "relion.pseudosubtomo",
-        "relion.reconstructparticletomo", "relion.refine3d.tomo", "relion.select.removeduplicates",
-        "relion.maskcreate", "relion.postprocess"]
+def test_each_step_takes_the_outputs_the_tutorial_takes(tmp_path):
+    session = Session.create(tmp_path / "demo")
+    inputs = {"optimisation": "Import/job001/optimisation_set.star"}
+    chosen = {}
+    refined_map = None
+    for number, (job_type, preset_name, alias) in enumerate(DEMO_STEPS, start=2):
+        # every step's preset exists and fits its job type, with the test dataset's overrides
+        params = find_preset(preset_name, job_type, session).params()
+        assert isinstance(params, get_job_type(job_type).params_class)
+        params.param.update(**TEST_OVERRIDES.get(alias, {}))
+        parse_other_args(type(params), params.other_args)
+        if job_type == "maskcreate":       # the mask step reads the refined map for its threshold
+            refined_map = np.zeros((32, 32, 32), np.float32)
+            refined_map[12:20, 12:20, 12:20] = 2.0
+            (session.root / inputs["refined_map"]).parent.mkdir(parents=True)
+            write_mrc(session.root / inputs["refined_map"], refined_map, 6.0)
+        chosen[alias] = step_inputs(session, job_type, inputs, TEST_OVERRIDES.get(alias, {}) | {"lowpass_filter": 20})
+        name = f"{get_job_type(job_type).params_class.process_dir}/job{number:03d}/"
+        hand_over(inputs, job_type, name)
 
+    assert chosen["bin3"] == {"in_optimisation": "Import/job001/optimisation_set.star"}
+    assert chosen["bin3_refine"] == {"in_optimisation": "Extract/job002/optimisation_set.star",
+                                     "fn_ref": "Reconstruct/job003/merged.mrc"}
+    assert chosen["bin2"] == {"in_optimisation": "Refine3D/job004/run_optimisation_set.star"}
     # the bin-2 refinement starts from the bin-2 reconstruction's half1.mrc, as the tutorial's
-    # does, on the bin-2 particles; the first one from the bin-3 merged map
-    bin2 = session.read_params(names["bin2_refine"])
-    assert bin2.fn_ref == f"{names['bin2_map']}half1.mrc"
-    assert bin2.in_optimisation == f"{names['bin2']}optimisation_set.star"
-    assert session.read_params(names["bin3_refine"]).fn_ref == f"{names['bin3_reference']}merged.mrc"
-
-    # duplicate removal on the refined particles: of each planted pair exactly one pick stays,
-    # and every particle picked once stays
-    selection = session.read_params(names["no_duplicates"])
-    assert selection.in_optimisation == f"{names['bin2_refine']}run_optimisation_set.star"
-    planted = planted_duplicates(session.root / "Dataset")
-    assert planted
-    before = starfile.read(session.root / names["bin2_refine"] / "run_data.star")["particles"]
-    kept = starfile.read(session.root / names["no_duplicates"] / "particles.star")["particles"]
-    particle_of = {n: planted.get(n, n) for n in before["rlnTomoParticleName"]}
-    survivors = [particle_of[n] for n in kept["rlnTomoParticleName"]]
-    assert sorted(survivors) == sorted(set(particle_of.values()))
-    assert len(before) - len(kept) == len(planted)
-
-    # the mask is made from the refined map; post-processing takes the refined half maps and it
-    mask = session.read_params(names["mask"])
-    assert mask.fn_in == f"{names['bin2_refine']}run_class001.mrc"
-    post = session.read_params(names["postprocess"])
-    assert post.fn_in == f"{names['bin2_refine']}run_half1_class001_unfil.mrc"
-    assert post.fn_mask == f"{names['mask']}mask.mrc"
-    general = starfile.read(session.root / names["postprocess"] / "postprocess.star")["general"]
-    assert general["rlnMaskName"] == post.fn_mask
-
-    # what it printed is what the files say
-    text = "\n".join(lines)
-    assert refine_summary(session.root / names["bin2_refine"] / "run_model.star") in text
-    summary = postprocess_summary(session.root / names["postprocess"] / "postprocess.star")
-    assert f"{general['rlnFinalResolution']:.2f} Å" in summary and summary in lines[-1]
+    # does ("Reference map: Reconstruct/job025/half1.mrc"), on the bin-2 particles
+    assert chosen["bin2_refine"] == {"in_optimisation": "Extract/job005/optimisation_set.star",
+                                     "fn_ref": "Reconstruct/job006/half1.mrc"}
+    assert chosen["no_duplicates"] == {"in_optimisation": "Refine3D/job007/run_optimisation_set.star"}
+    threshold = DEMO_MASK_THRESHOLD_FRACTION * relion_lowpass(refined_map, resolution=20, pixel_size=6.0).max()
+    assert chosen["mask"]["fn_in"] == "Refine3D/job007/run_class001.mrc"
+    assert chosen["mask"]["inimask_threshold"] == pytest.approx(threshold, abs=1e-6)
+    assert chosen["postprocess"] == {"fn_in": "Refine3D/job007/run_half1_class001_unfil.mrc",
+                                     "fn_mask": "MaskCreate/job009/mask.mrc"}
+    assert 0 < DEMO_DUPLICATE_FRACTION < 1

@@ -1,5 +1,7 @@
 """3D auto-refine on simulated data: convergence against the truth, RELION's output files, MPI,
-abort (SIGKILL + continue: tests/test_kill_matrix.py, test_refine_demo.py).
+abort (SIGKILL + continue: tests/test_kill_matrix.py, test_refine_demo.py). The 3D
+pseudo-subtomogram path is followed iteration by iteration against RELION's own run in
+test_refine_relion.py::test_pseudo_subtomograms_follow_relion.
 
 Small runs use the TEST preset (two tilt series, extracted at bin 2: 12 Å pixels, 24-px box);
 the demo-scale convergence test is in test_refine_demo.py.
@@ -15,7 +17,6 @@ import starfile
 
 from processing.fourier.fsc import fsc
 from processing.io import read_mrc
-from processing.simulate.truth import pose_errors
 from processing.io.refine_star import ModelStarContents, SamplingStarContents
 from processing.simulate import render_truth
 
@@ -186,33 +187,3 @@ def test_solvent_corrected_fsc_uses_the_mask(small_inputs: Path, small_run: Path
     plain = starfile.read(small_run / "run_it002_half1_model.star")["model_class_1"]["rlnGoldStandardFsc"].to_numpy()
     assert np.abs(masked - plain)[1:].max() > 0.02
     assert float(starfile.read(out / "run_it002_optimiser.star")["rlnDoSolventFscCorrection"]) == 1
-
-
-def test_pseudo_subtomograms_refine_like_tilt_stacks(small_inputs: Path, small_run: Path, test_dataset: Path) -> None:
-    """Extract's default layout, 3D pseudo-subtomograms (data, CTF² and multiplicity volumes),
-    refined against the same reference: it converges to the truth as well as the 2D stacks do."""
-    work = small_inputs
-    run_cmd([venv_bin("tomodash"), "extract", "--i", str(work / "input_set.star"), "--o", str(work / "ex3d") + "/",
-             "--b", str(BOX), "--crop", str(CROP), "--bin", str(BIN), "--j", "2"])
-    args = refine_args(work, str(work / "run3d"), "--j", "2")
-    args[args.index("--ios") + 1] = str(work / "ex3d" / "optimisation_set.star")
-    proc = run_cmd(args, timeout=900)
-    assert "(3D)" in proc.stdout
-    out = work / "run3d"
-    assert int(starfile.read(out / "run_optimiser.star")["rlnHasConverged"]) == 1
-    before = pose_errors(work / "ex3d" / "particles.star", test_dataset / "particles_true.star",
-                         test_dataset / "tomograms.star", symmetry="C6")
-    after = pose_errors(out / "run_data.star", test_dataset / "particles_true.star", test_dataset / "tomograms.star",
-                        symmetry="C6")
-    stacks = pose_errors(small_run / "run_data.star", test_dataset / "particles_true.star",
-                         test_dataset / "tomograms.star", symmetry="C6")
-    print(f"median angular error: initial {before.median_angle:.2f}°, 3D {after.median_angle:.2f}°, "
-          f"2D stacks {stacks.median_angle:.2f}°; shift 3D {after.median_shift:.2f} Å, 2D {stacks.median_shift:.2f} Å")
-    # Same tolerances as the 2D run above, and within 2° / half a pixel of it.
-    assert after.median_angle < before.median_angle - 3.0
-    assert after.median_angle < stacks.median_angle + 2.0
-    assert after.median_shift < min(BIN * 6.0, stacks.median_shift + BIN * 3.0)
-    truth = render_truth(test_dataset, CROP, BIN * 6.0)
-    curve = fsc(read_mrc(out / "run_class001.mrc").data, truth)
-    start = fsc(read_mrc(work / "rec" / "merged.mrc").data, truth)
-    assert curve[6:10].mean() > start[6:10].mean() + 0.04          # as the 2D run above
