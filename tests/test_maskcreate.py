@@ -221,7 +221,7 @@ def test_parameters_survive_their_command_line(seed):
     command = params.own_command("MaskCreate/job007/")
     subparsers = argparse.ArgumentParser().add_subparsers()
     args = add_parser(subparsers).parse_args(shlex.split(command)[2:])
-    back, job_dir, is_continue = params_from_mask_flags(args)
+    back, is_continue, job_dir = params_from_mask_flags(args)
     assert job_dir == "MaskCreate/job007/" and not is_continue
     expected = params.to_job_options()
     if not params.do_helix:  # the command has no --z_percentage then (RELION's GUI neither)

@@ -18,10 +18,10 @@ from pathlib import Path
 from processing.errors import InputError
 from processing.io.mrc import read_mrc
 from processing.maskcreate import MaskSettings, check_input_map, create_mask, make_mask
-from processing.parallel import Communicator, get_communicator
+from processing.parallel import Communicator
 
 from .maskcreate_params import MASK_FILE, MaskCreateParameters
-from .relion_params import build_flag_parser, execute_job, params_from_flags, parse_other_args, main_from_job_dir
+from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir, params_from_flags
 
 __all__ = ["settings_from_params", "check_inputs", "validate", "run", "main", "add_parser", "job_dir_of",
            "params_from_mask_flags"]
@@ -84,8 +84,8 @@ def job_dir_of(output: str) -> str:
     return output
 
 
-def params_from_mask_flags(args: argparse.Namespace) -> tuple[MaskCreateParameters, str, bool]:
-    """Parameters, job directory and continue flag from parsed relion_mask_create flags; absent
+def params_from_mask_flags(args: argparse.Namespace) -> tuple[MaskCreateParameters, bool, str]:
+    """Parameters, continue flag and job directory from parsed relion_mask_create flags; absent
     flags take the program's defaults (not the GUI's), ``--z_percentage`` (a fraction) becomes
     the form's per cent.
 
@@ -103,22 +103,7 @@ def params_from_mask_flags(args: argparse.Namespace) -> tuple[MaskCreateParamete
     if args.z_percentage is not None:
         params = MaskCreateParameters.from_values(
             {**{n: getattr(params, n) for n in params.fields()}, "helical_z_percentage": 100.0 * args.z_percentage})
-    return params, job_dir, is_continue
-
-
-def _main_from_flags(args: argparse.Namespace, comm: Communicator | None = None) -> int:
-    """``tomodash maskcreate <relion_mask_create flags>``: the job.star goes into the job
-    directory of ``--o``, then the job runs there."""
-    comm = comm or get_communicator()
-    try:
-        params, job_dir, is_continue = params_from_mask_flags(args)
-        extras = parse_other_args(MaskCreateParameters, params.other_args)
-    except InputError as exc:
-        if comm.is_leader:
-            print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return execute_job(params, extras, job_dir=job_dir, is_continue=is_continue, comm=comm,
-                       validate=validate, run=run, write_job_star=True, invoked=None)
+    return params, is_continue, job_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -129,7 +114,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     build_flag_parser(MaskCreateParameters, parser=parser)
     parser.add_argument("--z_percentage", type=float, default=None, metavar="FRACTION",
                         help="with --helix: central fraction of the box along Z to keep (0.1-0.9; default 0.3)")
-    parser.set_defaults(func=_main_from_flags)
+    parser.set_defaults(func=lambda args: main_from_flags(MaskCreateParameters, args, validate=validate, run=run,
+                                                          read_flags=params_from_mask_flags))
     return parser
 
 

@@ -17,15 +17,14 @@ import sys
 from pathlib import Path
 
 from processing.errors import InputError
-from processing.parallel import Communicator, get_communicator
+from processing.parallel import Communicator
 from processing.postprocess import PostprocessInputs, SharpenSettings, check_inputs, run_postprocess
 
 from .postprocess_params import PostprocessParameters
 from .relion_params import (
     build_flag_parser,
-    execute_job,
+    main_from_flags,
     main_from_job_dir,
-    parse_other_args,
     params_from_flags,
     relion_command,
 )
@@ -74,28 +73,26 @@ def run(params: PostprocessParameters, extras: argparse.Namespace, *, job_dir: P
         f"files: {', '.join(str(p) for p in result.files)}")
 
 
-def main_from_relion_flags(args: argparse.Namespace, *, comm: Communicator | None = None) -> int:
-    """``tomodash postprocess <relion_postprocess flags>``: as RELION's command line means them
-    (``--adhoc_bfac B`` alone selects the ad-hoc B-factor; ``--low_pass`` goes with
+def params_from_relion_flags(args: argparse.Namespace) -> tuple[PostprocessParameters, bool, str]:
+    """``(params, is_continue, job_dir)`` of relion_postprocess's flags as RELION's command line
+    means them (``--adhoc_bfac B`` alone selects the ad-hoc B-factor; ``--low_pass`` goes with
     ``--skip_fsc_weighting``; without ``--mtf_angpix`` the MTF pixel is the map's)."""
-    comm = comm or get_communicator()
-    try:
-        params, is_continue = params_from_flags(PostprocessParameters, args, nr_mpi=1)
-        params.do_adhoc_bfac = args.adhoc_bfac is not None and args.adhoc_bfac != 0
-        if args.mtf_angpix is None:
-            params.mtf_angpix = -1.0
-        if args.low_pass is not None and args.low_pass != 0 and not args.do_skip_fsc_weighting:
-            raise InputError("--low_pass is applied with --skip_fsc_weighting (as RELION's GUI runs it)",
-                             column="low_pass")
-        if args.do_skip_fsc_weighting:
-            params.low_pass = float(args.low_pass or 0.0)
-        extras = parse_other_args(PostprocessParameters, params.other_args)
-    except InputError as exc:
-        if comm.is_leader:
-            print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return execute_job(params, extras, job_dir=args.o, is_continue=is_continue, comm=comm,
-                       validate=validate, run=run, write_job_star=True, invoked=None)
+    params, is_continue = params_from_flags(PostprocessParameters, args, nr_mpi=1)
+    params.do_adhoc_bfac = args.adhoc_bfac is not None and args.adhoc_bfac != 0
+    if args.mtf_angpix is None:
+        params.mtf_angpix = -1.0
+    if args.low_pass is not None and args.low_pass != 0 and not args.do_skip_fsc_weighting:
+        raise InputError("--low_pass is applied with --skip_fsc_weighting (as RELION's GUI runs it)",
+                         column="low_pass")
+    if args.do_skip_fsc_weighting:
+        params.low_pass = float(args.low_pass or 0.0)
+    return params, is_continue, args.o
+
+
+def main_from_relion_flags(args: argparse.Namespace, *, comm: Communicator | None = None) -> int:
+    """``tomodash postprocess <relion_postprocess flags>``."""
+    return main_from_flags(PostprocessParameters, args, validate=validate, run=run, comm=comm,
+                           read_flags=params_from_relion_flags)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

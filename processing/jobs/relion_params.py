@@ -314,17 +314,26 @@ def execute_job(
 
 
 def main_from_flags(cls: type[JobParameters], args: argparse.Namespace, *, validate: Validator,
-                    run: Runner, comm: Communicator | None = None) -> int:
-    """``tomodash <job> <RELION flags>``: flags -> parameters -> job.star in ``--o`` -> run."""
+                    run: Runner, comm: Communicator | None = None,
+                    read_flags: Callable[[argparse.Namespace], tuple[JobParameters, bool, str]] | None = None) -> int:
+    """``tomodash <job> <RELION flags>``: flags -> parameters -> job.star in ``--o`` -> run.
+
+    ``read_flags(args) -> (params, is_continue, job_dir)`` replaces :func:`params_from_flags`
+    for a program whose flags mean more than its form's fields (mask creation, post-processing).
+    """
     comm = comm or get_communicator()
     try:
-        params, is_continue = params_from_flags(cls, args, nr_mpi=comm.size)
+        if read_flags is None:
+            params, is_continue = params_from_flags(cls, args, nr_mpi=comm.size)
+            job_dir = args.o
+        else:
+            params, is_continue, job_dir = read_flags(args)
         extras = parse_other_args(cls, params.other_args)
     except InputError as exc:
         if comm.is_leader:
             print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         return 2
-    return execute_job(params, extras, job_dir=args.o, is_continue=is_continue, comm=comm,
+    return execute_job(params, extras, job_dir=job_dir, is_continue=is_continue, comm=comm,
                        validate=validate, run=run, write_job_star=True, invoked=None)
 
 
