@@ -147,24 +147,10 @@ def make_optimiser(**changes) -> OptimiserStarContents:
     return OptimiserStarContents(**values)
 
 
-SPEC_OPTIMISER_LABELS = [
-    "rlnOutputRootName", "rlnModelStarFile", "rlnModelStarFile2", "rlnExperimentalDataStarFile",
-    "rlnTomoTomogramsFile", "rlnTomoTrajectoriesFile", "rlnOrientSamplingStarFile", "rlnCurrentIteration",
-    "rlnNumberOfIterations", "rlnDoSplitRandomHalves", "rlnJoinHalvesUntilThisResolution",
-    "rlnAdaptiveOversampleOrder", "rlnAdaptiveOversampleFraction", "rlnRandomSeed", "rlnParticleDiameter",
-    "rlnWidthMaskEdge", "rlnDoZeroMask", "rlnDoSolventFlattening", "rlnDoSolventFscCorrection",
-    "rlnSolventMaskName", "rlnSolventMask2Name", "rlnTauSpectrumName", "rlnMaximumCoarseImageSize",
-    "rlnHighresLimitExpectation", "rlnLowresLimitExpectation", "rlnIncrementImageSize", "rlnDoMapEstimation",
-    "rlnDoAutoRefine", "rlnDoAutoSampling", "rlnAutoLocalSearchesHealpixOrder",
-    "rlnNumberOfIterWithoutResolutionGain", "rlnBestResolutionThusFar",
-    "rlnNumberOfIterWithoutChangingAssignments", "rlnOverallAccuracyRotations",
-    "rlnOverallAccuracyTranslationsAngst", "rlnChangesOptimalOrientations", "rlnChangesOptimalOffsets",
-    "rlnChangesOptimalClasses", "rlnSmallestChangesOrientations", "rlnSmallestChangesOffsets",
-    "rlnSmallestChangesClasses", "rlnHasConverged", "rlnHasHighFscAtResolLimit", "rlnDoCorrectNorm",
-    "rlnDoCorrectScale", "rlnDoCorrectCtf", "rlnDoIgnoreCtfUntilFirstPeak", "rlnRefsAreCtfCorrected",
-    "rlnFixSigmaNoiseEstimates", "rlnFixSigmaOffsetEstimates", "rlnMaxNumberOfPooledParticles",
-    "rlnOffsetRangeX", "rlnOffsetRangeY", "rlnOffsetRangeZ", "rlnDoBlush",
-]
+#: The labels of RELION 5's own optimiser file (auto-refine), in its order.
+SPEC_OPTIMISER_LABELS = [line.split()[0][1:] for line in
+                         (Path(__file__).parent / "data" / "refine_test_relion" / "run_it002_optimiser.star")
+                         .read_text().splitlines() if line.startswith("_rln")]
 
 
 def test_optimiser_round_trip_labels_and_command_line(tmp_path):

@@ -504,6 +504,8 @@ _OPTIMISER_LABELS: tuple[tuple[str, str | None, type, Any], ...] = (
     ("rlnDoMapEstimation", "do_map_estimation", bool, None),
     ("rlnDoFastSubsetOptimisation", "do_fast_subsets", bool, None),
     ("rlnDoExternalReconstruct", None, bool, False),
+    ("rlnDoBlush", None, bool, False),
+    ("rlnBlushNoSpectralTrailing", None, bool, False),
     ("rlnDoGradientRefine", None, bool, False),
     ("rlnDoStochasticGradientDescent", None, bool, False),
     ("rlnGradEmIters", None, int, 0),
@@ -575,7 +577,6 @@ _OPTIMISER_LABELS: tuple[tuple[str, str | None, type, Any], ...] = (
     ("rlnOffsetRangeX", "offset_range_x", float, None),
     ("rlnOffsetRangeY", "offset_range_y", float, None),
     ("rlnOffsetRangeZ", "offset_range_z", float, None),
-    ("rlnDoBlush", None, bool, False),
 )
 
 _OPTIMISER_STRING_LABELS = [label for label, _, kind, _ in _OPTIMISER_LABELS if kind is str]
