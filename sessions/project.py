@@ -404,7 +404,7 @@ class Session:
                 else:
                     pipe.add_node(path, label)
             pipe.add_input_edge(path, proc.name)
-        for out in jt.outputs:
+        for out in jt.outputs_for(params):
             node = pipe.add_node(proc.name + out.filename, out.type_label, out.depth)
             pipe.add_output_edge(proc.name, node.name)
 
