@@ -41,9 +41,17 @@ def _random_refine_options(rng: np.random.Generator) -> RefineOptions:
         else:
             values[f.name] = f"dir{int(rng.integers(100))}/file_{f.name}.star"
     values["symmetry"] = str(rng.choice(["C1", "C6", "D2", "O", "I3"]))
-    # What a new run needs (the parser refuses a run without them).
-    values.update(auto_refine=True, split_random_halves=True, continue_from=None,
-                  optimisation_set="Extract/job002/optimisation_set.star", reference="Reconstruct/job003/merged.mrc")
+    # What a new run needs (the parser refuses a run without them): auto-refine for even seeds,
+    # 3D classification (without --auto_refine, with its own options) for odd ones.
+    values.update(continue_from=None, optimisation_set="Extract/job002/optimisation_set.star",
+                  reference="Reconstruct/job003/merged.mrc")
+    if rng.random() < 0.5:
+        values.update(auto_refine=True, split_random_halves=True, n_classes=1)
+        for name in ("n_iterations", "fast_subsets", "skip_align"):
+            values.pop(name, None)
+    else:
+        values.update(auto_refine=False, split_random_halves=False, n_iterations=int(rng.integers(20, 30)))
+        values.setdefault("tau2_fudge", 4.0)
     return RefineOptions(**values)
 
 

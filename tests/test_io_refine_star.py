@@ -189,11 +189,11 @@ def test_optimiser_round_trip_labels_and_command_line(tmp_path):
 
 def test_optimiser_joined_halves_and_extras(tmp_path):
     opt = make_optimiser(model_star_file="R/run_model.star", model_star_file2="", has_converged=True,
-                         extra={"rlnDoSkipAlign": 1, "rlnSomethingNew": "abc"})
+                         extra={"rlnDoSkipRotate": 1, "rlnSomethingNew": "abc"})
     opt.write(tmp_path / "o.star")
     back = OptimiserStarContents.read(tmp_path / "o.star")
     assert back.model_star_file2 == "" and back.has_converged
-    assert back.extra == {"rlnDoSkipAlign": 1, "rlnSomethingNew": "abc"}
+    assert back.extra == {"rlnDoSkipRotate": 1, "rlnSomethingNew": "abc"}
 
 
 def test_optimiser_reads_relion_style_file_and_locates_errors(tmp_path):

@@ -223,7 +223,8 @@ def test_continue_command():
     ]
     o = params.to_options("Refine3D/job004")
     assert o.continue_from == "Refine3D/job004/run_it005_optimiser.star" and o.particle_diameter == 250
-    assert o.auto_refine and o.split_random_halves and o.reference is None
+    # (auto-refine or classification: a continuation takes its kind from the optimiser file)
+    assert o.reference is None
     # a new run ignores fn_cont when told so
     assert "--continue" not in params.command_args("Refine3D/job004", is_continue=False)
 
@@ -336,7 +337,18 @@ def test_parse_defaults_and_optional_gpu():
     (["--o", "R/run", "--continue", "x", "--ini_high", "--j", "3"], "--ini_high", "expects a value"),
     (["--o", "R/run", "--continue", "x", "stray"], "stray", "unexpected argument"),
     (["--auto_refine"], "--o", "required"),
-    (["--o", "R/run", "--split_random_halves", "--ios", "s", "--ref", "r"], "--auto_refine", "required"),
+    (["--o", "R/run", "--split_random_halves", "--ios", "s", "--ref", "r"], "--split_random_halves",
+     "needs --auto_refine"),
+    (["--o", "R/run", "--auto_refine", "--split_random_halves", "--K", "3", "--ios", "s", "--ref", "r"], "--K",
+     "classification option"),
+    (["--o", "R/run", "--auto_refine", "--split_random_halves", "--iter", "3", "--ios", "s", "--ref", "r"],
+     "--iter", "classification option"),
+    (["--o", "R/run", "--K", "0", "--ios", "s", "--ref", "r"], "--K", "at least 1"),
+    (["--o", "R/run", "--K", "2", "--iter", "10", "--fast_subsets", "--ios", "s", "--ref", "r"], "--fast_subsets",
+     "20 iterations"),
+    (["--o", "R/run", "--K", "2", "--allow_coarser_sampling", "--ios", "s", "--ref", "r"],
+     "--allow_coarser_sampling", "not supported"),
+    (["--o", "R/run", "--K", "2", "--ref", "r"], "--ios", "input"),
     (["--o", "R/run", "--auto_refine", "--ios", "s", "--ref", "r"], "--split_random_halves", "required"),
     (["--o", "R/run", "--auto_refine", "--split_random_halves", "--ref", "r"], "--ios", "input"),
     (["--o", "R/run", "--auto_refine", "--split_random_halves", "--i", "p", "--ref", "r"], "--tomograms", "required"),

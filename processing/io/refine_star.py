@@ -40,6 +40,7 @@ from processing.io.star import list_value, numeric_column, read_star, string_col
 
 __all__ = [
     "ModelStarContents",
+    "ClassModel",
     "OptimiserStarContents",
     "SamplingStarContents",
     "iteration_root",
@@ -107,8 +108,33 @@ def _as_float_array(values: Any, n: int, name: str) -> NDArray[np.float64]:
 
 
 @dataclass
+class ClassModel:
+    """One class of a classification ``_model.star`` beyond the first (class 1's values are
+    :class:`ModelStarContents`' own fields): its ``data_model_classes`` row,
+    ``data_model_class_<k>`` spectra and ``data_model_pdf_orient_class_<k>``."""
+
+    reference_image: str
+    ssnr_map: NDArray[np.float64]
+    fourier_completeness: NDArray[np.float64]
+    reference_sigma2: NDArray[np.float64]
+    reference_tau2: NDArray[np.float64]
+    orientation_distribution: NDArray[np.float64]
+    gold_standard_fsc: NDArray[np.float64] | None = None
+    class_distribution: float = 0.0
+    accuracy_rotations: float = 999.0
+    accuracy_translations_angst: float = 999.0
+    estimated_resolution: float = 999.0
+    overall_fourier_completeness: float = 0.0
+    orientability_contribution: NDArray[np.float64] | None = None
+
+
+_CLASS_FIELDS = tuple(f for f in ClassModel.__dataclass_fields__)
+
+
+@dataclass
 class ModelStarContents:
-    """Contents of a ``_model.star`` of 3D auto-refine (one class).
+    """Contents of a ``_model.star``: 3D auto-refine (one class), or 3D classification with
+    classes 2..K in ``more_classes``.
 
     Per-shell arrays have ``ori_size // 2 + 1`` entries (shell 0 .. Nyquist).
 
@@ -183,6 +209,13 @@ class ModelStarContents:
     estimated_resolution: float = 999.0
     overall_fourier_completeness: float = 0.0
     extra_general: dict[str, Any] = field(default_factory=dict)
+    #: classes 2..K of a classification run
+    more_classes: list[ClassModel] = field(default_factory=list)
+
+    def classes(self) -> list[ClassModel]:
+        """Every class, class 1 (these fields) first."""
+        first = ClassModel(**{name: getattr(self, name) for name in _CLASS_FIELDS})
+        return [first, *self.more_classes]
 
     @property
     def n_shells(self) -> int:
@@ -228,40 +261,41 @@ class ModelStarContents:
         }
         for key, value in self.extra_general.items():
             general.setdefault(key, value)
+        every = self.classes()
         classes = pd.DataFrame({
-            "rlnReferenceImage": pd.Series([str(self.reference_image)], dtype=object),
-            "rlnClassDistribution": [float(self.class_distribution)],
-            "rlnAccuracyRotations": [float(self.accuracy_rotations)],
-            "rlnAccuracyTranslationsAngst": [float(self.accuracy_translations_angst)],
-            "rlnEstimatedResolution": [float(self.estimated_resolution)],
-            "rlnOverallFourierCompleteness": [float(self.overall_fourier_completeness)],
+            "rlnReferenceImage": pd.Series([str(k.reference_image) for k in every], dtype=object),
+            "rlnClassDistribution": [float(k.class_distribution) for k in every],
+            "rlnAccuracyRotations": [float(k.accuracy_rotations) for k in every],
+            "rlnAccuracyTranslationsAngst": [float(k.accuracy_translations_angst) for k in every],
+            "rlnEstimatedResolution": [float(k.estimated_resolution) for k in every],
+            "rlnOverallFourierCompleteness": [float(k.overall_fourier_completeness) for k in every],
         })
         resolution, angstrom = shell_resolutions(self.ori_size, self.pixel_size)
-        spectra = {
-            "rlnSpectralIndex": np.arange(n, dtype=np.int64),
-            "rlnResolution": resolution,
-            "rlnAngstromResolution": angstrom,
-            "rlnSsnrMap": _as_float_array(self.ssnr_map, n, "ssnr_map"),
-            "rlnGoldStandardFsc": _as_float_array(self.gold_standard_fsc, n, "gold_standard_fsc"),
-            "rlnFourierCompleteness": _as_float_array(self.fourier_completeness, n, "fourier_completeness"),
-            "rlnReferenceSigma2": _as_float_array(self.reference_sigma2, n, "reference_sigma2"),
-            "rlnReferenceTau2": _as_float_array(self.reference_tau2, n, "reference_tau2"),
-        }
-        if self.orientability_contribution is not None:
-            spectra["rlnSpectralOrientabilityContribution"] = _as_float_array(
-                self.orientability_contribution, n, "orientability_contribution")
+        class_spectra = {}
+        for number, k in enumerate(every, start=1):
+            spectra = {
+                "rlnSpectralIndex": np.arange(n, dtype=np.int64),
+                "rlnResolution": resolution,
+                "rlnAngstromResolution": angstrom,
+                "rlnSsnrMap": _as_float_array(k.ssnr_map, n, "ssnr_map"),
+                "rlnGoldStandardFsc": _as_float_array(
+                    np.zeros(n) if k.gold_standard_fsc is None else k.gold_standard_fsc, n, "gold_standard_fsc"),
+                "rlnFourierCompleteness": _as_float_array(k.fourier_completeness, n, "fourier_completeness"),
+                "rlnReferenceSigma2": _as_float_array(k.reference_sigma2, n, "reference_sigma2"),
+                "rlnReferenceTau2": _as_float_array(k.reference_tau2, n, "reference_tau2"),
+            }
+            if k.orientability_contribution is not None:
+                spectra["rlnSpectralOrientabilityContribution"] = _as_float_array(
+                    k.orientability_contribution, n, "orientability_contribution")
+            class_spectra[f"model_class_{number}"] = pd.DataFrame(spectra)
         groups = pd.DataFrame({
             "rlnGroupNumber": np.arange(1, self.nr_groups + 1, dtype=np.int64),
             "rlnGroupName": pd.Series([str(g) for g in self.group_names], dtype=object),
             "rlnGroupNrParticles": np.asarray(self.group_nr_particles, dtype=np.int64).ravel(),
             "rlnGroupScaleCorrection": np.asarray(self.group_scale_correction, dtype=np.float64).ravel(),
         })
-        out: dict[str, Any] = {
-            "model_general": general,
-            "model_classes": classes,
-            "model_class_1": pd.DataFrame(spectra),
-            "model_groups": groups,
-        }
+        out: dict[str, Any] = {"model_general": general, "model_classes": classes, **class_spectra,
+                               "model_groups": groups}
         for g, noise in enumerate(self.sigma2_noise, start=1):
             noise = _as_float_array(noise, n, f"sigma2_noise[{g - 1}]")
             keep = noise > 0
@@ -270,9 +304,10 @@ class ModelStarContents:
                 "rlnResolution": resolution[keep],
                 "rlnSigma2Noise": noise[keep],
             })
-        out["model_pdf_orient_class_1"] = pd.DataFrame({
-            "rlnOrientationDistribution": np.asarray(self.orientation_distribution, dtype=np.float64).ravel(),
-        })
+        for number, k in enumerate(every, start=1):
+            out[f"model_pdf_orient_class_{number}"] = pd.DataFrame({
+                "rlnOrientationDistribution": np.asarray(k.orientation_distribution, dtype=np.float64).ravel(),
+            })
         return out
 
     def write(self, path: str | PathLike) -> None:
@@ -305,11 +340,11 @@ class ModelStarContents:
 
         classes = _block(blocks, "model_classes", path, loop=True)
         wc = _where(path, "model_classes")
-        if len(classes) != 1:
-            raise InputError(f"expected one class (3D auto-refine), found {len(classes)}", **wc)
+        if len(classes) < 1:
+            raise InputError("no class in the table", **wc)
 
-        def c(label, default=None):
-            return float(numeric_column(classes, label, default=default, **wc)[0])
+        def c(label, default=None, row=0):
+            return float(numeric_column(classes, label, default=default, **wc)[row])
 
         spectra = _block(blocks, "model_class_1", path, loop=True)
         ws = _where(path, "model_class_1")
@@ -355,6 +390,30 @@ class ModelStarContents:
         pdf = _block(blocks, "model_pdf_orient_class_1", path, loop=True)
         orientation_distribution = numeric_column(
             pdf, "rlnOrientationDistribution", **_where(path, "model_pdf_orient_class_1"))
+        images = string_column(classes, "rlnReferenceImage", **wc)
+        more_classes = []
+        for row in range(1, len(classes)):
+            name = f"model_class_{row + 1}"
+            table = _block(blocks, name, path, loop=True)
+            where = _where(path, name)
+            pdf_name = f"model_pdf_orient_class_{row + 1}"
+            pdf_k = blocks.get(pdf_name)
+            more_classes.append(ClassModel(
+                reference_image=str(images[row]),
+                ssnr_map=shell_column(table, "rlnSsnrMap", where),
+                fourier_completeness=shell_column(table, "rlnFourierCompleteness", where, default=0.0),
+                reference_sigma2=shell_column(table, "rlnReferenceSigma2", where),
+                reference_tau2=shell_column(table, "rlnReferenceTau2", where),
+                gold_standard_fsc=shell_column(table, "rlnGoldStandardFsc", where, default=0.0),
+                orientation_distribution=(numeric_column(pdf_k, "rlnOrientationDistribution",
+                                                         **_where(path, pdf_name))
+                                          if pdf_k is not None and len(pdf_k) else np.zeros(0)),
+                class_distribution=c("rlnClassDistribution", 1.0, row),
+                accuracy_rotations=c("rlnAccuracyRotations", 999.0, row),
+                accuracy_translations_angst=c("rlnAccuracyTranslationsAngst", 999.0, row),
+                estimated_resolution=c("rlnEstimatedResolution", 0.0, row),
+                overall_fourier_completeness=c("rlnOverallFourierCompleteness", 0.0, row),
+            ))
 
         known = {
             "rlnReferenceDimensionality", "rlnDataDimensionality", "rlnOriginalImageSize",
@@ -370,7 +429,7 @@ class ModelStarContents:
             pixel_size=pixel_size,
             current_resolution=g("rlnCurrentResolution"),
             current_image_size=g("rlnCurrentImageSize", int),
-            reference_image=str(string_column(classes, "rlnReferenceImage", **wc)[0]),
+            reference_image=str(images[0]),
             gold_standard_fsc=shell_column(spectra, "rlnGoldStandardFsc", ws),
             ssnr_map=shell_column(spectra, "rlnSsnrMap", ws),
             fourier_completeness=shell_column(spectra, "rlnFourierCompleteness", ws, default=0.0),
@@ -405,6 +464,7 @@ class ModelStarContents:
             estimated_resolution=c("rlnEstimatedResolution", 0.0),
             overall_fourier_completeness=c("rlnOverallFourierCompleteness", 0.0),
             extra_general={k: v for k, v in general.items() if k not in known},
+            more_classes=more_classes,
         )
 
 
@@ -442,7 +502,7 @@ _OPTIMISER_LABELS: tuple[tuple[str, str | None, type, Any], ...] = (
     ("rlnLowresLimitExpectation", "lowres_limit_expectation", float, None),
     ("rlnIncrementImageSize", "increment_image_size", int, None),
     ("rlnDoMapEstimation", "do_map_estimation", bool, None),
-    ("rlnDoFastSubsetOptimisation", None, bool, False),
+    ("rlnDoFastSubsetOptimisation", "do_fast_subsets", bool, None),
     ("rlnDoExternalReconstruct", None, bool, False),
     ("rlnDoGradientRefine", None, bool, False),
     ("rlnDoStochasticGradientDescent", None, bool, False),
@@ -475,7 +535,7 @@ _OPTIMISER_LABELS: tuple[tuple[str, str | None, type, Any], ...] = (
     ("rlnNumberOfIterWithoutResolutionGain", "nr_iter_without_resolution_gain", int, None),
     ("rlnBestResolutionThusFar", "best_resolution_thus_far", float, None),
     ("rlnNumberOfIterWithoutChangingAssignments", "nr_iter_without_changing_assignments", int, None),
-    ("rlnDoSkipAlign", None, bool, False),
+    ("rlnDoSkipAlign", "do_skip_align", bool, None),
     ("rlnDoSkipRotate", None, bool, False),
     ("rlnOverallAccuracyRotations", "overall_accuracy_rotations", float, None),
     ("rlnOverallAccuracyTranslationsAngst", "overall_accuracy_translations_angst", float, None),
@@ -588,6 +648,8 @@ class OptimiserStarContents:
     tau2_fudge_arg: float = -1.0
     maximum_significant_poses: int = -1
     do_auto_refine: bool = True
+    do_fast_subsets: bool = False
+    do_skip_align: bool = False
     do_auto_sampling: bool = True
     auto_local_healpix_order: int = 4
     nr_iter_without_resolution_gain: int = 0

@@ -29,6 +29,7 @@ from .distributed import combine_through_disc, sum_over_ranks, wait_for_workers,
 from .estep import EStepContext, HalfAccumulator, ParticleResult, Reference, expect_particle
 from .initial import initial_state
 from .inputs import RefineInputs, check_run_settings, continuation_options, load_inputs
+from .classify import classification_image_sizes, fast_subset_size, maximise_classes, reference_power, seed_classes
 from .maximisation import angstrom, maximise, update_current_resolution
 from .options import RefineOptions
 from .particles import check_preread_fits
@@ -55,6 +56,8 @@ class RefineRun:
         else:
             seed = options.random_seed if options.random_seed >= 0 else int(time.time())
         self.options = options
+        #: classes per set: K in 3D classification (one set), 1 in auto-refine (two half sets)
+        self.n_classes = options.n_classes if options.classification else 1
         self.seed = self.comm.bcast(seed)
         self.job_dir = Path(options.output_root).parent
         self.inputs: RefineInputs | None = None
@@ -64,6 +67,12 @@ class RefineRun:
         self._leader_sampling: tuple[int, float] | None = None
         #: relion_refine's particle visiting order (see _visiting_order), made in the first iteration
         self._order: list[int] | None = None
+        #: 0-based random class per particle in classification's seed iteration (else None)
+        self._seed_classes: dict[int, int] | None = None
+        #: the classes every particle is scored against in this iteration (None: all)
+        self._only_classes: list[int] | None = None
+        #: each class's τ² in this classification iteration (classify.reference_power)
+        self._reference_power: list[np.ndarray] = []
         self.started = time.time()
 
     def start(self) -> tuple[RunState, int]:
@@ -90,6 +99,9 @@ class RefineRun:
             return list(range(n))
         if self.comm.is_leader:
             return []
+        if self.options.classification:
+            # No half sets: every working rank takes its share of all particles.
+            return list(range(self.comm.rank - 1, n, self.comm.size - 1))
         half = (self.comm.rank - 1) % 2
         workers = [r for r in range(1, self.comm.size) if (r - 1) % 2 == half]
         mine = workers.index(self.comm.rank)
@@ -102,15 +114,21 @@ class RefineRun:
         for half in state.halves:
             if half.pdf_direction.size != sampling.n_directions:
                 half.pdf_direction = np.full(sampling.n_directions, 1.0 / sampling.n_directions)
+        K = self.n_classes
+        sets = state.halves[::K]
         refs = []
         for half in state.halves:
             grid, cidx, _ = fourier_grid_from_volume(half.map, padding_factor=self.options.pad,
                                                      dtype=np.complex64, data_dim=3 if self.inputs.is_3d else 2)
             refs.append(Reference(grid=grid, c=cidx, pad=float(self.options.pad)))
+        if self.options.classification:
+            # τ² of classification: each reference's own power in this iteration's window.
+            self._reference_power = [reference_power(r, current_size=c.current_size, n_shells=self.inputs.n_shells)
+                                     for r in refs]
         step_px = s.offset_step / self.inputs.pixel_size
         return EStepContext(
             ori=self.inputs.ori, pixel_size=self.inputs.pixel_size, references=refs,
-            sigma2=np.stack([h.sigma2 for h in state.halves]),
+            sigma2=np.stack([h.sigma2 for h in sets]),
             coarse_size=c.coarse_size, current_size=c.current_size, sampling=sampling,
             translations=translation_grid(s.offset_range / self.inputs.pixel_size, step_px, dim=3),
             offset_step=step_px, perturbation=c.random_perturbation,
@@ -118,14 +136,52 @@ class RefineRun:
             local_search=s.local_search,
             pdf_direction=None if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0)
             else np.stack([h.pdf_direction for h in state.halves]),
-            sigma_offset=np.array([h.sigma_offset for h in state.halves]),
-            scales=np.stack([h.scales for h in state.halves]) if self.options.scale else None,
+            sigma_offset=np.array([h.sigma_offset for h in sets]),
+            scales=np.stack([h.scales for h in sets]) if self.options.scale else None,
             # Scale corrections use the shells where half 1's SSNR exceeds 3 (RELION broadcasts
             # rank 1's data_vs_prior to every rank).
             scale_ssnr=state.halves[0].ssnr,
             firstiter_cc=cc, oversampling=s.oversampling, is_3d=self.inputs.is_3d,
             optics_grids=self._optics_grids(state),
+            n_classes=K, skip_align=self.options.skip_align and self.options.classification,
+            pdf_class=np.array([h.pdf_class for h in state.halves]),
         )
+
+    def _choose_classes(self, state: RunState, *, cc: bool) -> None:
+        """Which classes each particle is scored against in this classification iteration:
+        class 1 only in a first cross-correlation iteration; one random class per particle in
+        the seed iteration (the first after it, or the first; one reference, K > 1)."""
+        K = self.n_classes
+        first = 2 if self.options.firstiter_cc else 1
+        self._seed_classes = None
+        self._only_classes = None
+        if K == 1:
+            return
+        if cc:
+            self._only_classes = [0]
+        elif state.counters.iteration == first and not self.options.continue_from:
+            self._seed_classes = seed_classes(self._visiting_order(state), random_seed=self.seed, n_classes=K)
+
+    def _classes_of(self, i: int) -> list[int] | None:
+        if self._seed_classes is not None:
+            return [self._seed_classes[i]]
+        return self._only_classes
+
+    def _subset(self, state: RunState, indices) -> list[int]:
+        """With ``--fast_subsets``, the particles of this iteration's subset (the first of the
+        visiting order, re-shuffled every iteration while subsets are in use); else all."""
+        indices = list(indices)
+        o = self.options
+        if not o.fast_subsets:
+            return indices
+        n = len(state.particles)
+        size = fast_subset_size(state.counters.iteration, n_classes=self.n_classes, n_particles=n)
+        if size >= n:
+            return indices
+        order = list(range(n))
+        libstdcxx_shuffle(order, Mt19937(self.seed + state.counters.iteration))
+        chosen = set(order[:size])
+        return [i for i in indices if i in chosen]
 
     def _optics_grids(self, state: RunState) -> tuple[tuple[int, float, int, int] | None, ...]:
         """(box, pixel, current size, coarse size) per optics group, None for the groups on the
@@ -140,15 +196,22 @@ class RefineRun:
 
     def run(self) -> int:
         """Every iteration from the first (or the one after ``--continue``'s) to convergence
-        or ``--auto_iter_max``; returns the exit status."""
+        or ``--auto_iter_max`` (3D classification: to ``--iter``); returns the exit status."""
         state, first = self.start()
         o, d = self.options, self.inputs
         if o.preread_images:
             mine = self._my_particles(state)
             check_preread_fits(d.store.preread_bytes(mine), len(mine))
-        self.log(f"3D auto-refine: {len(d.particle_set)} particles ({'3D' if d.is_3d else '2D stacks'}), "
+        self.log(f"{'3D classification' if o.classification else '3D auto-refine'}: {len(d.particle_set)} particles ({'3D' if d.is_3d else '2D stacks'}), "
                  f"box {d.ori} at {d.pixel_size:.3f} Å/px, {d.symmetry}, mask {d.particle_diameter:.0f} Å, "
                  f"{self.comm.size} process(es) x {o.threads} thread(s)")
+        if o.classification:
+            for iteration in range(first, o.n_iterations + 1):
+                self.iterate(state, iteration, cc=o.firstiter_cc and iteration == 1 and not o.continue_from,
+                             final=False)
+            self.log(f"3D classification: {o.n_iterations} iterations done; class distribution "
+                     + ", ".join(f"{h.pdf_class:.3f}" for h in state.halves))
+            return 0
         for iteration in range(first, o.auto_iter_max + 1):
             final = state.counters.has_converged or has_converged(state.counters, auto_ignore_angles=o.auto_ignore_angles)
             if final:
@@ -171,12 +234,15 @@ class RefineRun:
             particle_diameter=self.inputs.particle_diameter, final=final)
         c.random_perturbation = next_random_perturbation(c.random_perturbation, max(o.perturb, 0.0),
                                                          self.seed + iteration)
+        if o.classification:
+            c.current_size, c.coarse_size = classification_image_sizes(self.inputs, o, state)
+            self._choose_classes(state, cc=cc)
         ctx = self._context(state, cc=cc, final=final)
         # Accuracy estimate (rank 1 / the single process) and auto-sampling.
         if not cc:
             acc_rot, acc_trans = self._accuracy(ctx, state)
             c.acc_rot, c.acc_trans = acc_rot, acc_trans
-        if iteration > 1:          # RELION updates the sampling in the final iteration too
+        if iteration > 1 and not o.classification:   # RELION updates the sampling in the final iteration too
             changed = update_angular_sampling(
                 s, c, auto_ignore_angles=o.auto_ignore_angles, auto_resol_angles=o.auto_resol_angles,
                 local_order=o.auto_local_healpix_order, particle_diameter=self.inputs.particle_diameter,
@@ -197,8 +263,11 @@ class RefineRun:
         self.timings = {"expectation": t_m - t_e}
         if self.comm.is_leader:
             test_pause(f"maximisation:{iteration}", self.job_dir)  # test hook ($TOMODASH_TEST_PAUSE; kill matrix)
-            maximise(self.inputs, o, state, accumulators, results, cc=cc, final=final,
-                     leader_sampling=self._leader_sampling)
+            if o.classification:
+                maximise_classes(self.inputs, o, state, accumulators, results, cc=cc, tau2=self._reference_power)
+            else:
+                maximise(self.inputs, o, state, accumulators, results, cc=cc, final=final,
+                         leader_sampling=self._leader_sampling)
         state_to_share = self._shared(state) if self.comm.is_leader else None
         self._apply_shared(state, self.comm.bcast(state_to_share))
         t_w = time.time()
@@ -251,13 +320,16 @@ class RefineRun:
         accs = [HalfAccumulator.create(c=cgrid, pad=float(o.pad), n_shells=self.inputs.n_shells, n_directions=n_dirs,
                                        n_groups=len(self.inputs.group_names), n_optics=self.inputs.n_optics,
                                        r_max=c.current_size // 2, data_dim=3 if self.inputs.is_3d else 2)
-                for _ in range(2)]
+                for _ in state.halves]
+        K = self.n_classes
         mine = self._my_particles(state)
+        if o.classification:
+            mine = self._subset(state, mine)
         batch = max(1, o.pool * o.threads)
         results: dict[int, ParticleResult] = {}
         started = time.time()
-        n_total = len(state.particles)
-        locks = [threading.Lock(), threading.Lock()]
+        n_total = len(state.particles) if not o.classification else len(self._subset(state, range(len(state.particles))))
+        locks = [threading.Lock() for _ in range(len(state.halves) // K)]
 
         def expect(i: int) -> tuple[int, ParticleResult]:
             p = state.particles[i]
@@ -265,8 +337,9 @@ class RefineRun:
             if not o.zero_mask:
                 noise = ctx.for_particle(p).noise(p)
                 noise = np.where(np.isfinite(noise), noise, 0.0)
-            return i, expect_particle(ctx, self.inputs.store.load(i, noise=noise, origin=p.origin), p, accs[p.half],
-                                      lock=locks[p.half])
+            first = p.half * K
+            return i, expect_particle(ctx, self.inputs.store.load(i, noise=noise, origin=p.origin), p,
+                                      accs[first:first + K], lock=locks[p.half], classes=self._classes_of(i))
 
         with particle_threads(o.threads) as pmap:
             for b in range(0, len(mine), batch):
@@ -307,7 +380,7 @@ class RefineRun:
     def _shared(state: RunState) -> dict:
         return {
             "halves": state.halves, "counters": state.counters, "sampling": state.sampling,
-            "poses": [(p.angles, p.origin) for p in state.particles], "joined": state.joined,
+            "poses": [(p.angles, p.origin, p.class_number) for p in state.particles], "joined": state.joined,
         }
 
     @staticmethod
@@ -316,8 +389,8 @@ class RefineRun:
         state.counters = shared["counters"]
         state.sampling = shared["sampling"]
         state.joined = shared["joined"]
-        for p, (angles, origin) in zip(state.particles, shared["poses"]):
-            p.angles, p.origin = angles, origin
+        for p, (angles, origin, class_number) in zip(state.particles, shared["poses"]):
+            p.angles, p.origin, p.class_number = angles, origin, class_number
 
 
 def run_refine(options: RefineOptions, *, comm: Communicator | None = None, log=print) -> int:

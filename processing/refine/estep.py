@@ -16,6 +16,7 @@ significant orientation.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -82,6 +83,7 @@ class ParticleResult:
     n_significant: int
     log_likelihood: float
     direction_index: int
+    class_index: int = 0             # 0-based class of the best pose
 
 
 @dataclass
@@ -117,6 +119,13 @@ class EStepContext:
     #: the images); 1 for the model's own grid
     remap: float = 1.0
     model_current_size: int = 0                 # the model's current size (views of other optics groups)
+    #: classes per set (3D classification: K references, one set; auto-refine: 1 per half set).
+    #: ``references`` and ``pdf_direction`` hold set-major entries: set s, class k at s·K + k.
+    n_classes: int = 1
+    #: classification without alignment (``--skip_align``): each particle keeps its pose
+    skip_align: bool = False
+    #: (n_sets · K,) class prior, used in place of the direction prior when not aligning
+    pdf_class: NDArray[np.float64] | None = None
     _views: dict = field(default_factory=dict, repr=False, compare=False)
 
     def for_particle(self, state: "ParticleState") -> "EStepContext":
@@ -166,6 +175,10 @@ class EStepContext:
     def scale(self, state: "ParticleState") -> float:
         return 1.0 if self.scales is None else float(self.scales[state.half, state.group])
 
+    def reference_index(self, state: "ParticleState", class_index: int) -> int:
+        """Index into ``references`` (and ``pdf_direction``) of the particle's set and a class."""
+        return state.half * self.n_classes + class_index
+
 
 def _shell_remap(n_shells: int, remap: float) -> NDArray[np.int64]:
     """Model shell of each of ``n_shells`` image shells: RELION's ROUND(remap · i)."""
@@ -186,6 +199,7 @@ class HalfAccumulator:
     sigma2_images: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics,) images
     highres_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics, n_shells)
     multiplicity_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics, n_shells) ΣM, 3D
+    ctf2_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]  # (n_optics, n_shells) Σ w' CTF-array
     offset_sum: float = 0.0                # Σ w' |Δorigin|² (Å²)
     weight_sum: float = 0.0                # Σ w' (particles)
     pdf_sum: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
@@ -204,18 +218,20 @@ class HalfAccumulator:
             r_max=int((c - 2) / pad) if r_max is None else int(r_max), data_dim=data_dim,
             sigma2_sum=np.zeros((n_optics, n_shells)), highres_sum=np.zeros((n_optics, n_shells)),
             sigma2_images=np.zeros(n_optics), multiplicity_sum=np.zeros((n_optics, n_shells)),
+            ctf2_sum=np.zeros((n_optics, n_shells)),
             pdf_sum=np.zeros(n_directions), scale_xa=np.zeros(n_groups), scale_aa=np.zeros(n_groups),
         )
 
     def arrays(self) -> list[NDArray]:
         """The arrays to sum across threads and MPI ranks, in a fixed order."""
         return [self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.multiplicity_sum,
-                self.pdf_sum, self.scale_xa, self.scale_aa, np.array([self.offset_sum, self.weight_sum, self.pmax_sum,
-                                                        float(self.n_particles), self.log_likelihood])]
+                self.ctf2_sum, self.pdf_sum, self.scale_xa, self.scale_aa,
+                np.array([self.offset_sum, self.weight_sum, self.pmax_sum, float(self.n_particles),
+                          self.log_likelihood])]
 
     def set_arrays(self, arrays: list[NDArray]) -> None:
         (self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.multiplicity_sum,
-         self.pdf_sum, self.scale_xa, self.scale_aa, scalars) = arrays
+         self.ctf2_sum, self.pdf_sum, self.scale_xa, self.scale_aa, scalars) = arrays
         (self.offset_sum, self.weight_sum, self.pmax_sum, n, self.log_likelihood) = scalars
         self.n_particles = int(round(n))
 
@@ -226,13 +242,21 @@ class HalfAccumulator:
 # ---------------------------------------------------------------------------------------
 
 
-def _orientation_subset(ctx: EStepContext, state: ParticleState) -> PriorSubset:
+def _orientation_subset(ctx: EStepContext, state: ParticleState, reference: int) -> PriorSubset:
+    """The orientations searched and their prior weights. Without orientation priors the
+    weights are the class's direction distribution as the M-step left it (in classification
+    it sums to the class's share, so the class prior is part of it; in auto-refine, one class,
+    it is normalised); with priors, the Gaussian prior alone (relion_refine then uses no class
+    prior)."""
     from processing.geometry.sampling import select_orientations_with_prior
 
     s = ctx.sampling
     if ctx.sigma_rot <= 0 and ctx.sigma_tilt <= 0 and ctx.sigma_psi <= 0:
-        pdf = None if ctx.pdf_direction is None else ctx.pdf_direction[state.half]
-        dw = np.full(s.n_directions, 1.0 / s.n_directions) if pdf is None or pdf.sum() <= 0 else pdf / pdf.sum()
+        pdf = None if ctx.pdf_direction is None else ctx.pdf_direction[reference]
+        if pdf is None or pdf.sum() <= 0:
+            dw = np.full(s.n_directions, 1.0 / s.n_directions)
+        else:
+            dw = pdf / pdf.sum() if ctx.n_classes == 1 else pdf
         return PriorSubset(np.arange(s.n_directions), dw, np.arange(s.n_psi), np.full(s.n_psi, 1.0 / s.n_psi))
     centre = state.angles if ctx.local_search else np.where(np.isnan(state.prior_angles), state.angles,
                                                             state.prior_angles)
@@ -382,13 +406,13 @@ def _power_beyond(ctx: EStepContext, particle: ParticleImages) -> NDArray[np.flo
 
 def _likelihood_constants(
     ctx: EStepContext, particle: ParticleImages, sigma2: NDArray, freq: FrequencySet, *,
-    n_orientations: int, log_prior_t: NDArray, multiplicity_power: int = 1,
+    log_prior_rot: NDArray, log_prior_t: NDArray, multiplicity_power: int = 1,
 ) -> float:
     """What turns log Σ exp(logw) into RELION's ``rlnLogLikeliContribution``
     (``ln Σw − min diff2 − Σ_img Σ_k ln 2πσ²``): the image terms the score leaves out
     (Σ|X|²/2σ² and half the power beyond the current size), the normalisation term, and RELION's
-    prior normalisations (orientation and offset priors divided by their means over the
-    coarse grid)."""
+    prior normalisations (orientation priors, over every class searched, and offset priors
+    divided by their means over the coarse grid)."""
     F = particle.masked.shape[0]
     inv = inverse_noise(sigma2, freq)[None]
     if particle.multiplicity is not None:
@@ -399,9 +423,13 @@ def _likelihood_constants(
     scored_sigma2 = sigma2[freq.shell[freq.scored]]
     # Image shells beyond the model's last shell (other optics groups) are not scored.
     log_norm = F * float(np.log(2.0 * np.pi * scored_sigma2[np.isfinite(scored_sigma2)]).sum())
-    top = float(log_prior_t.max())
-    log_mean_t = top + float(np.log(np.mean(np.exp(log_prior_t - top))))
-    return float(np.log(n_orientations)) - log_mean_t - image_term - log_norm
+    return -_log_mean(log_prior_rot) - _log_mean(log_prior_t) - image_term - log_norm
+
+
+def _log_mean(log_values: NDArray) -> float:
+    """log of the mean of exp(log_values), without overflow."""
+    top = float(log_values.max())
+    return top + float(np.log(np.mean(np.exp(log_values - top))))
 
 
 def _offset_log_prior(ctx: EStepContext, state: ParticleState, centre_px: NDArray, offsets_px: NDArray) -> NDArray:
@@ -434,31 +462,84 @@ def _significant(weights: NDArray, fraction: float) -> NDArray[np.bool_]:
     return mask.reshape(weights.shape)
 
 
-def expect_particle(
-    ctx: EStepContext, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator | None,
-    *, lock: AbstractContextManager | None = None,
-) -> ParticleResult:
-    """Run both E-step passes for one particle and add its weighted sums to ``acc``
-    (under ``lock``, when threads share the accumulator)."""
-    ctx = ctx.for_particle(state)
-    ref = ctx.references[state.half]
-    scale = ctx.scale(state)
-    sigma2 = ctx.noise(state)
-    os_ = ctx.oversampling
-    sampling = ctx.sampling
-    subset = _orientation_subset(ctx, state)
-    coarse_step = sampling.angular_step(0)
-    # Coarse orientations (direction outer, psi inner) with their prior weights.
-    d_idx = np.repeat(subset.dir_index, subset.psi_index.size)
-    p_idx = np.tile(subset.psi_index, subset.dir_index.size)
-    log_prior_rot = np.log(np.repeat(subset.dir_weight, subset.psi_index.size) *
-                           np.tile(subset.psi_weight, subset.dir_index.size) + 1e-300)
+@dataclass
+class _ClassSearch:
+    """One class's coarse orientations in a particle's search: grid indices, rotation
+    matrices and log prior weights."""
+
+    k: int
+    reference: int
+    d_idx: NDArray[np.int64]
+    p_idx: NDArray[np.int64]
+    rot: NDArray[np.float64]
+    log_prior: NDArray[np.float64]
+
+
+def _class_searches(ctx: EStepContext, state: ParticleState, classes: Sequence[int]) -> list[_ClassSearch]:
     from processing.geometry.sampling import perturb_rotation_matrices
 
-    coarse_rot = perturb_rotation_matrices(
-        euler_to_matrix(sampling.rot[d_idx], sampling.tilt[d_idx], sampling.psi[p_idx]),
-        ctx.perturbation, coarse_step)
-    trans = ctx.translations + ctx.perturbation * ctx.offset_step
+    sampling = ctx.sampling
+    coarse_step = sampling.angular_step(0)
+    out = []
+    for k in classes:
+        reference = ctx.reference_index(state, k)
+        if ctx.skip_align:
+            # Classification without alignment: the particle's own pose, the class prior alone.
+            rot = euler_to_matrix(*state.angles)[None]
+            prior = 1.0 if ctx.pdf_class is None else float(ctx.pdf_class[reference])
+            out.append(_ClassSearch(k, reference, np.zeros(1, np.int64), np.zeros(1, np.int64), rot,
+                                    np.array([np.log(prior + 1e-300)])))
+            continue
+        subset = _orientation_subset(ctx, state, reference)
+        # Coarse orientations (direction outer, psi inner) with their prior weights.
+        d_idx = np.repeat(subset.dir_index, subset.psi_index.size)
+        p_idx = np.tile(subset.psi_index, subset.dir_index.size)
+        log_prior = np.log(np.repeat(subset.dir_weight, subset.psi_index.size) *
+                           np.tile(subset.psi_weight, subset.dir_index.size) + 1e-300)
+        rot = perturb_rotation_matrices(
+            euler_to_matrix(sampling.rot[d_idx], sampling.tilt[d_idx], sampling.psi[p_idx]),
+            ctx.perturbation, coarse_step)
+        out.append(_ClassSearch(k, reference, d_idx, p_idx, rot, log_prior))
+    return out
+
+
+def expect_particle(
+    ctx: EStepContext, particle: ParticleImages, state: ParticleState,
+    acc: HalfAccumulator | Sequence[HalfAccumulator] | None,
+    *, lock: AbstractContextManager | None = None, classes: Sequence[int] | None = None,
+) -> ParticleResult:
+    """Run both E-step passes for one particle and add its weighted sums to ``acc``
+    (under ``lock``, when threads share the accumulators).
+
+    ``acc`` is one accumulator per class of the particle's set (a single one when the set has
+    one class); ``classes`` restricts the marginalisation to those classes (0-based; default
+    all): relion_refine's first classification iteration gives each particle one random class,
+    and a first cross-correlation iteration uses class 1 only. Every class is scored on the
+    same coarse orientations and translations; the significant samples are chosen over all of
+    them together, as the hidden variables (class, orientation, translation) form one grid."""
+    ctx = ctx.for_particle(state)
+    K = ctx.n_classes
+    if classes is None:
+        classes = range(K)
+    accs: list[HalfAccumulator | None]
+    if acc is None:
+        accs = [None] * K
+    elif isinstance(acc, HalfAccumulator):
+        accs = [acc]
+    else:
+        accs = list(acc)
+    scale = ctx.scale(state)
+    sigma2 = ctx.noise(state)
+    os_ = 0 if ctx.skip_align else ctx.oversampling
+    sampling = ctx.sampling
+    coarse_step = sampling.angular_step(0)
+    searches = _class_searches(ctx, state, classes)
+    if ctx.skip_align:
+        trans = np.zeros((1, 3))
+        offset_grid = trans
+    else:
+        trans = ctx.translations + ctx.perturbation * ctx.offset_step
+        offset_grid = ctx.translations
     # The search is centred on the old offset: exactly for 2D stacks, whose shifts are applied
     # here in Fourier space; rounded to whole pixels for volumes, which the store has already
     # moved by that much (relion_refine drops the fraction, getFourierTransformsAndCtfs).
@@ -470,49 +551,70 @@ def expect_particle(
         origin_px = np.zeros(3)
     # The prior is evaluated at the unperturbed coarse translations (RELION's
     # sampling.translations; the perturbation only moves the shifts applied to the images).
-    log_prior_t = _offset_log_prior(ctx, state, centre_px, ctx.translations)
+    log_prior_t = np.zeros(1) if ctx.skip_align else _offset_log_prior(ctx, state, centre_px, offset_grid)
 
-    # ---- pass 1: coarse grid at the coarse image size
-    powers = _multiplicity_powers(ctx)
-    freq_c = ctx.frequencies(ctx.coarse_size)
-    diff2 = _score(ctx, ref, particle, freq_c, coarse_rot, origin_px[None] + trans, scale, sigma2,
-                   multiplicity_power=powers[0])
+    # ---- pass 1: coarse grid at the coarse image size, every class side by side
+    powers = _multiplicity_powers(ctx) if not ctx.skip_align else (1, 1, 0)
+    freq_c = ctx.frequencies(ctx.current_size if ctx.skip_align else ctx.coarse_size)
+    diff2 = np.concatenate([
+        _score(ctx, ctx.references[c.reference], particle, freq_c, c.rot, origin_px[None] + trans, scale, sigma2,
+               multiplicity_power=powers[0]) for c in searches], axis=1)
+    log_prior_rot = np.concatenate([c.log_prior for c in searches])
+    column_class = np.concatenate([np.full(c.rot.shape[0], j) for j, c in enumerate(searches)])
+    column_start = np.concatenate([[0], np.cumsum([c.rot.shape[0] for c in searches])])
     if ctx.firstiter_cc:
         # Hard assignment by normalised cross-correlation: priors only restrict the search.
         logw = -diff2
-    else:
-        logw = -diff2 + log_prior_rot[None, :] + log_prior_t[:, None]
-    if ctx.firstiter_cc:
         best = np.unravel_index(np.argmax(logw), logw.shape)
         significant = np.zeros(logw.shape, dtype=bool)
         significant[best] = True
     else:
+        logw = -diff2 + log_prior_rot[None, :] + log_prior_t[:, None]
         w = np.exp(logw - logw.max())
         significant = _significant(w, ctx.adaptive_fraction)
     n_significant = int(significant.sum())
 
     # ---- pass 2: oversampled children of the significant coarse pairs at the current size
-    sig_t, sig_r = np.nonzero(significant)
-    ur, r_inv = np.unique(sig_r, return_inverse=True)
-    ut, t_inv = np.unique(sig_t, return_inverse=True)
-    rot_c, tilt_c, psi_c = sampling.oversampled(d_idx[ur], p_idx[ur], os_)           # (nr, 8)
-    n_child_r = rot_c.shape[1]
-    fine_rot = perturb_rotation_matrices(euler_to_matrix(rot_c, tilt_c, psi_c), ctx.perturbation,
-                                         coarse_step).reshape(-1, 3, 3)
-    fine_t = oversampled_translations(trans[ut], ctx.offset_step, os_)               # (nt, 8, 3)
-    n_child_t = fine_t.shape[1]
-    fine_t = fine_t.reshape(-1, 3)
     freq_f = ctx.frequencies(ctx.current_size)
-    diff2_fine = _score(ctx, ref, particle, freq_f, fine_rot, origin_px[None] + fine_t, scale, sigma2,
-                        multiplicity_power=powers[1])
-    parent_ok = np.zeros((ut.size, ur.size), dtype=bool)
-    parent_ok[t_inv, r_inv] = True
-    valid = np.repeat(np.repeat(parent_ok, n_child_t, axis=0), n_child_r, axis=1)
-    logw2 = -diff2_fine
-    if not ctx.firstiter_cc:
-        logw2 = logw2 + np.repeat(log_prior_rot[ur], n_child_r)[None, :] + \
-            np.repeat(log_prior_t[ut], n_child_t)[:, None]
-    logw2 = np.where(valid, logw2, -np.inf)
+    sig_t, sig_r = np.nonzero(significant)
+    ut, t_inv = np.unique(sig_t, return_inverse=True)
+    if ctx.skip_align:
+        fine_t = trans.copy()
+        n_child_t = 1
+    else:
+        fine_t = oversampled_translations(trans[ut], ctx.offset_step, os_)          # (nt, 8, 3)
+        n_child_t = fine_t.shape[1]
+        fine_t = fine_t.reshape(-1, 3)
+    blocks = []    # per class with significant samples: (search, coarse cols, fine rotations, diff2, valid)
+    for j, c in enumerate(searches):
+        in_class = column_class[sig_r] == j
+        if not in_class.any():
+            continue
+        ur, r_inv = np.unique(sig_r[in_class] - column_start[j], return_inverse=True)
+        if ctx.skip_align:
+            fine_rot = c.rot
+            n_child_r = 1
+        else:
+            rot_c, tilt_c, psi_c = sampling.oversampled(c.d_idx[ur], c.p_idx[ur], os_)   # (nr, 8)
+            n_child_r = rot_c.shape[1]
+            from processing.geometry.sampling import perturb_rotation_matrices
+
+            fine_rot = perturb_rotation_matrices(euler_to_matrix(rot_c, tilt_c, psi_c), ctx.perturbation,
+                                                 coarse_step).reshape(-1, 3, 3)
+        if ctx.skip_align and os_ == 0 and ctx.coarse_size == ctx.current_size:
+            d2 = diff2[:, column_start[j]:column_start[j + 1]]
+        else:
+            d2 = _score(ctx, ctx.references[c.reference], particle, freq_f, fine_rot, origin_px[None] + fine_t,
+                        scale, sigma2, multiplicity_power=powers[1])
+        parent_ok = np.zeros((ut.size, ur.size), dtype=bool)
+        parent_ok[t_inv[in_class], r_inv] = True
+        valid = np.repeat(np.repeat(parent_ok, n_child_t, axis=0), n_child_r, axis=1)
+        logw2 = -d2
+        if not ctx.firstiter_cc:
+            t_prior = log_prior_t if ctx.skip_align else log_prior_t[ut]
+            logw2 = logw2 + np.repeat(c.log_prior[ur], n_child_r)[None, :] + np.repeat(t_prior, n_child_t)[:, None]
+        blocks.append((c, ur, n_child_r, fine_rot, np.where(valid, logw2, -np.inf)))
+    logw2 = np.concatenate([b[4] for b in blocks], axis=1)
     if ctx.firstiter_cc:
         best2 = np.unravel_index(np.argmax(logw2), logw2.shape)
         w2 = np.zeros(logw2.shape)
@@ -524,36 +626,48 @@ def expect_particle(
         total = w2.sum()
         w2 /= total
         log_sum = float(np.log(total) + top) + _likelihood_constants(
-            ctx, particle, sigma2, freq_f, n_orientations=log_prior_rot.size, log_prior_t=log_prior_t,
+            ctx, particle, sigma2, freq_f, log_prior_rot=log_prior_rot, log_prior_t=log_prior_t,
             multiplicity_power=powers[1])
     bt, br = np.unravel_index(np.argmax(w2), w2.shape)
     pmax = float(w2[bt, br])
-    best_rot = fine_rot[br]
-    angles = np.array([float(a) for a in matrix_to_euler(best_rot)])
+    block_start = np.concatenate([[0], np.cumsum([b[3].shape[0] for b in blocks])])
+    b_best = int(np.searchsorted(block_start, br, side="right") - 1)
+    c_best, ur_best, n_child_best, fine_best, _ = blocks[b_best]
+    col = br - block_start[b_best]
+    angles = np.array([float(a) for a in matrix_to_euler(fine_best[col])])
     new_origin = (centre_px + fine_t[bt]) * ctx.pixel_size
-    direction = int(d_idx[ur[br // n_child_r]])
+    direction = int(c_best.d_idx[ur_best[col // n_child_best]])
 
-    if acc is not None:
+    if any(a is not None for a in accs):
         sig2 = w2 >= 0.0 if ctx.firstiter_cc else _significant(w2, ctx.adaptive_fraction)
         # RELION keeps each significant weight normalised by the sum over all samples.
         w_sig = np.where(sig2, w2, 0.0)
-        _accumulate(ctx, ref, particle, state, acc, freq_f, fine_rot, origin_px, centre_px, fine_t, w_sig, scale,
-                    d_idx[ur], n_child_r, pmax=pmax, log_likelihood=log_sum, lock=lock,
-                    multiplicity_power=powers[2])
+        for b, (c, ur, n_child_r, fine_rot, _) in enumerate(blocks):
+            w_class = w_sig[:, block_start[b]:block_start[b + 1]]
+            target = accs[c.k] if c.k < len(accs) else None
+            if target is None or not w_class.any():
+                continue
+            is_best = b == b_best
+            _accumulate(ctx, ctx.references[c.reference], particle, state, target, freq_f, fine_rot, origin_px,
+                        centre_px, fine_t, w_class, scale, c.d_idx[ur], n_child_r,
+                        pmax=pmax if is_best else 0.0, log_likelihood=log_sum if is_best else 0.0,
+                        lock=lock, multiplicity_power=powers[2], count_particle=is_best)
     return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
-                          log_likelihood=log_sum, direction_index=direction)
+                          log_likelihood=log_sum, direction_index=direction, class_index=int(c_best.k))
 
 
 def _accumulate(
     ctx: EStepContext, ref: Reference, particle: ParticleImages, state: ParticleState, acc: HalfAccumulator,
     freq: FrequencySet, fine_rot: NDArray, origin_px: NDArray, centre_px: NDArray, fine_t: NDArray, w: NDArray,
     scale: float, coarse_dirs: NDArray, n_child_r: int, *, pmax: float, log_likelihood: float,
-    lock: AbstractContextManager | None, multiplicity_power: int = 0,
+    lock: AbstractContextManager | None, multiplicity_power: int = 0, count_particle: bool = True,
 ) -> None:
     """Back-projection, noise, offset, direction and scale sums of the significant samples:
     computed first, then added to ``acc`` under ``lock`` (threads share the accumulator).
     ``origin_px`` is the shift still to apply to the images, ``centre_px`` the offset the
-    translations ``fine_t`` are relative to (both px)."""
+    translations ``fine_t`` are relative to (both px). ``w`` holds the weights of one class;
+    the particle's pmax, likelihood and count go to the accumulator of its best class
+    (``count_particle``)."""
     geo = particle.geometry
     F = geo.rotations.shape[0]
     rows = np.flatnonzero(w.sum(axis=1) > 0)
@@ -608,8 +722,12 @@ def _accumulate(
         per_pixel = particle.multiplicity.reshape(F, -1)[:, freq.flat].sum(axis=0)
         multiplicity = np.bincount(freq.shell[measured], per_pixel[measured], minlength=n_shells)[:n_shells]
         multiplicity = ctx.to_model_shells(multiplicity, n_model)
-    # Image power beyond the current size, for the next iteration's larger images.
+    # Image power beyond the current size, for the next iteration's larger images; it is part
+    # of the noise sums once per particle, not once per class.
     highres = ctx.to_model_shells(_power_beyond(ctx, particle), n_model)
+    # Σ w' CTF-array per shell (classification's average CTF² for τ² of premultiplied data).
+    ctf2_shells = ctx.to_model_shells(
+        np.bincount(freq.shell[measured], C.sum(axis=0)[measured], minlength=n_shells)[:n_shells], n_model) * float(w_r.sum())
     # Offsets (Å²) relative to the prior, direction distribution, and the scale correction
     # over the shells where the reference's SSNR (half 1's) exceeds 3.
     total = (centre_px[None] + fine_t[rows]) * ctx.pixel_size
@@ -622,18 +740,21 @@ def _accumulate(
     with lock or nullcontext():
         _scatter(acc, rot * ctx.remap, freq, values, weights.astype(np.float64), ins)
         acc.sigma2_sum[state.optics] += noise
-        acc.sigma2_images[state.optics] += F
-        if multiplicity is not None:
-            acc.multiplicity_sum[state.optics] += multiplicity
-        acc.highres_sum[state.optics] += highres
+        if count_particle:
+            acc.sigma2_images[state.optics] += F
+            if multiplicity is not None:
+                acc.multiplicity_sum[state.optics] += multiplicity
+            acc.highres_sum[state.optics] += highres
         acc.offset_sum += float((wt.sum(axis=1) * d2).sum())
         acc.weight_sum += float(w_r.sum())
         np.add.at(acc.pdf_sum, coarse_dirs[cols // n_child_r], w_r)
         acc.scale_xa[state.group] += float(xa)
         acc.scale_aa[state.group] += float(aa)
-        acc.pmax_sum += pmax
-        acc.n_particles += 1
-        acc.log_likelihood += log_likelihood
+        acc.ctf2_sum[state.optics] += ctf2_shells
+        if count_particle:
+            acc.pmax_sum += pmax
+            acc.n_particles += 1
+            acc.log_likelihood += log_likelihood
 
 
 def _strong_pixels(ctx: EStepContext, freq: FrequencySet) -> NDArray[np.bool_]:

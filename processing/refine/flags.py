@@ -1,4 +1,4 @@
-"""relion_refine's command line for 3D auto-refine, parsed into :class:`RefineOptions`
+"""relion_refine's command line for 3D auto-refine and 3D classification, parsed into :class:`RefineOptions`
 (``tomodash refine`` itself is registered by :mod:`processing.jobs.refine3d`).
 
 The tomo "3D auto-refine" job of RELION's GUI builds a ``relion_refine(_mpi)`` command
@@ -43,9 +43,8 @@ _REFUSED: dict[str, str] = {
     "--blush": "Blush regularisation needs RELION's neural-network denoiser and is not supported",
     "--relax_sym": "symmetry relaxation is not supported",
     "--helix": "helical reconstruction is not supported",
-    "--K": "classification is not supported: tomodash refine is 3D auto-refine (one class)",
-    "--iter": "fixed iteration counts are for classification; auto-refine stops when it converges "
-              "(use --auto_iter_max to cap it)",
+    "--allow_coarser_sampling": "coarser sampling in early classification iterations is not supported",
+    "--grad": "gradient-driven optimisation (initial models) is not supported",
 }
 
 
@@ -142,16 +141,27 @@ def parse_refine_args(argv: Sequence[str]) -> RefineOptions:
     if "output_root" not in values or not values["output_root"]:
         raise InputError("--o (output rootname, e.g. Refine3D/job004/run) is required", column="--o")
     continuing = bool(values.get("continue_from"))
+    if not continuing:
+        values.setdefault("auto_refine", False)
+        values.setdefault("split_random_halves", False)
+    if values.get("auto_refine"):
+        for flag, attr in (("--K", "n_classes"), ("--iter", "n_iterations"), ("--fast_subsets", "fast_subsets"),
+                           ("--skip_align", "skip_align")):
+            if attr in values and not (attr == "n_classes" and values[attr] == 1):
+                raise InputError(f"{flag} is a classification option: 3D auto-refine (--auto_refine) has one "
+                                 "class and stops when it converges (use --auto_iter_max to cap it)", column=flag)
     if continuing:
-        # A continuation is always the gold-standard auto-refine it continues.
-        values.setdefault("auto_refine", True)
-        values.setdefault("split_random_halves", True)
+        # The continued run's kind (auto-refine or classification) comes from its optimiser.star.
+        pass
     else:
-        if not values.get("auto_refine"):
-            raise InputError("--auto_refine is required: tomodash refine runs 3D auto-refine", column="--auto_refine")
-        if not values.get("split_random_halves"):
+        if values.get("auto_refine") and not values.get("split_random_halves"):
             raise InputError("--split_random_halves is required: auto-refine is gold-standard "
                              "(two independent random halves)", column="--split_random_halves")
+        if not values.get("auto_refine"):
+            if values.get("split_random_halves"):
+                raise InputError("--split_random_halves needs --auto_refine (3D classification refines all "
+                                 "particles together)", column="--split_random_halves")
+            values.setdefault("tau2_fudge", 4.0)   # relion_refine's default T for 3D classification
         if not values.get("optimisation_set") and not values.get("particles"):
             raise InputError("an input is required: --ios <optimisation set> or --i <particles> "
                              "--tomograms <tomograms>", column="--ios")
@@ -197,6 +207,12 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise bad("--tau2_fudge", "must be positive")
     if values.get("auto_iter_max", 1) < 1:
         raise bad("--auto_iter_max", "must be at least 1")
+    if values.get("n_classes", 1) < 1:
+        raise bad("--K", "must be at least 1")
+    if values.get("n_iterations", 1) < 1:
+        raise bad("--iter", "must be at least 1")
+    if values.get("fast_subsets") and values.get("n_iterations", 50) < 20:
+        raise bad("--fast_subsets", "needs at least 20 iterations (--iter)")
 
 
 # --------------------------------------------------------------------------------------------

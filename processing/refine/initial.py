@@ -31,14 +31,20 @@ def initial_state(inputs: RefineInputs, options: RefineOptions, *, with_referenc
     """The state before iteration 1. ``with_reference=False`` skips the references and the
     noise estimate (a continuation replaces them from its files)."""
     o = options
-    halves = random_halves(inputs)
+    n_models = o.n_classes if o.classification else 2
+    # Classification refines all particles together: one set (0), K classes.
+    halves = np.zeros(len(inputs.particle_set), dtype=np.int64) if o.classification else random_halves(inputs)
     if with_reference:
-        refs = [read_reference(inputs, f, trust_ref_size=o.trust_ref_size) for f in reference_files(o)]
+        files = reference_files(o)[:1] if o.classification else reference_files(o)
+        refs = [read_reference(inputs, f, trust_ref_size=o.trust_ref_size) for f in files]
         if o.ini_high > 0:
             refs = [initial_lowpass(r, resolution=o.ini_high, pixel_size=inputs.pixel_size) for r in refs]
+        refs = [refs[k % len(refs)].copy() for k in range(n_models)]
     else:
-        refs = [np.zeros((inputs.ori,) * 3)] * 2
+        refs = [np.zeros((inputs.ori,) * 3)] * n_models
     sampling = _initial_sampling(o, inputs.pixel_size)
+    if o.classification:
+        initial_sampling_for_classification(sampling, o)
     counters = RefineCounters(random_perturbation=initial_random_perturbation(max(o.perturb, 0.0)))
     states = _initial_particles(inputs, halves)
     sigma2 = initial_noise(inputs, states, zero_mask=o.zero_mask) if with_reference \
@@ -49,11 +55,14 @@ def initial_state(inputs: RefineInputs, options: RefineOptions, *, with_referenc
     for h, ref in enumerate(refs):
         tau2 = (initial_tau2(ref, tau2_fudge=o.tau2_fudge, data_dim=3 if inputs.is_3d else 2)
                 if with_reference else zeros.copy())
-        ssnr = initial_ssnr(tau2, sigma2, int(np.sum(halves == h))) if with_reference else zeros.copy()
+        # (each class's expected share of the particles: all of its half set, or 1/K of all)
+        n_in_model = len(states) / n_models if o.classification else int(np.sum(halves == h))
+        ssnr = initial_ssnr(tau2, sigma2, n_in_model) if with_reference else zeros.copy()
         run_halves.append(HalfState(
             map=ref, fsc=zeros.copy(), ssnr=ssnr, tau2=tau2, sigma2_ref=zeros.copy(),
             completeness=zeros.copy(), sigma2=sigma2.copy(), pdf_direction=np.full(n_dirs, 1.0 / n_dirs),
-            scales=np.ones(len(inputs.group_names)), sigma_offset=o.offset_prior_sigma))
+            scales=np.ones(len(inputs.group_names)), sigma_offset=o.offset_prior_sigma,
+            pdf_class=1.0 / n_models if o.classification else 1.0))
     n = len(states)
     state = RunState(
         halves=run_halves, counters=counters, sampling=sampling, particles=states,
@@ -63,6 +72,15 @@ def initial_state(inputs: RefineInputs, options: RefineOptions, *, with_referenc
         # Iteration 0's resolution: --ini_high, else where the initial SSNR drops below 1.
         update_current_resolution(inputs, o, state, cc=o.ini_high > 0)
     return state
+
+
+def initial_sampling_for_classification(sampling: SamplingState, options: RefineOptions) -> None:
+    """``--sigma_ang``: local searches around each particle's angles, with that prior width on
+    all three angles (``--sigma_tilt`` keeps its own width for the tilt)."""
+    if options.sigma_ang > 0:
+        sampling.local_search = True
+        sampling.sigma_rot = sampling.sigma_psi = options.sigma_ang
+        sampling.sigma_tilt = options.sigma_tilt if options.sigma_tilt > 0 else options.sigma_ang
 
 
 def _initial_sampling(o: RefineOptions, pixel_size: float) -> SamplingState:
@@ -79,7 +97,7 @@ def _initial_sampling(o: RefineOptions, pixel_size: float) -> SamplingState:
     sampling.offset_step_original = sampling.offset_step
     if o.sigma_tilt > 0:
         sampling.sigma_tilt = o.sigma_tilt
-    if o.healpix_order >= o.auto_local_healpix_order:
+    if o.auto_refine and o.healpix_order >= o.auto_local_healpix_order:
         sampling.local_search = True
         sampling.sigma_rot = sampling.sigma_tilt = sampling.sigma_psi = 2.0 * sampling.angular_step()
     return sampling

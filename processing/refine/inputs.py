@@ -164,13 +164,16 @@ def _check_particle_rows(ps: ParticleSet, particles_file: str) -> None:
 def check_run_settings(options: RefineOptions, n_ranks: int) -> None:
     """The settings a run refuses whatever its data: no parallel disc I/O, GPU, an MPI count
     that cannot split the halves (the same checks as :func:`~processing.refine.driver.run_refine`,
-    made here so that a job can refuse them before it writes anything)."""
+    made here so that a job can refuse them before it writes anything). Classification runs
+    on any number of processes (rank 0 leads, the others share all particles)."""
     if not options.parallel_disc_io:
         raise InputError("--no_parallel_disc_io is not allowed for subtomogram averaging (RELION forces "
                          "parallel disc I/O on for tomography data)", column="do_parallel_discio")
     if options.gpu is not None:
         raise InputError("GPU acceleration of 3D auto-refine is not available here: the E-step kernels run "
                          "on the CPU; run without 'Use GPU acceleration?'", column="use_gpu")
+    if options.continue_from and Path(options.continue_from).is_file():
+        options = continuation_options(options)      # auto-refine or classification: from the files
     if options.split_random_halves and n_ranks > 1 and (n_ranks < 3 or n_ranks % 2 == 0):
         raise InputError(f"with split random halves the number of MPI processes must be odd and >= 3 "
                          f"(or 1), got {n_ranks}", column="nr_mpi")
@@ -248,7 +251,13 @@ def continuation_options(options: RefineOptions) -> RefineOptions:
     def given_or(attr: str, from_files):
         return getattr(o, attr) if attr in given else from_files
 
+    classification = not opt.do_auto_refine
     return o.with_changes(
+        auto_refine=opt.do_auto_refine, split_random_halves=opt.do_split_random_halves,
+        n_classes=model.nr_classes if classification else 1,
+        n_iterations=given_or("n_iterations", opt.number_of_iterations) if classification else o.n_iterations,
+        skip_align=opt.do_skip_align, fast_subsets=opt.do_fast_subsets,
+        strict_highres_exp=given_or("strict_highres_exp", opt.highres_limit_expectation),
         particles=near(opt.data_star_file), tomograms=near(opt.tomograms_file) or o.tomograms,
         trajectories=near(opt.trajectories_file) or None, optimisation_set=None,
         symmetry=samp.symmetry, ctf=opt.do_correct_ctf, ctf_intact_first_peak=opt.do_ignore_ctf_until_first_peak,

@@ -63,7 +63,8 @@ def healpix_order_from_sampling(choice: str) -> int:
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """Everything that drives one 3D auto-refine run, each field with its relion_refine flag."""
+    """Everything that drives one 3D auto-refine or 3D classification run, each field with its
+    relion_refine flag."""
 
     # I/O
     output_root: str = option(REQUIRED, "--o", "str", "output rootname, e.g. Refine3D/job004/run")
@@ -94,7 +95,8 @@ class RefineOptions:
     flatten_solvent: bool = option(False, "--flatten_solvent", "flag", "mask the references after each iteration")
     solvent_correct_fsc: bool = option(False, "--solvent_correct_fsc", "flag",
         "solvent-flattened, phase-randomisation-corrected FSCs")
-    tau2_fudge: float = option(1.0, "--tau2_fudge", "float", "regularisation parameter T")
+    tau2_fudge: float = option(1.0, "--tau2_fudge", "float",
+        "regularisation parameter T (default 1 for auto-refine, 4 for classification)")
     # Sampling
     oversampling: int = option(1, "--oversampling", "int", "adaptive oversampling order")
     healpix_order: int = option(2, "--healpix_order", "int",
@@ -110,10 +112,23 @@ class RefineOptions:
         "finer sampling when the resolution requires it")
     perturb: float = option(0.5, "--perturb", "float", "random perturbation of the sampling (fraction of a step)")
     offset_prior_sigma: float = option(10.0, "--offset", "float", "initial sigma of the offset prior (Å)")
-    # Gold standard
-    auto_refine: bool = option(True, "--auto_refine", "flag", "3D auto-refine (required)")
+    # Gold standard (3D auto-refine) or classification (neither flag)
+    # (True by default here: a RefineOptions made in code is auto-refine; a command line
+    # without --auto_refine is classification, see flags.parse_refine_args)
+    auto_refine: bool = option(True, "--auto_refine", "flag", "3D auto-refine (else 3D classification)")
     split_random_halves: bool = option(True, "--split_random_halves", "flag",
-        "gold-standard random halves (required)")
+        "gold-standard random halves (required by --auto_refine)")
+    # Classification
+    n_classes: int = option(1, "--K", "int", "number of classes (3D classification)")
+    n_iterations: int = option(50, "--iter", "int", "number of iterations (3D classification)")
+    skip_align: bool = option(False, "--skip_align", "flag",
+        "classification without alignment: keep every particle's pose, marginalise over classes only")
+    sigma_ang: float = option(-1.0, "--sigma_ang", "float",
+        "local angular searches: prior width on all three angles (deg; searches +/- 3 sigma)")
+    strict_highres_exp: float = option(-1.0, "--strict_highres_exp", "float",
+        "limit the E-step to this resolution (Å)")
+    fast_subsets: bool = option(False, "--fast_subsets", "flag",
+        "subsets of the particles in the first 15 iterations (needs --iter >= 20)")
     low_resol_join_halves: float = option(40.0, "--low_resol_join_halves", "float",
         "join the halves below this resolution (Å)")
     norm: bool = option(False, "--norm", "flag", "per-particle normalisation correction")
@@ -135,6 +150,11 @@ class RefineOptions:
         "use GPUs (optional ids: ranks separated by ':', threads by ',')")
     # Anything else from the command line, kept for the record (note.txt, optimiser.star).
     command_line: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def classification(self) -> bool:
+        """3D classification (relion_refine without ``--auto_refine``)."""
+        return not self.auto_refine
 
     def with_changes(self, **changes) -> "RefineOptions":
         return replace(self, **changes)
@@ -165,7 +185,9 @@ def to_argv(options: RefineOptions) -> list[str]:
         if kind == "flag":
             if value == switch_value:
                 argv.append(name)
-        elif f.default is not MISSING and value == f.default:
+        elif f.default is not MISSING and value == f.default and not (
+                f.name == "tau2_fudge" and options.classification):
+            # (classification's T defaults to 4, not to the field's 1: always written)
             continue
         elif kind == "optional_str":
             if value is not None:

@@ -1,10 +1,14 @@
-"""Files of a 3D auto-refine run, and continuation from them (spec 1.7, 5.14).
+"""Files of a 3D auto-refine or 3D classification run, and continuation from them (spec 1.7, 5.14).
 
 Per iteration N: ``run_itNNN_half{1,2}_model.star``, ``run_itNNN_half{1,2}_class001.mrc``,
 ``run_itNNN_optimiser.star``, ``_sampling.star``, ``_data.star``, ``_optimisation_set.star``;
 at convergence the same without ``_itNNN`` plus ``run_class001.mrc`` and the unfiltered half
 maps ``run_half{1,2}_class001_unfil.mrc``. Every file is written atomically; the optimiser
 file is written last, so an iteration whose optimiser.star exists is complete.
+
+3D classification writes, per iteration N (0 included), ``run_itNNN_classKKK.mrc`` for every
+class, one ``run_itNNN_model.star`` with all classes, and the same optimiser, sampling, data
+and optimisation-set files; there is no final unnumbered set.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from processing.io.particles import ParticleSet
 
 from processing.io.paths import resolve_path
 from processing.io.refine_star import (
-    ModelStarContents, OptimiserStarContents, SamplingStarContents, iteration_root, read_data_star,
+    ClassModel, ModelStarContents, OptimiserStarContents, SamplingStarContents, iteration_root, read_data_star,
     refine_optimisation_set,
 )
 
@@ -56,7 +60,35 @@ def _model(inputs: RefineInputs, o: RefineOptions, state: RunState, half: int, m
     )
 
 
-def _particles(inputs: RefineInputs, state: RunState) -> ParticleSet:
+def _class_model(inputs: RefineInputs, o: RefineOptions, state: RunState, maps: list[str]) -> ModelStarContents:
+    """The classification model: class 1 in the main fields, classes 2..K in ``more_classes``;
+    every class's estimated resolution and Fourier completeness from its data-versus-prior
+    ratio."""
+    from .classify import estimated_resolution_shell, total_fourier_coverage
+
+    model = _model(inputs, o, state, 0, maps[0])
+    model.group_nr_particles = np.bincount(inputs.groups, minlength=len(inputs.group_names))
+    box = inputs.ori * inputs.pixel_size
+    classes = []
+    for h, path in zip(state.halves, maps):
+        shell = estimated_resolution_shell(h.ssnr)
+        classes.append(ClassModel(
+            reference_image=path, ssnr_map=h.ssnr, fourier_completeness=h.completeness,
+            reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, orientation_distribution=h.pdf_direction,
+            gold_standard_fsc=np.zeros(inputs.n_shells), class_distribution=h.pdf_class,
+            accuracy_rotations=state.counters.acc_rot, accuracy_translations_angst=state.counters.acc_trans,
+            estimated_resolution=box / shell if shell > 0 else 999.0,
+            overall_fourier_completeness=total_fourier_coverage(h.ssnr, h.completeness),
+        ))
+    first = classes[0]
+    for name in ClassModel.__dataclass_fields__:
+        setattr(model, name, getattr(first, name))
+    model.nr_classes = len(classes)
+    model.more_classes = classes[1:]
+    return model
+
+
+def _particles(inputs: RefineInputs, state: RunState, *, classification: bool = False) -> ParticleSet:
     ps = inputs.particle_set
     table = ps.particles.copy()
     angles = np.array([p.angles for p in state.particles])
@@ -65,13 +97,14 @@ def _particles(inputs: RefineInputs, state: RunState) -> ParticleSet:
         table[label] = angles[:, k]
     for k, label in enumerate(("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")):
         table[label] = origins[:, k]
-    table["rlnClassNumber"] = 1
+    table["rlnClassNumber"] = np.array([max(p.class_number, 1) for p in state.particles]) if classification else 1
     table["rlnLogLikeliContribution"] = state.log_likelihood_particles
     table["rlnMaxValueProbDistribution"] = state.pmax
     table["rlnNrOfSignificantSamples"] = state.n_significant
     table["rlnNormCorrection"] = 1.0
     table["rlnGroupNumber"] = inputs.groups + 1
-    table["rlnRandomSubset"] = np.array([p.half + 1 for p in state.particles])
+    if not classification:
+        table["rlnRandomSubset"] = np.array([p.half + 1 for p in state.particles])
     return ParticleSet(table, ps.optics, ps.general, extra_blocks=ps.extra_blocks)
 
 
@@ -81,6 +114,13 @@ def write_iteration_files(inputs: RefineInputs, o: RefineOptions, state: RunStat
     c, s = state.counters, state.sampling
     final = iteration is None
     maps = []
+    if o.classification:
+        maps = [f"{root}_class{k + 1:03d}.mrc" for k in range(len(state.halves))]
+        for h, path in zip(state.halves, maps):
+            write_mrc(path, h.map.astype(np.float32), inputs.pixel_size)
+        _class_model(inputs, o, state, maps).write(f"{root}_model.star")
+        _write_common(inputs, o, state, root, [f"{root}_model.star", ""], final=False)
+        return
     for h in range(2):
         path = f"{root}_half{h + 1}_class001.mrc"
         if not final:
@@ -97,8 +137,15 @@ def write_iteration_files(inputs: RefineInputs, o: RefineOptions, state: RunStat
         for h in range(2):
             _model(inputs, o, state, h, maps[h]).write(f"{root}_half{h + 1}_model.star")
             model_files.append(f"{root}_half{h + 1}_model.star")
+    _write_common(inputs, o, state, root, model_files, final=final)
+
+
+def _write_common(inputs: RefineInputs, o: RefineOptions, state: RunState, root: str, model_files: list[str], *,
+                  final: bool) -> None:
+    """The data, sampling, optimisation-set and (last) optimiser files of an iteration."""
+    c, s = state.counters, state.sampling
     data_file = f"{root}_data.star"
-    _particles(inputs, state).write(data_file)
+    _particles(inputs, state, classification=o.classification).write(data_file)
     sampling = AngularSampling.create(s.healpix_order, inputs.symmetry, s.psi_step)
     SamplingStarContents(
         healpix_order=s.healpix_order, psi_step=s.psi_step, offset_range=s.offset_range,
@@ -119,8 +166,12 @@ def write_iteration_files(inputs: RefineInputs, o: RefineOptions, state: RunStat
         output_root=o.output_root, model_star_file=model_files[0], model_star_file2=model_files[1],
         data_star_file=data_file, sampling_star_file=f"{root}_sampling.star",
         current_iteration=-1 if final else c.iteration, tomograms_file=inputs.tomograms_file,
-        trajectories_file=inputs.trajectories_file or "", number_of_iterations=o.auto_iter_max,
+        trajectories_file=inputs.trajectories_file or "",
+        number_of_iterations=o.n_iterations if o.classification else o.auto_iter_max,
         do_split_random_halves=o.split_random_halves, join_halves_until_resolution=o.low_resol_join_halves,
+        do_auto_refine=o.auto_refine, do_auto_sampling=o.auto_refine, tau2_fudge_arg=o.tau2_fudge,
+        highres_limit_expectation=o.strict_highres_exp, do_fast_subsets=o.fast_subsets,
+        do_skip_align=o.skip_align and o.classification,
         adaptive_oversample_order=s.oversampling, random_seed=inputs.seed,
         particle_diameter=inputs.particle_diameter, do_zero_mask=o.zero_mask,
         do_solvent_flattening=o.flatten_solvent, do_solvent_fsc_correction=o.solvent_correct_fsc,
@@ -147,35 +198,47 @@ def read_continuation(inputs: RefineInputs, o: RefineOptions, optimiser_file: st
     if not path.exists():
         raise InputError("optimiser file to continue from does not exist", file=path)
     opt = OptimiserStarContents.read(path)
-    if not opt.model_star_file2:
+    classification = not opt.do_auto_refine
+    if not opt.model_star_file2 and not classification:
         raise InputError("this optimiser file was written after the halves were joined (converged run); "
                          "it cannot be continued", file=path, table="optimiser_general",
                          column="rlnModelStarFile2")
     def near(name: str, referrer: Path = path) -> Path:
         return resolve_path(name, referrer=referrer)
 
-    models = [ModelStarContents.read(near(opt.model_star_file)), ModelStarContents.read(near(opt.model_star_file2))]
+    if classification:
+        model = ModelStarContents.read(near(opt.model_star_file))
+        models = [model] * model.nr_classes
+        names = [opt.model_star_file] * model.nr_classes
+        classes = model.classes()
+    else:
+        models = [ModelStarContents.read(near(opt.model_star_file)), ModelStarContents.read(near(opt.model_star_file2))]
+        names = [opt.model_star_file, opt.model_star_file2]
+        classes = [m.classes()[0] for m in models]
     samp = SamplingStarContents.read(near(opt.sampling_star_file))
     data = read_data_star(near(opt.data_star_file))
     if len(data) != len(inputs.particle_set):
         raise InputError(f"data file has {len(data)} particles, the input {len(inputs.particle_set)}",
                          file=opt.data_star_file, table="particles")
     halves = []
-    for m, name in zip(models, (opt.model_star_file, opt.model_star_file2)):
-        image = near(m.reference_image, near(name))
+    for m, name, k in zip(models, names, classes):
+        image = near(k.reference_image, near(name))
         sigma2 = np.array([_extend(np.asarray(s2, dtype=np.float64), inputs.n_shells) for s2 in m.sigma2_noise])
         if sigma2.shape[0] != inputs.n_optics:
             raise InputError(f"model has {sigma2.shape[0]} optics groups, the particles {inputs.n_optics}",
                              file=near(name), table="model_optics_group_1", column="rlnSigma2Noise")
+        fsc = k.gold_standard_fsc if k.gold_standard_fsc is not None else np.zeros(inputs.n_shells)
         halves.append(HalfState(map=np.array(read_mrc(image).data, dtype=np.float64),
-                                fsc=m.gold_standard_fsc, ssnr=m.ssnr_map, tau2=m.reference_tau2,
-                                sigma2_ref=m.reference_sigma2, completeness=m.fourier_completeness,
-                                sigma2=sigma2, pdf_direction=np.array(m.orientation_distribution, dtype=np.float64),
+                                fsc=fsc, ssnr=k.ssnr_map, tau2=k.reference_tau2,
+                                sigma2_ref=k.reference_sigma2, completeness=k.fourier_completeness,
+                                sigma2=sigma2, pdf_direction=np.array(k.orientation_distribution, dtype=np.float64),
                                 scales=np.array(m.group_scale_correction, dtype=np.float64),
                                 sigma_offset=m.sigma_offsets_angst, ave_pmax=m.average_pmax,
-                                log_likelihood=m.log_likelihood))
+                                log_likelihood=m.log_likelihood,
+                                pdf_class=k.class_distribution if classification else 1.0))
     m0 = models[0]
-    local = samp.healpix_order >= o.auto_local_healpix_order
+    local = samp.healpix_order >= o.auto_local_healpix_order if not classification else (
+        m0.orientational_prior_mode != 0 and m0.sigma_prior_rot_angle > 0)
     sampling = SamplingState(
         healpix_order=samp.healpix_order, psi_step=samp.psi_step, offset_range=samp.offset_range,
         offset_step=samp.offset_step, oversampling=opt.adaptive_oversample_order, local_search=local,
@@ -212,7 +275,7 @@ def read_continuation(inputs: RefineInputs, o: RefineOptions, optimiser_file: st
     for i, p in enumerate(state0.particles):
         p.angles = angles[i].copy()
         p.origin = origins[i].copy()
-        if subsets is not None:
+        if subsets is not None and not classification:
             p.half = int(subsets[i]) - 1
         if classes is not None:
             p.class_number = int(classes[i])

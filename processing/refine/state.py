@@ -1,5 +1,6 @@
 """The state of a 3D auto-refine run between iterations: each half set's model and every
-particle's hidden variables; what the iteration files record and a continuation restores."""
+particle's hidden variables; what the iteration files record and a continuation restores.
+In 3D classification ``RunState.halves`` holds one model per class (one set of particles)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class HalfState:
     pdf_direction: NDArray[np.float64]       # (n_directions,)
     scales: NDArray[np.float64]              # (n_groups,) intensity-scale corrections
     sigma_offset: float = 10.0               # Å
+    pdf_class: float = 1.0                   # the class's share (3D classification; 1 in auto-refine)
     ave_pmax: float = 0.0
     log_likelihood: float = 0.0
 
