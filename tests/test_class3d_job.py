@@ -335,3 +335,24 @@ def test_ccpem_pipeliner_reads_the_classification_and_the_class_selection(classi
     assert view["processes"][select.name]["type"] == "relion.select.interactive"
     assert view["jobs"][f"{select.name}job.star"] == {"class": "RelionSelectInteractive",
                                                        "fn_model": f"{info.name}run_it003_optimiser.star"}
+
+
+def test_continuing_with_more_iterations_registers_the_new_last_iteration(classified, monkeypatch):
+    session, info, fake = classified
+    star = JobStar.read(info.path / "job.star")
+    JobStar(star.type_label, is_continue=False, is_tomo=True, options={**star.options, "nr_iter": "5"}).write(
+        info.path / "job.star")
+    session.set_status(info.name, "Failed", touch_markers=True)
+    launched = []
+    monkeypatch.setattr(runner, "launch", lambda s, name, **kw: launched.append(kw))
+    runner.continue_job(session, info.name)
+    star = JobStar.read(info.path / "job.star")
+    assert star.is_continue and star.options["fn_cont"] == f"{info.name}run_it003_optimiser.star"
+    assert launched == [{"is_continue": True}]
+    pipe = session.read_pipeline()
+    outputs = pipe.outputs_of(info.name)
+    # the written last iteration stays; the run's new last iteration (5) is registered
+    assert f"{info.name}run_it003_data.star" in outputs and f"{info.name}run_it005_class003.mrc" in outputs
+    assert pipe.node(f"{info.name}run_it005_optimiser.star").type_label == "OptimiserData.star.relion.class3d"
+    assert len(outputs) == len(set(outputs)) == 12
+    assert "run_it005_optimisation_set.star" in (info.path / "job_pipeline.star").read_text()
