@@ -199,8 +199,9 @@ def select_particles(particles_file: str | os.PathLike, settings: SelectionSetti
         log(f"Removed {len(selection.removed)} duplicated particles (closer than "
             f"{settings.min_distance_angst:g} Å) from {selection.n_input}; kept {len(selection.kept)}")
     elif settings.classes is not None:
-        log(f"Kept the {len(selection.kept)} of {selection.n_input} particles in class(es) "
-            f"{format_class_list(settings.classes)}")
+        classes = settings.classes
+        log(f"Kept the {len(selection.kept)} of {selection.n_input} particles in class{'es' if len(classes) > 1 else ''} "
+            f"{format_class_list(classes).replace(' ', ', ')}")
     else:
         log(f"Kept {len(selection.kept)} of {selection.n_input} particles with "
             f"{settings.minval:g} <= {settings.label} <= {settings.maxval:g}")
