@@ -22,7 +22,7 @@ from processing.errors import InputError
 
 from .results import Headline, format_duration
 
-__all__ = ["ClassIteration", "classification_iterations", "read_class_iteration", "class_map_file",
+__all__ = ["ClassIteration", "format_resolution", "classification_iterations", "read_class_iteration", "class_map_file",
            "class_model_file", "class_optimiser_file", "class3d_headline", "class3d_forecast",
            "is_classification_listing"]
 
@@ -128,6 +128,11 @@ def read_class_iteration(job_dir: Path, iteration: int) -> ClassIteration:
     )
 
 
+def format_resolution(angstrom: float) -> str:
+    """``36.0 Å``, or ``–`` for a resolution not estimated yet (RELION writes inf at iteration 0)."""
+    return f"{angstrom:.1f} Å" if np.isfinite(angstrom) and 0 < angstrom < 999 else "–"
+
+
 def class3d_headline(history: list[ClassIteration], *, job_dir: str, elapsed: float | None) -> Headline | None:
     """A finished classification's result: its classes after the last iteration, the most
     populated first (occupancy and resolution of each); None before any iteration."""
@@ -139,11 +144,12 @@ def class3d_headline(history: list[ClassIteration], *, job_dir: str, elapsed: fl
     n = last.iteration
     facts = [f"{n} iteration{'s' if n != 1 else ''}" + (f" · {format_duration(elapsed)}" if elapsed is not None else "")]
     facts += [f"class {k + 1}: {100 * last.distribution[k]:.0f}% of the particles, "
-              f"{last.class_resolution[k]:.1f} Å" for k in order]
+              f"{format_resolution(last.class_resolution[k])}" for k in order]
     facts.append(f"maps: {job_dir}run_it{n:03d}_class001.mrc … class{last.n_classes:03d}.mrc")
+    resolution = float(last.class_resolution[best - 1])
     return Headline(title=f"{last.n_classes} classes; largest: class {best} "
-                          f"({100 * last.distribution[best - 1]:.0f}%, {last.class_resolution[best - 1]:.1f} Å)",
-                    facts=tuple(facts), value=float(last.class_resolution[best - 1]))
+                          f"({100 * last.distribution[best - 1]:.0f}%, {format_resolution(resolution)})",
+                    facts=tuple(facts), value=resolution if np.isfinite(resolution) else None)
 
 
 def class3d_forecast(history: list[ClassIteration], iteration_seconds: list[float], total: int | None) -> str:

@@ -148,8 +148,9 @@ def _write_model(path: Path, root: str, it: int, k: int, distribution, resolutio
     blocks["model_classes"] = pd.DataFrame({
         "rlnReferenceImage": [f"{root}_it{it:03d}_class{c:03d}.mrc" for c in range(1, k + 1)],
         "rlnClassDistribution": np.round(distribution, 6),
-        "rlnAccuracyRotations": [999.0 if it == 0 else round(20.0 - 3 * it + c, 3) for c in range(k)],
-        "rlnAccuracyTranslationsAngst": [999.0 if it == 0 else round(12.0 - 2 * it + c, 3) for c in range(k)],
+        # RELION writes 0 before the accuracies are estimated
+        "rlnAccuracyRotations": [0.0 if it == 0 else round(20.0 - 3 * it + c, 3) for c in range(k)],
+        "rlnAccuracyTranslationsAngst": [0.0 if it == 0 else round(12.0 - 2 * it + c, 3) for c in range(k)],
         "rlnEstimatedResolution": np.round(resolution, 6),
         "rlnOverallFourierCompleteness": [round(0.9 - 0.05 * c, 6) for c in range(k)],
     })

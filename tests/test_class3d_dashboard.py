@@ -5,16 +5,20 @@ through the runner, as the job builder makes any job). The browser test
 (tests/ui/test_class3d_browser.py) checks the page shows them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from dashboard import auth
 from dashboard.class3d_results import (class3d_forecast, class3d_headline, classification_iterations,
-                                       is_classification_listing, read_class_iteration)
+                                       format_resolution, is_classification_listing, read_class_iteration)
 from dashboard.plots import class_data
 from processing.errors import InputError
 from processing.io.jobstar import JobStar
+from processing.io.particles import ParticleSet
 from processing.jobs.class3d_params import Class3DParameters
+from processing.select import select_classes
 from sessions import Session
 
 from class3d_fake import write_fake_class3d
@@ -116,3 +120,42 @@ def test_monitor_plots_maps_and_selection_by_class(classified, monkeypatch):
     watching.ticks.value = [1]
     assert not watching.selection.ready and watching.selection.create() is None
     assert watching.selection.message[0] == "error" and len(launched) == 1
+
+
+RELION = Path(__file__).parent / "data" / "class3d_relion"
+
+
+def test_readers_parse_relions_own_classification():
+    """RELION 5's tomo 3D classification (tests/data/class3d_relion, K=2): every iteration's
+    model (table and column names), the plots' data (iteration 0's inf resolution is a gap),
+    the class maps, and the selection of a class from its data.star."""
+    listing = sorted(p.name for p in RELION.iterdir())
+    iterations = classification_iterations(listing)
+    assert iterations == list(range(len(iterations))) and len(iterations) >= 3 and is_classification_listing(listing)
+    history = [read_class_iteration(RELION, it) for it in iterations]
+    for it in history:
+        assert it.classes == [1, 2] and it.distribution.sum() == pytest.approx(1.0, abs=1e-4)
+        assert it.maps == (f"run_it{it.iteration:03d}_class001.mrc", f"run_it{it.iteration:03d}_class002.mrc")
+        assert it.pixel_size > 0 and it.ori_size > 0
+    assert not np.isfinite(history[0].class_resolution).any()            # RELION: inf before iteration 1
+    assert np.all((history[-1].class_resolution > 2 * history[-1].pixel_size) & np.isfinite(history[-1].class_resolution))
+    data = class_data(history)
+    assert len(data["occupancy"]["xs"]) == 2 and np.isnan(data["resolution"]["ys"][0][0])
+    assert np.all(np.isfinite(data["resolution"]["ys"][0][1:]))
+    headline = class3d_headline(history, job_dir="Class3D/job001/", elapsed=None)
+    assert headline.title.startswith("2 classes; largest: class") and "–" not in headline.title
+    assert format_resolution(history[0].class_resolution[0]) == "–"
+    # the maps the orthoslices show
+    from dashboard.readers import read_volume
+
+    last = history[-1]
+    volume, pixel_size = read_volume(RELION / last.maps[0])
+    assert volume.shape == (last.ori_size,) * 3 and pixel_size == pytest.approx(last.pixel_size)
+    # the particles of one class, every column kept; the hard assignments follow the occupancy
+    particles = ParticleSet.read(RELION / f"run_it{last.iteration:03d}_data.star")
+    kept, mask = select_classes(particles, [2])
+    classes = particles.particles["rlnClassNumber"].to_numpy()
+    assert mask.tolist() == (classes == 2).tolist() and list(kept.particles.columns) == list(particles.particles.columns)
+    assert mask.mean() == pytest.approx(last.distribution[1], abs=0.1)
+    with pytest.raises(InputError, match="the particles are in classes 0"):      # iteration 0: no classes yet
+        select_classes(ParticleSet.read(RELION / "run_it000_data.star"), [1])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import panel as pn
 
-from ..class3d_results import class_map_file, classification_iterations
+from ..class3d_results import class_map_file, classification_iterations, format_resolution
 from ..context import html_pane
 from ..plots import class_data, class_figures
 from ..style import class_colours
@@ -101,7 +101,7 @@ class Class3DMonitorParts:
         number = int(value.split()[-1]) if value else None
         found = next((it for it in self.model.classes if it.iteration == number), None)
         options = {} if found is None else {
-            f"class {k} ({100 * found.distribution[k - 1]:.0f}%, {found.class_resolution[k - 1]:.1f} Å)": k
+            f"class {k} ({100 * found.distribution[k - 1]:.0f}%, {format_resolution(found.class_resolution[k - 1])})": k
             for k in found.classes}
         with pn.io.hold():
             self.selection.param.update(iteration=number if found is not None else None,
