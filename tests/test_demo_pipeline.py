@@ -30,7 +30,7 @@ def test_each_step_takes_the_outputs_the_tutorial_takes(tmp_path):
     session = Session.create(tmp_path / "demo")
     inputs = {"optimisation": "Import/job001/optimisation_set.star"}
     chosen = {}
-    refined_map = fake = None
+    refined_map = fake = classes = None
     for number, (job_type, preset_name, alias) in enumerate(DEMO_STEPS, start=2):
         # every step's preset exists and fits its job type, with the test dataset's overrides
         params = find_preset(preset_name, job_type, session).params()
@@ -42,11 +42,11 @@ def test_each_step_takes_the_outputs_the_tutorial_takes(tmp_path):
             refined_map[12:20, 12:20, 12:20] = 2.0
             (session.root / inputs["refined_map"]).parent.mkdir(parents=True)
             write_mrc(session.root / inputs["refined_map"], refined_map, 6.0)
+        if job_type == "class3d":
+            classes = params
         if alias == "largest_class":      # the class selection reads the classification's last model
             fake = write_fake_class3d(session.root, inputs["classification"], n_classes=2,
                                       n_iterations=classes.nr_iter)
-        if job_type == "class3d":
-            classes = params
         chosen[alias] = step_inputs(session, job_type, inputs, TEST_OVERRIDES.get(alias, {}) | {"lowpass_filter": 20})
         name = f"{get_job_type(job_type).params_class.process_dir}/job{number:03d}/"
         hand_over(inputs, job_type, name)
