@@ -684,6 +684,8 @@ class OptimiserStarContents:
         """The ``optimiser_general`` list block in RELION's label order."""
         out: dict[str, Any] = {}
         for label, attr, kind, fixed in _OPTIMISER_LABELS:
+            if label == "rlnModelStarFile2" and not self.do_split_random_halves:
+                continue    # RELION writes the second model only for split halves
             value = getattr(self, attr) if attr is not None else self.extra.get(label, fixed)
             out[label] = kind(value) if kind is not str else ("" if value is None else str(value))
         for label, value in self.extra.items():

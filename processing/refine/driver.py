@@ -145,6 +145,7 @@ class RefineRun:
             optics_grids=self._optics_grids(state),
             n_classes=K, skip_align=self.options.skip_align and self.options.classification,
             pdf_class=np.array([h.pdf_class for h in state.halves]),
+            strict_highres=self.options.classification and self.options.strict_highres_exp > 0,
         )
 
     def _choose_classes(self, state: RunState, *, cc: bool) -> None:
@@ -235,6 +236,7 @@ class RefineRun:
         c.random_perturbation = next_random_perturbation(c.random_perturbation, max(o.perturb, 0.0),
                                                          self.seed + iteration)
         if o.classification:
+            self._visiting_order(state)     # relion_refine shuffles once, in the first iteration it runs
             c.current_size, c.coarse_size = classification_image_sizes(self.inputs, o, state)
             self._choose_classes(state, cc=cc)
         ctx = self._context(state, cc=cc, final=final)

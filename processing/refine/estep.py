@@ -126,6 +126,9 @@ class EStepContext:
     skip_align: bool = False
     #: (n_sets · K,) class prior, used in place of the direction prior when not aligning
     pdf_class: NDArray[np.float64] | None = None
+    #: ``--strict_highres_exp``: both passes score at the coarse size (the sums still use the
+    #: current size)
+    strict_highres: bool = False
     _views: dict = field(default_factory=dict, repr=False, compare=False)
 
     def for_particle(self, state: "ParticleState") -> "EStepContext":
@@ -576,6 +579,7 @@ def expect_particle(
 
     # ---- pass 2: oversampled children of the significant coarse pairs at the current size
     freq_f = ctx.frequencies(ctx.current_size)
+    freq_score = ctx.frequencies(ctx.coarse_size) if ctx.strict_highres else freq_f
     sig_t, sig_r = np.nonzero(significant)
     ut, t_inv = np.unique(sig_t, return_inverse=True)
     if ctx.skip_align:
@@ -604,7 +608,7 @@ def expect_particle(
         if ctx.skip_align and os_ == 0 and ctx.coarse_size == ctx.current_size:
             d2 = diff2[:, column_start[j]:column_start[j + 1]]
         else:
-            d2 = _score(ctx, ctx.references[c.reference], particle, freq_f, fine_rot, origin_px[None] + fine_t,
+            d2 = _score(ctx, ctx.references[c.reference], particle, freq_score, fine_rot, origin_px[None] + fine_t,
                         scale, sigma2, multiplicity_power=powers[1])
         parent_ok = np.zeros((ut.size, ur.size), dtype=bool)
         parent_ok[t_inv[in_class], r_inv] = True
@@ -626,7 +630,7 @@ def expect_particle(
         total = w2.sum()
         w2 /= total
         log_sum = float(np.log(total) + top) + _likelihood_constants(
-            ctx, particle, sigma2, freq_f, log_prior_rot=log_prior_rot, log_prior_t=log_prior_t,
+            ctx, particle, sigma2, freq_score, log_prior_rot=log_prior_rot, log_prior_t=log_prior_t,
             multiplicity_power=powers[1])
     bt, br = np.unravel_index(np.argmax(w2), w2.shape)
     pmax = float(w2[bt, br])

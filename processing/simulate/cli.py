@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--duplicates", type=float, dest="duplicate_fraction",
                         help="fraction of particles picked a second time, 3-20 Å from their true centre "
                              "(planted duplicates, listed in simulation.json; default 0)")
+    parser.add_argument("--decoys", type=float, dest="decoy_fraction",
+                        help="fraction of the lattice sites left as empty membrane and picked anyway (planted "
+                             "decoys: bad particles, listed in simulation.json; default 0)")
     parser.add_argument("--absolute-paths", action="store_true", help="absolute paths inside the STAR files")
     parser.set_defaults(func=run)
     return parser
@@ -58,6 +61,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in (
         "seed", "snr", "symmetry", "n_tomograms", "spheres_per_tomogram", "pixel_size", "hand",
         "rot_error_deg", "tilt_error_deg", "psi_error_deg", "position_error_angst", "duplicate_fraction",
+        "decoy_fraction",
     ):
         value = getattr(args, key, None)
         if value is not None:
@@ -98,8 +102,9 @@ def format_report(result: SimulationResult) -> str:
             f"SNR per tilt: max {t.tilt_snr.max():.4f} (tilt {t.geometry.nominal_tilt[int(t.tilt_snr.argmax())]:g}°), "
             f"min {t.tilt_snr.min():.4f}, mean {t.tilt_snr.mean():.4f}; noise σ {t.noise_sigma:.4g}"
         )
+        decoys = "" if t.decoys is None else f" + {len(t.planted_decoys())} decoy picks"
         lines.append(
-            f"  {t.name}: {len(t.true_poses)} particles, ZRot {t.geometry.z_rot[0]:g}°, "
+            f"  {t.name}: {t.n_particles} particles{decoys}, ZRot {t.geometry.z_rot[0]:g}°, "
             f"defocus {t.geometry.defocus_u.mean():.0f}/{t.geometry.defocus_v.mean():.0f} Å, {snr}"
         )
     total_bytes = sum(f.stat().st_size for f in result.outdir.rglob("*") if f.is_file())

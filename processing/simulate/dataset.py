@@ -9,7 +9,8 @@ Layout of ``outdir`` (paths inside STAR files are relative to ``outdir`` unless
     particles.star                      data_optics + data_particles, initial (perturbed) poses
     particles_true.star                 same columns, true poses
                                         (with planted duplicates: one row per pick, in the same
-                                        order; a second pick has its particle's true pose)
+                                        order; a second pick has its particle's true pose;
+                                        a planted decoy has its pick's true membrane pose)
     optimisation_set.star               rlnTomoParticlesFile, rlnTomoTomogramsFile
     truth_map.mrc                       the phantom at the ts pixel size, centre at N//2
     simulation.json                     parameters, seed, derived values, per-tilt SNR
@@ -34,6 +35,8 @@ from .phantom import Phantom, phantom_from_model, procedural_phantom, render_map
 from .specimen import (
     ParticlePoses,
     PlantedDuplicates,
+    choose_decoy_sites,
+    membrane_patch,
     perturb_poses,
     place_spheres,
     plant_duplicates,
@@ -56,6 +59,7 @@ __all__ = [
     "SimulationResult",
     "build_phantom",
     "load_parameters",
+    "planted_decoys",
     "planted_duplicates",
     "render_truth",
     "simulate_dataset",
@@ -78,6 +82,12 @@ class SimulatedTomogram:
     tilt_snr: NDArray[np.float64]  # (n_tilts,) measured mean particle SNR per tilt (nan: no noise)
     image_files: list[str] = field(default_factory=list)
     duplicates: PlantedDuplicates | None = None  # second picks (params.duplicate_fraction > 0)
+    decoys: NDArray[np.bool_] | None = None  # (sites,) empty-membrane sites (params.decoy_fraction > 0)
+
+    @property
+    def n_particles(self) -> int:
+        """Complexes placed in this tomogram (lattice sites that are not decoys)."""
+        return len(self.true_poses) - (0 if self.decoys is None else int(self.decoys.sum()))
 
     @property
     def n_picks(self) -> int:
@@ -93,6 +103,17 @@ class SimulatedTomogram:
         row_of[self.duplicates.order] = np.arange(len(self.duplicates.order))
         return {f"{self.name}/{row_of[n + k] + 1}": f"{self.name}/{row_of[first] + 1}"
                 for k, first in enumerate(self.duplicates.duplicate_of.tolist())}
+
+    def planted_decoys(self) -> list[str]:
+        """``rlnTomoParticleName`` of every pick on empty membrane (a decoy site, or a planted
+        second pick of one), in file order."""
+        if self.decoys is None:
+            return []
+        n = len(self.true_poses)
+        if self.duplicates is None:
+            return [f"{self.name}/{k + 1}" for k in np.flatnonzero(self.decoys).tolist()]
+        site = np.concatenate([np.arange(n), self.duplicates.duplicate_of])[self.duplicates.order]
+        return [f"{self.name}/{row + 1}" for row in np.flatnonzero(self.decoys[site]).tolist()]
 
 
 @dataclass
@@ -110,7 +131,8 @@ class SimulationResult:
 
     @property
     def n_particles(self) -> int:
-        return sum(len(t.true_poses) for t in self.tomograms)
+        """Complexes placed (decoys are picks, not particles)."""
+        return sum(t.n_particles for t in self.tomograms)
 
     @property
     def n_tilt_images(self) -> int:
@@ -163,6 +185,21 @@ def planted_duplicates(dataset_dir: str | Path) -> dict[str, str]:
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"not a simulated dataset: {exc}", file=path) from exc
     return {second: first for t in tomograms for second, first in t.get("planted_duplicates", {}).items()}
+
+
+def planted_decoys(dataset_dir: str | Path) -> set[str]:
+    """The picks on empty membrane planted in a simulated dataset (``decoy_fraction`` > 0), from
+    its ``simulation.json``: their ``rlnTomoParticleName``; empty when none were planted."""
+    import json
+
+    from ..errors import InputError
+
+    path = Path(dataset_dir) / "simulation.json"
+    try:
+        tomograms = json.loads(path.read_text())["tomograms"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"not a simulated dataset: {exc}", file=path) from exc
+    return {name for t in tomograms for name in t.get("planted_decoys", [])}
 
 
 def render_truth(dataset_dir: str | Path, box: int, pixel_size: float) -> NDArray[np.float32]:
@@ -258,13 +295,22 @@ def simulate_dataset(
                 distance_px=(params.duplicate_distance_angst[0] / px, params.duplicate_distance_angst[1] / px),
                 rot_error=params.rot_error_deg, tilt_error=params.tilt_error_deg, psi_error=params.psi_error_deg,
             )
+        decoys = None
+        if params.decoy_fraction > 0:
+            # Child 5 of this tomogram's seed, named explicitly: independent of the duplicates.
+            decoy_ss = np.random.SeedSequence(tomo_seed.entropy, spawn_key=tuple(tomo_seed.spawn_key) + (5,))
+            decoys = choose_decoy_sites(len(true_poses), np.random.default_rng(decoy_ss), fraction=params.decoy_fraction)
         # Render from the values exactly as written to the STAR files (6 decimals).
         written = _as_written(true_poses, params.tomogram_size, px)
         rotations = written.rotations()
+        placed = slice(None) if decoys is None else ~decoys
+        membranes = [] if decoys is None else _membrane_groups(
+            phantom, decoys, written, rotations, radii_angst, separations, params
+        )
         tomo = SimulatedTomogram(
             name=name, geometry=geometry, projections=projections, sphere_centres=centres,
             sphere_radii=radii_angst / px, true_poses=true_poses, initial_poses=initial,
-            noise_sigma=0.0, tilt_snr=np.full(len(geometry), np.nan), duplicates=duplicates,
+            noise_sigma=0.0, tilt_snr=np.full(len(geometry), np.nan), duplicates=duplicates, decoys=decoys,
         )
         noise_seeds = noise_ss.spawn(len(geometry))
         signal_var = np.zeros(len(geometry))
@@ -272,28 +318,24 @@ def simulate_dataset(
         clean: list[NDArray[np.float32]] = []
         for f in range(len(geometry)):
             image = np.zeros((height, width), dtype=np.float32)
-            render = project_particles(
-                phantom, rotations, written.positions, projections[f],
-                pixel_size=px, patch_size=patch, tomogram_centre=centre,
-            )
+            ctf = dose = None
             if params.ctf or params.dose_weighting:
                 ctf = CtfParameters(
                     defocus_u=float(geometry.defocus_u[f]), defocus_v=float(geometry.defocus_v[f]),
                     defocus_angle=float(geometry.defocus_angle[f]), **ctf_params,
                 )
                 dose = float(geometry.pre_exposure[f]) if params.dose_weighting else None
-                if params.ctf:
-                    transfer = -particle_ctfs(
-                        ctf, render.depths, patch_size=patch, pixel_size=px, hand=params.hand, dose=dose
-                    )
-                else:
-                    kx, ky = fourier_frequency_grid(patch, px)
-                    transfer = np.broadcast_to(
-                        dose_weight(np.hypot(kx, ky), dose).astype(np.float32), (len(render.patches),) + kx.shape
-                    )
-                patches = apply_ctf(render.patches, transfer)
-            else:
-                patches = render.patches
+            for membrane, m_rotations, m_positions, m_patch in membranes:
+                m_render = project_particles(
+                    membrane, m_rotations, m_positions, projections[f],
+                    pixel_size=px, patch_size=m_patch, tomogram_centre=centre,
+                )
+                add_patches(image, _image_formation(m_render, ctf, dose, params, m_patch), m_render.origins)
+            render = project_particles(
+                phantom, rotations[placed], written.positions[placed], projections[f],
+                pixel_size=px, patch_size=patch, tomogram_centre=centre,
+            )
+            patches = _image_formation(render, ctf, dose, params, patch)
             add_patches(image, patches, render.origins)
             inside = _inside(render.centres, mask_radius / px, width, height)
             if np.any(inside):
@@ -316,8 +358,9 @@ def simulate_dataset(
             tomo.image_files.append(rel)
         del clean
         say(
-            f"{name}: {len(true_poses)} particles on {params.spheres_per_tomogram} sphere(s), "
-            f"{len(geometry)} tilts, {width}x{height} px"
+            f"{name}: {tomo.n_particles} particles on {params.spheres_per_tomogram} sphere(s), "
+            + (f"{len(tomo.planted_decoys())} decoys, " if decoys is not None else "")
+            + f"{len(geometry)} tilts, {width}x{height} px"
             + (f", SNR per tilt {tomo.tilt_snr.min():.4f}..{tomo.tilt_snr.max():.4f}" if params.snr else "")
         )
         tomograms.append(tomo)
@@ -330,6 +373,44 @@ def simulate_dataset(
     write_json(outdir / "simulation.json", _summary(result, box))
     files["simulation"] = outdir / "simulation.json"
     return result
+
+
+def _image_formation(
+    render: Any, ctf: CtfParameters | None, dose: float | None, params: SimulationParameters, patch: int
+) -> NDArray[np.float32]:
+    """The rendered windows after the CTF at each window's depth and the dose envelope."""
+    if not (params.ctf or params.dose_weighting):
+        return render.patches
+    px = params.pixel_size
+    if params.ctf:
+        assert ctf is not None
+        transfer = -particle_ctfs(ctf, render.depths, patch_size=patch, pixel_size=px, hand=params.hand, dose=dose)
+    else:
+        kx, ky = fourier_frequency_grid(patch, px)
+        transfer = np.broadcast_to(
+            dose_weight(np.hypot(kx, ky), dose).astype(np.float32), (len(render.patches),) + kx.shape
+        )
+    return apply_ctf(render.patches, transfer)
+
+
+def _membrane_groups(
+    phantom: Phantom, decoys: NDArray[np.bool_], written: ParticlePoses, rotations: NDArray[np.float64],
+    radii_angst: NDArray[np.float64], separations: NDArray[np.float64], params: SimulationParameters,
+) -> list[tuple[Phantom, NDArray[np.float64], NDArray[np.float64], int]]:
+    """Per sphere with decoy sites: its membrane patch (covering a site's share of the sphere,
+    half the lattice separation), the sites' rotations and positions, and the window size."""
+    px = params.pixel_size
+    sigma = max(params.blob_sigma_min_px * px, float(np.median(phantom.sigmas)))
+    max_defocus = params.defocus_range[1] + params.astigmatism_range[1] + px * max(params.tomogram_size)
+    groups = []
+    for s in np.unique(written.sphere_index[decoys]).tolist():
+        sites = decoys & (written.sphere_index == s)
+        membrane = membrane_patch(phantom, float(radii_angst[s]), 0.5 * float(separations[s]), sigma=sigma)
+        window = params.patch_size or auto_patch_size(
+            membrane, px, max_defocus=max_defocus, voltage=params.voltage, cs=params.cs, ctf=params.ctf
+        )
+        groups.append((membrane, rotations[sites], written.positions[sites], window))
+    return groups
 
 
 def _inside(centres: NDArray[np.float64], radius: float, width: int, height: int) -> NDArray[np.bool_]:
@@ -490,7 +571,7 @@ def _summary(result: SimulationResult, box: int) -> dict[str, Any]:
         "tomograms": [
             {
                 "name": t.name,
-                "n_particles": len(t.true_poses),
+                "n_particles": t.n_particles,
                 "n_tilts": len(t.geometry),
                 "sphere_centres_px": np.round(t.sphere_centres, 4).tolist(),
                 "sphere_radii_px": np.round(t.sphere_radii, 4).tolist(),
@@ -498,6 +579,7 @@ def _summary(result: SimulationResult, box: int) -> dict[str, Any]:
                 "tilt_snr": [None if not np.isfinite(v) else round(float(v), 6) for v in t.tilt_snr],
                 **({"n_picks": t.n_picks, "planted_duplicates": t.planted_duplicates()}
                    if t.duplicates is not None else {}),
+                **({"n_picks": t.n_picks, "planted_decoys": t.planted_decoys()} if t.decoys is not None else {}),
             }
             for t in result.tomograms
         ],

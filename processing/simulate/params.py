@@ -92,6 +92,16 @@ class SimulationParameters:
     duplicate_distance_angst : ``(min, max)`` distance (Å) of a second pick from the particle's
         true centre, uniform in that range, in a random direction.
 
+    Planted decoys (off by default; the default outputs do not change)
+    ------------------------------------------------------------------
+    decoy_fraction : fraction of each tomogram's lattice sites (0..1, the count is rounded)
+        where no complex is placed: the site is left as empty membrane (a membrane patch is
+        rendered there, curved like its vesicle) and picked like a particle — a "bad
+        particle" with the picker's pose (normal from the membrane, random in-plane angle,
+        the same pose errors). The complexes at the other sites and all picks keep the rows,
+        names and poses of the dataset without decoys. ``simulation.json`` lists them
+        (``planted_decoys``); ``particles_true.star`` holds the decoy pick's membrane pose.
+
     Output
     ------
     truth_box : box of ``truth_map.mrc`` (voxels at ``pixel_size``); ``None`` = automatic.
@@ -149,6 +159,8 @@ class SimulationParameters:
     # planted duplicates
     duplicate_fraction: float = 0.0
     duplicate_distance_angst: tuple[float, float] = (3.0, 20.0)
+    # planted decoys
+    decoy_fraction: float = 0.0
     # output
     truth_box: int | None = None
     absolute_paths: bool = False
@@ -197,6 +209,8 @@ class SimulationParameters:
             raise bad("defocus_range", "must be (low, high)")
         if not 0.0 <= self.duplicate_fraction <= 1.0:
             raise bad("duplicate_fraction", "must lie in [0, 1]")
+        if not 0.0 <= self.decoy_fraction <= 1.0:
+            raise bad("decoy_fraction", "must lie in [0, 1]")
         low, high = self.duplicate_distance_angst
         if not 0.0 <= low <= high:
             raise bad("duplicate_distance_angst", "must be (min, max) with 0 <= min <= max Å")
@@ -206,11 +220,12 @@ class SimulationParameters:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists). The planted-duplicate fields are left out
-        while they hold their defaults, so default datasets keep their bytes."""
+        """JSON-friendly dict (tuples become lists). The planted-duplicate and planted-decoy
+        fields are left out while they hold their defaults, so default datasets keep their bytes."""
         out = dataclasses.asdict(self)
-        names = ("duplicate_fraction", "duplicate_distance_angst")
-        if all(out[n] == f.default for f in dataclasses.fields(self) for n in names if f.name == n):
-            for name in names:
-                out.pop(name)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for names in (("duplicate_fraction", "duplicate_distance_angst"), ("decoy_fraction",)):
+            if all(out[n] == defaults[n] for n in names):
+                for name in names:
+                    out.pop(name)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

@@ -40,6 +40,8 @@ __all__ = [
     "perturb_poses",
     "PlantedDuplicates",
     "plant_duplicates",
+    "choose_decoy_sites",
+    "membrane_patch",
 ]
 
 PRIOR_ANGLES = (0.0, 90.0, 0.0)  # Euler angles of Ry(+90°): the picker's rlnAngle* / priors
@@ -307,3 +309,57 @@ def plant_duplicates(
     positions = base.positions + direction * distance[:, None]
     poses = ParticlePoses(positions, picked.subtomogram_angles, picked.angles, picked.sphere_index, picked.normals)
     return PlantedDuplicates(poses, chosen.astype(np.int64), rng.permutation(n + m).astype(np.int64))
+
+
+# ---- planted decoys: picks on empty membrane -------------------------------------------------
+
+#: Distance (Å) of each leaflet's density from the membrane's mid-plane (a ~40 Å bilayer).
+MEMBRANE_LEAFLET_OFFSET = 17.5
+#: Mass of a decoy's membrane patch relative to that of one complex.
+MEMBRANE_MASS_RATIO = 1.0
+
+
+def choose_decoy_sites(n: int, rng: np.random.Generator, *, fraction: float) -> NDArray[np.bool_]:
+    """Which of ``n`` lattice sites are left empty and picked as decoys: ``round(fraction·n)``
+    of them, chosen uniformly at random; (n,) mask."""
+    m = int(round(fraction * n))
+    mask = np.zeros(n, dtype=bool)
+    if m:
+        mask[rng.choice(n, size=m, replace=False)] = True
+    return mask
+
+
+def membrane_patch(
+    phantom: Phantom, sphere_radius: float, angular_radius: float, *, sigma: float
+) -> Phantom:
+    """A patch of vesicle membrane (a bilayer, no protein) centred on a site of the sphere.
+
+    Frame of the particles on the sphere: the site is the origin and the outward normal +z, so
+    the patch is drawn with a pick's ``A_sub·A_part`` like a complex. Each leaflet is a sheet
+    of Gaussians (σ = ``sigma`` Å, hexagonal grid of spacing σ, so the sheet is smooth) on
+    the sphere of radius ``sphere_radius`` ± :data:`MEMBRANE_LEAFLET_OFFSET` Å around the
+    vesicle's centre, out to ``angular_radius`` (radians, seen from the centre) with a cosine
+    taper over its last 3σ. The amplitudes make the patch's mass
+    :data:`MEMBRANE_MASS_RATIO` × that of ``phantom`` (one complex).
+    """
+    spacing = sigma
+    layers, weights = [], []
+    for h in (-MEMBRANE_LEAFLET_OFFSET, MEMBRANE_LEAFLET_OFFSET):
+        r = sphere_radius + h
+        edge = r * np.sin(angular_radius)
+        k = int(np.ceil(edge / spacing)) + 1
+        i, j = np.meshgrid(np.arange(-k, k + 1), np.arange(-k, k + 1), indexing="ij")
+        x = (i + 0.5 * j).ravel() * spacing
+        y = j.ravel() * spacing * np.sqrt(3.0) / 2.0
+        rho = np.hypot(x, y)
+        keep = rho <= edge
+        x, y, rho = x[keep], y[keep], rho[keep]
+        z = np.sqrt(r * r - rho * rho) - sphere_radius
+        taper = np.clip((edge - rho) / (3.0 * sigma), 0.0, 1.0)
+        layers.append(np.stack([x, y, z], axis=1))
+        weights.append(0.5 - 0.5 * np.cos(np.pi * taper))
+    positions = np.concatenate(layers)
+    weight = np.concatenate(weights)
+    mass = float(np.sum(phantom.amplitudes * phantom.sigmas**3))
+    amplitude = MEMBRANE_MASS_RATIO * mass / (float(np.sum(weight)) * sigma**3)
+    return Phantom(positions, amplitude * weight, np.full(len(positions), float(sigma)), "C1")

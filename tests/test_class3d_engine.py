@@ -1,0 +1,160 @@
+"""3D classification (relion_refine without --auto_refine) against RELION 5's own run.
+
+The fixture (tests/data/class3d_relion, see its ORIGIN.md) is RELION 5's classification of the
+TEST data with 30 % planted decoys (picks on empty membrane), K = 2, six iterations, the tomo
+Class3D GUI's command. The same data are made here (simulation, Extract and Reconstruct are
+deterministic) and classified by ``tomodash refine`` with the same command.
+
+* From RELION's own iteration-2 files (``--continue``), tomodash's next two iterations are
+  RELION's: the same class for every particle, class distributions within 0.005, the same
+  <Pmax>, resolution and data-versus-prior ratios. Given the same model, the E-step (the class
+  as one more hidden variable, no class prior under orientation priors) and the M-step (τ² from
+  each reference's power, the average CTF² of premultiplied data, pdf_class) are RELION's.
+* From scratch: iteration 1 (cross-correlation, class 1 only) and the seed iteration 2 (each
+  particle one random class: glibc ``srand(seed + j) rand() % K`` in the visiting order) give
+  RELION's class of every particle and its class distribution; later iterations differ only
+  as far as iteration 1's hard assignments did (maps FSC > 0.9 against RELION's at every shell),
+  which a chaotic classification then amplifies: resolutions equal, distributions within 0.08.
+* MPI (leader + 2 ranks sharing all particles) gives the single process's classes and maps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+
+from processing.fourier.fsc import fsc
+from processing.io import OptimisationSet, read_mrc
+from processing.simulate import simulate_dataset
+from processing.simulate.presets import TEST
+
+from conftest import run_cmd, venv_bin, with_random_subsets
+
+RELION = Path(__file__).parent / "data" / "class3d_relion"
+K = 2
+pytestmark = pytest.mark.slow
+
+
+def class_args(out: str, iterations: int = 4) -> list[str]:
+    """The command of the fixture (RELION's tomo Class3D GUI)."""
+    return [
+        venv_bin("tomodash"), "refine", "--o", f"{out}/run", "--ios", "ex/optimisation_set.star",
+        "--ref", "rec/merged.mrc", "--firstiter_cc", "--trust_ref_size", "--ini_high", "60",
+        "--dont_combine_weights_via_disc", "--pool", "4", "--pad", "2", "--ctf", "--iter", str(iterations), "--tau2_fudge", "4",
+        "--particle_diameter", "200", "--K", str(K), "--flatten_solvent", "--zero_mask", "--oversampling", "1",
+        "--healpix_order", "2", "--offset_range", "4", "--offset_step", "2", "--sym", "C6", "--norm", "--scale",
+        "--sigma_tilt", "10", "--j", "1", "--random_seed", "1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """The fixture's project directory: TEST data (2 tomograms, 30 % decoys) with random
+    halves, extracted at bin 2 (32 px, cropped to 24) and reconstructed (C6)."""
+    root = tmp_path_factory.mktemp("class3d")
+    simulate_dataset(dataclasses.replace(TEST, n_tomograms=2, decoy_fraction=0.3), root)
+    with_random_subsets(root / "particles.star", root / "particles.star")
+    OptimisationSet(particles="particles.star", tomograms="tomograms.star").write(root / "optimisation_set.star")
+    tomodash = venv_bin("tomodash")
+    run_cmd([tomodash, "extract", "--i", "optimisation_set.star", "--o", "ex/", "--b", "32", "--crop", "24",
+             "--bin", "2", "--stack2d", "--float16", "--j", "2"], cwd=root)
+    run_cmd([tomodash, "reconstruct", "--i", "ex/optimisation_set.star", "--o", "rec/", "--b", "32", "--crop", "24",
+             "--bin", "2", "--sym", "C6", "--j", "2"], cwd=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ours(project) -> Path:
+    """tomodash's classification of the fixture's data, four iterations, one process."""
+    run_cmd(class_args("ours"), cwd=project, timeout=600)
+    return project / "ours"
+
+
+def _model(run: Path, iteration: int) -> dict:
+    return starfile.read(run / f"run_it{iteration:03d}_model.star", always_dict=True)
+
+
+def _classes(run: Path, iteration: int) -> np.ndarray:
+    table = starfile.read(run / f"run_it{iteration:03d}_data.star", always_dict=True)["particles"]
+    return table.set_index("rlnTomoParticleName")["rlnClassNumber"].astype(int)
+
+
+def test_writes_relions_classification_files(ours: Path, project: Path) -> None:
+    expected = {line.split("\t")[0] for line in (RELION / "files.txt").read_text().splitlines()
+                if line.startswith("run_it00") and int(line[6:9]) <= 4 and not line.endswith("bild")
+                and "_angdist" not in line}
+    written = {p.name for p in ours.glob("run_it*")}
+    assert expected <= written, sorted(expected - written)
+    assert not list(ours.glob("*half*")) and not (ours / "run_model.star").exists()
+    model = _model(ours, 4)
+    assert int(model["model_general"]["rlnNrClasses"]) == K
+    assert float(model["model_general"]["rlnTau2FudgeFactor"]) == 4.0
+    classes = model["model_classes"]
+    assert len(classes) == K and classes["rlnClassDistribution"].sum() == pytest.approx(1.0)
+    assert list(classes["rlnReferenceImage"]) == [f"ours/run_it004_class{k:03d}.mrc" for k in (1, 2)]
+    for k in range(1, K + 1):
+        assert f"model_class_{k}" in model and f"model_pdf_orient_class_{k}" in model
+    optimiser = starfile.read(ours / "run_it004_optimiser.star")
+    assert int(optimiser["rlnDoAutoRefine"]) == 0 and int(optimiser["rlnNumberOfIterations"]) == 4
+    assert int(optimiser["rlnDoSplitRandomHalves"]) == 0
+    assert set(_classes(ours, 4).unique()) <= {1, 2}
+
+
+def test_first_two_iterations_are_relions(ours: Path) -> None:
+    for iteration in (1, 2):
+        theirs, mine = _classes(RELION, iteration), _classes(ours, iteration)
+        assert (mine.loc[theirs.index] == theirs).all(), iteration
+        np.testing.assert_allclose(_model(ours, iteration)["model_classes"]["rlnClassDistribution"],
+                                   _model(RELION, iteration)["model_classes"]["rlnClassDistribution"], atol=1e-3)
+    for iteration in range(1, 5):
+        a, b = _model(ours, iteration)["model_general"], _model(RELION, iteration)["model_general"]
+        assert float(a["rlnCurrentResolution"]) == pytest.approx(float(b["rlnCurrentResolution"]), rel=1e-6)
+        np.testing.assert_allclose(_model(ours, iteration)["model_classes"]["rlnClassDistribution"],
+                                   _model(RELION, iteration)["model_classes"]["rlnClassDistribution"], atol=0.08)
+        noise_ours = _model(ours, iteration)["model_optics_group_1"]["rlnSigma2Noise"].to_numpy()
+        noise_relion = _model(RELION, iteration)["model_optics_group_1"]["rlnSigma2Noise"].to_numpy()
+        np.testing.assert_allclose(noise_ours, noise_relion, rtol=0.01)
+    # Iteration 1's maps (the cross-correlation iteration's hard assignments)
+    for k in (1, 2):
+        curve = fsc(read_mrc(ours / f"run_it001_class{k:03d}.mrc").data,
+                    read_mrc(RELION / f"run_it001_class{k:03d}.mrc").data)
+        assert curve[1:12].min() > 0.9, curve
+
+
+def test_continuing_relions_iteration_2_gives_relions_next_iterations(project: Path) -> None:
+    """RELION's own iteration-2 files continued by tomodash for two iterations."""
+    (project / "class").mkdir(exist_ok=True)
+    for path in RELION.glob("run_it002_*"):
+        shutil.copy(path, project / "class" / path.name)
+    run_cmd([venv_bin("tomodash"), "refine", "--o", "cont/run", "--continue", "class/run_it002_optimiser.star",
+             "--j", "1"], cwd=project, timeout=600)
+    cont = project / "cont"
+    for iteration in (3, 4):
+        theirs, mine = _classes(RELION, iteration), _classes(cont, iteration)
+        assert (mine.loc[theirs.index] == theirs).mean() >= 0.97, iteration
+        a, b = _model(cont, iteration), _model(RELION, iteration)
+        np.testing.assert_allclose(a["model_classes"]["rlnClassDistribution"],
+                                   b["model_classes"]["rlnClassDistribution"], atol=0.005)
+        assert float(a["model_general"]["rlnAveragePmax"]) == pytest.approx(
+            float(b["model_general"]["rlnAveragePmax"]), rel=0.02)
+        assert float(a["model_general"]["rlnCurrentResolution"]) == pytest.approx(
+            float(b["model_general"]["rlnCurrentResolution"]), rel=1e-6)
+        for k in (1, 2):
+            ssnr_a = a[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8]
+            ssnr_b = b[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8]
+            np.testing.assert_allclose(ssnr_a, ssnr_b, rtol=0.05)
+
+
+def test_mpi_gives_the_single_process_classes(project: Path, ours: Path) -> None:
+    mpiexec = [venv_bin("mpiexec"), "-n", "3"]
+    run_cmd(mpiexec + class_args("mpi", iterations=3), cwd=project, timeout=600)
+    assert (_classes(project / "mpi", 3) == _classes(ours, 3)).all()
+    for k in (1, 2):
+        a = read_mrc(project / "mpi" / f"run_it003_class{k:03d}.mrc").data
+        b = read_mrc(ours / f"run_it003_class{k:03d}.mrc").data
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
