@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,32 @@ def test_command_is_relions_in_its_order():
     assert "--skip_align" in args and not {"--healpix_order", "--sigma_ang", "--offset_range"} & set(args)
     direct = demo_like(in_optimisation="", use_direct_entries=True, in_particles="p.star", in_tomograms="t.star")
     assert direct.command_args("Class3D/job009")[2:6] == ["--i", "p.star", "--tomograms", "t.star"]
+
+
+def test_the_form_gives_the_command_of_relions_own_classification():
+    """The relion_refine command of tests/data/class3d_relion (its optimiser.star's second line):
+    the form with those values builds the same flags and values (RELION's GUI puts --sigma_tilt
+    right after the input; the recorded command has it at the end)."""
+    recorded = (Path(__file__).parent / "data" / "class3d_relion" / "run_it006_optimiser.star").read_text().splitlines()[1]
+    params = Class3DParameters(in_optimisation="ex/optimisation_set.star", fn_ref="rec/merged.mrc", nr_pool=4,
+                               tau_fudge=4, nr_iter=6, nr_classes=2, particle_diameter=200, offset_range=4,
+                               sym_name="C6", sigma_tilt=10, scratch_dir="", other_args="--random_seed 1")
+
+    def pairs(tokens: list[str]) -> set[tuple[str, str]]:
+        out, flag = set(), None
+        for token in tokens + ["--"]:
+            if token.startswith("--"):
+                if flag is not None:
+                    out.add((flag, ""))
+                flag = token
+            else:
+                out.add((flag, token))
+                flag = None
+        return out - {("--", "")}
+
+    args = params.command_args("class/")
+    assert pairs(args) == pairs(recorded.lstrip("# ").split())
+    assert args[:2] == ["--o", "class/run"]
 
 
 def test_continuation_passes_what_relion_passes_on_continue():
