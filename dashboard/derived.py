@@ -52,6 +52,8 @@ def derived_facts(params, session=None) -> list[str]:
         if diameter and diameter > box * header.pixel_size:
             facts.append(f"⚠ mask diameter {diameter:g} Å is larger than the box ({box * header.pixel_size:.0f} Å)")
     for field, what in (("sampling", "initial angular sampling"), ("auto_local_sampling", "local searches from")):
+        if field == "sampling" and getattr(params, "job_type_label", "") == "relion.class3d":
+            what = "angular sampling"              # the same in every iteration of a classification
         value = getattr(params, field, None)
         if isinstance(value, str) and value.endswith("degrees"):
             try:
@@ -66,6 +68,12 @@ def derived_facts(params, session=None) -> list[str]:
             facts.append("1 MPI process: leader and both half sets in one process")
         elif mpi >= 3 and mpi % 2 == 1:
             facts.append(f"{mpi} MPI processes: 1 leader + {(mpi - 1) // 2} follower(s) per half set")
+    if mpi and getattr(params, "job_type_label", "") == "relion.class3d":
+        facts.append("1 MPI process: leader and all particles in one process" if mpi == 1 else
+                     f"{mpi} MPI processes: 1 leader + {mpi - 1} follower(s) sharing all particles (no half sets)")
+        classes = getattr(params, "nr_classes", None)
+        if classes:
+            facts.append(f"{classes} class{'es' if classes > 1 else ''}, {params.nr_iter} iterations")
     threads = getattr(params, "nr_threads", None)
     if mpi and threads:
         facts.append(f"{mpi * threads} CPU core(s) in all ({mpi} × {threads} threads)")

@@ -16,9 +16,9 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, CustomJSTic
 from bokeh.plotting import figure
 
 from .readers import FscCurve, RefineIteration
-from .style import ACCENT, HALF_COLOURS, iteration_colours
+from .style import ACCENT, HALF_COLOURS, class_colours, iteration_colours
 
-__all__ = ["angular_figure", "angular_data", "histogram_figure", "histogram_data", "particles_3d_figure",
+__all__ = ["class_figures", "class_data", "angular_figure", "angular_data", "histogram_figure", "histogram_data", "particles_3d_figure",
            "projection_callback", "project_points", "tomogram_data", "fsc_figure", "fsc_data", "series_figures", "series_data", "slice_figure", "slice_data",
            "angstrom_ticks", "style_figure"]
 
@@ -166,6 +166,54 @@ def series_data(iterations: list[RefineIteration]) -> dict:
         "acc_trans": [_clean(it.accuracy_translations) for it in iterations],
         "sampling": [_clean(it.angular_step) for it in iterations],
     }
+
+
+def class_figures(*, height: int = 260):
+    """Per class of a classification, vs iteration: its occupancy (% of the particles) and its
+    estimated resolution (Å), one line per class in the class's colour: ``(figures, sources)``
+    keyed ``occupancy`` and ``resolution``; each source has one row per class (xs, ys, label,
+    colour)."""
+    figures, sources = {}, {}
+    for key, title, axis, unit in (("occupancy", "Class occupancy (% of the particles)", "particles (%)", "%"),
+                                   ("resolution", "Resolution of each class (Å)", "resolution (Å)", " Å")):
+        source = ColumnDataSource({"xs": [], "ys": [], "label": [], "colour": []}, name=f"class_{key}_source")
+        fig = figure(title=title, height=height, sizing_mode="stretch_width", tools=_TOOLS, name=f"class_{key}",
+                     x_axis_label="iteration", y_axis_label=axis)
+        style_figure(fig)
+        lines = fig.multi_line("xs", "ys", source=source, line_color="colour", line_width=2.5, legend_field="label",
+                               hover_line_width=4)
+        fig.legend.label_text_font_size = "10px"
+        fig.legend.location = "top_right" if key == "resolution" else "top_left"
+        fig.legend.background_fill_alpha = 0.6
+        fig.add_tools(HoverTool(renderers=[lines], tooltips=[("", "@label"), ("iteration", "$x{0}"),
+                                                             (key, f"$y{{0.0}}{unit}")], line_policy="nearest"))
+        figures[key], sources[key] = fig, source
+    return figures, sources
+
+
+def class_data(history: list) -> dict[str, dict]:
+    """Source data of :func:`class_figures` from a classification's iterations
+    (:class:`~dashboard.class3d_results.ClassIteration`, in order): per class, its occupancy
+    (%) and resolution (Å; not yet estimated: a gap) at each iteration."""
+    n = max((it.n_classes for it in history), default=0)
+    iterations = [it.iteration for it in history]
+    colours = class_colours(n)
+    out = {}
+    for key in ("occupancy", "resolution"):
+        ys = []
+        for k in range(n):
+            values = []
+            for it in history:
+                if k >= it.n_classes:
+                    values.append(float("nan"))
+                elif key == "occupancy":
+                    values.append(100.0 * float(it.distribution[k]))
+                else:
+                    values.append(_clean(float(it.class_resolution[k])))
+            ys.append(values)
+        out[key] = {"xs": [list(iterations) for _ in range(n)], "ys": ys,
+                    "label": [f"class {k + 1}" for k in range(n)], "colour": colours}
+    return out
 
 
 def fit_translation_axis(figures: dict, data: dict) -> None:

@@ -1,6 +1,6 @@
 """The result of a Subset selection job in one line: how many particles it kept of how many,
-and how many it removed as duplicates (or found outside the value range), from the job's
-``selection.json``."""
+and how many it removed as duplicates (or found outside the value range, or in other classes),
+from the job's ``selection.json``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +20,8 @@ def read_select_summary(summary_json: Path) -> dict[str, Any]:
 
 
 def select_headline(summary: dict[str, Any] | None) -> Headline | None:
-    """``N of M particles kept; K duplicates removed`` (or ``; K outside <label> a..b``).
+    """``N of M particles kept; K duplicates removed`` (or ``; K outside the range``, or
+    ``; K in other classes``).
 
     Parameters
     ----------
@@ -41,6 +42,12 @@ def select_headline(summary: dict[str, Any] | None) -> Headline | None:
         title = f"{kept} of {total} particles kept; {removed} duplicate{'s' if removed != 1 else ''} removed"
         if summary.get("min_distance_angst") is not None:
             facts.append(f"minimum inter-particle distance {float(summary['min_distance_angst']):g} Å")
+    elif summary.get("task") == "classes":
+        others = int(summary.get("other_classes", total - kept))
+        title = f"{kept} of {total} particles kept; {others} in other classes"
+        classes = [int(c) for c in summary.get("classes") or []]
+        if classes:
+            facts.append(f"class{'es' if len(classes) > 1 else ''} {', '.join(map(str, classes))}")
     else:
         outside = int(summary.get("outside_range", total - kept))
         title = f"{kept} of {total} particles kept; {outside} outside the range"

@@ -19,6 +19,16 @@ JOB_PALETTE = ["#1f6fb2", "#d9822b", "#2e7d32", "#8e44ad", "#c62828", "#00838f",
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
+#: One colour per class of a classification (class 1 first), repeating after ten.
+CLASS_PALETTE = ["#1f6fb2", "#d9822b", "#2e7d32", "#c62828", "#8e44ad", "#00838f", "#6d4c41", "#e91e63",
+                 "#7b8794", "#b5a000"]
+
+
+def class_colours(n: int) -> list[str]:
+    """Colours of classes 1..n, the same in every plot and map title."""
+    return [CLASS_PALETTE[k % len(CLASS_PALETTE)] for k in range(n)]
+
+
 def iteration_colours(n: int) -> list[str]:
     """``n`` colours from light to dark in the accent's hue (newest darkest)."""
     light, dark = (198, 219, 239), (8, 48, 107)

@@ -26,7 +26,7 @@ from sessions import RUNNING, JobInfo, Session
 from sessions import runner
 from sessions.alerts import AlertTracker
 
-from . import readers
+from . import class3d_results, readers
 
 __all__ = ["start_background_polling", "SessionWatcher", "watcher_for", "FileCache", "forget_watchers"]
 
@@ -241,6 +241,21 @@ class SessionWatcher:
         final = readers.final_iteration(listing)
         if final is not None:
             found.append(self.refine_iteration(info, final, final=True))
+        return [it for it in found if it is not None]
+
+    def class_iteration(self, info: JobInfo, iteration: int) -> class3d_results.ClassIteration | None:
+        """One iteration of a 3D classification (None while its model file is missing or bad)."""
+        path = class3d_results.class_model_file(info.path, iteration)
+        try:
+            return self.read(path, lambda p: class3d_results.read_class_iteration(info.path, iteration),
+                             kind="class_iteration")
+        except (FileNotFoundError, InputError, OSError, ValueError, KeyError):
+            return None
+
+    def class_history(self, info: JobInfo) -> list[class3d_results.ClassIteration]:
+        """Every written iteration of a 3D classification, in order."""
+        found = [self.class_iteration(info, n)
+                 for n in class3d_results.classification_iterations(self.listing(info.name))]
         return [it for it in found if it is not None]
 
     def particle_stats(self, info: JobInfo, iteration: int, *, final: bool = False) -> readers.ParticleStats | None:

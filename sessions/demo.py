@@ -3,8 +3,9 @@
 simulate (with planted duplicate picks) + import -> Extract subtomos (bin 3) -> Reconstruct
 particle -> 3D auto-refine (``mpiexec -n 3``) -> re-extract at bin 2 with the refined poses ->
 Reconstruct particle -> 3D auto-refine at bin 2 from that reconstruction's half1.mrc (as the
-tutorial's does) -> Subset selection: remove duplicates -> Mask creation from the refined map ->
-Post-processing of the refined half maps with that mask.
+tutorial's does) -> Subset selection: remove duplicates -> 3D classification of the remaining
+particles into two classes from the refined map -> Subset selection of the largest class -> Mask
+creation from the refined map -> Post-processing of the refined half maps with that mask.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from .pipeline import RUNNING, SUCCEEDED
 from .presets import apply_preset, find_preset
 from .project import Session
 
-__all__ = ["run_demo_pipeline", "refine_summary", "postprocess_summary", "hand_over", "step_inputs", "DEMO_STEPS"]
+__all__ = ["run_demo_pipeline", "refine_summary", "postprocess_summary", "classification_summary", "largest_class",
+           "hand_over", "step_inputs", "DEMO_STEPS"]
 
 #: (job type, preset, alias, extra parameter values) of each step; inputs are filled in as the
 #: jobs are created.
@@ -34,6 +36,8 @@ DEMO_STEPS = (
     ("reconstruct", "demo-bin2-reconstruct", "bin2_map"),
     ("refine3d", "demo-bin2-refine3d", "bin2_refine"),
     ("select", "demo-remove-duplicates", "no_duplicates"),
+    ("class3d", "demo-class3d", "classes"),
+    ("select", "demo-select-class", "largest_class"),
     ("maskcreate", "demo-maskcreate", "mask"),
     ("postprocess", "demo-postprocess", "postprocess"),
 )
@@ -54,6 +58,7 @@ TEST_OVERRIDES = {
     "bin2": {"binning": 1, "box_size": 64, "crop_size": 48, "max_dose": -1},
     "bin2_map": {"binning": 1, "box_size": 64, "crop_size": 48},
     "bin2_refine": {"particle_diameter": 200, "nr_mpi": 3, "sampling": "7.5 degrees", "ini_high": 40},
+    "classes": {"particle_diameter": 200, "ini_high": 40, "nr_iter": 3},
     "mask": {"lowpass_filter": 30},
 }
 
@@ -114,6 +119,8 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
             _report_reconstruction(job_dir, log)
         elif job_type == "refine3d":
             log(f"{info.name}: {refine_summary(job_dir / 'run_model.star')}; map {job_dir / 'run_class001.mrc'}")
+        elif job_type == "class3d":
+            log(f"{info.name}: {classification_summary(job_dir)}")
         elif job_type == "select":
             log(f"{info.name}: {_selection_summary(job_dir)}")
         elif job_type == "maskcreate":
@@ -128,6 +135,9 @@ def hand_over(inputs: dict, job_type: str, job: str) -> None:
     """Record in ``inputs`` what the finished step ``job`` (``Dir/jobNNN/``) gives the next ones."""
     if job_type in ("extract", "select"):
         inputs["optimisation"] = f"{job}optimisation_set.star"
+        inputs.pop("classification", None)       # its classes were selected
+    elif job_type == "class3d":
+        inputs["classification"] = job
     elif job_type == "reconstruct":
         inputs["reference"] = f"{job}merged.mrc"
         inputs["half1"] = f"{job}half1.mrc"
@@ -143,8 +153,16 @@ def hand_over(inputs: dict, job_type: str, job: str) -> None:
 def step_inputs(session: Session, job_type: str, inputs: dict, values: dict) -> dict:
     """The input fields of the next step, from the outputs of the steps before it
     (:func:`hand_over`); ``values`` are the step's other values (the mask's low-pass)."""
+    if job_type == "select" and inputs.get("classification"):
+        # the classes after the classification: its largest class, of the last iteration
+        iteration, best = largest_class(session.root / inputs["classification"])
+        return {"fn_model": f"{inputs['classification']}run_it{iteration:03d}_optimiser.star",
+                "select_classes": str(best)}
     if job_type in ("extract", "reconstruct", "select"):
         return {"in_optimisation": inputs["optimisation"]}
+    if job_type == "class3d":
+        # the particles left after the duplicate removal, classified from the bin-2 refined map
+        return {"in_optimisation": inputs["optimisation"], "fn_ref": inputs["refined_map"]}
     if job_type == "refine3d":
         # the first refinement starts from the bin-3 map; the bin-2 one from the bin-2 half1.mrc
         return {"in_optimisation": inputs["optimisation"],
@@ -162,6 +180,32 @@ def step_inputs(session: Session, job_type: str, inputs: dict, values: dict) -> 
     if job_type == "postprocess":
         return {"fn_in": inputs["refined_half1"], "fn_mask": inputs["mask"]}
     return {}
+
+
+def _last_class_model(job_dir: Path) -> tuple[int, dict]:
+    models = sorted(Path(job_dir).glob("run_it[0-9][0-9][0-9]_model.star"))
+    if not models:
+        raise FileNotFoundError(f"no run_itNNN_model.star in {job_dir}")
+    return int(models[-1].name[6:9]), starfile.read(models[-1], always_dict=True)
+
+
+def largest_class(job_dir: Path) -> tuple[int, int]:
+    """(last iteration, its most populated class) of a 3D classification; of classes equally
+    populated the one with the best estimated resolution."""
+    iteration, blocks = _last_class_model(job_dir)
+    classes = blocks["model_classes"]
+    order = sorted(range(len(classes)), key=lambda k: (-float(classes["rlnClassDistribution"].iloc[k]),
+                                                       float(classes["rlnEstimatedResolution"].iloc[k])))
+    return iteration, order[0] + 1
+
+
+def classification_summary(job_dir: Path) -> str:
+    """The classes of a 3D classification's last iteration: occupancy and resolution of each."""
+    iteration, blocks = _last_class_model(job_dir)
+    classes = blocks["model_classes"]
+    each = ", ".join(f"class {k + 1} {100 * float(d):.0f}% ({float(r):.1f} Å)" for k, (d, r) in
+                     enumerate(zip(classes["rlnClassDistribution"], classes["rlnEstimatedResolution"])))
+    return f"{len(classes)} classes after {iteration} iterations: {each}"
 
 
 def _selection_summary(job_dir: Path) -> str:

@@ -7,7 +7,7 @@ Adding a job type to sessions (and so to the runner, the CLI and the dashboard) 
 """
 from __future__ import annotations
 
-from processing.jobs import (extract_params, maskcreate_params, postprocess_params, reconstruct_params,
+from processing.jobs import (class3d_params, extract_params, maskcreate_params, postprocess_params, reconstruct_params,
                              refine3d_params, select_params)
 from processing.jobs.spec import JobSpec, OutputNode
 
@@ -75,5 +75,5 @@ def job_type_for_label(label: str) -> JobType | None:
 # ---- built-in types ---------------------------------------------------------------------------
 
 for _spec in (extract_params.SPEC, reconstruct_params.SPEC, refine3d_params.SPEC, select_params.SPEC,
-              maskcreate_params.SPEC, postprocess_params.SPEC):
+              maskcreate_params.SPEC, postprocess_params.SPEC, class3d_params.SPEC):
     register_job_type(_spec)

@@ -256,6 +256,22 @@ _BUILTIN: list[Preset] = [
            Fingerprint(_DEMO_PX, 2, 64, "C6"),
            "Simulated demo dataset: 3D auto-refine at bin 2 from the bin-2 half1 map (low-pass 30 Å, "
            "C6, 3.7°, local from 1.8°, tilt prior 10°, mask 250 Å, offsets 3/1 px, 3 MPI)"),
+    Preset("demo-class3d", "class3d",
+           # after the bin-2 refinement and the duplicate removal: its map is on the particles'
+           # greyscale; local searches around the refined poses keep the demo short
+           {"ref_correct_greyscale": "Yes", "ini_high": "30", "sym_name": "C6", "nr_classes": "2", "tau_fudge": "1",
+            "nr_iter": "5", "particle_diameter": "250", "sampling": "7.5 degrees", "do_local_ang_searches": "Yes",
+            "sigma_angles": "15", "offset_range": "3", "offset_step": "1", "sigma_tilt": "10",
+            "nr_pool": "8", "nr_mpi": "3", "nr_threads": "1"},
+           Fingerprint(_DEMO_PX, 2, 64, "C6"),
+           "Simulated demo dataset: 3D classification at bin 2 into 2 classes, 5 iterations, from the bin-2 "
+           "refined map (absolute greyscale, low-pass 30 Å, C6, T 1, mask 250 Å, local searches +/-15° at "
+           "7.5°, offsets 3/1 px, tilt prior 10°, 3 MPI)"),
+    Preset("demo-select-class", "select",
+           {"do_remove_duplicates": "No", "do_select_values": "No"},
+           Fingerprint(),
+           "Subset selection of classes of a 3D classification (fill in 'Select classes from job' and "
+           "'Classes to keep', or tick the classes in the classification's monitor)"),
     Preset("demo-remove-duplicates", "select",
            {"do_remove_duplicates": "Yes", "duplicate_threshold": "30"},
            Fingerprint(),

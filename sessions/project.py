@@ -404,9 +404,28 @@ class Session:
                 else:
                     pipe.add_node(path, label)
             pipe.add_input_edge(path, proc.name)
-        for out in jt.outputs:
+        for out in jt.outputs_for(params):
             node = pipe.add_node(proc.name + out.filename, out.type_label, out.depth)
             pipe.add_output_edge(proc.name, node.name)
+
+    def refresh_output_nodes(self, job: str, params: JobParameters) -> None:
+        """Before a continued run of a job whose outputs depend on its parameters (3D
+        classification: the last iteration's files), as RELION's ``runJob`` does for Class3D,
+        Refine3D, ...: output nodes whose files do not exist are dropped (unless another job
+        takes them as input), and the outputs of the new parameters (more iterations) added."""
+        jt = job_type_for_label(self.job(job).type_label)
+        with self.edit_pipeline(f"refresh outputs of {job}") as pipe:
+            proc = pipe.process(self.resolve_job(job))
+            used = {n for n, _ in pipe.input_edges}
+            for name in pipe.outputs_of(proc.name):
+                if not (self.root / name).exists() and name not in used:
+                    pipe.output_edges.remove((proc.name, name))
+                    pipe.nodes = [n for n in pipe.nodes if n.name != name]
+            for out in jt.outputs_for(params):
+                node = pipe.add_node(proc.name + out.filename, out.type_label, out.depth)
+                pipe.add_output_edge(proc.name, node.name)
+            pipe.sort_edges()
+            self._write_job_pipeline(pipe, proc)
 
     def _write_job_pipeline(self, pipe: Pipeline, proc: Process) -> None:
         """``<jobdir>/job_pipeline.star``: just this process, its input and output nodes."""

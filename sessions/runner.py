@@ -798,6 +798,8 @@ def continue_job(session: Session, job: str) -> RunRecord:
             options.update(jt.continue_args(info.path, info.name))
         JobStar(type_label=star.type_label, is_continue=True, is_tomo=star.is_tomo,
                 options=options).write(info.path / "job.star")
+        if jt.output_nodes is not None:   # outputs named after the parameters (the last iteration)
+            session.refresh_output_nodes(name, jt.params_class.from_job_options(options))
         return launch(session, name, is_continue=True)
 
 

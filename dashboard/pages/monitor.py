@@ -19,6 +19,7 @@ from ..plots import fit_translation_axis, fsc_data, fsc_figure, series_data, ser
 from ..readers import refine_iterations
 from ..results import Headline
 from ..viewmodels import JobModel, job_label
+from .class3d_view import Class3DMonitorParts
 from .frame import card, frame, message_html, status_badge
 from .map3d import Map3DView
 from .mask_overlay import MaskMonitorParts
@@ -105,6 +106,9 @@ class JobMonitor:
         self.viewer: OrthosliceViewer | None = None
         if model.kind == "refine":
             parts += self._refine_parts()
+        elif model.kind == "class3d":
+            self.class3d = Class3DMonitorParts(ctx, model)
+            parts += self.class3d.parts
         elif model.kind == "reconstruct":
             parts += self._reconstruct_parts()
         elif model.kind == "mask":

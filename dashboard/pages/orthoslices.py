@@ -40,10 +40,12 @@ class OrthosliceViewer:
         Paths of the maps of one choice (an iteration, or ``None`` for a job with one set).
     choice_label
         Label of the choice selector (``Iteration``); ``None``: no selector.
+    colours
+        Title colour of each map label (default: the half-map colours).
     """
 
     def __init__(self, watcher, labels: list[str], maps_for: Callable[[str | None], dict[str, Path]], *,
-                 choice_label: str | None = None, size: int = 220):
+                 choice_label: str | None = None, size: int = 220, colours: dict[str, str] | None = None):
         self.watcher = watcher
         self.labels = labels
         self.size = size
@@ -76,7 +78,7 @@ class OrthosliceViewer:
             row = []
             for label in labels:
                 fig, source, mapper = slice_figure(f"{label} {plane}", size=size, name=f"slice_{label}_{plane}")
-                fig.title.text_color = HALF_COLOURS.get(label, "#323f4b")
+                fig.title.text_color = (colours or HALF_COLOURS).get(label, "#323f4b")
                 self.figures[(label, plane)] = (fig, source, mapper)
                 column_line = Span(location=0, dimension="height", line_color="#ffd166", line_alpha=0.6, line_width=1,
                                    name=f"line_{label}_{plane}_column")

@@ -11,6 +11,7 @@ from sessions import RUNNING, runner
 
 from .. import auth
 from ..context import CONFIG
+from ..class3d_results import class3d_forecast, class3d_headline, is_classification_listing
 from ..mask_summary import mask_job_headline
 from ..postprocess_result import postprocess_headline, read_postprocess_star
 from ..select_results import select_job_headline
@@ -32,10 +33,12 @@ def job_label(info) -> str:
 
 
 def job_kind(info, listing: list[str]) -> str:
-    """``refine`` / ``reconstruct`` / ``extract`` / ``mask`` / ``postprocess`` / ``other``: from the
-    job type, else from its files."""
+    """``refine`` / ``class3d`` / ``reconstruct`` / ``extract`` / ``mask`` / ``postprocess`` /
+    ``other``: from the job type, else from its files."""
     if info.job_type == "refine3d" or any(n.endswith("_half1_model.star") for n in listing):
         return "refine"
+    if info.job_type == "class3d" or is_classification_listing(listing):
+        return "class3d"
     if info.job_type == "reconstruct" or "merged.mrc" in listing:
         return "reconstruct"
     if info.job_type == "extract":
@@ -73,6 +76,8 @@ def job_headline(watcher, info) -> Headline | None:
     kind = job_kind(info, listing)
     if kind == "refine":
         return refine_headline(watcher.refine_history(info), job_dir=info.name, elapsed=elapsed_seconds(info))
+    if kind == "class3d":
+        return class3d_headline(watcher.class_history(info), job_dir=info.name, elapsed=elapsed_seconds(info))
     if kind == "reconstruct":
         fsc = watcher.fsc_star(info.path / "fsc.star") if "fsc.star" in listing else None
         return reconstruct_headline(fsc, listing)
@@ -105,7 +110,7 @@ class JobModel(param.Parameterized):
     alias = param.String(default="")
     status = param.String(default="")
     type_label = param.String(default="")
-    kind = param.Selector(objects=["refine", "reconstruct", "extract", "mask", "postprocess", "other"],
+    kind = param.Selector(objects=["refine", "class3d", "reconstruct", "extract", "mask", "postprocess", "other"],
                           default="other")
     headline = param.ClassSelector(class_=Headline, default=None, allow_None=True,
                                    doc="the result, once the job has succeeded")
@@ -126,6 +131,7 @@ class JobModel(param.Parameterized):
     log_err = param.String(default="")
     listing = param.List(default=[], item_type=str, doc="the job directory's files")
     iterations = param.List(default=[], doc="RefineIteration per finished iteration, in order")
+    classes = param.List(default=[], doc="a 3D classification's ClassIteration per written iteration, in order")
     fsc_star = param.Parameter(default=None, doc="a Reconstruct job's half-map FSC curve")
 
     def __init__(self, ctx, name: str, *, read_only: bool = False) -> None:
@@ -171,6 +177,10 @@ class JobModel(param.Parameterized):
             self.type_label = info.type_label
             if self.kind == "refine":
                 self._read_iterations(info)
+            elif self.kind == "class3d":
+                history = self._watcher.class_history(info)
+                if [it.iteration for it in history] != [it.iteration for it in self.classes]:
+                    self.classes = history
             elif self.kind == "reconstruct" and "fsc.star" in listing:
                 self.fsc_star = self._watcher.fsc_star(info.path / "fsc.star")
             self._progress(info, self._watcher.progress(info), runner.read_run_record(info.path))
@@ -197,6 +207,10 @@ class JobModel(param.Parameterized):
                 forecast = refine_forecast(self.iterations, self._iteration_seconds(info))
                 if forecast is not None:
                     parts.append(forecast.text())
+            elif self.kind == "class3d":
+                left = class3d_forecast(self.classes, self._iteration_seconds(info), self._total_iterations(info))
+                if left:
+                    parts.append(left)
             if total:
                 self.progress = int(round(100 * (done or 0) / max(total, 1)))
         elif running:
@@ -232,12 +246,21 @@ class JobModel(param.Parameterized):
     def _iteration_seconds(self, info) -> list[float]:
         """Wall seconds of the recent iterations: between their optimiser files' times."""
         stamps = []
-        for it in self.iterations[-4:]:
+        for it in (self.iterations if self.kind == "refine" else self.classes)[-4:]:
             try:
                 stamps.append((info.path / f"run_it{it.iteration:03d}_optimiser.star").stat().st_mtime)
             except OSError:
                 continue
         return [b - a for a, b in zip(stamps, stamps[1:])]
+
+    def _total_iterations(self, info) -> int | None:
+        """A classification's number of iterations (job.star ``nr_iter``), None if unknown."""
+        from processing.io.jobstar import JobStar
+
+        try:
+            return int(float(self._watcher.read(info.path / "job.star", JobStar.read, kind="job_star").options["nr_iter"]))
+        except (OSError, InputError, ValueError, KeyError):
+            return None
 
     def _read_iterations(self, info) -> None:
         history = self._watcher.refine_history(info)

@@ -37,8 +37,9 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
     """Check the input data of a job about to run in the project directory ``root``.
 
     Extract subtomos and Reconstruct particle: the particle and tomogram sets and every tilt
-    image's header (:func:`processing.jobs.extract.check_inputs`). 3D auto-refine: settings,
-    particles, optics, mask and references (:func:`processing.refine.inputs.check_inputs`). Subset
+    image's header (:func:`processing.jobs.extract.check_inputs`). 3D auto-refine and 3D
+    classification: settings, particles, optics, mask and references
+    (:func:`processing.refine.inputs.check_inputs`). Subset
     selection: the particles and the selection itself (:func:`processing.jobs.select.check_inputs`).
     Mask creation: the map, and that the mask would not be empty
     (:func:`processing.jobs.maskcreate.check_inputs`, which reads the map). Post-processing: half
@@ -52,7 +53,7 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
     """
     root = Path(root).resolve()
     from .maskcreate_params import MaskCreateParameters
-    from .refine3d_params import Refine3DParameters
+    from .relion_refine_params import RelionRefineParameters
 
     if isinstance(params, MaskCreateParameters):  # the map is read: an empty mask is refused here
         from .maskcreate import check_inputs as check_mask_inputs
@@ -61,7 +62,7 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
         check_mask_inputs(_absolute_inputs(params, root), parse_other_args(MaskCreateParameters, params.other_args))
         return
 
-    if isinstance(params, Refine3DParameters):
+    if isinstance(params, RelionRefineParameters):  # 3D auto-refine and 3D classification
         from processing.refine.inputs import check_inputs as check_refine_inputs
 
         probe = _absolute_inputs(params, root)

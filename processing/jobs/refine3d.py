@@ -24,9 +24,10 @@ from processing.refine.flags import parse_refine_args, refine_help
 from processing.refine.options import RefineOptions
 
 from .refine3d_params import Refine3DParameters
+from .relion_refine_params import RelionRefineParameters
 from .relion_params import append_note, checked_on_leader, configure_threads, read_job_parameters
 
-__all__ = ["Refine3DParameters", "run_with_lifecycle", "main", "add_parser", "run"]
+__all__ = ["Refine3DParameters", "run_with_lifecycle", "main", "main_for", "add_parser", "run"]
 
 
 def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = None, invoked: str | None = None,
@@ -61,15 +62,17 @@ def run_with_lifecycle(options: RefineOptions, *, comm: Communicator | None = No
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m processing.jobs.refine3d",
-                                     description="Run a 3D auto-refine job from its job.star.")
+def main_for(cls: type[RelionRefineParameters], module: str, argv: list[str] | None = None) -> int:
+    """``python -m <module> --job-dir DIR`` of a relion_refine job (3D auto-refine, 3D
+    classification): DIR/job.star -> ``cls`` -> checked -> relion_refine's options -> run."""
+    what = cls.__doc__.strip().splitlines()[0].split(":")[0]
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=f"Run a {what} job from its job.star.")
     parser.add_argument("--job-dir", required=True, metavar="DIR")
     args = parser.parse_args(argv)
     comm = get_communicator()
     job_dir = Path(args.job_dir)
     try:
-        job, params = read_job_parameters(Refine3DParameters, job_dir)
+        job, params = read_job_parameters(cls, job_dir)
         params.check(is_continue=job.is_continue)
         options = params.to_options(job_dir, is_continue=job.is_continue)
         if comm.size > 1 and comm.size != params.nr_mpi and comm.is_leader:
@@ -82,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                 record_failure(job_dir, str(exc))
         return 2
     prefix = f"mpiexec -n {comm.size} python -m mpi4py " if comm.size > 1 else "python "
-    invoked = f"{prefix}-m processing.jobs.refine3d --job-dir {job_dir}\n# equivalent: " + \
+    invoked = f"{prefix}-m {module} --job-dir {job_dir}\n# equivalent: " + \
         params.command_line(job_dir, is_continue=job.is_continue)
     return run_with_lifecycle(options, comm=comm, invoked=invoked)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for(Refine3DParameters, "processing.jobs.refine3d", argv)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

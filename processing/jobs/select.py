@@ -8,9 +8,11 @@
         --select rlnMaxValueProbDistribution --minval 0.1 --maxval 1
     tomodash select --i Extract/job002/optimisation_set.star --o Select/job007/ \\
         --center --center_Z 11 --remove_duplicates 50
+    tomodash select --opt Class3D/job009/run_it005_optimiser.star --classes 2 --o Select/job010/
 
 ``--i`` takes a particles.star or an optimisation set (told apart by their contents; ``--ios``
-names an optimisation set explicitly); ``--o`` is the job directory (RELION's
+names an optimisation set explicitly; ``--opt`` an iteration of a classification, whose
+particles of the ``--classes`` are kept); ``--o`` is the job directory (RELION's
 ``--o <job>/particles.star`` is taken as its directory). Writes particles.star (+ particles_removed.star when
 removing duplicates), optimisation_set.star and selection.json in the job directory.
 """
@@ -25,18 +27,20 @@ from processing.io.optimisation_set import OptimisationSet
 from processing.io.paths import resolve_path
 from processing.io.star import read_star
 from processing.parallel import Communicator
-from processing.select import SelectionSettings, compute_selection, select_particles
+from processing.select import SelectionSettings, compute_selection, parse_class_list, select_particles
 
 from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
 from .select_params import SelectParameters
 
-__all__ = ["settings_from_params", "resolve_inputs", "is_optimisation_set", "check_inputs", "validate", "run",
+__all__ = ["settings_from_params", "resolve_inputs", "classification_inputs", "is_optimisation_set", "check_inputs", "validate", "run",
            "main", "add_parser"]
 
 
 def settings_from_params(params: SelectParameters) -> SelectionSettings:
     """The engine's settings for these job parameters (after :meth:`SelectParameters.check`)."""
     centre = (float(params.center_x), float(params.center_y), float(params.center_z)) if params.do_center else None
+    if params.selects_classes:
+        return SelectionSettings(classes=parse_class_list(params.select_classes), centre_px=centre)
     if params.do_remove_duplicates:
         return SelectionSettings(min_distance_angst=float(params.duplicate_threshold), centre_px=centre)
     return SelectionSettings(label=params.select_label.strip(), minval=float(params.select_minval),
@@ -54,6 +58,33 @@ def is_optimisation_set(path: str | Path) -> bool:
     return bool(labels & {"rlnTomoParticlesFile", "rlnTomoTomogramsFile"})
 
 
+def classification_inputs(optimiser: str | Path, *, root: str | Path | None = None
+                          ) -> tuple[str, OptimisationSet]:
+    """The particles (``rlnExperimentalDataStarFile``) of a classification's
+    ``run_itNNN_optimiser.star`` and the optimisation set to carry on: the iteration's
+    ``run_itNNN_optimisation_set.star`` beside it (RELION 5 writes one per iteration of a tomo
+    classification), else the optimiser's tomograms and trajectories.
+
+    Raises
+    ------
+    InputError
+        Not an optimiser file (no data_optimiser_general with rlnExperimentalDataStarFile).
+    """
+    blocks = read_star(optimiser)
+    general = blocks.get("optimiser_general")
+    if not isinstance(general, dict) or not general.get("rlnExperimentalDataStarFile"):
+        raise InputError("not a relion_refine optimiser file (no rlnExperimentalDataStarFile in "
+                         "data_optimiser_general)", file=optimiser, table="optimiser_general",
+                         column="rlnExperimentalDataStarFile")
+    particles = str(resolve_path(str(general["rlnExperimentalDataStarFile"]), root=root, referrer=optimiser))
+    sibling = Path(str(optimiser)[: -len("_optimiser.star")] + "_optimisation_set.star")
+    if str(optimiser).endswith("_optimiser.star") and sibling.is_file():
+        return particles, OptimisationSet.read(sibling)
+    carried = {name: str(general.get(label) or "") or None
+               for name, label in (("tomograms", "rlnTomoTomogramsFile"), ("trajectories", "rlnTomoTrajectoriesFile"))}
+    return particles, OptimisationSet(particles=particles, path=Path(optimiser), **carried)
+
+
 def resolve_inputs(params: SelectParameters, *, root: str | Path | None = None) -> tuple[str, OptimisationSet | None]:
     """The particles file to select from and the optimisation set to carry on (or None);
     ``root`` is the project directory the set's entries are relative to (default: the working
@@ -62,9 +93,11 @@ def resolve_inputs(params: SelectParameters, *, root: str | Path | None = None) 
     Raises
     ------
     InputError
-        The optimisation set names no particles (column rlnTomoParticlesFile), or ``fn_data``
-        holds an optimisation set (field fn_data).
+        The optimisation set names no particles (column rlnTomoParticlesFile), ``fn_data``
+        holds an optimisation set (field fn_data), or ``fn_model`` is not an optimiser file.
     """
+    if params.fn_model:
+        return classification_inputs(params.fn_model, root=root)
     opt = OptimisationSet.read(params.in_optimisation) if params.in_optimisation else None
     if params.fn_data:
         if is_optimisation_set(params.fn_data):
@@ -100,7 +133,8 @@ def run(params: SelectParameters, extras: argparse.Namespace, *, job_dir: Path, 
 
 def _from_flags(args: argparse.Namespace) -> int:
     """``tomodash select``: RELION's flags imply the task (``--remove_duplicates D`` removes
-    duplicates, ``--select LABEL`` selects on values); ``--i`` may be an optimisation set."""
+    duplicates, ``--select LABEL`` selects on values, ``--classes`` keeps classes); ``--i`` may
+    be an optimisation set."""
     if Path(args.o).name == "particles.star":
         args.o = str(Path(args.o).parent) + "/"   # RELION's GUI passes --o <job>/particles.star
     if args.duplicate_threshold is not None:
@@ -120,7 +154,8 @@ def _from_flags(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tomodash select`` (relion_star_handler's flags)."""
     parser = subparsers.add_parser(
-        "select", help="Subset selection: remove duplicates or select on a value range (flags of relion_star_handler)",
+        "select", help="Subset selection: remove duplicates, select on a value range (flags of relion_star_handler) "
+                       "or keep classes of a classification",
         allow_abbrev=False,
     )
     build_flag_parser(SelectParameters, parser=parser)

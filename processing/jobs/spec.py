@@ -33,6 +33,8 @@ class JobSpec:
     module : the entry point, run as ``python -m <module> --job-dir DIR`` ("" for a job that
         runs inside the calling process).
     outputs : output nodes registered when the job is created.
+    output_nodes : for a job whose output files depend on its parameters (3D classification:
+        the last iteration's files, one map per class), ``params -> nodes`` replaces ``outputs``.
     uses_mpi : whether the entry point runs under ``mpiexec -n N``.
     continue_args : continue hook: ``(job_dir, process_name) -> {option: value}``, options
         updated in job.star before a continued run (besides ``rlnJobIsContinue 1``); ``None``
@@ -44,9 +46,14 @@ class JobSpec:
     params_class: type[JobParameters]
     module: str
     outputs: tuple[OutputNode, ...] = ()
+    output_nodes: Callable[[JobParameters], tuple[OutputNode, ...]] | None = None
     uses_mpi: bool = True
     continue_args: Callable[[Path, str], dict[str, str]] | None = None
     description: str = ""
+
+    def outputs_for(self, params: JobParameters) -> tuple[OutputNode, ...]:
+        """The output nodes of a job of this type with these parameters."""
+        return tuple(self.output_nodes(params)) if self.output_nodes is not None else self.outputs
 
     @property
     def available(self) -> bool:

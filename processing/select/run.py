@@ -1,4 +1,5 @@
-"""A whole subset selection: read a particle set, re-centre, select, write RELION's files.
+"""A whole subset selection: read a particle set, re-centre, select (duplicates, a value range or
+classes), write RELION's files.
 
 Outputs in ``output_dir`` (all written atomically):
 
@@ -26,6 +27,7 @@ from processing.io.paths import resolve_path
 from processing.io.star import write_star
 from processing.io.tomograms import TomogramSet
 
+from .classes import format_class_list, select_classes
 from .duplicates import remove_duplicates
 from .recenter import recenter
 from .subset import subset
@@ -40,12 +42,13 @@ REMOVED_FILE = "particles_removed.star"
 
 @dataclass(frozen=True)
 class SelectionSettings:
-    """What a selection does: exactly one of ``min_distance_angst`` and ``label``.
+    """What a selection does: exactly one of ``min_distance_angst``, ``label`` and ``classes``.
 
     Attributes
     ----------
     min_distance_angst : remove duplicates closer than this (Å), or None.
     label, minval, maxval : keep the particles with ``minval <= label <= maxval``, or label None.
+    classes : keep the particles of these classes (``rlnClassNumber``), or None.
     centre_px : re-centre first on this point of the reference (pixels of the particle images
         from the box centre), or None.
     """
@@ -55,10 +58,11 @@ class SelectionSettings:
     minval: float = -9999.0
     maxval: float = 9999.0
     centre_px: tuple[float, float, float] | None = None
+    classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if (self.min_distance_angst is None) == (self.label is None):
-            raise ValueError("give exactly one of min_distance_angst and label")
+        if sum(x is not None for x in (self.min_distance_angst, self.label, self.classes)) != 1:
+            raise ValueError("give exactly one of min_distance_angst, label and classes")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class Selection:
         if s.min_distance_angst is not None:
             out.update(task="removeduplicates", duplicates_removed=len(self.removed),
                        min_distance_angst=s.min_distance_angst)
+        elif s.classes is not None:
+            out.update(task="classes", other_classes=len(self.removed), classes=list(s.classes))
         else:
             out.update(task="onvalue", outside_range=len(self.removed), label=s.label, minval=s.minval,
                        maxval=s.maxval)
@@ -134,6 +140,9 @@ def compute_selection(particles_file: str | os.PathLike, settings: SelectionSett
         particles = recenter(particles, settings.centre_px)
     if settings.min_distance_angst is not None:
         kept, removed, _ = remove_duplicates(particles, min_distance_angst=settings.min_distance_angst)
+    elif settings.classes is not None:
+        kept, mask = select_classes(particles, settings.classes)
+        removed = subset(particles, ~mask)
     else:
         kept, mask = select_on_value(particles, settings.label or "", minval=settings.minval, maxval=settings.maxval)
         removed = subset(particles, ~mask)
@@ -189,6 +198,10 @@ def select_particles(particles_file: str | os.PathLike, settings: SelectionSetti
     if settings.min_distance_angst is not None:
         log(f"Removed {len(selection.removed)} duplicated particles (closer than "
             f"{settings.min_distance_angst:g} Å) from {selection.n_input}; kept {len(selection.kept)}")
+    elif settings.classes is not None:
+        classes = settings.classes
+        log(f"Kept the {len(selection.kept)} of {selection.n_input} particles in class{'es' if len(classes) > 1 else ''} "
+            f"{format_class_list(classes).replace(' ', ', ')}")
     else:
         log(f"Kept {len(selection.kept)} of {selection.n_input} particles with "
             f"{settings.minval:g} <= {settings.label} <= {settings.maxval:g}")
