@@ -97,7 +97,8 @@ def _particles(inputs: RefineInputs, state: RunState, *, classification: bool = 
         table[label] = angles[:, k]
     for k, label in enumerate(("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")):
         table[label] = origins[:, k]
-    table["rlnClassNumber"] = np.array([max(p.class_number, 1) for p in state.particles]) if classification else 1
+    # (0 until the first iteration has assigned a class, as relion_refine writes)
+    table["rlnClassNumber"] = np.array([p.class_number for p in state.particles]) if classification else 1
     table["rlnLogLikeliContribution"] = state.log_likelihood_particles
     table["rlnMaxValueProbDistribution"] = state.pmax
     table["rlnNrOfSignificantSamples"] = state.n_significant
