@@ -30,10 +30,11 @@ from processing.fourier.filters import initial_lowpass
 from processing.glibc_random import GlibcRandom
 
 from . import mstep
+from .maximisation import record_poses
 from .estep import HalfAccumulator, ParticleResult, Reference
 from .inputs import RefineInputs
 from .options import RefineOptions
-from .schedule import SamplingState, hidden_variable_changes, image_sizes, update_change_counters
+from .schedule import image_sizes
 from .state import RunState
 
 __all__ = [
@@ -197,7 +198,7 @@ def maximise_classes(
     o = options
     c = state.counters
     K = len(accs)
-    _record_poses(inputs, state, results)
+    record_poses(inputs, state, results)
     for acc in accs:
         mstep.symmetrise_half(acc, inputs.operators)
     r_max = c.current_size / 2.0
@@ -269,27 +270,6 @@ def _summed(accs: list[HalfAccumulator]) -> HalfAccumulator:
         others = acc.arrays()
         out.set_arrays([arrays[0], arrays[1]] + [a + b for a, b in zip(arrays[2:], others[2:])])
     return out
-
-
-def _record_poses(inputs: RefineInputs, state: RunState, results: dict[int, ParticleResult]) -> None:
-    c, s = state.counters, state.sampling
-    idx = np.array(sorted(results))
-    from processing.geometry.euler import euler_to_matrix
-
-    old_m = np.stack([euler_to_matrix(*state.particles[i].angles) for i in idx])
-    new_m = np.stack([euler_to_matrix(*results[i].angles) for i in idx])
-    old_o = np.stack([state.particles[i].origin for i in idx])
-    new_o = np.stack([results[i].origin for i in idx])
-    orient, offset = hidden_variable_changes(old_m, new_m, old_o, new_o, inputs.symmetry)
-    changed = [state.particles[i].class_number != results[i].class_index + 1 for i in idx]
-    update_change_counters(c, s, orient, offset, float(np.mean(changed)))
-    for i in idx:
-        r = results[i]
-        p = state.particles[i]
-        p.angles, p.origin, p.class_number = r.angles, r.origin, r.class_index + 1
-        state.pmax[i] = r.pmax
-        state.n_significant[i] = r.n_significant
-        state.log_likelihood_particles[i] = r.log_likelihood
 
 
 def _update_resolution(inputs: RefineInputs, options: RefineOptions, state: RunState, *, cc: bool) -> None:

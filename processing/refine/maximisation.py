@@ -24,7 +24,7 @@ from .options import RefineOptions
 from .schedule import RefineCounters, hidden_variable_changes, update_change_counters
 from .state import RunState
 
-__all__ = ["maximise", "update_current_resolution", "angstrom"]
+__all__ = ["maximise", "update_current_resolution", "angstrom", "record_poses"]
 
 
 def maximise(inputs: RefineInputs, options: RefineOptions, state: RunState, accs: list[HalfAccumulator],
@@ -51,7 +51,7 @@ def maximise(inputs: RefineInputs, options: RefineOptions, state: RunState, accs
     """
     o = options
     c = state.counters
-    _record_poses(inputs, state, results, leader_sampling)
+    record_poses(inputs, state, results, leader_sampling=leader_sampling)
     for acc in accs:
         mstep.symmetrise_half(acc, inputs.operators)
     r_max = c.current_size / 2.0
@@ -101,9 +101,10 @@ def maximise(inputs: RefineInputs, options: RefineOptions, state: RunState, accs
     update_current_resolution(inputs, o, state, cc=cc)
 
 
-def _record_poses(inputs: RefineInputs, state: RunState, results: dict[int, ParticleResult],
-                  leader_sampling: tuple[int, float] | None) -> None:
-    """The hidden-variable changes (for convergence), then the new poses into ``state``."""
+def record_poses(inputs: RefineInputs, state: RunState, results: dict[int, ParticleResult], *,
+                 leader_sampling: tuple[int, float] | None = None) -> None:
+    """The hidden-variable changes (for convergence; the class changes are the fraction of
+    particles whose best class changed), then the new poses and classes into ``state``."""
     c, s = state.counters, state.sampling
     idx = np.array(sorted(results))
     old_m = np.stack([euler_to_matrix(*state.particles[i].angles) for i in idx])
@@ -111,13 +112,13 @@ def _record_poses(inputs: RefineInputs, state: RunState, results: dict[int, Part
     old_o = np.stack([state.particles[i].origin for i in idx])
     new_o = np.stack([results[i].origin for i in idx])
     orient, offset = hidden_variable_changes(old_m, new_m, old_o, new_o, inputs.symmetry)
-    class_changes = float(np.mean([state.particles[i].class_number != 1 for i in idx]))
+    class_changes = float(np.mean([state.particles[i].class_number != results[i].class_index + 1 for i in idx]))
     update_change_counters(c, s, orient, offset, class_changes, leader_sampling=leader_sampling)
     for i in idx:
         r = results[i]
         state.particles[i].angles = r.angles
         state.particles[i].origin = r.origin
-        state.particles[i].class_number = 1
+        state.particles[i].class_number = r.class_index + 1
         state.pmax[i] = r.pmax
         state.n_significant[i] = r.n_significant
         state.log_likelihood_particles[i] = r.log_likelihood
