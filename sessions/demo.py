@@ -45,6 +45,10 @@ DEMO_STEPS = (
 #: Fraction of the simulated particles picked twice (a few Å apart), for the duplicate removal.
 DEMO_DUPLICATE_FRACTION = 0.1
 
+#: Fraction of the lattice sites picked with no complex there (empty membrane), for the 3D
+#: classification to separate.
+DEMO_DECOY_FRACTION = 0.2
+
 #: The mask's initial binarisation threshold, as a fraction of the low-passed map's maximum (a
 #: user picks it by eye in a viewer; the demo's maps are clean enough for a fixed fraction).
 DEMO_MASK_THRESHOLD_FRACTION = 0.3
@@ -92,7 +96,7 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
     from .jobtypes import get_job_type
 
     session = create_demo_session(root, preset=preset, log=lambda m: log(f"  {m}"),
-                                  duplicate_fraction=DEMO_DUPLICATE_FRACTION)
+                                  duplicate_fraction=DEMO_DUPLICATE_FRACTION, decoy_fraction=DEMO_DECOY_FRACTION)
     log(f"Session {session.root}")
     import_job = session.jobs()[0].name
     inputs = {"optimisation": f"{import_job}optimisation_set.star"}
@@ -122,7 +126,7 @@ def run_demo_pipeline(root: str | os.PathLike, *, log: Callable[[str], None] = p
         elif job_type == "class3d":
             log(f"{info.name}: {classification_summary(job_dir)}")
         elif job_type == "select":
-            log(f"{info.name}: {_selection_summary(job_dir)}")
+            log(f"{info.name}: {_selection_summary(job_dir)}{_decoys_left(session, job_dir)}")
         elif job_type == "maskcreate":
             log(f"{info.name}: mask {job_dir / 'mask.mrc'}")
         elif job_type == "postprocess":
@@ -206,6 +210,17 @@ def classification_summary(job_dir: Path) -> str:
     each = ", ".join(f"class {k + 1} {100 * float(d):.0f}% ({float(r):.1f} Å)" for k, (d, r) in
                      enumerate(zip(classes["rlnClassDistribution"], classes["rlnEstimatedResolution"])))
     return f"{len(classes)} classes after {iteration} iterations: {each}"
+
+
+def _decoys_left(session: Session, job_dir: Path) -> str:
+    """How many of the simulation's planted decoys (empty-membrane picks) a selection kept."""
+    from processing.simulate import planted_decoys
+
+    decoys = planted_decoys(session.root / "Dataset")
+    if not decoys or not (job_dir / "particles.star").exists():
+        return ""
+    names = starfile.read(job_dir / "particles.star", always_dict=True)["particles"]["rlnTomoParticleName"]
+    return f"; planted decoys kept: {int(names.isin(decoys).sum())} of {len(decoys)}"
 
 
 def _selection_summary(job_dir: Path) -> str:

@@ -311,7 +311,7 @@ def create_session(root: str | os.PathLike, *, demo_preset: str | None = None,
 
 def create_demo_session(root: str | os.PathLike, *, preset: str = "demo",
                         log: Callable[[str], None] | None = None, title: str | None = None,
-                        duplicate_fraction: float = 0.0) -> Session:
+                        duplicate_fraction: float = 0.0, decoy_fraction: float = 0.0) -> Session:
     """A new session holding the simulated demo dataset (``Dataset/``) imported as job 1.
 
     Parameters
@@ -325,14 +325,18 @@ def create_demo_session(root: str | os.PathLike, *, preset: str = "demo",
     duplicate_fraction
         Fraction of the particles picked a second time a few Å away (the simulator's planted
         duplicates, listed in ``Dataset/simulation.json``), for duplicate removal to find.
+    decoy_fraction
+        Fraction of the lattice sites picked with no complex there (the simulator's planted
+        decoys: empty membrane), for 3D classification to separate.
     """
     import dataclasses
 
     from processing.simulate import get_preset, simulate_dataset
 
     sim_params = get_preset(preset)
-    if duplicate_fraction:
-        sim_params = dataclasses.replace(sim_params, duplicate_fraction=duplicate_fraction)
+    if duplicate_fraction or decoy_fraction:
+        sim_params = dataclasses.replace(sim_params, duplicate_fraction=duplicate_fraction,
+                                         decoy_fraction=decoy_fraction)
     session = Session.create(root, title=title or f"tomodash {preset} session")
     result = simulate_dataset(sim_params, session.root / "Dataset", log=log)
     import_dataset(session, result.files["tomograms"], result.files["particles"],

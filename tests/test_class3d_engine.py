@@ -9,7 +9,8 @@ deterministic) and classified by ``tomodash refine`` with the same command.
   RELION's: the same class for every particle, class distributions within 0.005, the same
   <Pmax>, resolution and data-versus-prior ratios. Given the same model, the E-step (the class
   as one more hidden variable, no class prior under orientation priors) and the M-step (τ² from
-  each reference's power, the average CTF² of premultiplied data, pdf_class) are RELION's.
+  each reference's power, the average CTF² of premultiplied data, pdf_class) are RELION's, and
+  so is each class's accuracy estimate.
 * From scratch: iteration 1 (cross-correlation, class 1 only) and the seed iteration 2 (each
   particle one random class: glibc ``srand(seed + j) rand() % K`` in the visiting order) give
   RELION's class of every particle and its class distribution; later iterations differ only
@@ -152,6 +153,9 @@ def test_continuing_relions_iteration_2_gives_relions_next_iterations(project: P
             float(b["model_general"]["rlnAveragePmax"]), rel=0.02)
         assert float(a["model_general"]["rlnCurrentResolution"]) == pytest.approx(
             float(b["model_general"]["rlnCurrentResolution"]), rel=1e-6)
+        # each class's accuracy estimate (relion_refine's per class, not one for all)
+        for label in ("rlnAccuracyRotations", "rlnAccuracyTranslationsAngst"):
+            np.testing.assert_allclose(a["model_classes"][label], b["model_classes"][label], rtol=0.01)
         for k in (1, 2):
             ssnr_a = a[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8]
             ssnr_b = b[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8]

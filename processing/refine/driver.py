@@ -290,10 +290,31 @@ class RefineRun:
             # visiting order: half 1 first, then half 2 when half 1 has fewer than 100.
             order = self._visiting_order(state)
             items = [(self.inputs.store.load(i), replace(state.particles[i], half=0)) for i in order[:ACCURACY_PARTICLES]]
-            chosen = expected_accuracy(ctx, items, random_seed=self.seed)
+            if self.options.classification:
+                chosen = self._class_accuracies(ctx, state, items)
+            else:
+                chosen = expected_accuracy(ctx, items, random_seed=self.seed)
         if self.comm.size > 1:
             chosen = self.comm.bcast(chosen, root=1)
+        if self.options.classification:
+            per_class = chosen
+            for half, (rot, trans) in zip(state.halves, per_class):
+                half.acc_rot, half.acc_trans = rot, trans
+            # the best class's accuracy is the run's (relion_refine takes the minimum)
+            return min(r for r, _ in per_class), min(t for _, t in per_class)
         return chosen
+
+    def _class_accuracies(self, ctx: EStepContext, state: RunState, items: list) -> list[tuple[float, float]]:
+        """Each class's (angular, translational) accuracy; 999 for a class with less than 1 %
+        of the particles, as relion_refine leaves it."""
+        out = []
+        for k, half in enumerate(state.halves):
+            if half.pdf_class < 0.01:
+                out.append((999.0, 999.0))
+                continue
+            one = replace(ctx, references=[ctx.references[k]], n_classes=1, _views={})
+            out.append(expected_accuracy(one, items, random_seed=self.seed))
+        return out
 
     def _visiting_order(self, state: RunState) -> list[int]:
         """relion_refine's particle order (``Experiment::randomiseParticlesOrder``, done once

@@ -76,7 +76,7 @@ def _class_model(inputs: RefineInputs, o: RefineOptions, state: RunState, maps: 
             reference_image=path, ssnr_map=h.ssnr, fourier_completeness=h.completeness,
             reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, orientation_distribution=h.pdf_direction,
             gold_standard_fsc=np.zeros(inputs.n_shells), class_distribution=h.pdf_class,
-            accuracy_rotations=state.counters.acc_rot, accuracy_translations_angst=state.counters.acc_trans,
+            accuracy_rotations=h.acc_rot, accuracy_translations_angst=h.acc_trans,
             estimated_resolution=box / shell if shell > 0 else 999.0,
             overall_fourier_completeness=total_fourier_coverage(h.ssnr, h.completeness),
         ))

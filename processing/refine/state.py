@@ -31,6 +31,8 @@ class HalfState:
     scales: NDArray[np.float64]              # (n_groups,) intensity-scale corrections
     sigma_offset: float = 10.0               # Å
     pdf_class: float = 1.0                   # the class's share (3D classification; 1 in auto-refine)
+    acc_rot: float = 999.0                   # deg, the class's accuracy (3D classification)
+    acc_trans: float = 999.0                 # Å
     ave_pmax: float = 0.0
     log_likelihood: float = 0.0
 
