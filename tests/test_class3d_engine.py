@@ -162,3 +162,29 @@ def test_continuing_relions_iteration_2_gives_relions_next_iterations(project: P
             ssnr_a = a[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8]
             ssnr_b = b[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8]
             np.testing.assert_allclose(ssnr_a, ssnr_b, rtol=0.05)
+
+
+def test_classification_without_alignment_keeps_every_pose(project: Path) -> None:
+    """``--skip_align`` ("Perform image alignment? No"): only the class is searched."""
+    args = [a for a in class_args("noalign", iterations=2) if a not in ("--firstiter_cc",)] + ["--skip_align"]
+    run_cmd(args, cwd=project, timeout=600)
+    before = starfile.read(project / "ex" / "particles.star", always_dict=True)["particles"].set_index(
+        "rlnTomoParticleName")
+    after = starfile.read(project / "noalign" / "run_it002_data.star", always_dict=True)["particles"].set_index(
+        "rlnTomoParticleName")
+    for label in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst"):
+        np.testing.assert_allclose(after[label].to_numpy(), before.loc[after.index, label].to_numpy(), atol=1e-6)
+    assert set(after["rlnClassNumber"]) <= {1, 2} and after["rlnNrOfSignificantSamples"].max() <= K
+    classes = _model(project / "noalign", 2)["model_classes"]
+    assert classes["rlnClassDistribution"].sum() == pytest.approx(1.0)
+    assert int(starfile.read(project / "noalign" / "run_it002_optimiser.star")["rlnDoSkipAlign"]) == 1
+
+
+def test_fast_subsets_follow_relions_schedule() -> None:
+    from processing.refine.classify import fast_subset_size
+
+    # 1500 particles per class up to iteration 5, 4500 to 10, max(4500, 30 %) to 15, then all.
+    sizes = [fast_subset_size(i, n_classes=2, n_particles=30_000) for i in (1, 5, 6, 10, 11, 15, 16)]
+    assert sizes == [3000, 3000, 9000, 9000, 9000, 9000, 30_000]
+    assert fast_subset_size(12, n_classes=2, n_particles=100_000) == 30_000
+    assert fast_subset_size(1, n_classes=4, n_particles=5000) == 5000      # a subset no smaller than the data
