@@ -86,6 +86,7 @@ def separation(work: Path, *, refine_selected: bool) -> None:
                                                                                     symmetry="C6", threads=2), log=quiet)
     opt, ref = work / "dex" / "optimisation_set.star", work / "drec" / "merged.mrc"
     out = work / f"separation_{int(time.time())}"
+    out.mkdir()
     iterations = 8
     begin = time.perf_counter()
     RefineRun(parse_refine_args([*common_argv(opt, ref, out), "--K", "2", "--iter", str(iterations),
