@@ -188,3 +188,27 @@ def test_fast_subsets_follow_relions_schedule() -> None:
     assert sizes == [3000, 3000, 9000, 9000, 9000, 9000, 30_000]
     assert fast_subset_size(12, n_classes=2, n_particles=100_000) == 30_000
     assert fast_subset_size(1, n_classes=4, n_particles=5000) == 5000      # a subset no smaller than the data
+
+
+def test_continuing_relions_pseudo_subtomogram_iteration(project: Path) -> None:
+    """The same classification of 3D pseudo-subtomograms (the unkind case: CTF² and multiplicity
+    volumes, the multiplicity-weighted average CTF²): RELION's iteration 2 continued by
+    tomodash gives RELION's iteration 3."""
+    run_cmd([venv_bin("tomodash"), "extract", "--i", "optimisation_set.star", "--o", "ex3d/", "--b", "32",
+             "--crop", "24", "--bin", "2", "--j", "2"], cwd=project)
+    shutil.copytree(RELION / "pseudo3d", project / "r3d", dirs_exist_ok=True)
+    run_cmd([venv_bin("tomodash"), "refine", "--o", "cont3d/run", "--continue", "r3d/run_it002_optimiser.star",
+             "--iter", "3", "--j", "2"], cwd=project, timeout=600)
+    theirs = starfile.read(RELION / "pseudo3d" / "run_it003_data.star", always_dict=True)["particles"]
+    mine = _classes(project / "cont3d", 3)
+    theirs = theirs.set_index("rlnTomoParticleName")["rlnClassNumber"].astype(int)
+    assert (mine.loc[theirs.index] == theirs).mean() >= 0.97
+    a = _model(project / "cont3d", 3)
+    b = starfile.read(RELION / "pseudo3d" / "run_it003_model.star", always_dict=True)
+    np.testing.assert_allclose(a["model_classes"]["rlnClassDistribution"], b["model_classes"]["rlnClassDistribution"],
+                               atol=0.005)
+    assert float(a["model_general"]["rlnAveragePmax"]) == pytest.approx(float(b["model_general"]["rlnAveragePmax"]),
+                                                                        rel=0.02)
+    for k in (1, 2):
+        np.testing.assert_allclose(a[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8],
+                                   b[f"model_class_{k}"]["rlnSsnrMap"].to_numpy()[:8], rtol=0.02)
