@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from refine_bench import prepare  # noqa: E402
+from refine_bench import extract_and_reconstruct, prepare  # noqa: E402
 
 
 def common_argv(opt: Path, ref: Path, out: Path) -> list[str]:
@@ -66,9 +66,7 @@ def separation(work: Path, *, refine_selected: bool) -> None:
 
     import starfile
 
-    from processing.extract import ExtractionSettings, extract_subtomograms
     from processing.io import OptimisationSet
-    from processing.reconstruct import ReconstructionSettings, reconstruct_particles
     from processing.refine.driver import RefineRun
     from processing.refine.flags import parse_refine_args
     from processing.simulate import planted_decoys, simulate_dataset
@@ -77,14 +75,7 @@ def separation(work: Path, *, refine_selected: bool) -> None:
     data = work / "demo_decoys"
     if not (data / "particles.star").exists():
         simulate_dataset(dataclasses.replace(DEMO, decoy_fraction=0.3), data)
-    quiet = lambda *a, **k: None  # noqa: E731
-    extract_subtomograms(particles_file=data / "particles.star", tomograms_file=data / "tomograms.star",
-                         output_dir=work / "dex", settings=ExtractionSettings(binning=3, box=64, crop=40, max_dose=30,
-                                                                              threads=2), log=quiet)
-    reconstruct_particles(particles_file=work / "dex" / "particles.star", tomograms_file=data / "tomograms.star",
-                          output_dir=work / "drec", settings=ReconstructionSettings(binning=3, box=64, crop=40,
-                                                                                    symmetry="C6", threads=2), log=quiet)
-    opt, ref = work / "dex" / "optimisation_set.star", work / "drec" / "merged.mrc"
+    opt, ref = extract_and_reconstruct(data / "particles.star", data / "tomograms.star", work / "dex", work / "drec")
     out = work / f"separation_{int(time.time())}"
     out.mkdir()
     iterations = 8

@@ -44,9 +44,7 @@ def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
 
 
 def prepare(work: Path) -> tuple[Path, Path]:
-    from processing.extract import ExtractionSettings, extract_subtomograms
     from processing.io import ParticleSet
-    from processing.reconstruct import ReconstructionSettings, reconstruct_particles
     from processing.simulate import simulate_dataset
     from processing.simulate.presets import DEMO
 
@@ -56,14 +54,22 @@ def prepare(work: Path) -> tuple[Path, Path]:
     particles = ParticleSet.read(data / "particles.star")
     particles.assign_random_subsets(np.random.default_rng(1))
     particles.write(work / "init.star")
+    return extract_and_reconstruct(work / "init.star", data / "tomograms.star", work / "ex", work / "rec")
+
+
+def extract_and_reconstruct(particles: Path, tomograms: Path, ex: Path, rec: Path) -> tuple[Path, Path]:
+    """Extract at bin 3 (64 px cropped to 40, as the demo refinement) and
+    reconstruct (C6); returns (optimisation set, reference map)."""
+    from processing.extract import ExtractionSettings, extract_subtomograms
+    from processing.reconstruct import ReconstructionSettings, reconstruct_particles
+
     quiet = lambda *a, **k: None  # noqa: E731
-    extract_subtomograms(particles_file=work / "init.star", tomograms_file=data / "tomograms.star",
-                         output_dir=work / "ex", settings=ExtractionSettings(binning=3, box=64, crop=40, max_dose=30,
-                                                                             threads=2), log=quiet)
-    reconstruct_particles(particles_file=work / "ex" / "particles.star", tomograms_file=data / "tomograms.star",
-                          output_dir=work / "rec", settings=ReconstructionSettings(binning=3, box=64, crop=40,
-                                                                                   symmetry="C6", threads=2), log=quiet)
-    return work / "ex" / "optimisation_set.star", work / "rec" / "merged.mrc"
+    extract_subtomograms(particles_file=particles, tomograms_file=tomograms, output_dir=ex,
+                         settings=ExtractionSettings(binning=3, box=64, crop=40, max_dose=30, threads=2), log=quiet)
+    reconstruct_particles(particles_file=ex / "particles.star", tomograms_file=tomograms, output_dir=rec,
+                          settings=ReconstructionSettings(binning=3, box=64, crop=40, symmetry="C6", threads=2),
+                          log=quiet)
+    return ex / "optimisation_set.star", rec / "merged.mrc"
 
 
 def refine_argv(opt: Path, ref: Path, out: Path, iterations: int, threads: int) -> list[str]:

@@ -24,7 +24,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processing.geometry.euler import euler_to_matrix, matrix_to_euler
-from processing.geometry.sampling import AngularSampling, PriorSubset, oversampled_translations
+from processing.geometry.sampling import (
+    AngularSampling, PriorSubset, oversampled_translations, perturb_rotation_matrices, select_orientations_with_prior,
+)
 
 from . import _kernels as K
 from .frequencies import FrequencySet, frequency_set, frequency_set_3d, highres_pixels
@@ -251,8 +253,6 @@ def _orientation_subset(ctx: EStepContext, state: ParticleState, reference: int)
     it sums to the class's share, so the class prior is part of it; in auto-refine, one class,
     it is normalised); with priors, the Gaussian prior alone (relion_refine then uses no class
     prior)."""
-    from processing.geometry.sampling import select_orientations_with_prior
-
     s = ctx.sampling
     if ctx.sigma_rot <= 0 and ctx.sigma_tilt <= 0 and ctx.sigma_psi <= 0:
         pdf = None if ctx.pdf_direction is None else ctx.pdf_direction[reference]
@@ -479,8 +479,6 @@ class _ClassSearch:
 
 
 def _class_searches(ctx: EStepContext, state: ParticleState, classes: Sequence[int]) -> list[_ClassSearch]:
-    from processing.geometry.sampling import perturb_rotation_matrices
-
     sampling = ctx.sampling
     coarse_step = sampling.angular_step(0)
     out = []
@@ -601,11 +599,10 @@ def expect_particle(
         else:
             rot_c, tilt_c, psi_c = sampling.oversampled(c.d_idx[ur], c.p_idx[ur], os_)   # (nr, 8)
             n_child_r = rot_c.shape[1]
-            from processing.geometry.sampling import perturb_rotation_matrices
-
             fine_rot = perturb_rotation_matrices(euler_to_matrix(rot_c, tilt_c, psi_c), ctx.perturbation,
                                                  coarse_step).reshape(-1, 3, 3)
-        if ctx.skip_align and os_ == 0 and ctx.coarse_size == ctx.current_size:
+        if ctx.skip_align and not ctx.strict_highres:
+            # one pose per class, already scored at the current size in pass 1
             d2 = diff2[:, column_start[j]:column_start[j + 1]]
         else:
             d2 = _score(ctx, ctx.references[c.reference], particle, freq_score, fine_rot, origin_px[None] + fine_t,
