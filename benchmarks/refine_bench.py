@@ -12,7 +12,12 @@ With ``--to-convergence`` it instead runs the whole refinement (one process x 2 
 prints the number of iterations, the final resolution and the wall time per iteration; run it
 with another checkout first on ``PYTHONPATH`` to compare two versions on the same machine.
 
-Usage: python benchmarks/refine_bench.py [--iterations 4] [--workdir DIR] [--to-convergence]
+With ``--gpu`` (on a machine where CuPy sees a CUDA device) it runs the whole demo refinement
+twice in this process, on 2 CPU threads and with ``--gpu 0``, and prints the E-step time of
+each iteration on both with their ratio, the GPU's E-step rate against the device's own GEMM
+rate on the same shapes, the iteration counts and the FSC between the two final maps.
+
+Usage: python benchmarks/refine_bench.py [--iterations 4] [--workdir DIR] [--to-convergence | --gpu]
 """
 from __future__ import annotations
 
@@ -41,6 +46,57 @@ def matmul_gflops(threads: int, seconds: float = 2.0) -> float:
             a @ b.T
             n += 1
         return 2.0 * a.shape[0] * b.shape[0] * a.shape[1] * n / (time.perf_counter() - start) / 1e9
+
+
+def device_matmul_gflops(seconds: float = 2.0) -> float:
+    """The GPU's float32 GEMM rate (GFLOP/s) on the shapes of :func:`matmul_gflops`."""
+    import cupy
+
+    rng = cupy.random.default_rng(0)
+    a = rng.standard_normal((512, 13860), dtype=cupy.float32)
+    b = rng.standard_normal((81, 13860), dtype=cupy.float32)
+    a @ b.T
+    cupy.cuda.Device().synchronize()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b.T
+        n += 1
+    cupy.cuda.Device().synchronize()
+    return 2.0 * a.shape[0] * b.shape[0] * a.shape[1] * n / (time.perf_counter() - start) / 1e9
+
+
+def gpu_against_cpu(opt: Path, ref: Path, work: Path) -> None:
+    """The demo refinement to convergence on 2 CPU threads and on GPU 0, in this process."""
+    from processing.fourier.fsc import fsc
+    from processing.io import read_mrc
+    from processing.refine import estep
+    from processing.refine.driver import RefineRun
+    from processing.refine.flags import parse_refine_args
+
+    runs = {}
+    for name, extra in (("cpu", []), ("gpu", ["--gpu", "0"])):
+        out = work / f"{name}_{int(time.time())}"
+        out.mkdir()
+        run = RefineRun(parse_refine_args(refine_argv(opt, ref, out, 999, 2) + extra), log=lambda *a: None)
+        estep.WORK.update(poses=0, matmul_flops=0.0, slices=0)
+        begin = time.perf_counter()
+        run.run()
+        runs[name] = (out, run.iteration_timings, time.perf_counter() - begin, dict(estep.WORK))
+    (cpu_out, cpu_t, cpu_wall, _), (gpu_out, gpu_t, gpu_wall, work_gpu) = runs["cpu"], runs["gpu"]
+    print("iteration   CPU E-step [s]   GPU E-step [s]   CPU/GPU")
+    for a, b in zip(cpu_t, gpu_t):
+        print(f"{a['iteration']:9d}   {a['expectation']:14.2f}   {b['expectation']:14.2f}   "
+              f"x{a['expectation'] / b['expectation']:.1f}")
+    e_gpu = sum(t["expectation"] for t in gpu_t)
+    rate = device_matmul_gflops()
+    gflops = work_gpu["matmul_flops"] / e_gpu / 1e9
+    print(f"GPU E-step cross-term products {gflops:.1f} GFLOP/s = {gflops / rate:.2f} x the device's float32 "
+          f"GEMM rate on the same shapes ({rate:.0f} GFLOP/s)")
+    print(f"whole refinement: CPU (2 threads) {len(cpu_t)} iterations in {cpu_wall:.1f} s; GPU {len(gpu_t)} "
+          f"iterations in {gpu_wall:.1f} s: x{cpu_wall / gpu_wall:.1f}")
+    a, b = read_mrc(cpu_out / "run_class001.mrc").data, read_mrc(gpu_out / "run_class001.mrc").data
+    curve = fsc(a, b)
+    print(f"FSC between the CPU and GPU final maps: minimum {curve[1:].min():.4f} over shells 1-{curve.size - 1}")
 
 
 def prepare(work: Path) -> tuple[Path, Path]:
@@ -107,12 +163,16 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--to-convergence", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="the demo refinement on 2 CPU threads and on GPU 0")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="refine_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     opt, ref = prepare(work)
     if args.to_convergence:
         converge(opt, ref, work)
+        return
+    if args.gpu:
+        gpu_against_cpu(opt, ref, work)
         return
 
     from processing.refine import estep

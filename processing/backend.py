@@ -31,6 +31,11 @@ __all__ = [
     "to_device",
     "is_gpu",
     "cupy_available",
+    "cupy_problem",
+    "device_count",
+    "device_module",
+    "select_device",
+    "use_device",
 ]
 
 BackendName = Literal["numpy", "cupy"]
@@ -42,12 +47,57 @@ _cupy: ModuleType | None = None
 
 def cupy_available() -> bool:
     """True when cupy imports and sees at least one CUDA device."""
-    try:
-        import cupy  # noqa: F401
+    return cupy_problem() is None
 
-        return int(cupy.cuda.runtime.getDeviceCount()) > 0
-    except Exception:  # ImportError, CUDA driver errors
-        return False
+
+def cupy_problem() -> str | None:
+    """Why cupy cannot run here (not installed, no CUDA driver, no device), or None when it can."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install failing at import
+        return f"CuPy is not installed ({exc.__class__.__name__}: {exc})"
+    try:
+        n = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # CUDA driver missing or failing
+        return f"CUDA is not usable ({exc.__class__.__name__}: {exc})"
+    return None if n > 0 else "CUDA sees no GPU"
+
+
+def device_count() -> int:
+    """CUDA devices cupy sees (0 without cupy or CUDA)."""
+    if cupy_problem() is not None:
+        return 0
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def device_module() -> ModuleType:
+    """The cupy module (for code that puts its own arrays on the GPU, whatever the run's
+    backend); RuntimeError, with the reason, where cupy cannot run."""
+    problem = cupy_problem()
+    if problem is not None:
+        raise RuntimeError(f"no GPU array module: {problem}")
+    import cupy
+
+    return cupy
+
+
+def select_device(device: int) -> None:
+    """Make ``device`` the calling thread's current CUDA device."""
+    device_module().cuda.Device(device).use()
+
+
+def use_device(device: int | None):
+    """A context in which cupy allocates on and runs kernels on ``device`` (a no-op for None).
+    CuPy's current device belongs to the thread, so each worker thread enters it."""
+    if device is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    import cupy
+
+    return cupy.cuda.Device(device)
 
 
 def set_backend(name: BackendName) -> None:

@@ -81,6 +81,16 @@ class Communicator:
         self._comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.SUM)
         return out
 
+    def ranks_on_my_host(self) -> int:
+        """Working ranks (all but the leader; the only rank when alone) on this rank's host,
+        as RELION counts them to share a host's GPUs. Collective: every rank calls it."""
+        if self._comm is None:
+            return 1
+        from mpi4py import MPI
+
+        names = self._comm.allgather(MPI.Get_processor_name())
+        return max(1, sum(1 for r, name in enumerate(names) if r > 0 and name == names[self.rank]))
+
     def barrier(self) -> None:
         if self._comm is not None:
             self._wait_for_all()

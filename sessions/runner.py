@@ -174,20 +174,14 @@ def build_command(job_type: JobType, job_dir: str, nr_mpi: int, *, python: str |
 
 
 def job_environment(params: JobParameters, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment of a job: threads (OpenMP/BLAS/numba) and GPU ids passed on, MPI launcher
-    variables of the caller removed."""
+    """Environment of a job: threads (OpenMP/BLAS/numba) passed on, MPI launcher variables of
+    the caller removed. GPUs are the job's own ``--gpu`` argument (relion_refine's)."""
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith(_MPI_ENV_PREFIXES)}
     threads = str(max(1, int(getattr(params, "nr_threads", 1) or 1)))
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                 "TOMODASH_THREADS"):
         env[key] = threads
-    if getattr(params, "use_gpu", False):
-        env["TOMODASH_USE_GPU"] = "1"
-        env["TOMODASH_GPU_IDS"] = str(getattr(params, "gpu_ids", "") or "")
-    else:
-        env.pop("TOMODASH_GPU_IDS", None)
-        env["TOMODASH_USE_GPU"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -298,7 +292,7 @@ def _launch_locked(session: Session, info: JobInfo, *, is_continue: bool) -> Run
             "argv": argv, "command": shlex.join(argv), "job": info.name, "job_type": jt.name,
             "launched_at": now, "launched": time.strftime("%Y-%m-%dT%H:%M:%S"), "first_launched_at": first,
             "nr_mpi": int(params.nr_mpi), "nr_threads": int(params.nr_threads),
-            "gpu_ids": env.get("TOMODASH_GPU_IDS"), "continue": continuing,
+            "gpu_ids": str(getattr(params, "gpu_ids", "") or "") if getattr(params, "use_gpu", False) else None, "continue": continuing,
             "abort_requested_at": None, "reason": None, "final_status": None,
             # Where this run's part of run.err begins (the file is appended to across runs).
             "run_err_offset": err_offset, "run_id": run_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from processing.backend import to_host
 from processing.geometry.euler import euler_to_matrix
 from processing.glibc_random import GlibcRandom, relion_rnd_unif
 
@@ -69,14 +70,14 @@ def expected_accuracy(
         inv_s2 = inverse_noise(ctx_p.noise(state), freq)
         weight = (C * C) * inv_s2[None] / 2.0                              # (F, K)
         base = euler_to_matrix(*state.angles)
-        v0 = central_slices(ref, geo.rotations @ base, freq, remap=ctx_p.remap)[0]  # (F, K)
+        v0 = to_host(central_slices(ref, geo.rotations @ base, freq, remap=ctx_p.remap)[0])  # (F, K)
         # Rotation: each tilt image perturbs one randomly chosen Euler angle by growing amounts.
         which = _random_axes(random_seed + geo.index, F)
         pert = np.tile(state.angles, (a_steps.size, F, 1))                  # (S, F, 3)
         pert[:, np.arange(F), which] += a_steps[:, None]
         mats = euler_to_matrix(pert[..., 0], pert[..., 1], pert[..., 2])    # (S, F, 3, 3)
         rot = np.einsum("fij,sfjk->sfik", geo.rotations, mats).reshape(-1, 3, 3)
-        v1 = central_slices(ref, rot, freq, remap=ctx_p.remap)[0].reshape(a_steps.size, F, -1)
+        v1 = to_host(central_slices(ref, rot, freq, remap=ctx_p.remap)[0]).reshape(a_steps.size, F, -1)
         d = (np.abs(v1 - v0[None]) ** 2 * weight[None]).sum(axis=(1, 2))
         angles_found.append(_first_exceeding(d, a_steps))
         # Translation: each tilt image shifts along a randomly chosen axis of the subtomogram frame.

@@ -6,6 +6,10 @@ in ``initial``, the leader's work after the E-step in ``maximisation``, the file
 MPI layout (``mpiexec -n N``, N odd >= 3): rank 0 leads (metadata, M-step, files) and does no
 image work; odd ranks refine half 1, even ranks half 2, each sharing its half's particles.
 With one process, that process refines both halves itself.
+
+GPUs (``--gpu``, see :mod:`.devices`): each working rank runs its E-step on its device through
+CuPy — references, slices, products and back-projection grids in device memory, with the
+same functions as on the CPU (:mod:`processing.backend`); the leader uses none.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from processing import backend
 from processing.fourier.projector import fourier_grid_from_volume
 from processing.geometry.sampling import AngularSampling, next_random_perturbation, translation_grid
 from processing.glibc_random import Mt19937, libstdcxx_shuffle
@@ -25,6 +30,7 @@ from processing.abort import check_abort
 from processing.parallel import Communicator, get_communicator, particle_threads
 
 from .accuracy import expected_accuracy
+from .devices import DevicePlan, plan_devices
 from .distributed import combine_through_disc, sum_over_ranks, wait_for_workers, write_rank_progress
 from .estep import EStepContext, HalfAccumulator, ParticleResult, Reference, expect_particle
 from .initial import initial_state
@@ -47,7 +53,10 @@ class RefineRun:
     """One 3D auto-refine run (see module docstring); :meth:`run` does it all, :meth:`start`
     and :meth:`iterate` are its steps."""
 
-    def __init__(self, options: RefineOptions, *, comm: Communicator | None = None, log=print) -> None:
+    def __init__(self, options: RefineOptions, *, comm: Communicator | None = None, log=print,
+                 array_kernels: bool = False) -> None:
+        """``array_kernels`` runs the E-step with the GPU's array-module kernels on the CPU
+        (numpy): the GPU's code path where there is no GPU (tests)."""
         self.comm = comm or Communicator(None)
         self.log = log if self.comm.is_leader else (lambda *a, **k: None)
         if options.continue_from:
@@ -73,7 +82,20 @@ class RefineRun:
         self._only_classes: list[int] | None = None
         #: each class's τ² in this classification iteration (classify.reference_power)
         self._reference_power: list[np.ndarray] = []
+        self.device = self._plan_device(options)
+        self.xp = backend.device_module() if self.device.on_gpu else np
+        self.array_kernels = array_kernels or self.device.on_gpu
         self.started = time.time()
+
+    def _plan_device(self, options: RefineOptions) -> DevicePlan:
+        if options.gpu is None:
+            return DevicePlan(None)
+        plan = plan_devices(options.gpu, rank=self.comm.rank, n_ranks=self.comm.size, n_threads=options.threads,
+                            n_devices=backend.device_count(), workers_on_host=self.comm.ranks_on_my_host())
+        if plan.on_gpu:
+            backend.select_device(plan.device)
+            print(f" + process {self.comm.rank} runs on GPU device {plan.device}", flush=True)
+        return plan
 
     def start(self) -> tuple[RunState, int]:
         """Read the inputs and make (or, on ``--continue``, read back) the state before the
@@ -120,11 +142,14 @@ class RefineRun:
         for half in state.halves:
             grid, cidx, _ = fourier_grid_from_volume(half.map, padding_factor=self.options.pad,
                                                      dtype=np.complex64, data_dim=3 if self.inputs.is_3d else 2)
-            refs.append(Reference(grid=grid, c=cidx, pad=float(self.options.pad)))
+            refs.append(Reference(grid=grid, c=cidx, pad=float(self.options.pad), array_kernels=self.array_kernels))
         if self.options.classification:
             # τ² of classification: each reference's own power in this iteration's window.
             self._reference_power = [reference_power(r, current_size=c.current_size, n_shells=self.inputs.n_shells)
                                      for r in refs]
+        if self.device.on_gpu:
+            with backend.use_device(self.device.device):
+                refs = [r.on_device(self.xp) for r in refs]
         step_px = s.offset_step / self.inputs.pixel_size
         return EStepContext(
             ori=self.inputs.ori, pixel_size=self.inputs.pixel_size, references=refs,
@@ -344,6 +369,9 @@ class RefineRun:
                                        n_groups=len(self.inputs.group_names), n_optics=self.inputs.n_optics,
                                        r_max=c.current_size // 2, data_dim=3 if self.inputs.is_3d else 2)
                 for _ in state.halves]
+        if self.device.on_gpu:
+            with backend.use_device(self.device.device):
+                accs = [a.on_device(self.xp) for a in accs]
         K = self.n_classes
         mine = self._my_particles(state)
         if o.classification:
@@ -361,8 +389,9 @@ class RefineRun:
                 noise = ctx.for_particle(p).noise(p)
                 noise = np.where(np.isfinite(noise), noise, 0.0)
             first = p.half * K
-            return i, expect_particle(ctx, self.inputs.store.load(i, noise=noise, origin=p.origin), p,
-                                      accs[first:first + K], lock=locks[p.half], classes=self._classes_of(i))
+            with backend.use_device(self.device.device):
+                return i, expect_particle(ctx, self.inputs.store.load(i, noise=noise, origin=p.origin), p,
+                                          accs[first:first + K], lock=locks[p.half], classes=self._classes_of(i))
 
         with particle_threads(o.threads) as pmap:
             for b in range(0, len(mine), batch):
@@ -372,6 +401,8 @@ class RefineRun:
                     self._progress(iteration, "expectation", len(results), n_total, started)
                 else:
                     write_rank_progress(self.comm, self.job_dir, iteration, len(results), len(mine))
+        for acc in accs:
+            acc.to_host()
         if self.comm.size > 1:
             wait_for_workers(self.comm, self.job_dir,
                              lambda done: self._progress(iteration, "expectation", done, n_total, started))

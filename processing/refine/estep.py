@@ -23,11 +23,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from processing.backend import get_array_module, to_host
 from processing.geometry.euler import euler_to_matrix, matrix_to_euler
 from processing.geometry.sampling import (
     AngularSampling, PriorSubset, oversampled_translations, perturb_rotation_matrices, select_orientations_with_prior,
 )
 
+from . import _array_kernels as AK
 from . import _kernels as K
 from .frequencies import FrequencySet, frequency_set, frequency_set_3d, highres_pixels
 from .particles import ParticleImages
@@ -52,15 +54,32 @@ WORK = {"poses": 0, "matmul_flops": 0.0, "slices": 0}
 
 @dataclass
 class Reference:
-    """One half's reference, as a centred padded Fourier grid (see processing.fourier.projector)."""
+    """One half's reference, as a centred padded Fourier grid (see processing.fourier.projector).
+
+    A grid on the GPU (a cupy array) makes the E-step of this reference run there, with the
+    array-module kernels (:mod:`._array_kernels`); ``array_kernels=True`` runs those kernels
+    on a numpy grid too (the GPU's code path, checked on the CPU)."""
 
     grid: NDArray[np.complex64]
     c: int
     pad: float
+    array_kernels: bool = False
 
     def __post_init__(self) -> None:
-        self.grid = np.ascontiguousarray(self.grid, dtype=np.complex64)
+        xp = get_array_module(self.grid)
+        self.grid = xp.ascontiguousarray(self.grid, dtype=np.complex64)
         self.grid_f32 = self.grid.view(np.float32).reshape(self.grid.shape + (2,))
+        self.array_kernels = self.array_kernels or xp is not np
+
+    @property
+    def xp(self):
+        """The array module the E-step of this reference computes with."""
+        return get_array_module(self.grid)
+
+    def on_device(self, xp) -> "Reference":
+        """This reference with its grid in ``xp``'s memory (the GPU's for cupy)."""
+        return Reference(grid=xp.asarray(self.grid), c=self.c, pad=self.pad,
+                         array_kernels=self.array_kernels or xp is not np)
 
 
 @dataclass
@@ -227,6 +246,17 @@ class HalfAccumulator:
             pdf_sum=np.zeros(n_directions), scale_xa=np.zeros(n_groups), scale_aa=np.zeros(n_groups),
         )
 
+    def on_device(self, xp) -> "HalfAccumulator":
+        """Keep the back-projection grids in ``xp``'s memory (the GPU's for cupy), where the
+        E-step of a reference there inserts; :meth:`to_host` brings them back."""
+        self.data, self.weight = xp.asarray(self.data), xp.asarray(self.weight)
+        return self
+
+    def to_host(self) -> "HalfAccumulator":
+        """The back-projection grids back in host memory (for the MPI sums and the M-step)."""
+        self.data, self.weight = to_host(self.data), to_host(self.weight)
+        return self
+
     def arrays(self) -> list[NDArray]:
         """The arrays to sum across threads and MPI ranks, in a fixed order."""
         return [self.data, self.weight, self.sigma2_sum, self.sigma2_images, self.highres_sum, self.multiplicity_sum,
@@ -275,13 +305,14 @@ def _projected_shifts(rotations: NDArray, offsets_px: NDArray, is_3d: bool) -> N
     return np.einsum("fij,tj->tfi", rotations[:, :2, :], offsets_px)
 
 
-def phase_factors(freq: FrequencySet, shifts: NDArray, ori: int, sign: float) -> NDArray[np.complex64]:
-    """exp(sign 2πi k·s/N), shape (T, F, K)."""
-    arg = shifts[..., 0, None] * freq.kx + shifts[..., 1, None] * freq.ky
+def phase_factors(freq: FrequencySet, shifts: NDArray, ori: int, sign: float, *, xp=np) -> NDArray[np.complex64]:
+    """exp(sign 2πi k·s/N), shape (T, F, K), computed in ``xp``'s memory."""
+    shifts = xp.asarray(shifts)
+    arg = shifts[..., 0, None] * xp.asarray(freq.kx) + shifts[..., 1, None] * xp.asarray(freq.ky)
     if freq.kz is not None:
-        arg = arg + shifts[..., 2, None] * freq.kz
+        arg = arg + shifts[..., 2, None] * xp.asarray(freq.kz)
     arg *= sign * 2.0 * np.pi / ori
-    return (np.cos(arg) + 1j * np.sin(arg)).astype(np.complex64)
+    return (xp.cos(arg) + 1j * xp.sin(arg)).astype(np.complex64)
 
 
 def central_slices(
@@ -290,7 +321,10 @@ def central_slices(
 ) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
     """Central-slice values ``(n, K)`` at ``freq`` for rotations ``(n, 3, 3)``, and their
     weighted power ``Σ_k |V|² power_weights[m % F, k]`` ``(n,)`` (zeros without weights).
-    ``remap`` scales image frequencies to the reference's (see EStepContext.remap)."""
+    ``remap`` scales image frequencies to the reference's (see EStepContext.remap). Both live
+    where the reference's grid does (see :class:`Reference`)."""
+    if ref.array_kernels:
+        return _central_slices_array(ref, rotations, freq, power_weights, remap=remap)
     n = rotations.shape[0]
     out = np.empty((n, freq.n), dtype=np.complex64)
     power = np.empty(n, dtype=np.float32)
@@ -304,6 +338,23 @@ def central_slices(
     else:
         K.gather_points_3d(ref.grid, ref.c, rot, ref.pad, freq.kx, freq.ky, freq.kz, power_weights, out, power)
     return out, power
+
+
+def _central_slices_array(
+    ref: Reference, rotations: NDArray, freq: FrequencySet, power_weights: NDArray | None, *, remap: float,
+) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
+    """:func:`central_slices` with the array-module kernels, in the grid's memory."""
+    xp = ref.xp
+    if power_weights is None:
+        power_weights = xp.zeros((1, freq.n), dtype=np.float32)
+    rot = xp.asarray(rotations * remap if remap != 1.0 else rotations, dtype=np.float64)
+    if freq.kz is None:
+        _check_inside_grid(ref, freq, remap)
+        return AK.gather_points(ref.grid, ref.c, rot, ref.pad, xp.asarray(freq.kx32), xp.asarray(freq.ky32),
+                                xp.asarray(power_weights, dtype=np.float32))
+    values, power = AK.gather_points_3d(ref.grid, ref.c, rot, ref.pad, xp.asarray(freq.kx), xp.asarray(freq.ky),
+                                        xp.asarray(freq.kz), xp.asarray(power_weights, dtype=np.float32))
+    return values, power.astype(np.float32)
 
 
 def _check_inside_grid(ref: Reference, freq: FrequencySet, remap: float = 1.0) -> None:
@@ -344,8 +395,10 @@ def _score(
     The particle-side factors (CTF, 1/σ², the shift phases) are folded into one matrix
     ``Z (T, FK)``, so the cross term is a single real product of the interleaved (re, im)
     slices with conj(Z): Re(V·Z) = V_re·Z_re - V_im·Z_im, half the work of a complex product.
-    The Σ|CTF·V|²/σ² term comes out of the gather kernel.
+    The Σ|CTF·V|²/σ² term comes out of the gather kernel. The slices and the product are
+    computed where the reference lives (the GPU for a cupy grid); diff2 comes back to the host.
     """
+    xp = ref.xp
     geo = particle.geometry
     F = geo.rotations.shape[0]
     X = particle.masked.reshape(F, -1)[:, freq.flat]                       # (F, K)
@@ -366,12 +419,13 @@ def _score(
         z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
     # conj(Z) = weight · X e^{-2πi k·p/N}, viewed as interleaved float32 (T, 2FK).
-    Zc = (X * z_weight).astype(np.complex64)[None] * phase_factors(freq, shifts, ctx.ori, -1.0)
+    Zc = xp.asarray((X * z_weight).astype(np.complex64))[None] * phase_factors(freq, shifts, ctx.ori, -1.0, xp=xp)
     Zc = Zc.reshape(len(offsets_px), -1).view(np.float32)
+    power_weights = xp.asarray(power_weights, dtype=np.float32)
     R = part_rot.shape[0]
-    cross = np.empty((len(offsets_px), R))
-    power = np.empty(R)
-    chunk = int(max(1, min(ROTATION_CHUNK, CHUNK_BYTES // (8 * F * freq.n))))
+    cross = xp.empty((len(offsets_px), R))
+    power = xp.empty(R)
+    chunk = _rotation_chunk(xp, F, freq.n)
     for start in range(0, R, chunk):
         rot = part_rot[start:start + chunk]
         r = rot.shape[0]
@@ -379,6 +433,7 @@ def _score(
         V, p = central_slices(ref, total, freq, power_weights, remap=ctx.remap)
         power[start:start + r] = p.reshape(r, F).sum(axis=1)
         cross[:, start:start + r] = (V.reshape(r, -1).view(np.float32) @ Zc.T).T
+    cross, power = to_host(cross), to_host(power)
     WORK["poses"] += R * len(offsets_px)
     WORK["matmul_flops"] += 2.0 * R * len(offsets_px) * Zc.shape[1]
     WORK["slices"] += R * F
@@ -387,6 +442,17 @@ def _score(
         xnorm = float(np.sqrt((np.abs(X[:, freq.scored]) ** 2).sum()))
         return -cross / np.maximum(np.sqrt(power), 1e-30)[None, :] / max(xnorm, 1e-30)
     return 0.5 * power[None, :] - cross
+
+
+def _rotation_chunk(xp, n_images: int, n_points: int) -> int:
+    """Rotations per chunk of :func:`_score`: CHUNK_BYTES of slices on the CPU; on the GPU an
+    eighth of the device's free memory (the slices and their gather temporaries, about eight
+    times the slices' size), so that large batches keep it busy."""
+    per_rotation = 8 * n_images * n_points
+    if xp is np:
+        return int(max(1, min(ROTATION_CHUNK, CHUNK_BYTES // per_rotation)))
+    free, _ = xp.cuda.Device().mem_info
+    return int(max(1, free // (8 * 8 * per_rotation)))
 
 
 def inverse_noise(sigma2: NDArray, freq: FrequencySet) -> NDArray[np.float64]:
@@ -668,7 +734,9 @@ def _accumulate(
     ``origin_px`` is the shift still to apply to the images, ``centre_px`` the offset the
     translations ``fine_t`` are relative to (both px). ``w`` holds the weights of one class;
     the particle's pmax, likelihood and count go to the accumulator of its best class
-    (``count_particle``)."""
+    (``count_particle``). The slices, products and insertion run where the reference lives
+    (the accumulator's grids then live there too); the per-shell sums come back to the host."""
+    xp = ref.xp
     geo = particle.geometry
     F = geo.rotations.shape[0]
     rows = np.flatnonzero(w.sum(axis=1) > 0)
@@ -676,26 +744,27 @@ def _accumulate(
     wt = w[np.ix_(rows, cols)]                                             # (T', R')
     w_r = wt.sum(axis=0)                                                   # (R',)
     shifts = _projected_shifts(geo.rotations, origin_px[None] + fine_t[rows], ctx.is_3d)
-    E = phase_factors(freq, shifts, ctx.ori, -1.0).reshape(len(rows), -1)        # (T', FK)
-    shift_sum = (wt.T.astype(np.complex64) @ E).reshape(len(cols), F, -1)  # (R', F, K)
-    X = particle.images.reshape(F, -1)[:, freq.flat]
-    Xm = particle.masked.reshape(F, -1)[:, freq.flat]
-    C = particle.ctf2.reshape(F, -1)[:, freq.flat]
+    E = phase_factors(freq, shifts, ctx.ori, -1.0, xp=xp).reshape(len(rows), -1)    # (T', FK)
+    shift_sum = (xp.asarray(wt.T.astype(np.complex64)) @ E).reshape(len(cols), F, -1)  # (R', F, K)
+    X = xp.asarray(particle.images.reshape(F, -1)[:, freq.flat])
+    Xm = xp.asarray(particle.masked.reshape(F, -1)[:, freq.flat])
+    C_host = particle.ctf2.reshape(F, -1)[:, freq.flat]
+    C = xp.asarray(C_host)
     # The sums take 1/σ² (RELION: "for storeWeightedSums the factor M should not be there"),
     # or 1/(σ²M) after its double division (see _multiplicity_powers); the multiplicity also
     # enters the noise normalisation. The origin pixel, which the likelihood leaves out, is
     # back-projected with 1/σ²(0) (storeWeightedSums restores it after any division).
     sigma2 = ctx.noise(state)
-    inv_s2 = np.broadcast_to(inverse_noise(sigma2, freq), C.shape)
+    inv_s2 = np.broadcast_to(inverse_noise(sigma2, freq), C_host.shape)
     if particle.multiplicity is not None and multiplicity_power:
         inv_s2 = _divided_by_multiplicity(inv_s2, particle.multiplicity.reshape(F, -1)[:, freq.flat],
                                           multiplicity_power)
-    inv_s2 = np.where(freq.shell == 0, 1.0 / max(float(sigma2[0]), 1e-30), inv_s2)
+    inv_s2 = xp.asarray(np.where(freq.shell == 0, 1.0 / max(float(sigma2[0]), 1e-30), inv_s2))
     rot = np.einsum("fij,rjk->rfik", geo.rotations, fine_rot[cols]).reshape(-1, 3, 3)
     V = central_slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
     CV = scale * C[None] * V
     # Back-projection of the unmasked images, for the pixels with |k| <= size/2 only.
-    ins = freq.inserted
+    ins = xp.asarray(np.flatnonzero(freq.inserted))          # integer indices: the GPU's arrays take them
     # Premultiplied images already carry the CTF (C = CTF²) and are inserted as they are, with
     # weight s C; otherwise X is multiplied by s C (C = CTF) and the weight is s² C²
     # (storeWeightedSums scales the CTF array once by the group's scale in both cases).
@@ -706,17 +775,18 @@ def _accumulate(
         data_factor = scale * C[:, ins] * inv_s2[:, ins]
         weight_factor = (scale * scale) * C[:, ins] * C[:, ins] * inv_s2[:, ins]
     values = (shift_sum[..., ins] * (X[:, ins] * data_factor)[None]).reshape(len(cols) * F, -1).astype(np.complex128)
-    weights = (w_r[:, None, None] * weight_factor[None]).reshape(len(cols) * F, -1)
+    w_r_x = xp.asarray(w_r)
+    weights = (w_r_x[:, None, None] * weight_factor[None]).reshape(len(cols) * F, -1)
     # Noise: Σ w' |s C V - Xm_shift|² per shell, over the significant samples only, so the image
     # power counts Σ w' (about the adaptive fraction, 0.999) times, as in storeWeightedSums.
     mshift = shift_sum * Xm[None]
-    resid = (w_r[:, None, None] * (np.abs(CV) ** 2) - 2.0 * (CV * np.conj(mshift)).real).sum(axis=0) + \
-        w_r.sum() * (np.abs(Xm) ** 2)
+    resid = (w_r_x[:, None, None] * (xp.abs(CV) ** 2) - 2.0 * (CV * xp.conj(mshift)).real).sum(axis=0) + \
+        w_r.sum() * (xp.abs(Xm) ** 2)
     # Per-shell sums over the image's shells, then onto the model's (other optics groups).
     n_shells = ctx.ori // 2 + 1
     n_model = acc.sigma2_sum.shape[1]
     measured = freq.measured
-    noise = np.bincount(freq.shell[measured], resid.sum(axis=0)[measured], minlength=n_shells)[:n_shells]
+    noise = np.bincount(freq.shell[measured], to_host(resid.sum(axis=0))[measured], minlength=n_shells)[:n_shells]
     noise = ctx.to_model_shells(noise, n_model)
     multiplicity = None
     if particle.multiplicity is not None:
@@ -728,18 +798,20 @@ def _accumulate(
     highres = ctx.to_model_shells(_power_beyond(ctx, particle), n_model)
     # Σ w' CTF-array per shell (classification's average CTF² for τ² of premultiplied data).
     ctf2_shells = ctx.to_model_shells(
-        np.bincount(freq.shell[measured], C.sum(axis=0)[measured], minlength=n_shells)[:n_shells], n_model) * float(w_r.sum())
+        np.bincount(freq.shell[measured], C_host.sum(axis=0)[measured], minlength=n_shells)[:n_shells],
+        n_model) * float(w_r.sum())
     # Offsets (Å²) relative to the prior, direction distribution, and the scale correction
     # over the shells where the reference's SSNR (half 1's) exceeds 3.
     total = (centre_px[None] + fine_t[rows]) * ctx.pixel_size
     d2 = ((total - state.origin_prior[None]) ** 2).sum(axis=1)
     xa = aa = 0.0
     if ctx.scales is not None:
-        strong = _strong_pixels(ctx, freq)
-        xa = (CV[..., strong] * np.conj(mshift[..., strong])).real.sum() / max(scale, 1e-12)
-        aa = (w_r[:, None, None] * np.abs(CV[..., strong]) ** 2).sum() / max(scale * scale, 1e-12)
+        strong = xp.asarray(np.flatnonzero(_strong_pixels(ctx, freq)))
+        xa = float((CV[..., strong] * xp.conj(mshift[..., strong])).real.sum()) / max(scale, 1e-12)
+        aa = float((w_r_x[:, None, None] * xp.abs(CV[..., strong]) ** 2).sum()) / max(scale * scale, 1e-12)
     with lock or nullcontext():
-        _scatter(acc, rot * ctx.remap, freq, values, weights.astype(np.float64), ins)
+        _scatter(acc, rot * ctx.remap, freq, values, weights.astype(np.float64), freq.inserted,
+                 array_kernels=ref.array_kernels)
         acc.sigma2_sum[state.optics] += noise
         if count_particle:
             acc.sigma2_images[state.optics] += F
@@ -766,9 +838,19 @@ def _strong_pixels(ctx: EStepContext, freq: FrequencySet) -> NDArray[np.bool_]:
 
 
 def _scatter(acc: HalfAccumulator, rot: NDArray, freq: FrequencySet, values: NDArray, weights: NDArray,
-             pixels: NDArray[np.bool_]) -> None:
+             pixels: NDArray[np.bool_], *, array_kernels: bool = False) -> None:
     r = np.ascontiguousarray(rot, dtype=np.float64)
     kx, ky = freq.kx[pixels], freq.ky[pixels]
+    if array_kernels:
+        xp = get_array_module(acc.data)
+        if freq.kz is None:
+            AK.scatter_points(acc.data, acc.weight, acc.c, xp.asarray(r), acc.pad, xp.asarray(kx), xp.asarray(ky),
+                              xp.asarray(values), xp.asarray(weights))
+        else:
+            AK.scatter_points_3d(acc.data, acc.weight, acc.c, xp.asarray(r), acc.pad, xp.asarray(kx),
+                                 xp.asarray(ky), xp.asarray(freq.kz[pixels]), xp.asarray(values),
+                                 xp.asarray(weights), float(int(acc.r_max * acc.pad) ** 2))
+        return
     if freq.kz is None:
         # 2D slices: every pixel with |k| <= r_max. RELION (backproject2Dto3D) decides the pixels
         # exactly on that circle by the last bits of its matrices; keeping them all matched its

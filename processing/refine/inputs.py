@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from processing.backend import cupy_problem
 from processing.errors import InputError
 from processing.fourier.fft import resample_and_window
 from processing.geometry.symmetry import normalise_symmetry_name, symmetry_operators
@@ -22,6 +23,7 @@ from processing.io.paths import resolve_path
 from processing.io.refine_star import ModelStarContents, OptimiserStarContents, SamplingStarContents
 from processing.io.tomograms import TomogramSet
 
+from .devices import parse_gpu_ids
 from .frequencies import pixels_per_shell
 from .options import RefineOptions, option_flags
 from .particles import ParticleStore, images_are_3d
@@ -161,6 +163,16 @@ def _check_particle_rows(ps: ParticleSet, particles_file: str) -> None:
                          file=particles_file, table="particles", column=column, row=row + 1)
 
 
+def check_gpu(gpu: str) -> None:
+    """``--gpu``: its device list parses, and CuPy sees a CUDA device here (each process checks
+    its own device numbers when it starts: the ranks may run on other hosts)."""
+    parse_gpu_ids(gpu)
+    problem = cupy_problem()
+    if problem is not None:
+        raise InputError(f"'Use GPU acceleration?' (--gpu) needs CuPy and a CUDA GPU, and this machine has none: "
+                         f"{problem}. Run without GPU acceleration, or on a GPU node", column="use_gpu")
+
+
 def check_run_settings(options: RefineOptions, n_ranks: int) -> None:
     """The settings a run refuses whatever its data: no parallel disc I/O, GPU, an MPI count
     that cannot split the halves (the same checks as :func:`~processing.refine.driver.run_refine`,
@@ -170,8 +182,7 @@ def check_run_settings(options: RefineOptions, n_ranks: int) -> None:
         raise InputError("--no_parallel_disc_io is not allowed for subtomogram averaging (RELION forces "
                          "parallel disc I/O on for tomography data)", column="do_parallel_discio")
     if options.gpu is not None:
-        raise InputError("GPU acceleration of 3D auto-refine is not available here: the E-step kernels run "
-                         "on the CPU; run without 'Use GPU acceleration?'", column="use_gpu")
+        check_gpu(options.gpu)
     if options.continue_from and Path(options.continue_from).is_file():
         options = continuation_options(options)      # auto-refine or classification: from the files
     if options.split_random_halves and n_ranks > 1 and (n_ranks < 3 or n_ranks % 2 == 0):

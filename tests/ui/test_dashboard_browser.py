@@ -511,12 +511,12 @@ def test_the_tutorials_next_jobs_from_the_form(server, page, screenshots, demo):
     value = f"{float(general['rlnFinalResolution']):.2f} Å"
     page.locator("#headline-value").wait_for(timeout=15_000)
     assert page.locator("#headline-value").inner_text() == value
-    page.wait_for_function("() => { const s = Bokeh.documents[0].get_model_by_name('postprocess_fsc_source'); "
-                           "return s && s.data.xs.length > 0; }", timeout=15_000)
+    # the figures fill after the headline; the monitor may hold more than one Bokeh document
+    page.wait_for_function(f"() => ({JS_FSC_CURVES})('postprocess_fsc_source') > 0", timeout=30_000)
     assert page.evaluate(JS_FSC_CURVES, "postprocess_fsc_source") == 4      # corrected, unmasked, masked, random
     page.wait_for_function("() => { for (const doc of Bokeh.documents) { const s = doc.get_model_by_name("
                            "'guinier_fit_source'); if (s && s.data.x.length >= 2) return true; } return false; }",
-                           timeout=15_000)                          # the fitted line of the automatic B-factor
+                           timeout=30_000)                          # the fitted line of the automatic B-factor
     time.sleep(1.0)
     painted = page.evaluate(JS_PAINTED, "")
     assert painted.get("postprocess_fsc", 0) > 100 and painted.get("guinier", 0) > 100, painted

@@ -1,0 +1,181 @@
+"""The GPU's code path of the refinement, checked where there is no GPU, and ``--gpu``.
+
+The E-step runs on a GPU through CuPy with the array-module kernels
+(:mod:`processing.refine._array_kernels`) in place of the numba ones. With numpy those same
+functions run here: they must give the numba kernels' numbers, and a whole iteration of
+RELION's demo refinement run through them must give the CPU path's. Tests marked ``gpu`` run
+the real thing and are skipped where CuPy sees no device.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from processing.backend import cupy_available
+from processing.errors import InputError
+from processing.geometry.euler import euler_to_matrix
+from processing.refine import _array_kernels as AK
+from processing.refine import _kernels as K
+from processing.refine.devices import parse_gpu_ids, plan_devices, thread_devices
+from processing.refine.driver import RefineRun
+
+from conftest import run_cmd, venv_bin
+from test_refine_relion import relion_options, started_run, with_relion_halves
+
+def gpu(test):
+    """Marked ``gpu``; runs only where CuPy sees a CUDA device."""
+    return pytest.mark.gpu(pytest.mark.skipif(not cupy_available(), reason="needs CuPy and a CUDA device")(test))
+
+C, PAD = 20, 2.0
+
+
+@pytest.fixture(scope="module")
+def grid_and_points():
+    rng = np.random.default_rng(7)
+    shape = (2 * C + 1, 2 * C + 1, C + 1)
+    grid = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    n, k = 12, 300
+    rot = euler_to_matrix(rng.uniform(-180, 180, n), rng.uniform(0, 180, n), rng.uniform(-180, 180, n))
+    # |k| <= 8 px, so pad·|k| + 1 stays inside the grid (gather_points has no bounds tests)
+    radius, phi = 8 * np.sqrt(rng.uniform(0, 1, k)), rng.uniform(0, 2 * np.pi, k)
+    kx, ky = radius * np.cos(phi), radius * np.sin(phi)
+    kz = rng.uniform(-5, 5, k)
+    values = rng.normal(size=(n, k)) + 1j * rng.normal(size=(n, k))
+    weights = rng.uniform(0, 1, (n, k))
+    return grid, np.ascontiguousarray(rot), kx, ky, kz, values, weights, rng.uniform(0, 1, (3, k))
+
+
+def test_gathers_match_the_numba_kernels(grid_and_points) -> None:
+    grid, rot, kx, ky, kz, _, _, power_weights = grid_and_points
+    n, k = rot.shape[0], kx.size
+    pw = power_weights.astype(np.float32)
+    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
+    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
+                    ky.astype(np.float32), pw, out, power)
+    values, power_a = AK.gather_points(grid, C, rot, PAD, kx.astype(np.float32), ky.astype(np.float32), pw)
+    # both single precision, the corners summed in another order: float32 rounding (values ~3)
+    np.testing.assert_allclose(values, out, atol=2e-5)
+    np.testing.assert_allclose(power_a, power, rtol=2e-5)
+    assert values.dtype == np.complex64 and power_a.dtype == np.float32
+
+    grid64 = grid.astype(np.complex128)
+    out3, power3 = np.empty((n, k), np.complex128), np.empty(n)
+    K.gather_points_3d(grid64, C, rot, PAD, kx, ky, kz, power_weights, out3, power3)
+    values3, power3_a = AK.gather_points_3d(grid64, C, rot, PAD, kx, ky, kz, power_weights)
+    np.testing.assert_allclose(values3, out3, atol=1e-12)          # double precision: round-off
+    np.testing.assert_allclose(power3_a, power3, rtol=1e-12)
+
+
+def test_insertions_match_the_numba_kernels(grid_and_points) -> None:
+    grid, rot, kx, ky, kz, values, weights, _ = grid_and_points
+    for three_d in (False, True):
+        expected = np.zeros(grid.shape, np.complex128), np.zeros(grid.shape)
+        got = np.zeros(grid.shape, np.complex128), np.zeros(grid.shape)
+        if three_d:
+            limit = 120.0            # cuts some points: the |p|² rule is exercised
+            K.scatter_points_3d(*expected, C, rot, PAD, kx, ky, kz, values, weights, limit)
+            AK.scatter_points_3d(*got, C, rot, PAD, kx, ky, kz, values, weights, limit)
+        else:
+            K.scatter_points(*expected, C, rot, PAD, kx, ky, values, weights)
+            AK.scatter_points(*got, C, rot, PAD, kx, ky, values, weights)
+        np.testing.assert_allclose(got[0], expected[0], atol=1e-12)
+        np.testing.assert_allclose(got[1], expected[1], atol=1e-12)
+        assert np.count_nonzero(got[1]) > 1000 and np.abs(got[0]).max() > 0.5
+
+
+def test_an_iteration_through_the_array_kernels_matches_the_cpu_path(tmp_path) -> None:
+    """Iteration 1 of RELION's demo refinement, once with the numba kernels and once with the
+    GPU's array-module kernels run by numpy: the same poses, noise and maps."""
+    runs = {}
+    for name, array_kernels in (("numba", False), ("array", True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        run = RefineRun(relion_options(folder / "out", with_relion_halves(folder)), log=lambda *a, **k: None,
+                        array_kernels=array_kernels)
+        (folder / "out").mkdir()
+        state, _ = run.start()
+        run.iterate(state, 1, cc=False, final=False)
+        runs[name] = (run, state)
+    (_, cpu), (_, arr) = runs["numba"], runs["array"]
+    assert runs["array"][0].array_kernels and not runs["numba"][0].array_kernels
+    angles_cpu = np.array([p.angles for p in cpu.particles])
+    angles_arr = np.array([p.angles for p in arr.particles])
+    # Slices agree to float32 rounding (1e-6 relative), so the best pose of every particle is the same.
+    np.testing.assert_allclose(angles_arr, angles_cpu, atol=1e-6)
+    np.testing.assert_allclose(np.array([p.origin for p in arr.particles]),
+                               np.array([p.origin for p in cpu.particles]), atol=1e-9)
+    for h_cpu, h_arr in zip(cpu.halves, arr.halves):
+        # Noise, maps: sums of the same terms in another order: 1e-5 relative of the largest value.
+        np.testing.assert_allclose(h_arr.sigma2, h_cpu.sigma2, rtol=1e-5)
+        scale = np.abs(h_cpu.map).max()
+        np.testing.assert_allclose(h_arr.map, h_cpu.map, atol=1e-5 * scale)
+    assert cpu.counters.current_resolution == arr.counters.current_resolution
+
+
+# ---- --gpu: relion_refine's device lists ----------------------------------------------------
+
+def test_gpu_ids_follow_relions_syntax() -> None:
+    assert parse_gpu_ids("") is None and parse_gpu_ids("auto") is None
+    assert parse_gpu_ids("0:1") == [[0], [1]]
+    assert parse_gpu_ids("0,1:2,3") == [[0, 1], [2, 3]]
+    with pytest.raises(InputError, match="'x' is not a device number") as err:
+        parse_gpu_ids("0:x")
+    assert err.value.column == "gpu_ids"
+    # Workers beyond the list take its entries again; threads beyond a worker's list likewise.
+    assert thread_devices("0:1", worker=2, n_threads=2, n_devices=4) == [0, 0]
+    assert thread_devices("2,3", worker=0, n_threads=3, n_devices=4) == [2, 3, 2]
+    # Automatic: a host's workers share its devices evenly (RELION's formula).
+    assert [thread_devices("", worker=w, n_threads=1, n_devices=2, workers_on_host=4)[0] for w in range(4)] == \
+        [0, 0, 1, 1]
+    assert thread_devices("", worker=0, n_threads=2, n_devices=2) == [0, 1]
+
+
+def test_gpu_plan_of_each_rank() -> None:
+    # The leader of an MPI run computes nothing; workers take the list in turn.
+    assert plan_devices("0:1", rank=0, n_ranks=3, n_threads=2, n_devices=2).device is None
+    assert [plan_devices("0:1", rank=r, n_ranks=5, n_threads=2, n_devices=2).device for r in (1, 2, 3, 4)] == \
+        [0, 1, 0, 1]
+    assert plan_devices(None, rank=1, n_ranks=3, n_threads=1, n_devices=2).device is None
+    assert plan_devices("1", rank=0, n_ranks=1, n_threads=4, n_devices=2).device == 1
+    with pytest.raises(InputError, match=r"device\(s\) \[3\] do not exist"):
+        plan_devices("0:3", rank=2, n_ranks=3, n_threads=1, n_devices=2)
+    with pytest.raises(InputError, match="several devices"):
+        plan_devices("0,1", rank=1, n_ranks=3, n_threads=2, n_devices=2)
+    with pytest.raises(InputError, match="sees no CUDA device"):
+        plan_devices("", rank=1, n_ranks=3, n_threads=1, n_devices=0)
+
+
+@pytest.mark.skipif(cupy_available(), reason="checks the refusal where there is no GPU")
+def test_gpu_without_cuda_stops_before_writing(tmp_path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    options = relion_options(tmp_path / "job" / "run", with_relion_halves(folder))
+    args = [venv_bin("tomodash"), "refine", "--ios", options.optimisation_set,
+            "--ref", options.reference, "--o", options.output_root, "--auto_refine", "--split_random_halves",
+            "--particle_diameter", "250", "--ini_high", "60", "--sym", "C6", "--gpu", "0"]
+    proc = run_cmd(args, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "needs CuPy and a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "job").exists() or not any((tmp_path / "job").iterdir())
+
+
+# ---- on a GPU ------------------------------------------------------------------------------
+
+@gpu
+def test_gpu_iteration_matches_the_cpu_path(tmp_path) -> None:
+    """Iteration 1 of RELION's demo refinement on the GPU (--gpu 0) against the CPU run."""
+    results = {}
+    for name, gpu_ids in (("cpu", None), ("gpu", "0")):
+        (tmp_path / name).mkdir()
+        run, state = started_run(tmp_path / name, gpu=gpu_ids)
+        assert run.device.on_gpu == (gpu_ids is not None)
+        before = copy.deepcopy(state)
+        run.iterate(state, 1, cc=False, final=False)
+        results[name] = (before, state)
+    cpu, gpu_state = results["cpu"][1], results["gpu"][1]
+    np.testing.assert_allclose(np.array([p.angles for p in gpu_state.particles]),
+                               np.array([p.angles for p in cpu.particles]), atol=1e-6)
+    for h_cpu, h_gpu in zip(cpu.halves, gpu_state.halves):
+        np.testing.assert_allclose(h_gpu.map, h_cpu.map, atol=1e-5 * np.abs(h_cpu.map).max())
