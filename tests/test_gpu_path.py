@@ -179,3 +179,23 @@ def test_gpu_iteration_matches_the_cpu_path(tmp_path) -> None:
                                np.array([p.angles for p in cpu.particles]), atol=1e-6)
     for h_cpu, h_gpu in zip(cpu.halves, gpu_state.halves):
         np.testing.assert_allclose(h_gpu.map, h_cpu.map, atol=1e-5 * np.abs(h_cpu.map).max())
+
+
+@pytest.mark.skipif(cupy_available(), reason="checks the refusal where there is no GPU")
+def test_launching_a_gpu_job_checks_this_machine_only_when_it_runs_here(tmp_path) -> None:
+    """"Use GPU acceleration?" is refused at launch on a machine without CUDA when the job runs
+    here; a queued job runs on a node whose GPUs it checks itself, so the launch only checks
+    the device list's syntax and goes on to the inputs."""
+    from processing.jobs.preflight import check_job_inputs
+    from processing.jobs.refine3d_params import Refine3DParameters
+
+    params = dict(in_optimisation="Reconstruct/job003/optimisation_set.star", fn_ref="Reconstruct/job003/merged.mrc",
+                  sym_name="C6", particle_diameter=230, nr_threads=2, nr_mpi=3, use_gpu=True, gpu_ids="0:1")
+    with pytest.raises(InputError, match="needs CuPy and a CUDA GPU") as local:
+        check_job_inputs(Refine3DParameters(**params), root=tmp_path)
+    assert local.value.column == "use_gpu"
+    with pytest.raises(InputError) as queued:                    # past the GPU check: the missing inputs
+        check_job_inputs(Refine3DParameters(**params, do_queue=True), root=tmp_path)
+    assert "CUDA" not in str(queued.value) and "optimisation_set.star" in str(queued.value)
+    with pytest.raises(InputError, match="'x' is not a device number"):
+        check_job_inputs(Refine3DParameters(**{**params, "gpu_ids": "0:x"}, do_queue=True), root=tmp_path)

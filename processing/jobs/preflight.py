@@ -67,6 +67,13 @@ def check_job_inputs(params: JobParameters, *, root: str | os.PathLike) -> None:
 
         probe = _absolute_inputs(params, root)
         options = probe.to_options(root / probe.process_dir / "preflight")
+        if getattr(params, "do_queue", False) and options.gpu is not None:
+            # A queued job's GPUs are those of the node it lands on, which the job checks there
+            # before it writes anything; here only the device list's syntax is.
+            from processing.refine.devices import parse_gpu_ids
+
+            parse_gpu_ids(options.gpu)
+            options = options.with_changes(gpu=None)
         check_refine_inputs(options, n_ranks=int(params.nr_mpi), root=root)
         return
     from .postprocess_params import PostprocessParameters

@@ -64,6 +64,14 @@ class FrequencySet:
         return self.ky.astype(np.float32)
 
     @cached_property
+    def axis_values(self) -> tuple[tuple[NDArray[np.float64], NDArray[np.int64]], ...]:
+        """Per axis (x, y, and z for 3D): the distinct integer frequencies (a few dozen) and
+        each pixel's index among them, so that a separable function of k (a phase shift) is
+        computed once per distinct value and gathered."""
+        axes = (self.kx, self.ky) if self.kz is None else (self.kx, self.ky, self.kz)
+        return tuple(np.unique(k, return_inverse=True) for k in axes)
+
+    @cached_property
     def scored(self) -> NDArray[np.bool_]:
         """(K,) pixels that enter the likelihood (measured, shell >= 1)."""
         return (self.shell >= 1) & self.measured
