@@ -2,9 +2,10 @@
 
 The E-step runs on a GPU through CuPy with the array-module kernels
 (:mod:`processing.refine._array_kernels`) in place of the numba ones. With numpy those same
-functions run here: they must give the numba kernels' numbers, and a whole iteration of
-RELION's demo refinement run through them must give the CPU path's. Tests marked ``gpu`` run
-the real thing and are skipped where CuPy sees no device.
+functions run here: they must give the numba kernels' numbers (here), and a whole iteration
+of RELION's refinements run through them must give the CPU path's
+(test_refine_relion.py::test_an_iteration_through_the_gpus_array_kernels_is_the_cpus). Tests
+marked ``gpu`` run the real thing and are skipped where CuPy sees no device.
 """
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ from processing.geometry.euler import euler_to_matrix
 from processing.refine import _array_kernels as AK
 from processing.refine import _kernels as K
 from processing.refine.devices import parse_gpu_ids, plan_devices, thread_devices
-from processing.refine.driver import RefineRun
 
 from conftest import run_cmd, venv_bin
-from test_refine_relion import relion_options, started_run, with_relion_halves
+from test_refine_relion import relion_options, started_run, with_relion_halves  # noqa: F401
 
 def gpu(test):
     """Marked ``gpu``; runs only where CuPy sees a CUDA device."""
@@ -83,35 +83,6 @@ def test_insertions_match_the_numba_kernels(grid_and_points) -> None:
         np.testing.assert_allclose(got[0], expected[0], atol=1e-12)
         np.testing.assert_allclose(got[1], expected[1], atol=1e-12)
         assert np.count_nonzero(got[1]) > 1000 and np.abs(got[0]).max() > 0.5
-
-
-def test_an_iteration_through_the_array_kernels_matches_the_cpu_path(tmp_path) -> None:
-    """Iteration 1 of RELION's demo refinement, once with the numba kernels and once with the
-    GPU's array-module kernels run by numpy: the same poses, noise and maps."""
-    runs = {}
-    for name, array_kernels in (("numba", False), ("array", True)):
-        folder = tmp_path / name
-        folder.mkdir()
-        run = RefineRun(relion_options(folder / "out", with_relion_halves(folder)), log=lambda *a, **k: None,
-                        array_kernels=array_kernels)
-        (folder / "out").mkdir()
-        state, _ = run.start()
-        run.iterate(state, 1, cc=False, final=False)
-        runs[name] = (run, state)
-    (_, cpu), (_, arr) = runs["numba"], runs["array"]
-    assert runs["array"][0].array_kernels and not runs["numba"][0].array_kernels
-    angles_cpu = np.array([p.angles for p in cpu.particles])
-    angles_arr = np.array([p.angles for p in arr.particles])
-    # Slices agree to float32 rounding (1e-6 relative), so the best pose of every particle is the same.
-    np.testing.assert_allclose(angles_arr, angles_cpu, atol=1e-6)
-    np.testing.assert_allclose(np.array([p.origin for p in arr.particles]),
-                               np.array([p.origin for p in cpu.particles]), atol=1e-9)
-    for h_cpu, h_arr in zip(cpu.halves, arr.halves):
-        # Noise, maps: sums of the same terms in another order: 1e-5 relative of the largest value.
-        np.testing.assert_allclose(h_arr.sigma2, h_cpu.sigma2, rtol=1e-5)
-        scale = np.abs(h_cpu.map).max()
-        np.testing.assert_allclose(h_arr.map, h_cpu.map, atol=1e-5 * scale)
-    assert cpu.counters.current_resolution == arr.counters.current_resolution
 
 
 # ---- --gpu: relion_refine's device lists ----------------------------------------------------
