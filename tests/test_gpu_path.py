@@ -10,6 +10,9 @@ marked ``gpu`` run the real thing and are skipped where CuPy sees no device.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,3 +173,32 @@ def test_launching_a_gpu_job_checks_this_machine_only_when_it_runs_here(tmp_path
     assert "CUDA" not in str(queued.value) and "optimisation_set.star" in str(queued.value)
     with pytest.raises(InputError, match="'x' is not a device number"):
         check_job_inputs(Refine3DParameters(**{**params, "gpu_ids": "0:x"}, do_queue=True), root=tmp_path)
+
+
+QUEUE_GPU_CHECK = r"""
+from processing.jobs.refine3d_params import Refine3DParameters
+from sessions import runner, slurm
+
+running = Refine3DParameters.fields_by_tab()["Running"]
+assert "qsub_extra1" in running and "qsub_extra2" not in running, running
+field = Refine3DParameters.param["qsub_extra1"]
+assert field.label == "Number of GPUs:" and field.default == "1", (field.label, field.default)
+params = Refine3DParameters(use_gpu=True, gpu_ids="0:1", do_queue=True, nr_mpi=3, qsub_extra1="2")
+options = params.to_job_options()
+assert options["qsub_extra1"] == "2"
+template = "#SBATCH --ntasks=XXXmpinodesXXX\n#SBATCH --gres=gpu:XXXextra1XXX\nXXXcommandXXX\n"
+values = slurm.submission_values(slurm.QueueSettings(nr_mpi=3, extras=runner._qsub_extras(options)), "Refine3D/job004/")
+script = slurm.render_template(template, values, [["tomodash", "refine", "--gpu", "0:1"]])
+print(script)
+"""
+
+
+def test_queue_gpu_field_fills_the_submission_template() -> None:
+    """A site's extra queue field (RELION_QSUB_EXTRA1 = "Number of GPUs:") is a field of the
+    Running tab, saved in job.star, and fills XXXextra1XXX: a GPU job asks SLURM for its GPUs."""
+    env = {"RELION_QSUB_EXTRA1": "Number of GPUs:", "RELION_QSUB_EXTRA1_DEFAULT": "1",
+           "RELION_QSUB_EXTRA_COUNT": "3"}
+    proc = subprocess.run([sys.executable, "-c", QUEUE_GPU_CHECK], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH --gres=gpu:2" in proc.stdout and "tomodash refine --gpu 0:1" in proc.stdout

@@ -277,3 +277,29 @@ class JobParameters(param.Parameterized):
             first = found[0]
             label = self.param[first.field].label
             raise InputError(f"{label.strip()} {first.message}", column=first.field)
+
+
+def queue_extra_parameters(environ: "os._Environ[str] | dict[str, str]") -> dict[str, param.String]:
+    """The site's extra queue fields, as RELION's GUI makes them from its environment:
+    ``RELION_QSUB_EXTRA_COUNT`` fields (default 2), field *i* shown only when
+    ``RELION_QSUB_EXTRAi`` (its label) is set, with ``RELION_QSUB_EXTRAi_DEFAULT`` and
+    ``RELION_QSUB_EXTRAi_HELP``. Their values fill ``XXXextraiXXX`` in the submission template
+    (e.g. ``#SBATCH --gres=gpu:XXXextra1XXX`` for the GPUs of a GPU job)."""
+    try:
+        count = int(environ.get("RELION_QSUB_EXTRA_COUNT", "2"))
+    except ValueError:
+        count = 2
+    fields = {}
+    for i in range(1, count + 1):
+        label = environ.get(f"RELION_QSUB_EXTRA{i}", "").strip()
+        if not label:
+            continue
+        fields[f"qsub_extra{i}"] = param.String(
+            environ.get(f"RELION_QSUB_EXTRA{i}_DEFAULT", ""), label=label,
+            doc=environ.get(f"RELION_QSUB_EXTRA{i}_HELP", "") or f"Fills XXXextra{i}XXX in the submission template.",
+            metadata={"tab": "Running", "var": f"qsub_extra{i}"})
+    return fields
+
+
+for _name, _field in queue_extra_parameters(os.environ).items():
+    JobParameters.param.add_parameter(_name, _field)
