@@ -787,7 +787,7 @@ def _accumulate(
     # power counts Σ w' (about the adaptive fraction, 0.999) times, as in storeWeightedSums.
     mshift = shift_sum * Xm[None]
     resid = (w_r_x[:, None, None] * (xp.abs(CV) ** 2) - 2.0 * (CV * xp.conj(mshift)).real).sum(axis=0) + \
-        w_r.sum() * (xp.abs(Xm) ** 2)
+        float(w_r.sum()) * (xp.abs(Xm) ** 2)
     # Per-shell sums over the image's shells, then onto the model's (other optics groups).
     n_shells = ctx.ori // 2 + 1
     n_model = acc.sigma2_sum.shape[1]
