@@ -7,7 +7,10 @@ at the box centre ``N//2``.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
 from processing.fourier.ctf import CtfParameters, ctf_value, dose_weight, fourier_frequency_grid
@@ -60,23 +63,38 @@ def extract_windows(
     """
     c = np.atleast_2d(np.asarray(centres, dtype=np.float64))
     corners = np.rint(c).astype(np.int64) - size // 2
-    offsets = np.arange(size)
+    image = np.asarray(image)
     h, w = image.shape
-    rows = np.clip(corners[:, 1, None] + offsets[None, :], 0, h - 1)
-    cols = np.clip(corners[:, 0, None] + offsets[None, :], 0, w - 1)
-    windows = np.asarray(image)[rows[:, :, None], cols[:, None, :]].astype(np.float64)
+    windows = np.empty((len(corners), size, size), dtype=np.float64)
+    inside = (corners[:, 0] >= 0) & (corners[:, 1] >= 0) & (corners[:, 0] + size <= w) & (corners[:, 1] + size <= h)
+    if inside.any():
+        # whole blocks of a strided view: a quarter of the time of a per-pixel gather
+        windows[inside] = sliding_window_view(image, (size, size))[corners[inside, 1], corners[inside, 0]]
+    if not inside.all():
+        edge = corners[~inside]
+        offsets = np.arange(size)
+        rows = np.clip(edge[:, 1, None] + offsets[None, :], 0, h - 1)
+        cols = np.clip(edge[:, 0, None] + offsets[None, :], 0, w - 1)
+        windows[~inside] = image[rows[:, :, None], cols[:, None, :]]
     return windows, corners
 
 
 def circle_precrop(windows: NDArray) -> NDArray[np.float64]:
     """Subtract the mean outside the inscribed circle, then taper to it (radius s0/2, 5 px)."""
-    size = windows.shape[-1]
+    outside, taper = _precrop_masks(windows.shape[-1])
+    mean_out = windows[:, outside].mean(axis=1) if outside.any() else np.zeros(len(windows))
+    return (windows - mean_out[:, None, None]) * taper
+
+
+@lru_cache(maxsize=8)
+def _precrop_masks(size: int) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """(size, size) pixels outside the inscribed circle, and the taper to it (read-only)."""
     r = radius_grid((size, size))
     radius = size / 2.0
-    outside = r > radius
-    mean_out = windows[:, outside].mean(axis=1) if outside.any() else np.zeros(len(windows))
-    taper = _inner_raised_cosine(r, radius)
-    return (windows - mean_out[:, None, None]) * taper
+    outside, taper = r > radius, _inner_raised_cosine(r, radius)
+    outside.flags.writeable = False
+    taper.flags.writeable = False
+    return outside, taper
 
 
 def _inner_raised_cosine(r: NDArray, radius: float) -> NDArray[np.float64]:
