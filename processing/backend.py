@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from types import ModuleType
 from typing import Any, Literal
 
@@ -45,6 +46,19 @@ _backend: str = "numpy"
 _cupy: ModuleType | None = None
 
 
+def _probe_cupy() -> tuple[ModuleType | None, int, str | None]:
+    """(cupy, the CUDA devices it sees, None) where it can run, else (None, 0, why not)."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install failing at import
+        return None, 0, f"CuPy is not installed ({exc.__class__.__name__}: {exc})"
+    try:
+        n = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # CUDA driver missing or failing
+        return None, 0, f"CUDA is not usable ({exc.__class__.__name__}: {exc})"
+    return (cupy, n, None) if n > 0 else (None, 0, "CUDA sees no GPU")
+
+
 def cupy_available() -> bool:
     """True when cupy imports and sees at least one CUDA device."""
     return cupy_problem() is None
@@ -52,34 +66,20 @@ def cupy_available() -> bool:
 
 def cupy_problem() -> str | None:
     """Why cupy cannot run here (not installed, no CUDA driver, no device), or None when it can."""
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install failing at import
-        return f"CuPy is not installed ({exc.__class__.__name__}: {exc})"
-    try:
-        n = int(cupy.cuda.runtime.getDeviceCount())
-    except Exception as exc:  # CUDA driver missing or failing
-        return f"CUDA is not usable ({exc.__class__.__name__}: {exc})"
-    return None if n > 0 else "CUDA sees no GPU"
+    return _probe_cupy()[2]
 
 
 def device_count() -> int:
     """CUDA devices cupy sees (0 without cupy or CUDA)."""
-    if cupy_problem() is not None:
-        return 0
-    import cupy
-
-    return int(cupy.cuda.runtime.getDeviceCount())
+    return _probe_cupy()[1]
 
 
 def device_module() -> ModuleType:
     """The cupy module (for code that puts its own arrays on the GPU, whatever the run's
     backend); RuntimeError, with the reason, where cupy cannot run."""
-    problem = cupy_problem()
-    if problem is not None:
+    cupy, _, problem = _probe_cupy()
+    if cupy is None:
         raise RuntimeError(f"no GPU array module: {problem}")
-    import cupy
-
     return cupy
 
 
@@ -91,13 +91,7 @@ def select_device(device: int) -> None:
 def use_device(device: int | None):
     """A context in which cupy allocates on and runs kernels on ``device`` (a no-op for None).
     CuPy's current device belongs to the thread, so each worker thread enters it."""
-    if device is None:
-        from contextlib import nullcontext
-
-        return nullcontext()
-    import cupy
-
-    return cupy.cuda.Device(device)
+    return nullcontext() if device is None else device_module().cuda.Device(device)
 
 
 def set_backend(name: BackendName) -> None:
@@ -119,10 +113,9 @@ def set_backend(name: BackendName) -> None:
     if name not in _VALID:
         raise ValueError(f"backend must be one of {_VALID}, got {name!r}")
     if name == "cupy":
-        if not cupy_available():
-            raise RuntimeError("backend 'cupy' requested but cupy is not importable or sees no GPU")
-        import cupy
-
+        cupy, _, problem = _probe_cupy()
+        if cupy is None:
+            raise RuntimeError(f"backend 'cupy' requested but cupy cannot run here: {problem}")
         _cupy = cupy
     _backend = name
 

@@ -25,7 +25,7 @@ __all__ = ["gather_points", "gather_points_3d", "scatter_points", "scatter_point
 _CORNERS = tuple((dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1))
 
 
-def _coordinates(xp: ModuleType, rot: Any, pad: float, kx: Any, ky: Any, kz: Any | None) -> tuple[Any, Any, Any]:
+def _coordinates(rot: Any, pad: float, kx: Any, ky: Any, kz: Any | None) -> tuple[Any, Any, Any]:
     """Padded grid coordinates ``pad · A_m^T k`` of every (rotation m, point j): three (n, K) arrays."""
     a = rot * pad
     px = a[:, 0, 0, None] * kx[None] + a[:, 1, 0, None] * ky[None]
@@ -107,7 +107,7 @@ def gather_points(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, pow
     power : (n,) float32, ``Σ_j |values[m, j]|² power_weights[m % F, j]``
     """
     xp = get_array_module(grid)
-    px, py, pz = _coordinates(xp, xp.asarray(rot, dtype=np.float32), pad, kx, ky, None)
+    px, py, pz = _coordinates(xp.asarray(rot, dtype=np.float32), pad, kx, ky, None)
     values = _gather(xp, grid, c, px, py, pz).astype(np.complex64)
     return values, _weighted_power(xp, values, power_weights).astype(np.float32)
 
@@ -117,7 +117,7 @@ def gather_points_3d(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, 
     """:func:`gather_points` for 3D points (the pseudo-subtomogram path), in the grid's precision;
     the power takes ``power_weights[0]`` for every rotation."""
     xp = get_array_module(grid)
-    px, py, pz = _coordinates(xp, xp.asarray(rot, dtype=np.float64), pad, kx, ky, kz)
+    px, py, pz = _coordinates(xp.asarray(rot, dtype=np.float64), pad, kx, ky, kz)
     values = _gather(xp, grid, c, px, py, pz)
     return values, _weighted_power(xp, values, power_weights[:1])
 
@@ -159,7 +159,7 @@ def scatter_points(data: Any, weight: Any, c: int, rot: Any, pad: float, kx: Any
     ``data`` (2c+1, 2c+1, c+1) complex128 and ``weight`` (same shape) float64 are added to in place.
     """
     xp = get_array_module(data)
-    px, py, pz = _coordinates(xp, xp.asarray(rot, dtype=np.float64), pad, kx, ky, None)
+    px, py, pz = _coordinates(xp.asarray(rot, dtype=np.float64), pad, kx, ky, None)
     _scatter(xp, data, weight, c, px, py, pz, values, weights)
 
 
@@ -168,6 +168,6 @@ def scatter_points_3d(data: Any, weight: Any, c: int, rot: Any, pad: float, kx: 
     """3D-path insertion (``backrotate3D``): points whose ``|p|²``, truncated to an integer,
     exceeds ``limit`` are skipped."""
     xp = get_array_module(data)
-    px, py, pz = _coordinates(xp, xp.asarray(rot, dtype=np.float64), pad, kx, ky, kz)
+    px, py, pz = _coordinates(xp.asarray(rot, dtype=np.float64), pad, kx, ky, kz)
     keep = xp.trunc(px * px + py * py + pz * pz) <= limit
     _scatter(xp, data, weight, c, px, py, pz, values, weights, keep)

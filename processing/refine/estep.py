@@ -78,8 +78,7 @@ class Reference:
 
     def on_device(self, xp) -> "Reference":
         """This reference with its grid in ``xp``'s memory (the GPU's for cupy)."""
-        return Reference(grid=xp.asarray(self.grid), c=self.c, pad=self.pad,
-                         array_kernels=self.array_kernels or xp is not np)
+        return Reference(grid=xp.asarray(self.grid), c=self.c, pad=self.pad, array_kernels=self.array_kernels)
 
 
 @dataclass
@@ -845,26 +844,21 @@ def _strong_pixels(ctx: EStepContext, freq: FrequencySet) -> NDArray[np.bool_]:
 
 def _scatter(acc: HalfAccumulator, rot: NDArray, freq: FrequencySet, values: NDArray, weights: NDArray,
              pixels: NDArray[np.bool_], *, array_kernels: bool = False) -> None:
-    r = np.ascontiguousarray(rot, dtype=np.float64)
-    kx, ky = freq.kx[pixels], freq.ky[pixels]
-    if array_kernels:
-        xp = get_array_module(acc.data)
-        if freq.kz is None:
-            AK.scatter_points(acc.data, acc.weight, acc.c, xp.asarray(r), acc.pad, xp.asarray(kx), xp.asarray(ky),
-                              xp.asarray(values), xp.asarray(weights))
-        else:
-            AK.scatter_points_3d(acc.data, acc.weight, acc.c, xp.asarray(r), acc.pad, xp.asarray(kx),
-                                 xp.asarray(ky), xp.asarray(freq.kz[pixels]), xp.asarray(values),
-                                 xp.asarray(weights), float(int(acc.r_max * acc.pad) ** 2))
-        return
+    # The numba and the array-module insertions share their signatures; the arrays go where
+    # the accumulator's grids are (a no-op on the CPU).
+    kernels = AK if array_kernels else K
+    xp = get_array_module(acc.data)
+    r = xp.asarray(np.ascontiguousarray(rot, dtype=np.float64))
+    kx, ky = xp.asarray(freq.kx[pixels]), xp.asarray(freq.ky[pixels])
+    values, weights = xp.asarray(values), xp.asarray(weights)
     if freq.kz is None:
         # 2D slices: every pixel with |k| <= r_max. RELION (backproject2Dto3D) decides the pixels
         # exactly on that circle by the last bits of its matrices; keeping them all matched its
         # Nyquist-shell FSC best (within 0.006 on three data sets; its double-precision ellipse
         # rule on our matrices gave 0.02-0.07, the accelerated kernels' float rule 0.01).
-        K.scatter_points(acc.data, acc.weight, acc.c, r, acc.pad, kx, ky, values, weights)
+        kernels.scatter_points(acc.data, acc.weight, acc.c, r, acc.pad, kx, ky, values, weights)
     else:
         # 3D volumes (backrotate3D): |p|^2 truncated to an integer against int(r_max * pad)^2.
         limit = float(int(acc.r_max * acc.pad) ** 2)
-        K.scatter_points_3d(acc.data, acc.weight, acc.c, r, acc.pad, kx, ky, freq.kz[pixels], values, weights,
-                            limit)
+        kernels.scatter_points_3d(acc.data, acc.weight, acc.c, r, acc.pad, kx, ky, xp.asarray(freq.kz[pixels]), values,
+                                  weights, limit)
