@@ -56,8 +56,10 @@ def gather_points(grid, c, rot, pad, kx, ky, power_weights, out, power):
     one = np.float32(1.0)
     zero = np.float32(0.0)
     centre = np.float32(c)
-    step_y = c + 1
-    step_z = step_y * (2 * c + 1)
+    one_index = np.uint64(1)
+    # Unsigned indices: numba adds no negative-index wraparound (a third of the integer work).
+    step_y = np.uint64(c + 1)
+    step_z = np.uint64((c + 1) * (2 * c + 1))
     for m in prange(n):
         a00 = np.float32(rot[m, 0, 0] * pad)
         a01 = np.float32(rot[m, 0, 1] * pad)
@@ -87,18 +89,18 @@ def gather_points(grid, c, rot, pad, kx, ky, power_weights, out, power):
             w01 = (one - fz) * fy
             w10 = fz * (one - fy)
             w11 = fz * fy
-            i00 = zi * step_z + yi * step_y + xi
+            i00 = np.uint64(zi) * step_z + np.uint64(yi) * step_y + np.uint64(xi)
             i01 = i00 + step_y
             i10 = i00 + step_z
             i11 = i10 + step_y
             re0, im0 = _complex64_parts(cells[i00])
-            re1, im1 = _complex64_parts(cells[i00 + 1])
+            re1, im1 = _complex64_parts(cells[i00 + one_index])
             re2, im2 = _complex64_parts(cells[i01])
-            re3, im3 = _complex64_parts(cells[i01 + 1])
+            re3, im3 = _complex64_parts(cells[i01 + one_index])
             re4, im4 = _complex64_parts(cells[i10])
-            re5, im5 = _complex64_parts(cells[i10 + 1])
+            re5, im5 = _complex64_parts(cells[i10 + one_index])
             re6, im6 = _complex64_parts(cells[i11])
-            re7, im7 = _complex64_parts(cells[i11 + 1])
+            re7, im7 = _complex64_parts(cells[i11 + one_index])
             re = (re0 * gx + re1 * fx) * w00 + (re2 * gx + re3 * fx) * w01 \
                 + (re4 * gx + re5 * fx) * w10 + (re6 * gx + re7 * fx) * w11
             im = (im0 * gx + im1 * fx) * w00 + (im2 * gx + im3 * fx) * w01 \
