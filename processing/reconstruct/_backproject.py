@@ -49,8 +49,9 @@ def _wrapped_neighbours(d, n):
 
 
 @njit(cache=True, nogil=True)
-def _bilinear_half(image, xs, ys):
-    """Bilinear value of a 2D FFTW half image (h, w) at signed frequency (xs, ys).
+def _bilinear_half_pair(image, weight, xs, ys):
+    """Bilinear values of a 2D FFTW half image (h, w), complex, and of its real weight image
+    (same shape) at signed frequency (xs, ys), the neighbours found once for both.
 
     RELION's clipping rules, kept because they decide the values near the edges: the Friedel
     mate (conjugated) is read for ``xs < 0``; the upper x neighbour beyond the last column is
@@ -68,14 +69,17 @@ def _bilinear_half(image, xs, ys):
     v0 = (1.0 - xf) * image[y0, x0] + xf * image[y0, x1]
     v1 = (1.0 - xf) * image[y1, x0] + xf * image[y1, x1]
     v = (1.0 - yf) * v0 + yf * v1
-    return np.conj(v) if conj else v
+    u0 = (1.0 - xf) * weight[y0, x0] + xf * weight[y0, x1]
+    u1 = (1.0 - xf) * weight[y1, x0] + xf * weight[y1, x1]
+    u = (1.0 - yf) * u0 + yf * u1
+    return (np.conj(v) if conj else v), u
 
 
 @njit(cache=True, nogil=True)
 def _trilinear_half(volume, xs, ys, zs):
     """Trilinear value of a 3D FFTW half volume (d, h, w) at signed frequency (xs, ys, zs).
 
-    Same clipping rules as :func:`_bilinear_half`, except that the mate is read for ``xs <= 0``
+    Same clipping rules as :func:`_bilinear_half_pair`, except that the mate is read for ``xs <= 0``
     (RELION's 3D interpolator tests ``xs > 0``).
     """
     d, h, w = volume.shape
@@ -133,8 +137,9 @@ def _gather_slice(spectrum, weight, m, max_freq, data, ctf2):
                 qz = m[2, 0] * x + m[2, 1] * yy + m[2, 2] * zz
                 if -1.0 < qz < 1.0 and abs(qx) < wh2 and abs(qy) < h2 // 2 + 1:
                     c = 1.0 - abs(qz)
-                    data[z, y, x] += c * _bilinear_half(spectrum, qx, qy)
-                    ctf2[z, y, x] += c * _bilinear_half(weight, qx, qy)
+                    value, ctf2_value = _bilinear_half_pair(spectrum, weight, qx, qy)
+                    data[z, y, x] += c * value
+                    ctf2[z, y, x] += c * ctf2_value
 
 
 @njit(cache=True, nogil=True)

@@ -136,6 +136,11 @@ def sphere_lattice(separation: float, rng: np.random.Generator, *, max_points: i
     return points
 
 
+#: Whole fresh arrangements :func:`place_spheres` tries before it gives up: sequential random
+#: placement can jam with room left (8 tutorial-sized spheres jam in 1 tomogram of 40).
+PLACEMENT_RESTARTS = 20
+
+
 def place_spheres(
     n: int,
     radii: NDArray[np.float64],
@@ -151,11 +156,10 @@ def place_spheres(
     ``radii`` are particle-centre radii and ``outer`` the extra reach of the particles (both
     ts-px). Each sphere with its particles must fit in the tomogram and its projection in the
     central disc of the tilt images (any in-plane rotation), so every particle stays visible.
+    Spheres are placed one by one at random; an arrangement that jams starts again, up to
+    :data:`PLACEMENT_RESTARTS` times (a first arrangement that fits draws what it always drew).
     """
     size = np.asarray(tomogram_size, dtype=np.float64)
-    centre = size / 2.0
-    disc = min(image_size) / 2.0
-    centres: list[NDArray] = []
     for i in range(n):
         r = radii[i] + outer
         if size[2] < 2 * r:
@@ -164,6 +168,25 @@ def place_spheres(
                 f"{2 * r:.0f} ts-px",
                 column="tomogram_size",
             )
+    for _restart in range(PLACEMENT_RESTARTS):
+        centres = _arrangement(n, radii, outer, size, min(image_size) / 2.0, rng, margin)
+        if centres is not None:
+            return centres
+    raise InputError(
+        f"cannot place {n} spheres of radius ~{radii.mean():.0f} ts-px in a tomogram of "
+        f"{tuple(tomogram_size)} ts-px with images {tuple(image_size)} ({PLACEMENT_RESTARTS} tries)",
+        column="spheres_per_tomogram",
+    )
+
+
+def _arrangement(n: int, radii: NDArray[np.float64], outer: float, size: NDArray[np.float64], disc: float,
+                 rng: np.random.Generator, margin: float) -> NDArray[np.float64] | None:
+    """One sequential random placement (see :func:`place_spheres`); None when a sphere finds no
+    room in 5,000 draws."""
+    centre = size / 2.0
+    centres: list[NDArray] = []
+    for i in range(n):
+        r = radii[i] + outer
         zslack = max(0.0, size[2] / 2.0 - r - margin) * 0.5
         for _attempt in range(5000):
             c = centre.copy()
@@ -173,7 +196,7 @@ def place_spheres(
             else:
                 low, high = r + margin, size[:2] - r - margin
                 if np.any(high <= low):
-                    break
+                    return None
                 c[:2] = rng.uniform(low, high)
                 if np.hypot(*(c[:2] - centre[:2])) + r + margin > disc:
                     continue
@@ -182,13 +205,7 @@ def place_spheres(
                 centres.append(c)
                 break
         else:
-            centres.append(None)  # type: ignore[arg-type]
-        if len(centres) <= i or centres[i] is None:
-            raise InputError(
-                f"cannot place {n} spheres of radius ~{radii.mean():.0f} ts-px in a tomogram of "
-                f"{tuple(tomogram_size)} ts-px with images {tuple(image_size)}",
-                column="spheres_per_tomogram",
-            )
+            return None
     return np.array(centres)
 
 
