@@ -80,3 +80,16 @@ def test_shells_and_radial_average():
     assert avg[0] == 0 and avg[4] == pytest.approx(vals[sh == 4].mean())
     s3 = F.shell_index(10, ndim=3)
     assert s3.shape == (10, 10, 6) and s3.max() == int(np.floor(np.sqrt(75) + 0.5))
+
+
+@pytest.mark.parametrize("n, rows, n_columns", [(24, [0, 1, 2, 3, -4, -3, -2, -1], 5), (15, [0, 1, 2, -2, -1], 3),
+                                                 (12, list(range(12)), 7)])
+def test_cropped_transform_is_the_crop_of_the_whole_transform(n, rows, n_columns):
+    # Even boxes take the sign route, odd ones the shift; a crop to the whole box keeps everything.
+    rng = np.random.default_rng(3)
+    img = rng.standard_normal((4, n, n))
+    index = np.mod(rows, n)
+    whole = F.rfft2_centered(img)[:, index, :n_columns]
+    cropped = F.rfft2_centered_cropped(img, index, n_columns)
+    assert cropped.shape == (4, len(rows), n_columns)
+    np.testing.assert_allclose(cropped, whole, rtol=0, atol=1e-15 * np.abs(whole).max() * n)
