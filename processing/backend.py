@@ -156,6 +156,18 @@ def to_host(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
+def scatter_add(target: Any, index: Any, values: Any) -> None:
+    """``target[index] += values`` with repeated indices summed, in ``target``'s memory (real
+    float arrays; view complex sums as interleaved floats): ``np.add.at`` on the host,
+    ``cupyx.scatter_add`` on the GPU."""
+    if get_array_module(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+
+
 def to_device(array: Any) -> Any:
     """``array`` on the current backend (a cupy array under cupy, numpy otherwise)."""
     return get_array_module().asarray(array)

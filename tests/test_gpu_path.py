@@ -134,6 +134,69 @@ def test_gpu_without_cuda_stops_before_writing(tmp_path) -> None:
     assert not (tmp_path / "job").exists() or not any((tmp_path / "job").iterdir())
 
 
+def _reconstruct_slices(box: int, n: int, seed: int):
+    """n random slices of a box (FFTW half layout), their CTF², rotations, dose cut-offs, halves."""
+    rng = np.random.default_rng(seed)
+    shape = (n, box, box // 2 + 1)
+    spectra = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    weights = rng.uniform(0.0, 1.0, size=shape)
+    rotations = euler_to_matrix(*(rng.uniform(-180, 180, (3, n)) * np.array([[1], [0.5], [1]])))
+    # some slices exactly along the grid axes (the plane's normal along z: the nx == 0 rows)
+    rotations[:3] = np.eye(3)
+    max_freqs = np.where(rng.uniform(size=n) < 0.8, box // 2, rng.integers(box // 4, box // 2 + 1, n))
+    targets = rng.integers(0, 2, n)
+    return spectra, weights, rotations, max_freqs, targets
+
+
+@pytest.mark.parametrize("box", [16, 15])
+def test_reconstruct_array_backprojection_is_the_numba_kernels(box) -> None:
+    """Reconstruct particle's slab insertion through the array module (the GPU's code path, run
+    by numpy) against the numba kernel: every voxel of both half sums and of the CTF² sums.
+    Same double-precision arithmetic per voxel; only the order of the per-voxel sums over the
+    slices differs, hence 1e-12 of the largest value (a voxel missed or a wrong clipping rule
+    is an O(1) difference)."""
+    from processing.reconstruct._array_backproject import backproject_slices_array
+    from processing.reconstruct._backproject import backproject_slices
+
+    args = _reconstruct_slices(box, 120, seed=box)
+    sums = {}
+    for name, insert in (("numba", backproject_slices), ("array", backproject_slices_array)):
+        data = np.zeros((2, box, box, box // 2 + 1), dtype=np.complex128)
+        ctf2 = np.zeros(data.shape)
+        insert(*args, data, ctf2)
+        sums[name] = (data, ctf2)
+    (data_n, ctf2_n), (data_a, ctf2_a) = sums["numba"], sums["array"]
+    assert np.count_nonzero(ctf2_n) > 0.2 * ctf2_n.size
+    np.testing.assert_allclose(data_a, data_n, rtol=0, atol=1e-12 * np.abs(data_n).max())
+    np.testing.assert_allclose(ctf2_a, ctf2_n, rtol=0, atol=1e-12 * ctf2_n.max())
+
+
+def test_reconstruct_gpu_device_of_each_process() -> None:
+    from processing.jobs.reconstruct import process_device
+
+    # Every process of Reconstruct particle backprojects (no idle leader): process r takes entry
+    # r mod n of the list, or device r mod (devices) automatically.
+    assert [process_device("0:1", rank=r, n_devices=2) for r in range(4)] == [0, 1, 0, 1]
+    assert [process_device("", rank=r, n_devices=3) for r in range(4)] == [0, 1, 2, 0]
+    assert process_device("1,0", rank=0, n_devices=2) == 1
+    with pytest.raises(InputError, match="device 2 does not exist") as err:
+        process_device("0:2", rank=1, n_devices=2)
+    assert err.value.column == "other_args"
+    with pytest.raises(InputError, match="sees no CUDA device"):
+        process_device("", rank=0, n_devices=0)
+
+
+@pytest.mark.skipif(cupy_available(), reason="checks the refusal where there is no GPU")
+def test_reconstruct_gpu_without_cuda_stops_before_writing(test_dataset, tmp_path) -> None:
+    out = tmp_path / "Reconstruct" / "job003"
+    proc = run_cmd([venv_bin("tomodash"), "reconstruct", "--p", str(test_dataset / "particles.star"),
+                    "--t", str(test_dataset / "tomograms.star"), "--o", f"{out}/", "--b", "32", "--bin", "3",
+                    "--gpu", "0"], check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "--gpu needs CuPy and a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
 # ---- on a GPU ------------------------------------------------------------------------------
 
 @gpu
@@ -200,3 +263,22 @@ def test_queue_gpu_field_fills_the_submission_template() -> None:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH --gres=gpu:2" in proc.stdout and "tomodash refine --gpu 0:1" in proc.stdout
+
+
+@gpu
+def test_gpu_reconstruct_gives_relions_maps(test_dataset, tmp_path) -> None:
+    """Reconstruct particle with its backprojection on GPU 0 gives RELION's maps (the same
+    tolerance as the CPU's, test_reconstruct_relion.py)."""
+    import mrcfile
+
+    from processing.reconstruct import ReconstructionSettings, reconstruct_particles
+    from test_reconstruct_relion import CASES, RELION, TOLERANCE
+
+    binning, box, crop, sym, _, _ = CASES["bin3_c1_halves"]
+    settings = ReconstructionSettings(binning=binning, box=box, crop=crop, symmetry=sym, threads=2, device=0)
+    reconstruct_particles(particles_file=RELION / "particles_halves.star", tomograms_file=test_dataset / "tomograms.star",
+                          output_dir=tmp_path, settings=settings, log=lambda *a: None)
+    for theirs in sorted((RELION / "bin3_c1_halves").glob("*.mrc")):
+        a = mrcfile.read(tmp_path / theirs.name).astype(np.float64)
+        b = mrcfile.read(theirs).astype(np.float64)
+        assert np.abs(a - b).max() <= TOLERANCE * b.std(), theirs

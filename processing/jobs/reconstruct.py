@@ -13,20 +13,23 @@ with the half maps as references, as the GUI's output node promises).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from processing import backend
 from processing.errors import InputError
 from processing.geometry.symmetry import normalise_symmetry_name
 from processing.io.optimisation_set import OptimisationSet
 from processing.parallel import Communicator
 from processing.reconstruct import ReconstructionSettings, reconstruct_particles
+from processing.refine.devices import parse_gpu_ids
 
 from .extract import validate_inputs
 from .reconstruct_params import ReconstructParameters
 from .relion_params import build_flag_parser, main_from_flags, main_from_job_dir
 
-__all__ = ["settings_from_params", "validate", "run", "main", "add_parser"]
+__all__ = ["settings_from_params", "process_device", "validate", "run", "main", "add_parser"]
 
 
 def settings_from_params(params: ReconstructParameters, extras: argparse.Namespace) -> ReconstructionSettings:
@@ -40,9 +43,35 @@ def settings_from_params(params: ReconstructParameters, extras: argparse.Namespa
     )
 
 
+def process_device(gpu: str, *, rank: int, n_devices: int) -> int:
+    """The CUDA device of MPI process ``rank`` for ``--gpu`` (every process backprojects):
+    entry ``rank mod n`` of an explicit list (its first number), else ``rank mod n_devices``.
+
+    Raises
+    ------
+    InputError
+        For a malformed list, no device, or a device this process does not see (column
+        ``other_args``, where the flag travels).
+    """
+    ids = parse_gpu_ids(gpu)
+    if n_devices < 1:
+        raise InputError("--gpu: this process sees no CUDA device", column="other_args")
+    device = rank % n_devices if ids is None else ids[rank % len(ids)][0]
+    if device >= n_devices:
+        raise InputError(f"--gpu {gpu!r}: device {device} does not exist here ({n_devices} CUDA device(s): "
+                         f"0-{n_devices - 1})", column="other_args")
+    return device
+
+
 def validate(params: ReconstructParameters, extras: argparse.Namespace) -> None:
     """Everything that can be checked before anything is written."""
     settings_from_params(params, extras)
+    if extras.gpu is not None:
+        parse_gpu_ids(extras.gpu)
+        problem = backend.cupy_problem()
+        if problem is not None:
+            raise InputError(f"--gpu needs CuPy and a CUDA GPU, and this machine has none: {problem}. Run without "
+                             "--gpu, or on a GPU node", column="other_args")
     validate_inputs(params)
 
 
@@ -50,9 +79,13 @@ def run(params: ReconstructParameters, extras: argparse.Namespace, *, job_dir: P
         is_continue: bool, log=print) -> None:
     """Reconstruct half1/half2/merged into ``job_dir``."""
     inputs = params.resolve_inputs()
+    settings = settings_from_params(params, extras)
+    if extras.gpu is not None:
+        device = process_device(extras.gpu, rank=comm.rank, n_devices=backend.device_count())
+        settings = dataclasses.replace(settings, device=device)
     result = reconstruct_particles(
         particles_file=inputs.particles, tomograms_file=inputs.tomograms, output_dir=job_dir,
-        settings=settings_from_params(params, extras), trajectories_file=inputs.trajectories or None,
+        settings=settings, trajectories_file=inputs.trajectories or None,
         comm=comm, job_dir=job_dir, log=log,
     )
     if result is None:

@@ -30,6 +30,10 @@ class ReconstructParameters(TomoInputParameters):
         "--taper": {"type": float, "default": 10.0, "help": "taper width at the box edge (px, default 10)"},
         "--j_out": {"type": int, "default": None, "help": "accepted for RELION compatibility (threads)"},
         "--j_in": {"type": int, "default": None, "help": "accepted for RELION compatibility (ignored)"},
+        "--gpu": {"nargs": "?", "const": "", "default": None,
+                  "help": "tomodash extension: backproject on CUDA GPUs through CuPy (relion_refine's device "
+                          "syntax, one device per MPI process: '0:1' puts process 0 on device 0 and process 1 "
+                          "on device 1; empty: spread over the visible devices)"},
     }
 
     binning = param.Number(

@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from processing import backend
 from processing.errors import InputError
 from processing.extract.extract import TiltImages
 from processing.extract.geometry import tomogram_particles, usable_frames
@@ -38,6 +39,7 @@ from processing.io.tomograms import TomogramSet
 from processing.abort import check_abort
 from processing.parallel import Communicator, thread_map
 
+from ._array_backproject import backproject_slices_array
 from ._backproject import backproject_slices, symmetrise_fourier
 from ._finalise import finish_map
 
@@ -49,7 +51,7 @@ PARTICLES_PER_TASK = 16
 @dataclass(frozen=True)
 class ReconstructionSettings:
     """binning; box and crop in binned px; symmetry name; snr (<= 0: heuristic division);
-    taper width (px); threads."""
+    taper width (px); threads; the GPU, if any."""
 
     binning: float = 1.0
     box: int = 128
@@ -59,6 +61,11 @@ class ReconstructionSettings:
     taper: float = 10.0
     apply_ctf: bool = True
     threads: int = 1
+    #: CUDA device of this process's backprojection (None: the CPU's numba kernel); a
+    #: tomodash extension (``--gpu``): relion_tomo_reconstruct_particle has no GPU code.
+    device: int | None = None
+    #: Backproject with the GPU's array-module code even without a GPU (numpy): for tests.
+    array_kernels: bool = False
 
     def __post_init__(self) -> None:
         if self.box % 2:
@@ -89,16 +96,27 @@ def _insert_group(
     geo, members, usable, images, halves, part_rot, x_ranges, settings: ReconstructionSettings,
     sb: int, n_halves: int, job_dir,
 ) -> tuple[int, NDArray[np.complex128], NDArray[np.float64]]:
-    """Backproject the visible tilt images of particles ``members`` into fresh half sums."""
+    """Backproject the visible tilt images of particles ``members`` into fresh half sums (in
+    the GPU's memory with ``settings.device``; the thread enters that device)."""
     check_abort(job_dir)
     if settings.threads > 1:
         # Threads come from thread_map: keep numba's kernels single-threaded in this worker.
         numba.set_num_threads(1)
+    with backend.use_device(settings.device):
+        return _insert_tilts(geo, members, usable, images, halves, part_rot, x_ranges, settings, sb, n_halves)
+
+
+def _insert_tilts(
+    geo, members, usable, images, halves, part_rot, x_ranges, settings: ReconstructionSettings, sb: int, n_halves: int,
+) -> tuple[int, NDArray[np.complex128], NDArray[np.float64]]:
+    xp = np if settings.device is None else backend.device_module()
+    array = settings.array_kernels or settings.device is not None
+    insert = backproject_slices_array if array else backproject_slices
     tomogram = geo.tomogram
     tilts = tomogram.tilts
     count = 0
-    data = np.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
-    ctf2 = np.zeros(data.shape)
+    data = xp.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
+    ctf2 = xp.zeros(data.shape)
     for tilt in range(usable.shape[1]):
         local = np.flatnonzero(usable[members, tilt])
         if local.size == 0:
@@ -119,7 +137,7 @@ def _insert_group(
             weight = np.where(keep, weight, 0.0)
         rotations = geo.projections[tilt, :3, :3][None] @ part_rot[idx]
         max_freqs = np.full(len(idx), x_ranges[tilt, 0], dtype=np.int64)
-        backproject_slices(spectra, weight, rotations, max_freqs, halves[idx], data, ctf2)
+        insert(spectra, weight, rotations, max_freqs, halves[idx], data, ctf2)
         count += local.size
     return count, data, ctf2
 
@@ -161,9 +179,12 @@ def reconstruct_particles(
         log(f"Reconstructing {len(particles)} particles from {len(names)} tilt series (bin "
             f"{settings.binning:g}, box {settings.box}, crop {settings.crop}, {settings.symmetry}) on "
             f"{comm.size} process(es) x {settings.threads} thread(s)")
-    # One Fourier sum per half set on the binned box itself (RELION pads nothing here).
-    data = np.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
-    ctf2 = np.zeros(data.shape)
+    # One Fourier sum per half set on the binned box itself (RELION pads nothing here), in the
+    # GPU's memory when it backprojects (the groups' sums are added there).
+    xp = np if settings.device is None else backend.device_module()
+    with backend.use_device(settings.device):
+        data = xp.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
+        ctf2 = xp.zeros(data.shape)
     n_slices = 0
     for name in names[comm.rank::comm.size]:
         geo = tomogram_particles(particles, tomograms, name, trajectories=trajectories,
@@ -189,13 +210,14 @@ def reconstruct_particles(
                     groups[start:start + per_batch], threads=settings.threads,
                 ):
                     n_slices += count
-                    data += part_data
-                    ctf2 += part_ctf2
+                    with backend.use_device(settings.device):
+                        data += part_data
+                        ctf2 += part_ctf2
         finally:
             images.close()
         log(f"  [rank {comm.rank}] {name}: {len(geo.rows)} particles inserted")
-    data = comm.allreduce_sum(data)
-    ctf2 = comm.allreduce_sum(ctf2)
+    data = comm.allreduce_sum(backend.to_host(data))
+    ctf2 = comm.allreduce_sum(backend.to_host(ctf2))
     n_slices = sum(comm.gather(n_slices) or [n_slices]) if comm.size > 1 else n_slices
     if not comm.is_leader:
         return None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from processing.backend import get_array_module
+from processing.backend import get_array_module, scatter_add
 
 __all__ = ["gather_points", "gather_points_3d", "scatter_points", "scatter_points_3d"]
 
@@ -122,16 +122,6 @@ def gather_points_3d(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, 
     return values, _weighted_power(xp, values, power_weights[:1])
 
 
-def _add_at(xp: ModuleType, target: Any, index: Any, values: Any) -> None:
-    """``target[index] += values`` with repeated indices summed (real float arrays)."""
-    if xp is np:
-        np.add.at(target, index, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(target, index, values)
-
-
 def _scatter(xp: ModuleType, data: Any, weight: Any, c: int, px: Any, py: Any, pz: Any, values: Any,
              weights: Any, keep: Any | None = None) -> None:
     shape = data.shape
@@ -147,9 +137,9 @@ def _scatter(xp: ModuleType, data: Any, weight: Any, c: int, px: Any, py: Any, p
     for corner in _CORNERS:
         w = _corner_weights(fx, fy, fz, corner)
         index = base + _corner_offset(shape, corner)
-        _add_at(xp, data_ri, 2 * index, (values.real * w).astype(np.float64))
-        _add_at(xp, data_ri, 2 * index + 1, (values.imag * w).astype(np.float64))
-        _add_at(xp, weight_flat, index, (weights * w).astype(np.float64))
+        scatter_add(data_ri, 2 * index, (values.real * w).astype(np.float64))
+        scatter_add(data_ri, 2 * index + 1, (values.imag * w).astype(np.float64))
+        scatter_add(weight_flat, index, (weights * w).astype(np.float64))
 
 
 def scatter_points(data: Any, weight: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, values: Any,
