@@ -269,16 +269,6 @@ def test_queue_gpu_field_fills_the_submission_template() -> None:
 def test_gpu_reconstruct_gives_relions_maps(test_dataset, tmp_path) -> None:
     """Reconstruct particle with its backprojection on GPU 0 gives RELION's maps (the same
     tolerance as the CPU's, test_reconstruct_relion.py)."""
-    import mrcfile
+    from test_reconstruct_relion import reconstruct_in_process_is_relions
 
-    from processing.reconstruct import ReconstructionSettings, reconstruct_particles
-    from test_reconstruct_relion import CASES, RELION, TOLERANCE
-
-    binning, box, crop, sym, _, _ = CASES["bin3_c1_halves"]
-    settings = ReconstructionSettings(binning=binning, box=box, crop=crop, symmetry=sym, threads=2, device=0)
-    reconstruct_particles(particles_file=RELION / "particles_halves.star", tomograms_file=test_dataset / "tomograms.star",
-                          output_dir=tmp_path, settings=settings, log=lambda *a: None)
-    for theirs in sorted((RELION / "bin3_c1_halves").glob("*.mrc")):
-        a = mrcfile.read(tmp_path / theirs.name).astype(np.float64)
-        b = mrcfile.read(theirs).astype(np.float64)
-        assert np.abs(a - b).max() <= TOLERANCE * b.std(), theirs
+    reconstruct_in_process_is_relions(test_dataset, tmp_path, device=0)

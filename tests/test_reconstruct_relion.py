@@ -68,16 +68,24 @@ def test_maps_are_relions(reconstruction) -> None:
     assert {p.name for p in ours.glob("*.mrc")} == expected
 
 
-def test_the_gpus_backprojection_gives_relions_maps(test_dataset, tmp_path) -> None:
-    """The GPU's code path of Reconstruct particle (array-module slab insertion, run here by
-    numpy) gives RELION's maps within the same tolerance (--gpu uses it on a CUDA device)."""
+
+def reconstruct_in_process_is_relions(test_dataset: Path, out: Path, **settings) -> None:
+    """Case bin3_c1_halves through reconstruct_particles in this process with extra
+    ReconstructionSettings ``settings``; its maps must be RELION's (same TOLERANCE)."""
     from processing.reconstruct import ReconstructionSettings, reconstruct_particles
 
     binning, box, crop, sym, _, _ = CASES["bin3_c1_halves"]
-    settings = ReconstructionSettings(binning=binning, box=box, crop=crop, symmetry=sym, threads=2, array_kernels=True)
     reconstruct_particles(particles_file=RELION / "particles_halves.star", tomograms_file=test_dataset / "tomograms.star",
-                          output_dir=tmp_path, settings=settings, log=lambda *a: None)
+                          output_dir=out, log=lambda *a: None,
+                          settings=ReconstructionSettings(binning=binning, box=box, crop=crop, symmetry=sym, threads=2,
+                                                          **settings))
     for theirs in sorted((RELION / "bin3_c1_halves").glob("*.mrc")):
-        a = mrcfile.read(tmp_path / theirs.name).astype(np.float64)
+        a = mrcfile.read(out / theirs.name).astype(np.float64)
         b = mrcfile.read(theirs).astype(np.float64)
         assert np.abs(a - b).max() <= TOLERANCE * b.std(), theirs
+
+
+def test_the_gpus_backprojection_gives_relions_maps(test_dataset, tmp_path) -> None:
+    """The GPU's code path of Reconstruct particle (array-module slab insertion, run here by
+    numpy) gives RELION's maps within the same tolerance (--gpu uses it on a CUDA device)."""
+    reconstruct_in_process_is_relions(test_dataset, tmp_path, array_kernels=True)
