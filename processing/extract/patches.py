@@ -8,11 +8,13 @@ at the box centre ``N//2``.
 from __future__ import annotations
 
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
+from processing.backend import get_array_module
 from processing.fourier.ctf import CtfParameters, ctf_value, dose_weight, fourier_frequency_grid
 from processing.fourier.fft import irfft2_centered, rfft2_centered_cropped
 from processing.fourier.masks import radius_grid
@@ -87,13 +89,14 @@ def circle_precrop(windows: NDArray[np.float64]) -> NDArray[np.float64]:
     pixels), and both steps write into the windows: at s0 = 576 (the tutorial's bin 6 cut
     from bin-2 tilt series) these windows are 2.7 MB each, so passes over them are the cost.
     """
+    xp = get_array_module(windows)
     outside, taper = _precrop_masks(windows.shape[-1])
     n_outside = int(outside.sum())
     if n_outside:
         flat = windows.reshape(len(windows), -1)
-        mean_out = flat @ outside.reshape(-1).astype(np.float64) / n_outside
+        mean_out = flat @ xp.asarray(outside.reshape(-1), dtype=np.float64) / n_outside
         windows -= mean_out[:, None, None]
-    windows *= taper
+    windows *= xp.asarray(taper)
     return windows
 
 
@@ -157,8 +160,9 @@ def windows_to_fourier(
     kx = np.arange(binned_size // 2 + 1)
     along_x = np.exp((2j * np.pi / binned_size) * delta[:, 0, None] * kx[None, :]) / binning
     along_y = np.exp((2j * np.pi / binned_size) * delta[:, 1, None] * ky_rows[None, :])
-    spectra *= along_y[:, :, None]
-    spectra *= along_x[:, None, :]
+    xp = get_array_module(spectra)
+    spectra *= xp.asarray(along_y)[:, :, None]
+    spectra *= xp.asarray(along_x)[:, None, :]
     return spectra
 
 
@@ -267,6 +271,7 @@ def premultiplied_patches(
     apply_ctf: bool = True,
     invert_contrast: bool = True,
     precrop: bool = False,
+    xp: ModuleType = np,
 ) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
     """Premultiplied Fourier patches of particles in one tilt image (spec 3.3, 3.4).
 
@@ -293,6 +298,9 @@ def premultiplied_patches(
     precrop
         Mean-subtract and taper each window to its inscribed circle first (``--circle_precrop``;
         always on in Reconstruct particle).
+    xp
+        Array module of the transforms and the results (cupy: the windows are cut on the host
+        and moved to the GPU, which does the rest).
 
     Returns
     -------
@@ -303,15 +311,16 @@ def premultiplied_patches(
     """
     s0, sb = window_size(binning, box)
     windows, corners = extract_windows(image, centres, s0)
+    windows = xp.asarray(windows)
     if precrop:
         windows = circle_precrop(windows)
     spectra = windows_to_fourier(windows, centres, corners, binning=binning, binned_size=sb)
     if apply_ctf:
-        c = ctf_dose_weights(
+        c = xp.asarray(ctf_dose_weights(
             ctf, defocus_offsets, dose=dose, bfactor_per_dose=bfactor_per_dose,
             box=sb, pixel_size=binning * pixel_size,
-        )
+        ))
     else:
-        c = np.ones(spectra.shape)
+        c = xp.ones(spectra.shape)
     sign = -1.0 if invert_contrast else 1.0
     return spectra * (sign * c), c * c

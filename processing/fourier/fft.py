@@ -156,17 +156,24 @@ def rfft2_centered_cropped(images: NDArray, rows: NDArray, n_columns: int) -> ND
     A Fourier crop taken during the transform (CPU arrays): the x transform of every row,
     then the y transform of the kept columns only (a third of them for a 3x crop), instead
     of both of every column. For even ``N`` the centring is a sign (-1)^(i+j) on the kept
-    elements, which spares the ``ifftshift`` copy; odd ``N`` shifts first.
+    elements, which spares the ``ifftshift`` copy; odd ``N`` shifts first. Cupy images are
+    transformed on the GPU.
     """
     n = images.shape[-1]
     if n % 2:
         images = ifftshift(images, ndim=2)
-    half_rows = sfft.rfft(images, axis=-1, workers=_workers)[..., :n_columns]
-    spectra = sfft.fft(half_rows, axis=-2, workers=_workers)[..., np.asarray(rows), :]
+    rows = np.asarray(rows)
+    if _is_numpy(images):
+        half_rows = sfft.rfft(images, axis=-1, workers=_workers)[..., :n_columns]
+        spectra = sfft.fft(half_rows, axis=-2, workers=_workers)[..., rows, :]
+    else:
+        xp = get_array_module(images)
+        half_rows = xp.fft.rfft(images, axis=-1)[..., :n_columns]
+        spectra = xp.fft.fft(half_rows, axis=-2)[..., xp.asarray(rows), :]
     scale = 1.0 / float(n * n)
     if n % 2 == 0:
-        parity = (np.asarray(rows)[:, None] + np.arange(n_columns)[None, :]) % 2
-        return spectra * np.where(parity == 1, -scale, scale)
+        parity = (rows[:, None] + np.arange(n_columns)[None, :]) % 2
+        return spectra * get_array_module(spectra).asarray(np.where(parity == 1, -scale, scale))
     return spectra * scale
 
 

@@ -96,8 +96,9 @@ def _insert_group(
     geo, members, usable, images, halves, part_rot, x_ranges, settings: ReconstructionSettings,
     sb: int, n_halves: int, job_dir,
 ) -> tuple[int, NDArray[np.complex128], NDArray[np.float64]]:
-    """Backproject the visible tilt images of particles ``members`` into fresh half sums (in
-    the GPU's memory with ``settings.device``; the thread enters that device)."""
+    """Backproject the visible tilt images of particles ``members`` into fresh half sums (with
+    ``settings.device``, the windows' transforms, CTFs and sums on that GPU, which the thread
+    enters)."""
     check_abort(job_dir)
     if settings.threads > 1:
         # Threads come from thread_map: keep numba's kernels single-threaded in this worker.
@@ -126,15 +127,15 @@ def _insert_tilts(
             images[tilt], geo.projected[idx, tilt], geo.defocus_offsets[idx, tilt], geo.tilt_ctf(tilt),
             dose=float(tilts.pre_exposure[tilt]), bfactor_per_dose=tomogram.bfactor_per_electron_dose,
             binning=settings.binning, box=sb, pixel_size=tomogram.pixel_size, apply_ctf=settings.apply_ctf,
-            invert_contrast=True, precrop=True,
+            invert_contrast=True, precrop=True, xp=xp,
         )
         # This program's window transform is unitary (1/s0), the extraction's divides by s0².
         spectra = spectra * window_size(settings.binning, sb)[0]
         if settings.apply_ctf:
             # Slice pixels past the dose cut-off carry neither data nor weight.
-            keep = np.arange(sb // 2 + 1)[None, :] < x_ranges[tilt][:, None]
-            spectra = np.where(keep, spectra, 0.0)
-            weight = np.where(keep, weight, 0.0)
+            keep = xp.asarray(np.arange(sb // 2 + 1)[None, :] < x_ranges[tilt][:, None])
+            spectra = xp.where(keep, spectra, 0.0)
+            weight = xp.where(keep, weight, 0.0)
         rotations = geo.projections[tilt, :3, :3][None] @ part_rot[idx]
         max_freqs = np.full(len(idx), x_ranges[tilt, 0], dtype=np.int64)
         insert(spectra, weight, rotations, max_freqs, halves[idx], data, ctf2)
