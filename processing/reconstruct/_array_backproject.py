@@ -53,6 +53,8 @@ def _row_ranges(xp: ModuleType, m: Any, max_freq: Any, shape: tuple[int, int, in
     inside = r2 >= 0.0
     last = xp.minimum(last, xp.floor(xp.sqrt(xp.maximum(r2, 0.0))))
     count = xp.where(crossed & inside, xp.maximum(last - first + 1.0, 0.0), 0.0)
+    # rows without voxels can have first ~ 1e300 (a plane almost parallel to x): bounded before the cast
+    first = xp.minimum(first, float(wh3))
     return first.astype(np.int64).reshape(-1), count.astype(np.int64).reshape(-1)
 
 
