@@ -153,7 +153,7 @@ def rfft2_centered_cropped(images: NDArray, rows: NDArray, n_columns: int) -> ND
     """The rows ``rows`` and first ``n_columns`` columns of :func:`rfft2_centered` of
     ``(..., N, N)`` images: ``(..., len(rows), n_columns)``, RELION-normalised.
 
-    A Fourier crop taken during the transform (CPU arrays): the x transform of every row,
+    A Fourier crop taken during the transform: the x transform of every row,
     then the y transform of the kept columns only (a third of them for a 3x crop), instead
     of both of every column. For even ``N`` the centring is a sign (-1)^(i+j) on the kept
     elements, which spares the ``ifftshift`` copy; odd ``N`` shifts first. Cupy images are
