@@ -94,18 +94,19 @@ def circle_precrop(windows: NDArray[np.float64]) -> NDArray[np.float64]:
     n_outside = int(outside.sum())
     if n_outside:
         flat = windows.reshape(len(windows), -1)
-        mean_out = flat @ xp.asarray(outside.reshape(-1), dtype=np.float64) / n_outside
+        mean_out = flat @ xp.asarray(outside.reshape(-1)) / n_outside
         windows -= mean_out[:, None, None]
     windows *= xp.asarray(taper)
     return windows
 
 
 @lru_cache(maxsize=8)
-def _precrop_masks(size: int) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-    """(size, size) pixels outside the inscribed circle, and the taper to it (read-only)."""
+def _precrop_masks(size: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(size, size) 1.0 at the pixels outside the inscribed circle (0.0 inside), and the taper
+    to it (read-only; float, so that the outside mean is a matrix-vector product)."""
     r = radius_grid((size, size))
     radius = size / 2.0
-    outside, taper = r > radius, _inner_raised_cosine(r, radius)
+    outside, taper = (r > radius).astype(np.float64), _inner_raised_cosine(r, radius)
     outside.flags.writeable = False
     taper.flags.writeable = False
     return outside, taper

@@ -101,8 +101,8 @@ def _insert_batch(xp: ModuleType, spectra: Any, weights: Any, m: Any, max_freqs:
     b = row // (d3 * h3)
     z = (row // h3) % d3
     y = row % h3
-    zz = xp.where(z >= d3 // 2, z - d3, z).astype(np.float64)
-    yy = xp.where(y >= h3 // 2, y - h3, y).astype(np.float64)
+    zz = _logical(d3, xp)[z]
+    yy = _logical(h3, xp)[y]
     xf = x.astype(np.float64)
     mb = m[b]
     qx = mb[:, 0, 0] * xf + mb[:, 0, 1] * yy + mb[:, 0, 2] * zz

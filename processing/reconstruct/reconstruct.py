@@ -107,10 +107,15 @@ def _insert_group(
         return _insert_tilts(geo, members, usable, images, halves, part_rot, x_ranges, settings, sb, n_halves)
 
 
+def _array_module(settings: ReconstructionSettings):
+    """cupy when this process backprojects on a GPU, numpy otherwise."""
+    return np if settings.device is None else backend.device_module()
+
+
 def _insert_tilts(
     geo, members, usable, images, halves, part_rot, x_ranges, settings: ReconstructionSettings, sb: int, n_halves: int,
 ) -> tuple[int, NDArray[np.complex128], NDArray[np.float64]]:
-    xp = np if settings.device is None else backend.device_module()
+    xp = _array_module(settings)
     array = settings.array_kernels or settings.device is not None
     insert = backproject_slices_array if array else backproject_slices
     tomogram = geo.tomogram
@@ -182,7 +187,7 @@ def reconstruct_particles(
             f"{comm.size} process(es) x {settings.threads} thread(s)")
     # One Fourier sum per half set on the binned box itself (RELION pads nothing here), in the
     # GPU's memory when it backprojects (the groups' sums are added there).
-    xp = np if settings.device is None else backend.device_module()
+    xp = _array_module(settings)
     with backend.use_device(settings.device):
         data = xp.zeros((n_halves, sb, sb, sb // 2 + 1), dtype=np.complex128)
         ctf2 = xp.zeros(data.shape)
