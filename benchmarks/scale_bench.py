@@ -34,11 +34,23 @@ Small form (CI, < 60 s; one tomogram of a 640² field, small boxes, 30 and 90 pa
 figures are start-up costs, not projections of anything)::
 
     .venv/bin/python benchmarks/scale_bench.py --small
+
+Whole refinements (``--refine-iterations N``, e.g. 50: each refinement runs until it converges
+or reaches N iterations): the bin-2 chain then starts from the bin-6 refinement's poses, as in
+the tutorial, and the report lists every iteration's E-step (which grows with the particles)
+and the rest of its time (M-step, I/O, accuracy estimate: fixed per iteration), and projects the
+tutorial's refinements from those measured iterations instead of from iteration 1 times an
+assumed count. ``--steps`` runs some steps only, on the outputs the earlier steps left in
+``--workdir``::
+
+    .venv/bin/python benchmarks/scale_bench.py --workdir /tmp/scale_bench --particles 1000 \
+        --refine-iterations 50
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,13 +85,45 @@ SMALL = Geometry(bin6=(3, 48, 32), bin2=(1, 64, 48), diameter6=200.0, diameter2=
 
 
 @dataclass(frozen=True)
+class IterationTiming:
+    """One refinement iteration as its log reports it (``tomodash refine``)."""
+
+    iteration: int
+    search: str          # e.g. "image size 46 (coarse 30), sampling 7.50° (HEALPix 2)"
+    expectation_s: float
+    maximisation_s: float
+
+
+@dataclass(frozen=True)
 class StepResult:
-    """One step at one particle count: wall seconds and peak RSS (MiB) of its process."""
+    """One step at one particle count: wall seconds and peak RSS (MiB) of its process; for a
+    refinement its iterations and whether it converged."""
 
     step: str
     particles: int
     seconds: float
     peak_rss_mb: float
+    iterations: tuple[IterationTiming, ...] = ()
+    converged: bool = False
+
+
+_ITERATION = re.compile(r"^Iteration (\d+)(?: \(final\))?: resolution [\d.]+ Å, (image size .*?), offsets")
+_ITERATION_DONE = re.compile(r"E ([\d.]+) s, M ([\d.]+) s$")
+
+
+def refine_iterations(log: str) -> tuple[tuple[IterationTiming, ...], bool]:
+    """The iterations a ``tomodash refine`` log reports, and whether the refinement converged."""
+    found, search = [], None
+    for line in log.splitlines():
+        start = _ITERATION.match(line.strip())
+        if start:
+            search = (int(start.group(1)), start.group(2))
+            continue
+        done = _ITERATION_DONE.search(line.strip())
+        if done and search is not None:
+            found.append(IterationTiming(search[0], search[1], float(done.group(1)), float(done.group(2))))
+            search = None
+    return tuple(found), "Auto-refine converged" in log
 
 
 #: Runs ``argv[2:]`` and writes its peak RSS (KiB, ``os.wait4``) to ``argv[1]``. A child's
@@ -144,28 +188,52 @@ def with_halves(dataset: Path, out: Path) -> Path:
     return out
 
 
-def refine_argv(opt: Path, ref: Path, out: Path, *, diameter: float, ini_high: float, healpix: int) -> list[str]:
-    """One iteration of 3D auto-refine with the tutorial's settings (sessions/presets.py
-    ``tutorial-bin*-refine3d``: C6, tilt prior 10°, local searches from 1.8°, pool 30), on
-    2 threads; the reference is not on the refinement's greyscale (``--firstiter_cc``)."""
+def refine_argv(opt: Path, ref: Path, out: Path, *, diameter: float, ini_high: float, healpix: int,
+                iterations: int = 1) -> list[str]:
+    """3D auto-refine (at most ``iterations`` iterations) with the tutorial's settings
+    (sessions/presets.py ``tutorial-bin*-refine3d``: C6, tilt prior 10°, local searches from
+    1.8°, pool 30), on 2 threads; the reference is not on the refinement's greyscale
+    (``--firstiter_cc``)."""
     return ["--o", f"{out}/run", "--auto_refine", "--split_random_halves", "--ios", str(opt), "--ref", str(ref),
             "--firstiter_cc", "--trust_ref_size", "--ini_high", f"{ini_high:g}", "--dont_combine_weights_via_disc",
             "--pool", "30", "--pad", "2", "--ctf", "--particle_diameter", f"{diameter:g}", "--flatten_solvent",
             "--zero_mask", "--oversampling", "1", "--healpix_order", str(healpix), "--auto_local_healpix_order", "4",
             "--offset_range", "5", "--offset_step", "2", "--sym", "C6", "--low_resol_join_halves", "40", "--norm",
-            "--scale", "--sigma_tilt", "10", "--random_seed", "1", "--auto_iter_max", "1", "--j", "2"]
+            "--scale", "--sigma_tilt", "10", "--random_seed", "1", "--auto_iter_max", str(iterations), "--j", "2"]
 
 
-def run_chain(dataset: Path, work: Path, n: int, geometry: Geometry) -> list[StepResult]:
-    """The six steps on one dataset; their results in :data:`STEPS` order."""
+def refined_particles(refine_dir: Path) -> Path | None:
+    """The particles of the refinement in ``refine_dir``: its final ``run_data.star``, else
+    its last iteration's; None when it wrote neither."""
+    final = refine_dir / "run_data.star"
+    if final.exists():
+        return final
+    iterations = sorted(refine_dir.glob("run_it[0-9][0-9][0-9]_data.star"))
+    return iterations[-1] if iterations else None
+
+
+def run_chain(dataset: Path, work: Path, n: int, geometry: Geometry, *, iterations: int = 1,
+              steps: tuple[str, ...] = STEPS) -> list[StepResult]:
+    """``steps`` (default all six) on one dataset; their results in :data:`STEPS` order. A step
+    left out must have left its outputs in ``work`` (an earlier run with the same ``work``).
+    With ``iterations`` > 1 the bin-2 extraction takes the bin-6 refinement's poses."""
     tomodash = str(BIN / "tomodash")
     tomograms = dataset / "tomograms.star"
     halves = with_halves(dataset, work / "particles_halves.star")
     results: list[StepResult] = []
 
-    def step(name: str, args: list[str]) -> None:
-        seconds, rss = run_step([tomodash, *args], work / f"{name}.log")
-        results.append(StepResult(name, n, seconds, rss))
+    def step(name: str, args: list[str], output: Path, needed: Path) -> None:
+        if name not in steps:
+            if not needed.exists():
+                raise SystemExit(f"step {name} is not in --steps, and the later steps need {needed}: run it first "
+                                 f"with the same --workdir")
+            return
+        shutil.rmtree(output, ignore_errors=True)
+        output.mkdir(parents=True)
+        log = work / f"{name}.log"
+        seconds, rss = run_step([tomodash, *args], log)
+        timings, converged = refine_iterations(log.read_text()) if name.startswith("refine") else ((), False)
+        results.append(StepResult(name, n, seconds, rss, timings, converged))
         print(f"  {name:<17} {seconds:8.1f} s  {rss:8.0f} MB", flush=True)
 
     for tag, (binning, box, crop), diameter, ini_high in (
@@ -173,22 +241,28 @@ def run_chain(dataset: Path, work: Path, n: int, geometry: Geometry) -> list[Ste
     ):
         shape = ["--bin", str(binning), "--b", str(box), "--crop", str(crop), "--j", "2"]
         ex, rec, ref = work / f"Extract_{tag}", work / f"Reconstruct_{tag}", work / f"Refine_{tag}"
-        for d in (ex, rec, ref):
-            shutil.rmtree(d, ignore_errors=True)
-        step(f"extract_{tag}", ["extract", "--p", str(halves), "--t", str(tomograms), "--o", f"{ex}/", "--stack2d",
-                                "--float16", "--max_dose", "50", *shape])
+        source = halves
+        if tag == "bin2" and iterations > 1:
+            # the tutorial re-extracts at bin 2 from the bin-6 refinement
+            source = refined_particles(work / "Refine_bin6")
+            if source is None:
+                raise SystemExit(f"no refined particles in {work / 'Refine_bin6'} for the bin-2 chain")
+        step(f"extract_{tag}", ["extract", "--p", str(source), "--t", str(tomograms), "--o", f"{ex}/", "--stack2d",
+                                "--float16", "--max_dose", "50", *shape], ex, ex / "optimisation_set.star")
         step(f"reconstruct_{tag}", ["reconstruct", "--p", str(ex / "particles.star"), "--t", str(tomograms),
-                                    "--o", f"{rec}/", "--sym", "C6", *shape])
-        ref.mkdir(parents=True)
+                                    "--o", f"{rec}/", "--sym", "C6", *shape], rec, rec / "half1.mrc")
         # the tutorial refines bin 6 from the merged map and bin 2 from the bin-2 half1.mrc
         reference = rec / ("merged.mrc" if tag == "bin6" else "half1.mrc")
         step(f"refine_{tag}", ["refine", *refine_argv(ex / "optimisation_set.star", reference, ref,
-                                                       diameter=diameter, ini_high=ini_high, healpix=2)])
+                                                       diameter=diameter, ini_high=ini_high, healpix=2,
+                                                       iterations=iterations)],
+             ref, ref)
     return results
 
 
 def format_report(results: list[StepResult], *, cores: int) -> str:
-    """The table, the growth ratios against the smallest count and the tutorial projection."""
+    """The table, the growth ratios against the smallest count, the iterations of whole
+    refinements and the tutorial projection."""
     lines = [f"{'step':<17} {'particles':>9} {'wall s':>9} {'s/particle':>11} {'peak RSS MB':>12}"]
     for r in results:
         lines.append(f"{r.step:<17} {r.particles:>9} {r.seconds:>9.2f} {r.seconds / r.particles:>11.5f} "
@@ -200,6 +274,8 @@ def format_report(results: list[StepResult], *, cores: int) -> str:
         lines.append(f"growth against {counts[0]} particles (time ratio / particle ratio: 1.0 = linear; "
                      "RSS ratio: 1.0 = flat)")
         for name in STEPS:
+            if any((name, n) not in by for n in counts):
+                continue
             base = by[(name, counts[0])]
             parts = []
             for n in counts[1:]:
@@ -209,18 +285,57 @@ def format_report(results: list[StepResult], *, cores: int) -> str:
                              f"({r.seconds / base.seconds / ratio:.2f} of linear), RSS x{r.peak_rss_mb / base.peak_rss_mb:.2f}")
             lines.append(f"  {name:<17} " + "; ".join(parts))
     largest = counts[-1]
+    measured = [r for r in results if len(r.iterations) > 1]
+    for r in measured:
+        lines.append("")
+        lines += refinement_report(r)
     lines.append("")
     lines.append(f"projection for the tutorial ({TUTORIAL_PARTICLES:,} particles) on this machine ({cores} cores), "
-                 f"from the {largest}-particle figures, assuming "
-                 + " and ".join(f"{k[-4:]}: {v} iterations" for k, v in ASSUMED_ITERATIONS.items()) + ":")
-    for name, iterations in ASSUMED_ITERATIONS.items():
+                 f"from the {largest}-particle figures:")
+    for name, assumed in ASSUMED_ITERATIONS.items():
         tag = name[-4:]
-        per = by[(name, largest)].seconds / largest
-        hours = per * TUTORIAL_PARTICLES * iterations / 3600.0
-        steps = sum(by[(f"{s}_{tag}", largest)].seconds / largest for s in ("extract", "reconstruct"))
-        lines.append(f"  {tag}: one iteration {per * TUTORIAL_PARTICLES / 3600.0:.2f} h, refinement ~{hours:.1f} h; "
-                     f"extract + reconstruct {steps * TUTORIAL_PARTICLES / 3600.0:.2f} h")
+        parts = []
+        whole = by.get((name, largest))
+        if whole is not None and len(whole.iterations) > 1:
+            hours = projected_refinement_seconds(whole, TUTORIAL_PARTICLES) / 3600.0
+            state = "converged" if whole.converged else "not converged: a lower bound"
+            parts.append(f"refinement ~{hours:.1f} h from its {len(whole.iterations)} measured iterations ({state})")
+        elif whole is not None:
+            per = whole.seconds / largest
+            parts.append(f"one iteration {per * TUTORIAL_PARTICLES / 3600.0:.2f} h, refinement ~"
+                         f"{per * TUTORIAL_PARTICLES * assumed / 3600.0:.1f} h (iteration 1 x {assumed} iterations "
+                         "assumed)")
+        chain = [by.get((f"{s}_{tag}", largest)) for s in ("extract", "reconstruct")]
+        if all(chain):
+            steps = sum(r.seconds / largest for r in chain)
+            parts.append(f"extract + reconstruct {steps * TUTORIAL_PARTICLES / 3600.0:.2f} h")
+        if parts:
+            lines.append(f"  {tag}: " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def projected_refinement_seconds(result: StepResult, particles: int) -> float:
+    """A whole refinement's seconds for ``particles``: each iteration's E-step scaled by the
+    particle ratio (it is linear in them), the rest of the measured wall time (M-step, I/O,
+    accuracy estimate, start-up: fixed per iteration) as measured."""
+    expectation = sum(t.expectation_s for t in result.iterations)
+    return expectation * particles / result.particles + (result.seconds - expectation)
+
+
+def refinement_report(result: StepResult) -> list[str]:
+    """A whole refinement's iterations: search, E-step (s and ms/particle), the rest, and each
+    iteration's E-step against iteration 1's."""
+    first = result.iterations[0].expectation_s
+    lines = [f"{result.step}, {result.particles} particles, {len(result.iterations)} iterations "
+             f"({'converged' if result.converged else 'stopped at --refine-iterations'}), wall {result.seconds:.1f} s:",
+             f"  {'iteration':>9}  {'E-step s':>9}  {'ms/particle':>11}  {'E / E(it 1)':>11}  {'M-step s':>8}  search"]
+    for t in result.iterations:
+        lines.append(f"  {t.iteration:>9}  {t.expectation_s:>9.1f}  {1000 * t.expectation_s / result.particles:>11.2f}  "
+                     f"{t.expectation_s / first:>11.2f}  {t.maximisation_s:>8.1f}  {t.search}")
+    expectation = sum(t.expectation_s for t in result.iterations)
+    lines.append(f"  all iterations: E-step {expectation:.1f} s = {expectation / first:.1f} x iteration 1's; "
+                 f"the rest (M-step, I/O, start-up) {result.seconds - expectation:.1f} s")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="particle counts (default 1000 3000 10000; --small: 30 90)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keeps the simulated datasets between runs (default: a temporary directory, removed)")
+    parser.add_argument("--refine-iterations", type=int, default=1,
+                        help="at most this many iterations per refinement (default 1; e.g. 50: to convergence)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="run these steps only (the others' outputs must be in --workdir)")
     parser.add_argument("--small", action="store_true",
                         help="CI form: one tomogram of a 640² field, boxes 48/32 and 64/48, 30 and 90 particles")
     args = parser.parse_args(argv)
@@ -245,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = work / f"run_{form}_{n}"
             run_dir.mkdir(exist_ok=True)
             print(f"{simulated} particles ({dataset}):", flush=True)
-            results += run_chain(dataset, run_dir, simulated, geometry)
+            results += run_chain(dataset, run_dir, simulated, geometry, iterations=args.refine_iterations,
+                                 steps=tuple(args.steps))
         print()
         print(format_report(results, cores=os.cpu_count() or 1))
         if args.small:

@@ -9,7 +9,9 @@ marked ``gpu`` run the real thing and are skipped where CuPy sees no device.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +22,7 @@ from processing.backend import cupy_available
 from processing.errors import InputError
 from processing.geometry.euler import euler_to_matrix
 from processing.refine import _array_kernels as AK
+from processing.refine import _cuda_kernels as CK
 from processing.refine import _kernels as K
 from processing.refine.devices import parse_gpu_ids, plan_devices, thread_devices
 
@@ -68,6 +71,77 @@ def test_gathers_match_the_numba_kernels(grid_and_points) -> None:
     values3, power3_a = AK.gather_points_3d(grid64, C, rot, PAD, kx, ky, kz, power_weights)
     np.testing.assert_allclose(values3, out3, atol=1e-12)          # double precision: round-off
     np.testing.assert_allclose(power3_a, power3, rtol=1e-12)
+
+
+_HOST_LOOP = r"""
+extern "C" void host_gather(const float2* grid, int c, const float* a, const float* kx, const float* ky,
+                            long long n, long long k, float2* out)
+{
+    for (long long m = 0; m < n; ++m)
+        for (long long j = 0; j < k; ++j)
+            out[m * k + j] = gather_sample(grid, c, a + 6 * m, kx[j], ky[j]);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_cuda_gather(tmp_path_factory):
+    """The CUDA kernel's per-sample function compiled as host C++, called over every sample."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("needs a C++ compiler")
+    work = tmp_path_factory.mktemp("cuda_host")
+    source, library = work / "gather.cpp", work / "gather.so"
+    source.write_text(CK.HOST_SHIMS + CK.SAMPLE_SOURCE + _HOST_LOOP)
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    function = ctypes.CDLL(str(library)).host_gather
+    pointer = np.ctypeslib.ndpointer
+    function.argtypes = [pointer(np.complex64, flags="C"), ctypes.c_int, pointer(np.float32, flags="C"),
+                         pointer(np.float32, flags="C"), pointer(np.float32, flags="C"), ctypes.c_longlong,
+                         ctypes.c_longlong, pointer(np.complex64, flags="C")]
+
+    def gather(grid, c, rot, pad, kx, ky):
+        a = CK.scaled_rows(rot, pad, np)
+        out = np.empty((a.shape[0], kx.size), np.complex64)
+        function(np.ascontiguousarray(grid, np.complex64), c, a, np.ascontiguousarray(kx, np.float32),
+                 np.ascontiguousarray(ky, np.float32), a.shape[0], kx.size, out)
+        return out
+    return gather
+
+
+def test_the_cuda_gathers_arithmetic_is_the_numba_kernels(grid_and_points, host_cuda_gather) -> None:
+    """The CUDA kernel's per-sample code, run on the CPU, against the numba gather (inside the
+    grid) and the array kernel's bounds rule (samples whose cell leaves the grid read zero)."""
+    grid, rot, kx, ky, *_ = grid_and_points
+    n, k = rot.shape[0], kx.size
+    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
+    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
+                    ky.astype(np.float32), np.zeros((1, k), np.float32), out, power)
+    values = host_cuda_gather(grid, C, rot, PAD, kx, ky)
+    # single precision both, the same operations (the compilers may contract some into FMAs)
+    np.testing.assert_allclose(values, out, atol=2e-5)
+    assert np.abs(values).max() > 1.0 and (values.real < 0).any() and (values.imag < 0).any()
+    # points out to pad·|k| = 2·20, beyond the grid's corners (c·√3): the outer ones read zero,
+    # like the array kernel's
+    radius = np.linspace(0.0, 20.0, 401)
+    far_x, far_y = (radius * np.cos(0.7)).astype(np.float32), (radius * np.sin(0.7)).astype(np.float32)
+    expected, _ = AK.gather_points(grid, C, rot, PAD, far_x, far_y, np.zeros((1, far_x.size), np.float32))
+    got = host_cuda_gather(grid, C, rot, PAD, far_x, far_y)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert (got == 0).any(axis=1).all() and (got != 0).any(axis=1).all()
+
+
+def test_the_cuda_gather_kernel_compiles(tmp_path) -> None:
+    """The whole kernel through the CUDA compiler (H100: sm_90), where the toolkit is installed."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("needs the CUDA toolkit (nvcc)")
+    source = tmp_path / "gather.cu"
+    source.write_text(CK.GATHER_SOURCE)
+    proc = subprocess.run([nvcc, "-std=c++14", "-ptx", "-arch=sm_90", "-o", str(tmp_path / "gather.ptx"),
+                           str(source)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert ".entry gather_points" in (tmp_path / "gather.ptx").read_text()
 
 
 def test_insertions_match_the_numba_kernels(grid_and_points) -> None:
@@ -198,6 +272,22 @@ def test_reconstruct_gpu_without_cuda_stops_before_writing(test_dataset, tmp_pat
 
 
 # ---- on a GPU ------------------------------------------------------------------------------
+
+@gpu
+def test_gpu_gather_kernel_matches_the_numba_kernel(grid_and_points) -> None:
+    import cupy
+
+    grid, rot, kx, ky, _, _, _, power_weights = grid_and_points
+    n, k = rot.shape[0], kx.size
+    pw = power_weights.astype(np.float32)
+    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
+    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
+                    ky.astype(np.float32), pw, out, power)
+    values, power_gpu = CK.gather_points(cupy.asarray(grid), C, rot, PAD, cupy.asarray(kx, dtype=np.float32),
+                                         cupy.asarray(ky, dtype=np.float32), cupy.asarray(pw))
+    np.testing.assert_allclose(cupy.asnumpy(values), out, atol=2e-5)
+    np.testing.assert_allclose(cupy.asnumpy(power_gpu), power, rtol=2e-5)
+
 
 @gpu
 def test_gpu_iteration_matches_the_cpu_path(tmp_path) -> None:

@@ -1,7 +1,8 @@
 """The ``tutorial`` simulator preset and ``benchmarks/scale_bench.py`` (its small form).
 
 About 30 s: one run of the benchmark's six steps (each a ``tomodash`` process) on 12
-particles of one small tomogram, whose dataset the preset's checks then read.
+particles of one small tomogram, with refinements of up to 3 iterations (the bin-2 chain from
+the bin-6 refinement's poses), whose dataset the preset's checks then read.
 """
 from __future__ import annotations
 
@@ -120,6 +121,47 @@ def test_report_ratios_and_projection():
     assert f"refinement ~{hours:.1f} h" in text
 
 
+REFINE_LOG = """3D auto-refine: 1000 particles (2D stacks), box 96 at 8.100 Å/px, C6, mask 500 Å, 1 process(es) x 2 thread(s)
+Iteration 1: resolution 59.82 Å, image size 46 (coarse 30), sampling 7.50° (HEALPix 2), offsets 40.5/16.2 Å
+  -> resolution 59.82 Å, acc. rot 999.00°, trans 999.00 Å, changes 17.68° / 16.46 Å, <Pmax> 1.000, E 17.1 s, M 0.7 s
+Iteration 2: resolution 40.50 Å, image size 50 (coarse 30), sampling 3.75° (HEALPix 3, local), offsets 16.2/8.1 Å
+  -> resolution 38.00 Å, acc. rot 4.00°, trans 6.00 Å, changes 5.00° / 3.00 Å, <Pmax> 0.400, E 120.5 s, M 0.9 s
+Iteration 3 (final): resolution 38.00 Å, image size 96 (coarse 96), sampling 3.75° (HEALPix 3, local), offsets 16.2/8.1 Å
+  -> resolution 36.00 Å, acc. rot 4.00°, trans 6.00 Å, changes 1.00° / 1.00 Å, <Pmax> 0.500, E 200.0 s, M 2.0 s
+Auto-refine converged: final resolution 36.00 Å
+"""
+
+
+def test_refine_log_iterations_and_convergence():
+    timings, converged = bench.refine_iterations(REFINE_LOG)
+    assert converged
+    assert [t.iteration for t in timings] == [1, 2, 3]
+    assert [t.expectation_s for t in timings] == [17.1, 120.5, 200.0]
+    assert [t.maximisation_s for t in timings] == [0.7, 0.9, 2.0]
+    assert timings[1].search == "image size 50 (coarse 30), sampling 3.75° (HEALPix 3, local)"
+    unfinished = REFINE_LOG.split("Iteration 3")[0] + "Stopped at --auto_iter_max without convergence\n"
+    timings, converged = bench.refine_iterations(unfinished)
+    assert not converged and len(timings) == 2
+    # an iteration without its closing line (a killed run) is not counted
+    assert len(bench.refine_iterations(REFINE_LOG.rsplit("  -> ", 1)[0])[0]) == 2
+
+
+def test_whole_refinement_projection_scales_the_e_step_only():
+    timings, converged = bench.refine_iterations(REFINE_LOG)
+    whole = bench.StepResult("refine_bin6", 1000, 400.0, 700.0, timings, converged)
+    e = 17.1 + 120.5 + 200.0
+    # E-step x 30.596, the rest (400 s - E) once
+    assert bench.projected_refinement_seconds(whole, 30596) == pytest.approx(e * 30.596 + 400.0 - e)
+    text = bench.format_report([whole], cores=2)
+    hours = (e * 30.596 + 400.0 - e) / 3600
+    assert f"bin6: refinement ~{hours:.1f} h from its 3 measured iterations (converged)" in text
+    assert "all iterations: E-step 337.6 s = 19.7 x iteration 1's" in text
+    # iteration 2: 120.5 s = 120.50 ms per particle, 7.05 x iteration 1
+    assert re.search(r"\n\s+2\s+120\.5\s+120\.50\s+7\.05\s+0\.9\s+image size 50", text)
+    # no bin-2 figures: no bin-2 line
+    assert "bin2:" not in text
+
+
 # ---- the small form end to end ------------------------------------------------------------
 
 
@@ -128,7 +170,7 @@ def small_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("scale_bench")
     out = io.StringIO()
     with redirect_stdout(out):
-        bench.main(["--small", "--particles", "12", "--workdir", str(work)])
+        bench.main(["--small", "--particles", "12", "--workdir", str(work), "--refine-iterations", "3"])
     return work, out.getvalue()
 
 
@@ -148,6 +190,31 @@ def test_small_form_reports_every_step_with_positive_figures(small_run):
         assert 50 < rss < 8000, step  # MB: a Python process with numpy, well below the machine
     assert "projection for the tutorial (30,596 particles)" in text
     assert "--particles 1000 3000 10000" in text  # the full run's command
+    for tag in ("bin6", "bin2"):
+        assert re.search(rf"refine_{tag}, 12 particles, [23] iterations", text), tag
+        assert re.search(rf"{tag}: refinement ~[\d.]+ h from its [23] measured iterations", text), tag
+
+
+def test_small_form_bin2_chain_starts_from_the_bin6_refinement(small_run):
+    work, _text = small_run
+    run = work / "run_small_12"
+    refined = ParticleSet.read(bench.refined_particles(run / "Refine_bin6"))
+    extracted = ParticleSet.read(run / "Extract_bin2" / "particles.star")
+    initial = ParticleSet.read(run / "particles_halves.star")
+    for column in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"):
+        np.testing.assert_allclose(np.asarray(extracted.particles[column], float),
+                                   np.asarray(refined.particles[column], float), atol=1e-4)
+    # the refinement moved them: the bin-2 chain did not take the initial poses
+    moved = np.abs(np.asarray(refined.particles["rlnAngleRot"], float)
+                   - np.asarray(initial.particles["rlnAngleRot"], float))
+    assert moved.max() > 0.1
+
+
+def test_steps_left_out_need_their_outputs(small_run, tmp_path):
+    work, _text = small_run
+    with pytest.raises(SystemExit, match="step extract_bin6 is not in --steps.*run it first"):
+        bench.run_chain(work / "tutorial_small_12", tmp_path, 12, bench.SMALL, steps=("refine_bin6",))
+    assert not (tmp_path / "Refine_bin6").exists()
 
 
 def test_small_form_dataset_has_the_tutorial_acquisition(small_run):

@@ -19,7 +19,7 @@ import numpy as np
 
 from processing.backend import get_array_module, scatter_add
 
-__all__ = ["gather_points", "gather_points_3d", "scatter_points", "scatter_points_3d"]
+__all__ = ["gather_points", "gather_points_3d", "scatter_points", "scatter_points_3d", "weighted_power"]
 
 #: the eight corners of a trilinear cell, (dz, dy, dx)
 _CORNERS = tuple((dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1))
@@ -77,7 +77,7 @@ def _gather(xp: ModuleType, grid: Any, c: int, px: Any, py: Any, pz: Any) -> Any
     return xp.where(inside, out, 0)
 
 
-def _weighted_power(xp: ModuleType, values: Any, power_weights: Any) -> Any:
+def weighted_power(xp: ModuleType, values: Any, power_weights: Any) -> Any:
     """(n,) Σ_j |values[m, j]|² power_weights[m % F, j]."""
     n, k = values.shape
     n_images = power_weights.shape[0]
@@ -109,7 +109,7 @@ def gather_points(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, pow
     xp = get_array_module(grid)
     px, py, pz = _coordinates(xp.asarray(rot, dtype=np.float32), pad, kx, ky, None)
     values = _gather(xp, grid, c, px, py, pz).astype(np.complex64)
-    return values, _weighted_power(xp, values, power_weights).astype(np.float32)
+    return values, weighted_power(xp, values, power_weights).astype(np.float32)
 
 
 def gather_points_3d(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, kz: Any,
@@ -119,7 +119,7 @@ def gather_points_3d(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, 
     xp = get_array_module(grid)
     px, py, pz = _coordinates(xp.asarray(rot, dtype=np.float64), pad, kx, ky, kz)
     values = _gather(xp, grid, c, px, py, pz)
-    return values, _weighted_power(xp, values, power_weights[:1])
+    return values, weighted_power(xp, values, power_weights[:1])
 
 
 def _scatter(xp: ModuleType, data: Any, weight: Any, c: int, px: Any, py: Any, pz: Any, values: Any,

@@ -30,6 +30,7 @@ from processing.geometry.sampling import (
 )
 
 from . import _array_kernels as AK
+from . import _cuda_kernels as CK
 from . import _kernels as K
 from .frequencies import FrequencySet, frequency_set, frequency_set_3d, highres_pixels
 from .particles import ParticleImages
@@ -362,8 +363,10 @@ def _central_slices_array(
     rot = xp.asarray(rotations * remap if remap != 1.0 else rotations, dtype=np.float64)
     if freq.kz is None:
         _check_inside_grid(ref, freq, remap)
-        return AK.gather_points(ref.grid, ref.c, rot, ref.pad, xp.asarray(freq.kx32), xp.asarray(freq.ky32),
-                                xp.asarray(power_weights, dtype=np.float32))
+        # On the GPU one fused CUDA kernel; with numpy the same arithmetic as array operations.
+        kernels = AK if xp is np else CK
+        return kernels.gather_points(ref.grid, ref.c, rot, ref.pad, xp.asarray(freq.kx32), xp.asarray(freq.ky32),
+                                     xp.asarray(power_weights, dtype=np.float32))
     values, power = AK.gather_points_3d(ref.grid, ref.c, rot, ref.pad, xp.asarray(freq.kx), xp.asarray(freq.ky),
                                         xp.asarray(freq.kz), xp.asarray(power_weights, dtype=np.float32))
     return values, power.astype(np.float32)
