@@ -52,13 +52,20 @@ def grid_and_points():
     return grid, np.ascontiguousarray(rot), kx, ky, kz, values, weights, rng.uniform(0, 1, (3, k))
 
 
+def numba_gather(grid, rot, kx, ky, power_weights):
+    """The CPU's numba gather of (n, K) values and (n,) weighted powers, the reference here."""
+    n, k = rot.shape[0], kx.size
+    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
+    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
+                    ky.astype(np.float32), power_weights.astype(np.float32), out, power)
+    return out, power
+
+
 def test_gathers_match_the_numba_kernels(grid_and_points) -> None:
     grid, rot, kx, ky, kz, _, _, power_weights = grid_and_points
     n, k = rot.shape[0], kx.size
     pw = power_weights.astype(np.float32)
-    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
-    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
-                    ky.astype(np.float32), pw, out, power)
+    out, power = numba_gather(grid, rot, kx, ky, pw)
     values, power_a = AK.gather_points(grid, C, rot, PAD, kx.astype(np.float32), ky.astype(np.float32), pw)
     # both single precision, the corners summed in another order: float32 rounding (values ~3)
     np.testing.assert_allclose(values, out, atol=2e-5)
@@ -113,10 +120,7 @@ def test_the_cuda_gathers_arithmetic_is_the_numba_kernels(grid_and_points, host_
     """The CUDA kernel's per-sample code, run on the CPU, against the numba gather (inside the
     grid) and the array kernel's bounds rule (samples whose cell leaves the grid read zero)."""
     grid, rot, kx, ky, *_ = grid_and_points
-    n, k = rot.shape[0], kx.size
-    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
-    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
-                    ky.astype(np.float32), np.zeros((1, k), np.float32), out, power)
+    out, _ = numba_gather(grid, rot, kx, ky, np.zeros((1, kx.size)))
     values = host_cuda_gather(grid, C, rot, PAD, kx, ky)
     # single precision both, the same operations (the compilers may contract some into FMAs)
     np.testing.assert_allclose(values, out, atol=2e-5)
@@ -278,11 +282,8 @@ def test_gpu_gather_kernel_matches_the_numba_kernel(grid_and_points) -> None:
     import cupy
 
     grid, rot, kx, ky, _, _, _, power_weights = grid_and_points
-    n, k = rot.shape[0], kx.size
     pw = power_weights.astype(np.float32)
-    out, power = np.empty((n, k), np.complex64), np.empty(n, np.float32)
-    K.gather_points(grid.view(np.float32).reshape(grid.shape + (2,)), C, rot, PAD, kx.astype(np.float32),
-                    ky.astype(np.float32), pw, out, power)
+    out, power = numba_gather(grid, rot, kx, ky, pw)
     values, power_gpu = CK.gather_points(cupy.asarray(grid), C, rot, PAD, cupy.asarray(kx, dtype=np.float32),
                                          cupy.asarray(ky, dtype=np.float32), cupy.asarray(pw))
     np.testing.assert_allclose(cupy.asnumpy(values), out, atol=2e-5)
