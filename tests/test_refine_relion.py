@@ -193,6 +193,34 @@ def test_an_iteration_through_the_gpus_array_kernels_is_the_cpus(iteration_one, 
     assert state.counters.current_resolution == cpu.counters.current_resolution
 
 
+@pytest.mark.parametrize("iteration_one", ["demo"], indirect=True)
+def test_an_iteration_in_small_chunks_is_the_same(iteration_one, tmp_path, monkeypatch) -> None:
+    """Iteration 1 again with the E-step's chunks of orientations cut to one
+    (the cross-term products and the accumulate pass, whose insertion then runs chunk by
+    chunk): the same poses, noise and maps, the sums taken in another order."""
+    from processing.refine import estep
+
+    case, run, _, cpu = iteration_one
+    monkeypatch.setattr(estep, "CHUNK_BYTES", 1)                       # one orientation per chunk
+    calls = []
+    scatter = estep._scatter
+    monkeypatch.setattr(estep, "_scatter", lambda *a, **k: (calls.append(1), scatter(*a, **k)))
+    (tmp_path / "out").mkdir()
+    again = RefineRun(run.options.with_changes(output_root=str(tmp_path / "out" / "run")), log=lambda *a, **k: None)
+    state, _ = again.start()
+    again.iterate(state, 1, cc=False, final=False)
+    # more insertions than particles: some particles' significant orientations took several chunks
+    assert len(calls) > len(state.particles)
+    np.testing.assert_allclose(np.array([p.angles for p in state.particles]),
+                               np.array([p.angles for p in cpu.particles]), atol=1e-6)
+    np.testing.assert_allclose(np.array([p.origin for p in state.particles]),
+                               np.array([p.origin for p in cpu.particles]), atol=1e-9)
+    for ours, theirs in zip(state.halves, cpu.halves):
+        np.testing.assert_allclose(ours.sigma2, theirs.sigma2, rtol=1e-5)
+        np.testing.assert_allclose(ours.map, theirs.map, atol=1e-5 * np.abs(theirs.map).max())
+    assert state.counters.current_resolution == cpu.counters.current_resolution
+
+
 def _angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest rotation angle (deg) between RELION orientations a and b (n, 3), over C6 mates."""
     A = euler_to_matrix(a[:, 0], a[:, 1], a[:, 2])

@@ -744,8 +744,9 @@ def _accumulate(
     scale: float, coarse_dirs: NDArray, n_child_r: int, *, pmax: float, log_likelihood: float,
     lock: AbstractContextManager | None, multiplicity_power: int = 0, count_particle: bool = True,
 ) -> None:
-    """Back-projection, noise, offset, direction and scale sums of the significant samples:
-    computed first, then added to ``acc`` under ``lock`` (threads share the accumulator).
+    """Back-projection, noise, offset, direction and scale sums of the significant samples,
+    added to ``acc`` under ``lock`` (threads share the accumulator): the insertion chunk by
+    chunk of significant orientations (bounded memory), the sums once at the end.
     ``origin_px`` is the shift still to apply to the images, ``centre_px`` the offset the
     translations ``fine_t`` are relative to (both px). ``w`` holds the weights of one class;
     the particle's pmax, likelihood and count go to the accumulator of its best class
@@ -760,7 +761,6 @@ def _accumulate(
     w_r = wt.sum(axis=0)                                                   # (R',)
     shifts = _projected_shifts(geo.rotations, origin_px[None] + fine_t[rows], ctx.is_3d)
     E = phase_factors(freq, shifts, ctx.ori, -1.0, xp=xp).reshape(len(rows), -1)    # (T', FK)
-    shift_sum = (xp.asarray(wt.T.astype(np.complex64)) @ E).reshape(len(cols), F, -1)  # (R', F, K)
     X = xp.asarray(particle.images.reshape(F, -1)[:, freq.flat])
     Xm = xp.asarray(particle.masked.reshape(F, -1)[:, freq.flat])
     C_host = particle.ctf2.reshape(F, -1)[:, freq.flat]
@@ -775,9 +775,6 @@ def _accumulate(
         inv_s2 = _divided_by_multiplicity(inv_s2, particle.multiplicity.reshape(F, -1)[:, freq.flat],
                                           multiplicity_power)
     inv_s2 = xp.asarray(np.where(freq.shell == 0, 1.0 / max(float(sigma2[0]), 1e-30), inv_s2))
-    rot = image_rotations(geo.rotations, fine_rot[cols])
-    V = central_slices(ref, rot, freq, remap=ctx.remap)[0].reshape(len(cols), F, -1)
-    CV = scale * C[None] * V
     # Back-projection of the unmasked images, for the pixels with |k| <= size/2 only.
     ins = xp.asarray(np.flatnonzero(freq.inserted))          # integer indices: the GPU's arrays take them
     # Premultiplied images already carry the CTF (C = CTF²) and are inserted as they are, with
@@ -789,14 +786,36 @@ def _accumulate(
     else:
         data_factor = scale * C[:, ins] * inv_s2[:, ins]
         weight_factor = (scale * scale) * C[:, ins] * C[:, ins] * inv_s2[:, ins]
-    values = (shift_sum[..., ins] * (X[:, ins] * data_factor)[None]).reshape(len(cols) * F, -1).astype(np.complex128)
-    w_r_x = xp.asarray(w_r)
-    weights = (w_r_x[:, None, None] * weight_factor[None]).reshape(len(cols) * F, -1)
-    # Noise: Σ w' |s C V - Xm_shift|² per shell, over the significant samples only, so the image
-    # power counts Σ w' (about the adaptive fraction, 0.999) times, as in storeWeightedSums.
-    mshift = shift_sum * Xm[None]
-    resid = (w_r_x[:, None, None] * (xp.abs(CV) ** 2) - 2.0 * (CV * xp.conj(mshift)).real).sum(axis=0) + \
-        float(w_r.sum()) * (xp.abs(Xm) ** 2)
+    weighted_images = X[:, ins] * data_factor
+    strong = xp.asarray(np.flatnonzero(_strong_pixels(ctx, freq))) if ctx.scales is not None else None
+    # The significant orientations in chunks of bounded size: a wide local search at the full
+    # image size has hundreds of them, and (R', F, K) arrays of each would take gigabytes.
+    resid = xp.zeros((F, freq.n))
+    xa = aa = 0.0
+    rot_all = image_rotations(geo.rotations, fine_rot[cols])                # (R'·F, 3, 3)
+    chunk = _rotation_chunk(xp, F, freq.n)
+    for start in range(0, len(cols), chunk):
+        part = slice(start, min(start + chunk, len(cols)))
+        n_part = part.stop - part.start
+        shift_sum = (xp.asarray(wt[:, part].T.astype(np.complex64)) @ E).reshape(n_part, F, -1)  # (r, F, K)
+        rot = rot_all[part.start * F:part.stop * F]
+        V = central_slices(ref, rot, freq, remap=ctx.remap)[0].reshape(n_part, F, -1)
+        CV = scale * C[None] * V
+        values = (shift_sum[..., ins] * weighted_images[None]).reshape(n_part * F, -1).astype(np.complex128)
+        w_part = xp.asarray(w_r[part])
+        weights = (w_part[:, None, None] * weight_factor[None]).reshape(n_part * F, -1)
+        # Noise: Σ w' |s C V - Xm_shift|² per shell, over the significant samples only, so the
+        # image power counts Σ w' (about the adaptive fraction, 0.999) times, as in storeWeightedSums.
+        mshift = shift_sum * Xm[None]
+        resid += (w_part[:, None, None] * (xp.abs(CV) ** 2) - 2.0 * (CV * xp.conj(mshift)).real).sum(axis=0)
+        if strong is not None:
+            # the scale correction over the shells where the reference's SSNR (half 1's) exceeds 3
+            xa += float((CV[..., strong] * xp.conj(mshift[..., strong])).real.sum()) / max(scale, 1e-12)
+            aa += float((w_part[:, None, None] * xp.abs(CV[..., strong]) ** 2).sum()) / max(scale * scale, 1e-12)
+        with lock or nullcontext():
+            _scatter(acc, rot * ctx.remap, freq, values, weights.astype(np.float64), freq.inserted,
+                     array_kernels=ref.array_kernels)
+    resid += float(w_r.sum()) * (xp.abs(Xm) ** 2)
     # Per-shell sums over the image's shells, then onto the model's (other optics groups).
     n_shells = ctx.ori // 2 + 1
     n_model = acc.sigma2_sum.shape[1]
@@ -815,18 +834,10 @@ def _accumulate(
     ctf2_shells = ctx.to_model_shells(
         np.bincount(freq.shell[measured], C_host.sum(axis=0)[measured], minlength=n_shells)[:n_shells],
         n_model) * float(w_r.sum())
-    # Offsets (Å²) relative to the prior, direction distribution, and the scale correction
-    # over the shells where the reference's SSNR (half 1's) exceeds 3.
+    # Offsets (Å²) relative to the prior and the direction distribution.
     total = (centre_px[None] + fine_t[rows]) * ctx.pixel_size
     d2 = ((total - state.origin_prior[None]) ** 2).sum(axis=1)
-    xa = aa = 0.0
-    if ctx.scales is not None:
-        strong = xp.asarray(np.flatnonzero(_strong_pixels(ctx, freq)))
-        xa = float((CV[..., strong] * xp.conj(mshift[..., strong])).real.sum()) / max(scale, 1e-12)
-        aa = float((w_r_x[:, None, None] * xp.abs(CV[..., strong]) ** 2).sum()) / max(scale * scale, 1e-12)
     with lock or nullcontext():
-        _scatter(acc, rot * ctx.remap, freq, values, weights.astype(np.float64), freq.inserted,
-                 array_kernels=ref.array_kernels)
         acc.sigma2_sum[state.optics] += noise
         if count_particle:
             acc.sigma2_images[state.optics] += F
