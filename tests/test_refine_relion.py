@@ -182,12 +182,17 @@ def test_an_iteration_through_the_gpus_array_kernels_is_the_cpus(iteration_one, 
     again.iterate(state, 1, cc=False, final=False)
     assert again.array_kernels and not run.array_kernels
     # Slices agree to float32 rounding (1e-6 relative), so every particle's best pose is the same.
+    assert_same_iteration(state, cpu)
+
+
+def assert_same_iteration(state: RunState, cpu: RunState) -> None:
+    """The same poses, noise spectra, maps and resolution as the reference iteration ``cpu``,
+    up to sums taken in another order (1e-5 of the largest value)."""
     np.testing.assert_allclose(np.array([p.angles for p in state.particles]),
                                np.array([p.angles for p in cpu.particles]), atol=1e-6)
     np.testing.assert_allclose(np.array([p.origin for p in state.particles]),
                                np.array([p.origin for p in cpu.particles]), atol=1e-9)
     for ours, theirs in zip(state.halves, cpu.halves):
-        # the same terms summed in another order: 1e-5 of the largest value
         np.testing.assert_allclose(ours.sigma2, theirs.sigma2, rtol=1e-5)
         np.testing.assert_allclose(ours.map, theirs.map, atol=1e-5 * np.abs(theirs.map).max())
     assert state.counters.current_resolution == cpu.counters.current_resolution
@@ -211,14 +216,7 @@ def test_an_iteration_in_small_chunks_is_the_same(iteration_one, tmp_path, monke
     again.iterate(state, 1, cc=False, final=False)
     # more insertions than particles: some particles' significant orientations took several chunks
     assert len(calls) > len(state.particles)
-    np.testing.assert_allclose(np.array([p.angles for p in state.particles]),
-                               np.array([p.angles for p in cpu.particles]), atol=1e-6)
-    np.testing.assert_allclose(np.array([p.origin for p in state.particles]),
-                               np.array([p.origin for p in cpu.particles]), atol=1e-9)
-    for ours, theirs in zip(state.halves, cpu.halves):
-        np.testing.assert_allclose(ours.sigma2, theirs.sigma2, rtol=1e-5)
-        np.testing.assert_allclose(ours.map, theirs.map, atol=1e-5 * np.abs(theirs.map).max())
-    assert state.counters.current_resolution == cpu.counters.current_resolution
+    assert_same_iteration(state, cpu)
 
 
 def _angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
