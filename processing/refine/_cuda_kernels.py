@@ -15,6 +15,7 @@ kernel with ``nvcc`` where the CUDA toolkit is installed.
 """
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -93,17 +94,14 @@ struct float2 { float x, y; };
 """
 
 _THREADS = 256
-_kernels: dict[int, Any] = {}
 
 
-def _kernel(cupy) -> Any:
-    """The compiled kernel of the current device (CuPy caches the binary on disk too)."""
-    device = cupy.cuda.Device().id
-    kernel = _kernels.get(device)
-    if kernel is None:
-        kernel = cupy.RawKernel(GATHER_SOURCE, "gather_points", options=("-std=c++14",))
-        _kernels[device] = kernel
-    return kernel
+@cache
+def _kernel() -> Any:
+    """The kernel (CuPy compiles it on first use on each device and keeps the binaries)."""
+    import cupy
+
+    return cupy.RawKernel(GATHER_SOURCE, "gather_points", options=("-std=c++14",))
 
 
 def scaled_rows(rot: Any, pad: float, xp) -> Any:
@@ -140,7 +138,7 @@ def gather_points(grid: Any, c: int, rot: Any, pad: float, kx: Any, ky: Any, pow
     total = n * k
     if total:
         blocks = (total + _THREADS - 1) // _THREADS
-        _kernel(cupy)((blocks,), (_THREADS,), (
+        _kernel()((blocks,), (_THREADS,), (
             cupy.ascontiguousarray(grid, dtype=np.complex64), np.int32(c), a,
             cupy.ascontiguousarray(kx, dtype=np.float32), cupy.ascontiguousarray(ky, dtype=np.float32),
             np.int64(n), np.int64(k), out))
