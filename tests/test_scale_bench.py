@@ -58,6 +58,9 @@ def test_tutorial_preset_is_shaped_like_the_tutorial():
     assert build_phantom(p).symmetry == "C6"
     assert 1100.0 <= 2 * p.sphere_radius_angst <= 1400.0
     assert sphere_capacity(p) >= p.max_particles_per_sphere  # every sphere reaches the cap
+    # a capsid-like net whose neighbours give the in-plane angle (a lone hexamer is round at
+    # the bin-6 refinement's 60 Å start; test_simulate_geometry checks the net)
+    assert p.sphere_lattice == "geodesic"
     per_tomogram = p.spheres_per_tomogram * p.max_particles_per_sphere
     assert per_tomogram == 2000 and p.n_tomograms * per_tomogram == 10000
 
@@ -215,6 +218,12 @@ def test_steps_left_out_need_their_outputs(small_run, tmp_path):
     with pytest.raises(SystemExit, match="step extract_bin6 is not in --steps.*run it first"):
         bench.run_chain(work / "tutorial_small_12", tmp_path, 12, bench.SMALL, steps=("refine_bin6",))
     assert not (tmp_path / "Refine_bin6").exists()
+    # the steps after the last one asked for need nothing
+    first = tmp_path / "first_only"
+    first.mkdir()
+    results = bench.run_chain(work / "tutorial_small_12", first, 12, bench.SMALL, steps=("extract_bin6",))
+    assert [r.step for r in results] == ["extract_bin6"]
+    assert (first / "Extract_bin6" / "optimisation_set.star").exists()
 
 
 def test_small_form_dataset_has_the_tutorial_acquisition(small_run):

@@ -232,14 +232,17 @@ def test_invalid_parameters_raise_input_error() -> None:
         TEST.replace(hand=0)
     with pytest.raises(InputError, match="symmetry"):
         procedural_phantom("X7")
+    with pytest.raises(InputError, match="sphere_lattice.*fibonacci, geodesic"):
+        TEST.replace(sphere_lattice="square")
 
 
 def test_cli_prints_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dashboard.cli import main
 
     rc = main(["simulate", str(tmp_path / "cli"), "--preset", "test", "--seed", "3", "--no-noise",
-               "--max-particles-per-sphere", "3"])
+               "--max-particles-per-sphere", "3", "--sphere-lattice", "geodesic"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "3 particles" in text and "particles.star" in text and "truth_map.mrc" in text
-    assert json.loads((tmp_path / "cli" / "simulation.json").read_text())["seed"] == 3
+    summary = json.loads((tmp_path / "cli" / "simulation.json").read_text())
+    assert summary["seed"] == 3 and summary["parameters"]["sphere_lattice"] == "geodesic"

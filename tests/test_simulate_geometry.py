@@ -60,6 +60,66 @@ def test_symmetry_axis_is_sphere_normal(tmp_path: Path) -> None:
     assert len(positions) >= 10
 
 
+def _off_neighbour_angles(positions: np.ndarray, rot: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """(n,) the smallest angle (deg) between each particle's x axis (R·e_x) and the tangent
+    towards one of its nearest neighbours on the sphere (those within 2 % of the nearest
+    distance: a net's near-ties, which rounding in the STAR file may reorder)."""
+    normal = positions - centre
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    distance = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    x_axis = rot[:, :, 0]
+    off = np.empty(len(positions))
+    for i in range(len(positions)):
+        near = np.flatnonzero(distance[i] <= 1.02 * distance[i].min())
+        towards = positions[near] - positions[i]
+        towards -= (towards @ normal[i])[:, None] * normal[i]
+        towards /= np.linalg.norm(towards, axis=1, keepdims=True)
+        off[i] = np.degrees(np.arccos(np.clip(towards @ x_axis[i], -1.0, 1.0))).min()
+    return off
+
+
+def test_geodesic_lattice_particles_face_their_neighbours(tmp_path: Path) -> None:
+    # The geodesic net (the tutorial preset's) locks every particle's in-plane angle to its
+    # neighbours, as a capsid lattice does; the Fibonacci lattice (the other presets') leaves it
+    # random. Read back from the written STAR files, with the rotation built independently.
+    base = TEST.replace(snr=None, tilt_min=0.0, tilt_max=0.0)
+    orders = {}
+    for lattice in ("geodesic", "fibonacci"):
+        out = simulate_dataset(base.replace(sphere_lattice=lattice), tmp_path / lattice).outdir
+        _, _, positions, rot, _, _ = _read(out)
+        summary = json.loads((out / "simulation.json").read_text())
+        centre = np.asarray(summary["tomograms"][0]["sphere_centres_px"][0])
+        orders[lattice] = _off_neighbour_angles(positions, rot, centre)
+        assert summary["parameters"].get("sphere_lattice", "fibonacci") == lattice
+    assert len(orders["geodesic"]) >= 40
+    assert orders["geodesic"].max() < 0.01  # STAR angles hold 6 decimals
+    # random in-plane angles: most particles point between their neighbours (a neighbour
+    # within 1° by chance: ~2·k/360 for k near-tied neighbours)
+    assert np.median(orders["fibonacci"]) > 5.0 and np.mean(orders["fibonacci"] < 1.0) < 0.1
+
+
+def test_geodesic_net_has_six_neighbours_but_at_twelve_five_fold_sites() -> None:
+    from processing.simulate.specimen import geodesic_sphere, min_angular_separation, sphere_lattice
+
+    for frequency in range(1, 7):
+        points = geodesic_sphere(frequency)
+        assert points.shape == (10 * frequency**2 + 2, 3)
+        np.testing.assert_allclose(np.linalg.norm(points, axis=1), 1.0)
+    points = geodesic_sphere(5)
+    angle = np.degrees(np.arccos(np.clip(points @ points.T, -1.0, 1.0)))
+    np.fill_diagonal(angle, np.inf)
+    neighbours = np.sum(angle < 1.25 * angle.min(axis=1, keepdims=True), axis=1)
+    assert sorted(np.bincount(neighbours).nonzero()[0]) == [5, 6]
+    assert np.sum(neighbours == 5) == 12
+    # the densest net whose sites keep the separation
+    separation = np.radians(11.0)
+    net = sphere_lattice(separation, np.random.default_rng(1), kind="geodesic")
+    assert len(net) == 252 and min_angular_separation(net) >= separation
+    with pytest.raises(ValueError, match="unknown sphere lattice"):
+        sphere_lattice(separation, np.random.default_rng(1), kind="square")
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory):
     """One particle, noise-free: CTF-free and with CTF (same seed, same geometry)."""

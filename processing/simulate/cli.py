@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .dataset import SimulationResult, simulate_dataset
+from .params import SPHERE_LATTICES
 from .presets import PRESETS, get_preset, with_particle_count
 
 __all__ = ["add_parser", "run", "format_report"]
@@ -35,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--tomograms", type=int, dest="n_tomograms", help="number of tilt series")
     parser.add_argument("--spheres", type=int, dest="spheres_per_tomogram", help="vesicles per tomogram")
     parser.add_argument("--max-particles-per-sphere", type=int, help="cap on particles per vesicle")
+    parser.add_argument("--sphere-lattice", choices=SPHERE_LATTICES,
+                        help="particles on a vesicle: fibonacci (random in-plane angles) or geodesic (a hexagonal "
+                             "net with 12 five-fold sites, in-plane angles locked to it, like a capsid lattice)")
     parser.add_argument("--particles", type=int, dest="n_particles",
                         help="about this many particles in all (at least this many, fewer than this plus one per "
                              "sphere): sets the spheres per tomogram and their cap, and adds tomograms of the same "
@@ -61,7 +65,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in (
         "seed", "snr", "symmetry", "n_tomograms", "spheres_per_tomogram", "pixel_size", "hand",
         "rot_error_deg", "tilt_error_deg", "psi_error_deg", "position_error_angst", "duplicate_fraction",
-        "decoy_fraction",
+        "decoy_fraction", "sphere_lattice",
     ):
         value = getattr(args, key, None)
         if value is not None:

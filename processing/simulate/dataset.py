@@ -279,7 +279,8 @@ def simulate_dataset(
             params.tomogram_size, params.image_size, sphere_rng,
         )
         true_poses = sphere_particle_poses(
-            centres, radii_angst / px, separations, sphere_rng, max_per_sphere=params.max_particles_per_sphere
+            centres, radii_angst / px, separations, sphere_rng, max_per_sphere=params.max_particles_per_sphere,
+            lattice=params.sphere_lattice,
         )
         initial = perturb_poses(
             true_poses, np.random.default_rng(pose_ss),

@@ -11,7 +11,10 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["SimulationParameters"]
+__all__ = ["SPHERE_LATTICES", "SimulationParameters"]
+
+#: The arrangements of particles on a sphere (``SimulationParameters.sphere_lattice``).
+SPHERE_LATTICES = ("fibonacci", "geodesic")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ class SimulationParameters:
     sphere_radius_jitter_angst : uniform ± jitter of the radius per sphere (Å).
     particle_gap_angst : extra clearance between neighbouring particles (Å).
     max_particles_per_sphere : cap (after the non-overlapping lattice is built); 0 = no cap.
+    sphere_lattice : how the particles sit on a sphere. ``"fibonacci"``: a Fibonacci lattice
+        (nearly uniform, no neighbour order), each particle at a random in-plane angle.
+        ``"geodesic"``: a geodesic icosahedral net (hexagonal, with five-fold sites at the 12
+        icosahedron vertices, as an HIV capsid lattice has pentamers), each particle's
+        in-plane angle locked to the net (its x axis towards its nearest neighbour): the
+        neighbours then give the in-plane orientation at low resolution, as a real lattice
+        does, where a lone C6 particle shows none (a 100 Å hexamer is nearly round at 40 Å).
     tomogram_size : ``(rlnTomoSizeX, Y, Z)`` in ts-px.
     image_size : tilt-image ``(width, height)`` in ts-px.
     pixel_size : ``rlnTomoTiltSeriesPixelSize`` (Å / ts-px).
@@ -125,6 +135,7 @@ class SimulationParameters:
     sphere_radius_jitter_angst: float = 20.0
     particle_gap_angst: float = 10.0
     max_particles_per_sphere: int = 0
+    sphere_lattice: str = "fibonacci"
     tomogram_size: tuple[int, int, int] = (768, 768, 512)
     image_size: tuple[int, int] = (768, 768)
     pixel_size: float = 2.7
@@ -207,6 +218,8 @@ class SimulationParameters:
             raise bad("dose_per_tilt", "must be ≥ 0")
         if self.defocus_range[0] > self.defocus_range[1]:
             raise bad("defocus_range", "must be (low, high)")
+        if self.sphere_lattice not in SPHERE_LATTICES:
+            raise bad("sphere_lattice", f"must be one of {', '.join(SPHERE_LATTICES)}")
         if not 0.0 <= self.duplicate_fraction <= 1.0:
             raise bad("duplicate_fraction", "must lie in [0, 1]")
         if not 0.0 <= self.decoy_fraction <= 1.0:
@@ -221,10 +234,11 @@ class SimulationParameters:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists). The planted-duplicate and planted-decoy
-        fields are left out while they hold their defaults, so default datasets keep their bytes."""
+        fields and the sphere lattice are left out while they hold their defaults, so default
+        datasets keep their bytes."""
         out = dataclasses.asdict(self)
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for names in (("duplicate_fraction", "duplicate_distance_angst"), ("decoy_fraction",)):
+        for names in (("duplicate_fraction", "duplicate_distance_angst"), ("decoy_fraction",), ("sphere_lattice",)):
             if all(out[n] == defaults[n] for n in names):
                 for name in names:
                     out.pop(name)

@@ -31,6 +31,8 @@ from .phantom import Phantom
 __all__ = [
     "ParticlePoses",
     "fibonacci_sphere",
+    "geodesic_sphere",
+    "nearest_neighbour_directions",
     "min_angular_separation",
     "sphere_reach",
     "sphere_lattice",
@@ -84,6 +86,44 @@ def fibonacci_sphere(n: int) -> NDArray[np.float64]:
     return np.stack([np.cos(phi) * sin_theta, np.sin(phi) * sin_theta, cos_theta], axis=1)
 
 
+def geodesic_sphere(frequency: int) -> NDArray[np.float64]:
+    """Vertices of a geodesic icosahedral net, (10·f² + 2, 3) unit vectors.
+
+    Each face of an icosahedron is divided into f² triangles (class I subdivision) and the
+    grid points are projected onto the sphere: every point has six neighbours but the 12
+    icosahedron vertices, which have five.
+    """
+    if frequency < 1:
+        raise ValueError(f"frequency must be >= 1, got {frequency}")
+    golden = (1.0 + np.sqrt(5.0)) / 2.0
+    vertices = np.array([[s1, s2 * golden, 0.0] for s1 in (-1, 1) for s2 in (-1, 1)]
+                        + [[0.0, s1, s2 * golden] for s1 in (-1, 1) for s2 in (-1, 1)]
+                        + [[s2 * golden, 0.0, s1] for s1 in (-1, 1) for s2 in (-1, 1)])
+    vertices /= np.linalg.norm(vertices, axis=1, keepdims=True)
+    cos = vertices @ vertices.T
+    edge = np.isclose(cos, cos[~np.eye(12, dtype=bool)].max())
+    faces = [(a, b, c) for a in range(12) for b in range(a + 1, 12) for c in range(b + 1, 12)
+             if edge[a, b] and edge[b, c] and edge[a, c]]
+    i, j = (g.ravel() for g in np.meshgrid(np.arange(frequency + 1), np.arange(frequency + 1), indexing="ij"))
+    inside = i + j <= frequency
+    weights = np.stack([i[inside], j[inside], frequency - i[inside] - j[inside]], axis=1) / frequency
+    points = np.concatenate([weights @ vertices[list(face)] for face in faces])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    # Points on shared edges and vertices appear once per face: keep the first of each.
+    _, first = np.unique(np.round(points, 9), axis=0, return_index=True)
+    return points[np.sort(first)]
+
+
+def nearest_neighbour_directions(points: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(n, 3) unit tangents at the unit vectors ``points`` (n, 3), n ≥ 2, each towards its
+    nearest other point (the direction of the great circle through both)."""
+    cos = points @ points.T
+    np.fill_diagonal(cos, -np.inf)
+    nearest = points[np.argmax(cos, axis=1)]
+    tangent = nearest - np.sum(nearest * points, axis=1, keepdims=True) * points
+    return tangent / np.linalg.norm(tangent, axis=1, keepdims=True)
+
+
 def min_angular_separation(points: NDArray[np.float64]) -> float:
     """Smallest angle (radians) between any two unit vectors of (n, 3); π for n < 2."""
     if len(points) < 2:
@@ -118,17 +158,28 @@ def sphere_reach(phantom: Phantom, radius: float) -> float:
     return float(max(distance.max() - radius, 0.0))
 
 
-def sphere_lattice(separation: float, rng: np.random.Generator, *, max_points: int = 0) -> NDArray[np.float64]:
-    """Randomly rotated Fibonacci lattice of unit normals with pairwise angles ≥ ``separation``.
+def sphere_lattice(separation: float, rng: np.random.Generator, *, max_points: int = 0,
+                   kind: str = "fibonacci") -> NDArray[np.float64]:
+    """Randomly rotated lattice of unit normals with pairwise angles ≥ ``separation``: a
+    Fibonacci lattice (``kind="fibonacci"``) or a geodesic icosahedral net (``"geodesic"``,
+    see :func:`geodesic_sphere`).
 
     The largest lattice that satisfies the separation is taken, then randomly rotated and, if
     ``max_points`` > 0, randomly thinned to at most that many points.
     """
-    area_per_point = separation**2 * np.sqrt(3.0) / 2.0
-    n = int(4.0 * np.pi / area_per_point) + 2
-    while n > 1 and min_angular_separation(fibonacci_sphere(n)) < separation:
-        n -= 1
-    points = fibonacci_sphere(max(n, 1))
+    if kind == "geodesic":
+        frequency = 1
+        while min_angular_separation(geodesic_sphere(frequency + 1)) >= separation:
+            frequency += 1
+        points = geodesic_sphere(frequency)
+    elif kind == "fibonacci":
+        area_per_point = separation**2 * np.sqrt(3.0) / 2.0
+        n = int(4.0 * np.pi / area_per_point) + 2
+        while n > 1 and min_angular_separation(fibonacci_sphere(n)) < separation:
+            n -= 1
+        points = fibonacci_sphere(max(n, 1))
+    else:
+        raise ValueError(f"unknown sphere lattice {kind!r}")
     points = Rotation.random(random_state=rng).apply(points)
     if max_points > 0 and len(points) > max_points:
         keep = np.sort(rng.choice(len(points), size=max_points, replace=False))
@@ -230,24 +281,36 @@ def sphere_particle_poses(
     rng: np.random.Generator,
     *,
     max_per_sphere: int = 0,
+    lattice: str = "fibonacci",
 ) -> ParticlePoses:
-    """True poses of particles on spheres (centres/radii in ts-px, separations in radians).
+    """True poses of particles on spheres (centres/radii in ts-px, separations in radians),
+    on a :func:`sphere_lattice` of kind ``lattice``.
 
-    ``A_sub = O·Ry(90°)`` (picker convention) and the true ``rlnAngle*`` = (φ, 90, 0) with φ
-    uniform: R = A_sub·A(φ, 90, 0) = O·Rz(-φ) keeps the symmetry axis on the normal with a
-    random in-plane rotation.
+    ``A_sub = O·Ry(90°)`` (picker convention) and the true ``rlnAngle*`` = (φ, 90, 0):
+    R = A_sub·A(φ, 90, 0) = O·Rz(-φ) keeps the symmetry axis on the normal. On a Fibonacci
+    lattice φ is uniform (a random in-plane rotation); on a geodesic net it turns the
+    particle's x axis (R·e_x) towards its nearest neighbour on the sphere, so that the
+    particles share the net's in-plane order.
     """
-    positions, normals, index = [], [], []
+    positions, normals, index, towards = [], [], [], []
     for s, (c, r, sep) in enumerate(zip(sphere_centres, sphere_radii, separations)):
-        pts = sphere_lattice(float(sep), rng, max_points=max_per_sphere)
+        pts = sphere_lattice(float(sep), rng, max_points=max_per_sphere, kind=lattice)
         positions.append(c + r * pts)
         normals.append(pts)
         index.append(np.full(len(pts), s, dtype=np.int64))
+        if lattice == "geodesic":
+            towards.append(nearest_neighbour_directions(pts) if len(pts) > 1 else surface_frames(pts)[:, :, 0])
     pos = np.concatenate(positions)
     nrm = np.concatenate(normals)
-    a_sub = surface_frames(nrm) @ rotation_y(90.0)
+    frames = surface_frames(nrm)
+    a_sub = frames @ rotation_y(90.0)
     sub = np.stack(matrix_to_euler(a_sub), axis=1)
-    phi = rng.uniform(-180.0, 180.0, len(pos))
+    if lattice == "geodesic":
+        # O·Rz(-φ)·e_x = cos φ·x_O - sin φ·y_O must be the unit tangent d.
+        d = np.concatenate(towards)
+        phi = np.degrees(np.arctan2(-np.sum(d * frames[:, :, 1], axis=1), np.sum(d * frames[:, :, 0], axis=1)))
+    else:
+        phi = rng.uniform(-180.0, 180.0, len(pos))
     angles = np.stack([phi, np.full_like(phi, PRIOR_ANGLES[1]), np.full_like(phi, PRIOR_ANGLES[2])], axis=1)
     return ParticlePoses(pos, sub, angles, np.concatenate(index), nrm)
 
