@@ -259,6 +259,61 @@ def test_first_iteration_poses_match_relion(iteration_one) -> None:
     assert state.pmax.mean() == pytest.approx(relion["rlnMaxValueProbDistribution"].mean(), abs=0.01)
 
 
+CROSS_CORRELATION = DATA / "refine_demo_cc" / "Refine3D"
+
+
+@pytest.fixture(scope="module")
+def cross_correlation_iteration(tmp_path_factory) -> tuple[RefineRun, RunState]:
+    """The demo's iteration 1 with --firstiter_cc (tests/data/refine_demo_cc/ORIGIN.md)."""
+    run, state = started_run(tmp_path_factory.mktemp("relion_cc_it1"), CASES["demo"], firstiter_cc=True)
+    run.iterate(state, 1, cc=True, final=False)
+    return run, state
+
+
+def test_first_cross_correlation_iteration_poses_match_relion(cross_correlation_iteration) -> None:
+    _, state = cross_correlation_iteration
+    relion = starfile.read(CROSS_CORRELATION / "run_it001_data.star")["particles"]
+    difference, shift = _pose_differences(state, relion)
+    # Hard assignment by RELION's correlation: each image normalised by its own projection and
+    # image norms, summed over the images. Measured: 99.3 % of orientations, 100 % of origins;
+    # one normalisation over all images together (tomodash before) gave 70 % and 79 %.
+    assert np.mean(difference < 1e-3) > 0.98
+    assert np.mean(shift < 1e-3) > 0.98
+    # rlnLogLikeliContribution is the best correlation averaged over the images (measured
+    # within 1.2e-3, single-precision slices; tomodash wrote 0).
+    np.testing.assert_allclose(state.log_likelihood_particles[difference < 1e-3],
+                               relion["rlnLogLikeliContribution"].to_numpy()[difference < 1e-3], rtol=3e-3)
+
+
+def test_first_cross_correlation_iteration_model_matches_relion(cross_correlation_iteration) -> None:
+    run, state = cross_correlation_iteration
+    c = state.counters
+    optimiser = OptimiserStarContents.read(CROSS_CORRELATION / "run_it001_optimiser.star")
+    assert c.current_changes_orientations == pytest.approx(optimiser.changes_optimal_orientations, rel=0.01)
+    assert c.current_changes_offsets == pytest.approx(optimiser.changes_optimal_offsets, rel=0.01)
+    assert c.acc_rot == optimiser.overall_accuracy_rotations == 999.0  # not estimated after a CC iteration
+    out = Path(run.options.output_root).parent
+    for half in (1, 2):
+        relion = ModelStarContents.read(CROSS_CORRELATION / f"run_it001_half{half}_model.star")
+        ours = ModelStarContents.read(out / f"run_it001_half{half}_model.star")
+        # Offset prior width from the hard-assigned offsets (measured 1e-7; 2 % with the old
+        # correlation), the mean correlation per image as rlnLogLikelihood (measured 1e-6).
+        assert ours.sigma_offsets_angst == pytest.approx(relion.sigma_offsets_angst, rel=1e-3)
+        assert ours.log_likelihood == pytest.approx(relion.log_likelihood, rel=1e-3)
+        np.testing.assert_allclose(ours.gold_standard_fsc, relion.gold_standard_fsc, atol=0.01)
+        # tau2 and the data-versus-prior ratio of the maps low-passed to --ini_high again: zero
+        # beyond the filter's edge (tomodash kept the unfiltered values there).
+        edge = int(run.inputs.ori * run.inputs.pixel_size / 60.0) + 2
+        np.testing.assert_allclose(ours.reference_tau2[1:edge], relion.reference_tau2[1:edge], rtol=0.03)
+        np.testing.assert_allclose(ours.ssnr_map[1:edge], relion.ssnr_map[1:edge], rtol=0.03)
+        assert not ours.reference_tau2[edge:].any() and not relion.reference_tau2[edge:].any()
+        # The class table: resolution and completeness from that ratio (tomodash wrote the
+        # resolution worked at, 64.8 Å against 54 Å), accuracies 0 until estimated.
+        assert ours.estimated_resolution == pytest.approx(relion.estimated_resolution, rel=1e-4)
+        assert ours.overall_fourier_completeness == pytest.approx(relion.overall_fourier_completeness, abs=0.01)
+        assert ours.accuracy_rotations == relion.accuracy_rotations == 0.0
+
+
 def relion_path(last: int) -> list[dict]:
     """RELION's state after each iteration 1..last of the demo run (its optimiser, sampling
     and half-1 model files)."""

@@ -242,21 +242,11 @@ def maximise_classes(
     c.ave_pmax = ave_pmax
     if cc and o.ini_high > 0:
         for half in state.halves:
-            half.tau2, half.ssnr = _edge_filtered(half.tau2, inputs, o.ini_high), _edge_filtered(half.ssnr, inputs, o.ini_high)
+            half.tau2, half.ssnr = (mstep.ini_high_edge_filtered(a, box_angst=inputs.ori * inputs.pixel_size,
+                                                                 ini_high=o.ini_high) for a in (half.tau2, half.ssnr))
     if cc and K > 1:
         copy_first_class(state)
     _update_resolution(inputs, o, state, cc=cc)
-
-
-def _edge_filtered(spectrum: NDArray[np.float64], inputs: RefineInputs, ini_high: float) -> NDArray[np.float64]:
-    """After a first cross-correlation iteration relion_refine reports τ² and the
-    data-versus-prior ratio of the maps low-passed again (its output only): per shell times
-    the square of a raised cosine 2 shells wide ending at ``box·pixel/ini_high + 1``."""
-    radius = inputs.ori * inputs.pixel_size / ini_high - 1.0
-    outer = radius + 2.0
-    r = np.arange(spectrum.size, dtype=np.float64)
-    edge = (0.5 - 0.5 * np.cos(np.pi * (outer - r) / 2.0)) ** 2
-    return spectrum * np.where(r < radius, 1.0, np.where(r > outer, 0.0, edge))
 
 
 def _summed(accs: list[HalfAccumulator]) -> HalfAccumulator:

@@ -32,7 +32,7 @@ from processing.geometry.sampling import (
 from . import _array_kernels as AK
 from . import _cuda_kernels as CK
 from . import _kernels as K
-from .frequencies import FrequencySet, frequency_set, frequency_set_3d, highres_pixels
+from .frequencies import FrequencySet, cross_correlation_pixels, frequency_set, frequency_set_3d, highres_pixels
 from .particles import ParticleImages
 
 __all__ = [
@@ -404,8 +404,8 @@ def _score(
     ctx: EStepContext, ref: Reference, particle: ParticleImages, freq: FrequencySet,
     part_rot: NDArray, offsets_px: NDArray, scale: float, sigma2: NDArray, *, multiplicity_power: int = 1,
 ) -> NDArray[np.float64]:
-    """diff2 ``(T, R)`` (up to a constant) of all translations x orientations; or -CC/|X|
-    for the first-iteration cross-correlation.
+    """diff2 ``(T, R)`` (up to a constant) of all translations x orientations; for the
+    first-iteration cross-correlation, minus the correlation (:func:`_cross_correlation_score`).
 
     The particle-side factors (CTF, 1/σ², the shift phases) are folded into one matrix
     ``Z (T, FK)``, so the cross term is a single real product of the interleaved (re, im)
@@ -413,6 +413,8 @@ def _score(
     The Σ|CTF·V|²/σ² term comes out of the gather kernel. The slices and the product are
     computed where the reference lives (the GPU for a cupy grid); diff2 comes back to the host.
     """
+    if ctx.firstiter_cc:
+        return _cross_correlation_score(ctx, ref, particle, freq.size, part_rot, offsets_px)
     xp = ref.xp
     geo = particle.geometry
     F = geo.rotations.shape[0]
@@ -427,11 +429,7 @@ def _score(
     else:
         inv_s2 = np.broadcast_to(inv_s2, C.shape)
     sc = np.float32(scale) * C
-    if ctx.firstiter_cc:
-        sc = sc * freq.scored
-        z_weight, power_weights = sc, sc * sc
-    else:
-        z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
+    z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
     # conj(Z) = weight · X e^{-2πi k·p/N}, viewed as interleaved float32 (T, 2FK).
     Zc = xp.asarray((X * z_weight).astype(np.complex64))[None] * phase_factors(freq, shifts, ctx.ori, -1.0, xp=xp)
@@ -452,11 +450,42 @@ def _score(
     WORK["poses"] += R * len(offsets_px)
     WORK["matmul_flops"] += 2.0 * R * len(offsets_px) * Zc.shape[1]
     WORK["slices"] += R * F
-    if ctx.firstiter_cc:
-        # Normalised cross-correlation Σ C V X* / (|C V| |X|).
-        xnorm = float(np.sqrt((np.abs(X[:, freq.scored]) ** 2).sum()))
-        return -cross / np.maximum(np.sqrt(power), 1e-30)[None, :] / max(xnorm, 1e-30)
     return 0.5 * power[None, :] - cross
+
+
+def _cross_correlation_score(
+    ctx: EStepContext, ref: Reference, particle: ParticleImages, size: int, part_rot: NDArray, offsets_px: NDArray,
+) -> NDArray[np.float64]:
+    """``(T, R)`` minus the first-iteration cross-correlation of all translations x
+    orientations: RELION's sum over the particle's images of each image's normalised
+    correlation ``Σ_k Re(C V X*) / (|C V| |X|)``, the projection's pixels and the image's whole
+    window as :func:`cross_correlation_pixels` gives them (a scale correction would cancel)."""
+    xp = ref.xp
+    geo = particle.geometry
+    F = geo.rotations.shape[0]
+    pixels, window = cross_correlation_pixels(ctx.ori, size, 3 if ctx.is_3d else 2)
+    masked = particle.masked.reshape(F, -1)
+    X = masked[:, pixels.flat]
+    C = particle.ctf2.reshape(F, -1)[:, pixels.flat].astype(np.float32)
+    x_norm = np.sqrt((np.abs(masked[:, window]) ** 2).sum(axis=1))                 # (F,)
+    shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)
+    Zc = xp.asarray((X * C).astype(np.complex64))[None] * phase_factors(pixels, shifts, ctx.ori, -1.0, xp=xp)
+    Zc = xp.ascontiguousarray(Zc.view(np.float32).transpose(1, 2, 0))             # (F, 2K, T)
+    power_weights = xp.asarray(C * C, dtype=np.float32)
+    inv_x = xp.asarray(1.0 / np.maximum(x_norm, 1e-30), dtype=np.float32)
+    R = part_rot.shape[0]
+    cc = xp.empty((R, len(offsets_px)))
+    chunk = _rotation_chunk(xp, F, pixels.n)
+    for start in range(0, R, chunk):
+        rot = part_rot[start:start + chunk]
+        r = rot.shape[0]
+        V, p = central_slices(ref, image_rotations(geo.rotations, rot), pixels, power_weights, remap=ctx.remap)
+        per_image = xp.matmul(V.reshape(r, F, -1).view(np.float32).transpose(1, 0, 2), Zc)   # (F, r, T)
+        norm = inv_x[:, None] / xp.maximum(xp.sqrt(p.reshape(r, F).T), 1e-30)               # (F, r)
+        cc[start:start + r] = (per_image * norm[:, :, None]).sum(axis=0)
+    WORK["poses"] += R * len(offsets_px)
+    WORK["slices"] += R * F
+    return -to_host(cc).T
 
 
 def _rotation_chunk(xp, n_images: int, n_points: int) -> int:
@@ -701,7 +730,9 @@ def expect_particle(
         best2 = np.unravel_index(np.argmax(logw2), logw2.shape)
         w2 = np.zeros(logw2.shape)
         w2[best2] = 1.0
-        log_sum = 0.0
+        # RELION's rlnLogLikeliContribution of a cross-correlation iteration: the best
+        # correlation averaged over the particle's images.
+        log_sum = float(logw2[best2]) / particle.geometry.rotations.shape[0]
     else:
         top = logw2.max()
         w2 = np.exp(logw2 - top)

@@ -21,7 +21,8 @@ from functools import cached_property, lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["FrequencySet", "frequency_set", "frequency_set_3d", "pixels_per_shell", "highres_pixels"]
+__all__ = ["FrequencySet", "frequency_set", "frequency_set_3d", "pixels_per_shell", "highres_pixels",
+           "cross_correlation_pixels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +135,26 @@ def frequency_set(ori: int, size: int, insert_radius: float | None = None) -> Fr
 def frequency_set_3d(ori: int, size: int, insert_radius: float | None = None) -> FrequencySet:
     """As :func:`frequency_set` for a 3D half transform ``(ori, ori, ori//2+1)``."""
     return _build(ori, size, 3, insert_radius)
+
+
+@lru_cache(maxsize=32)
+def cross_correlation_pixels(ori: int, size: int, ndim: int) -> tuple[FrequencySet, NDArray[np.int64]]:
+    """The pixels of RELION's first-iteration cross-correlation at image size ``size``
+    (``MlOptimiser::getAllSquaredDifferences``): the reference projection's, ``|k| <= size/2``
+    in the window with the origin and both halves of the ``kx = 0`` column (every element of
+    the projected array), and, for each image's norm, every pixel of the window (flat indices
+    into the ``ori`` half transform)."""
+    grid = _half_grid(ori, ndim)
+    half = size // 2
+    window = grid.k[-1] <= half
+    for a in grid.k[:-1]:
+        window &= (a > -half) & (a <= half)
+    flat = np.flatnonzero(window & (grid.radius <= half))
+    kf = [a[flat].astype(np.float64) for a in grid.k]
+    ones = np.ones(flat.size, dtype=bool)
+    pixels = FrequencySet(ori, size, flat, kf[-1], kf[-2], kf[0] if ndim == 3 else None, grid.shell[flat],
+                          ~ones, ones)
+    return pixels, np.flatnonzero(window)
 
 
 @lru_cache(maxsize=16)

@@ -96,6 +96,14 @@ def maximise(inputs: RefineInputs, options: RefineOptions, state: RunState, accs
             half.scales = mstep.update_scales(acc, counts[0] + counts[1] if final else counts[h])
         half.ave_pmax = acc.pmax_sum / max(acc.weight_sum, 1e-30)
         half.log_likelihood = acc.log_likelihood
+    if cc:
+        for half, acc in zip(state.halves, accs):
+            # RELION's model.star of a cross-correlation iteration: the mean correlation per
+            # image, and the spectra of the maps low-passed to --ini_high again.
+            half.log_likelihood = acc.log_likelihood / max(float(acc.sigma2_images.sum()), 1.0)
+            if o.ini_high > 0:
+                half.tau2, half.ssnr = (mstep.ini_high_edge_filtered(
+                    a, box_angst=inputs.ori * inputs.pixel_size, ini_high=o.ini_high) for a in (half.tau2, half.ssnr))
     # RELION broadcasts rank 1's <Pmax> (half 1) for the image-size rule.
     c.ave_pmax = state.halves[0].ave_pmax
     update_current_resolution(inputs, o, state, cc=cc)

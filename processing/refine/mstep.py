@@ -24,7 +24,7 @@ from .estep import HalfAccumulator
 __all__ = [
     "symmetrise_half", "join_low_resolution", "half_map_fsc", "HalfModel", "reconstruct_half",
     "update_noise", "update_sigma_offset", "update_scales", "resolution_shell_from_ssnr", "initial_tau2",
-    "initial_ssnr",
+    "initial_ssnr", "ini_high_edge_filtered",
 ]
 
 
@@ -230,3 +230,15 @@ def initial_ssnr(tau2: NDArray[np.float64], sigma2: NDArray[np.float64], n_parti
         evidence = n_particles / avg
         evidence = np.where(i > 0, evidence / (2.0 * np.maximum(i, 1)), evidence)
         return evidence * tau2
+
+
+def ini_high_edge_filtered(spectrum: NDArray[np.float64], *, box_angst: float, ini_high: float) -> NDArray[np.float64]:
+    """After a first cross-correlation iteration relion_refine reports τ² and the
+    data-versus-prior ratio of the maps low-passed to ``--ini_high`` again (its model.star; the
+    next M-step computes both afresh): per shell times the square of a raised cosine 2 shells
+    wide ending at ``box_angst/ini_high + 1``."""
+    radius = box_angst / ini_high - 1.0
+    outer = radius + 2.0
+    r = np.arange(spectrum.size, dtype=np.float64)
+    edge = (0.5 - 0.5 * np.cos(np.pi * (outer - r) / 2.0)) ** 2
+    return spectrum * np.where(r < radius, 1.0, np.where(r > outer, 0.0, edge))

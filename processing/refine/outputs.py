@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import numpy as np
+from numpy.typing import NDArray
 
 from processing.errors import InputError
 from processing.geometry.sampling import AngularSampling
@@ -27,6 +28,7 @@ from processing.io.refine_star import (
     refine_optimisation_set,
 )
 
+from .classify import estimated_resolution_shell, total_fourier_coverage
 from .initial import initial_state
 from .inputs import RefineInputs
 from .options import RefineOptions
@@ -54,30 +56,37 @@ def _model(inputs: RefineInputs, o: RefineOptions, state: RunState, half: int, m
         tau2_fudge_factor=o.tau2_fudge, sigma_offsets_angst=h.sigma_offset,
         orientational_prior_mode=mode, sigma_prior_rot_angle=s.sigma_rot, sigma_prior_tilt_angle=s.sigma_tilt,
         sigma_prior_psi_angle=s.sigma_psi, log_likelihood=h.log_likelihood, average_pmax=h.ave_pmax,
-        accuracy_rotations=c.acc_rot, accuracy_translations_angst=c.acc_trans,
-        estimated_resolution=1.0 / c.current_resolution if c.current_resolution > 0 else 999.0,
-        overall_fourier_completeness=float(np.mean(h.completeness)) if h.completeness.size else 0.0,
+        # RELION's class accuracies stay 0 until estimated (its optimiser.star says 999).
+        accuracy_rotations=c.acc_rot if c.acc_rot < 999.0 else 0.0,
+        accuracy_translations_angst=c.acc_trans if c.acc_trans < 999.0 else 0.0,
+        # calculateTotalFourierCoverage: from the data-versus-prior ratio, not the resolution
+        # the iteration worked at (RELION's demo iteration 2: 29.45 Å against 21.60 Å).
+        estimated_resolution=_estimated_resolution(inputs, h.ssnr),
+        overall_fourier_completeness=total_fourier_coverage(h.ssnr, h.completeness) if h.completeness.size else 0.0,
     )
+
+
+def _estimated_resolution(inputs: RefineInputs, ssnr: NDArray[np.float64]) -> float:
+    """``rlnEstimatedResolution`` (Å): the box over the last shell with a data-versus-prior
+    ratio of at least 1 (999 when there is none)."""
+    shell = estimated_resolution_shell(ssnr) if ssnr.size else 0
+    return inputs.ori * inputs.pixel_size / shell if shell > 0 else 999.0
 
 
 def _class_model(inputs: RefineInputs, o: RefineOptions, state: RunState, maps: list[str]) -> ModelStarContents:
     """The classification model: class 1 in the main fields, classes 2..K in ``more_classes``;
     every class's estimated resolution and Fourier completeness from its data-versus-prior
     ratio."""
-    from .classify import estimated_resolution_shell, total_fourier_coverage
-
     model = _model(inputs, o, state, 0, maps[0])
     model.group_nr_particles = np.bincount(inputs.groups, minlength=len(inputs.group_names))
-    box = inputs.ori * inputs.pixel_size
     classes = []
     for h, path in zip(state.halves, maps):
-        shell = estimated_resolution_shell(h.ssnr)
         classes.append(ClassModel(
             reference_image=path, ssnr_map=h.ssnr, fourier_completeness=h.completeness,
             reference_sigma2=h.sigma2_ref, reference_tau2=h.tau2, orientation_distribution=h.pdf_direction,
             gold_standard_fsc=np.zeros(inputs.n_shells), class_distribution=h.pdf_class,
             accuracy_rotations=h.acc_rot, accuracy_translations_angst=h.acc_trans,
-            estimated_resolution=box / shell if shell > 0 else 999.0,
+            estimated_resolution=_estimated_resolution(inputs, h.ssnr),
             overall_fourier_completeness=total_fourier_coverage(h.ssnr, h.completeness),
         ))
     first = classes[0]
@@ -261,8 +270,8 @@ def read_continuation(inputs: RefineInputs, o: RefineOptions, optimiser_file: st
         current_changes_orientations=opt.changes_optimal_orientations,
         current_changes_offsets=opt.changes_optimal_offsets,
         has_converged=opt.has_converged, has_high_fsc_at_limit=opt.has_high_fsc_at_resol_limit,
-        incr_size=opt.increment_image_size, acc_rot=m0.accuracy_rotations,
-        acc_trans=m0.accuracy_translations_angst, ave_pmax=m0.average_pmax,
+        incr_size=opt.increment_image_size, acc_rot=opt.overall_accuracy_rotations,
+        acc_trans=opt.overall_accuracy_translations_angst, ave_pmax=m0.average_pmax,
         current_size=m0.current_image_size, random_perturbation=samp.perturb_instance,
         current_changes_classes=opt.changes_optimal_classes,
         smallest_changes_classes=float(opt.smallest_changes_classes),
