@@ -167,6 +167,11 @@ def test_first_iteration_model_matches_relion(iteration_one) -> None:
         assert ours.sigma_offset == pytest.approx(model.sigma_offsets_angst, rel=0.01)
         np.testing.assert_allclose(ours.scales, model.group_scale_correction, atol=0.01)
         np.testing.assert_allclose(ours.completeness[0:15], model.fourier_completeness[0:15], atol=0.01)
+        # The class table's resolution and completeness from the data-versus-prior ratio
+        # (tomodash wrote the resolution worked at and the mean completeness of all shells).
+        written = ModelStarContents.read(Path(run.options.output_root).parent / f"run_it001_half{half}_model.star")
+        assert written.estimated_resolution == pytest.approx(model.estimated_resolution, rel=1e-4)
+        assert written.overall_fourier_completeness == pytest.approx(model.overall_fourier_completeness, abs=0.02)
 
 
 @pytest.mark.parametrize("iteration_one", ["demo", "two_optics_groups"], indirect=True)
