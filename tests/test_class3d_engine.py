@@ -130,6 +130,15 @@ def test_first_two_iterations_are_relions(ours: Path) -> None:
         noise_ours = _model(ours, iteration)["model_optics_group_1"]["rlnSigma2Noise"].to_numpy()
         noise_relion = _model(RELION, iteration)["model_optics_group_1"]["rlnSigma2Noise"].to_numpy()
         np.testing.assert_allclose(noise_ours, noise_relion, rtol=0.01)
+    # The cross-correlation iteration's likelihoods: each particle's best correlation averaged
+    # over its images, and their sum over all images in the model (tomodash wrote 0).
+    theirs, mine = (starfile.read(d / "run_it001_data.star")["particles"] for d in (RELION, ours))
+    same = theirs["rlnTomoParticleName"].to_numpy() == mine["rlnTomoParticleName"].to_numpy()
+    assert same.all()
+    np.testing.assert_allclose(np.median(mine["rlnLogLikeliContribution"]),
+                               np.median(theirs["rlnLogLikeliContribution"]), rtol=0.01)
+    assert float(_model(ours, 1)["model_general"]["rlnLogLikelihood"]) == pytest.approx(
+        float(_model(RELION, 1)["model_general"]["rlnLogLikelihood"]), rel=0.01)
     # Iteration 1's maps (the cross-correlation iteration's hard assignments)
     for k in (1, 2):
         curve = fsc(read_mrc(ours / f"run_it001_class{k:03d}.mrc").data,
