@@ -290,6 +290,23 @@ def test_first_cross_correlation_iteration_poses_match_relion(cross_correlation_
                                relion["rlnLogLikeliContribution"].to_numpy()[difference < 1e-3], rtol=3e-3)
 
 
+def test_cross_correlation_iteration_through_array_kernels_in_small_chunks(
+        cross_correlation_iteration, tmp_path, monkeypatch) -> None:
+    """The cross-correlation iteration again with the GPU's array-module kernels (run by
+    numpy) and one orientation per chunk: the same poses, noise and maps."""
+    from processing.refine import estep
+
+    run, cpu = cross_correlation_iteration
+    monkeypatch.setattr(estep, "CHUNK_BYTES", 1)
+    (tmp_path / "out").mkdir()
+    again = RefineRun(run.options.with_changes(output_root=str(tmp_path / "out" / "run")), log=lambda *a, **k: None,
+                      array_kernels=True)
+    state, _ = again.start()
+    again.iterate(state, 1, cc=True, final=False)
+    assert_same_iteration(state, cpu)
+    np.testing.assert_allclose(state.log_likelihood_particles, cpu.log_likelihood_particles, rtol=1e-5)
+
+
 def test_first_cross_correlation_iteration_model_matches_relion(cross_correlation_iteration) -> None:
     run, state = cross_correlation_iteration
     c = state.counters
