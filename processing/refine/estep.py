@@ -484,6 +484,7 @@ def _cross_correlation_score(
         norm = inv_x[:, None] / xp.maximum(xp.sqrt(p.reshape(r, F).T), 1e-30)               # (F, r)
         cc[start:start + r] = (per_image * norm[:, :, None]).sum(axis=0)
     WORK["poses"] += R * len(offsets_px)
+    WORK["matmul_flops"] += 2.0 * R * len(offsets_px) * F * Zc.shape[1]
     WORK["slices"] += R * F
     return -to_host(cc).T
 
