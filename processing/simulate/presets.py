@@ -61,8 +61,8 @@ TEST = SimulationParameters(
 #: * A procedural C6 Gaussian phantom, not the CA hexamer; no membrane, no gold, no
 #:   carbon; no tilt-series alignment errors beyond the simulator's per-tilt shifts (σ 10 Å).
 #: * The hexamers on a sphere form a geodesic icosahedral net (252 sites, 250 kept: six
-#:   neighbours ~117 Å apart, five at 12 sites), each turned to face its nearest neighbour:
-#:   like HIV's curved hexagonal lattice with pentamer defects, the neighbours inside the
+#:   neighbours, five at 12 sites; nearest neighbours 117-160 Å apart), each turned to face
+#:   its nearest neighbour: like HIV's curved hexagonal lattice with pentamer defects, the neighbours inside the
 #:   500 Å mask give each particle's in-plane angle at the bin-6 refinement's resolutions.
 #:   A Fibonacci lattice with random in-plane angles (the other presets) gives none: the
 #:   phantom alone is nearly round below 30 Å (it correlates 0.98 with itself turned by 30°
