@@ -236,18 +236,13 @@ def maximise_classes(
         counts = np.bincount(inputs.groups, minlength=len(inputs.group_names)).astype(float)
         scales = mstep.update_scales(all_sums, counts)
     ave_pmax = all_sums.pmax_sum / max(all_sums.n_particles, 1)
-    log_likelihood = all_sums.log_likelihood
-    if cc:
-        # a cross-correlation iteration reports the mean correlation per image
-        log_likelihood /= max(float(all_sums.sigma2_images.sum()), 1.0)
     for half in state.halves:
         half.sigma2, half.sigma_offset, half.scales = sigma2.copy(), sigma_offset, scales.copy()
-        half.ave_pmax, half.log_likelihood = ave_pmax, log_likelihood
+        half.ave_pmax, half.log_likelihood = ave_pmax, all_sums.log_likelihood
+        if cc:
+            mstep.report_cross_correlation(half, all_sums, box_angst=inputs.ori * inputs.pixel_size,
+                                           ini_high=o.ini_high)
     c.ave_pmax = ave_pmax
-    if cc and o.ini_high > 0:
-        for half in state.halves:
-            half.tau2, half.ssnr = (mstep.ini_high_edge_filtered(a, box_angst=inputs.ori * inputs.pixel_size,
-                                                                 ini_high=o.ini_high) for a in (half.tau2, half.ssnr))
     if cc and K > 1:
         copy_first_class(state)
     _update_resolution(inputs, o, state, cc=cc)

@@ -104,12 +104,20 @@ def _half_grid(ori: int, ndim: int) -> _HalfGrid:
     return _HalfGrid(k, radius, np.floor(radius + 0.5).astype(np.int64), ~((k[-1] == 0) & (k[-2] < 0)))
 
 
+def _window(grid: _HalfGrid, size: int) -> NDArray[np.bool_]:
+    """The pixels of ``grid`` in RELION's window of image size ``size``: ``kx`` in
+    ``[0, size/2]``, the other axes in ``[-size/2+1, size/2]``."""
+    half = size // 2
+    window = grid.k[-1] <= half
+    for a in grid.k[:-1]:
+        window &= (a > -half) & (a <= half)
+    return window
+
+
 def _build(ori: int, size: int, ndim: int, insert_radius: float | None) -> FrequencySet:
     grid = _half_grid(ori, ndim)
     half = size // 2
-    window = grid.non_redundant & (grid.k[-1] <= half)
-    for a in grid.k[:-1]:
-        window &= (a > -half) & (a <= half)
+    window = grid.non_redundant & _window(grid, size)
     measured = grid.shell <= half
     inserted = grid.radius <= (half if insert_radius is None else insert_radius)
     if ndim == 3:
@@ -145,11 +153,8 @@ def cross_correlation_pixels(ori: int, size: int, ndim: int) -> tuple[FrequencyS
     the projected array), and, for each image's norm, every pixel of the window (flat indices
     into the ``ori`` half transform)."""
     grid = _half_grid(ori, ndim)
-    half = size // 2
-    window = grid.k[-1] <= half
-    for a in grid.k[:-1]:
-        window &= (a > -half) & (a <= half)
-    flat = np.flatnonzero(window & (grid.radius <= half))
+    window = _window(grid, size)
+    flat = np.flatnonzero(window & (grid.radius <= size // 2))
     kf = [a[flat].astype(np.float64) for a in grid.k]
     ones = np.ones(flat.size, dtype=bool)
     pixels = FrequencySet(ori, size, flat, kf[-1], kf[-2], kf[0] if ndim == 3 else None, grid.shell[flat],

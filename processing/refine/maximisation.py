@@ -98,12 +98,7 @@ def maximise(inputs: RefineInputs, options: RefineOptions, state: RunState, accs
         half.log_likelihood = acc.log_likelihood
     if cc:
         for half, acc in zip(state.halves, accs):
-            # RELION's model.star of a cross-correlation iteration: the mean correlation per
-            # image, and the spectra of the maps low-passed to --ini_high again.
-            half.log_likelihood = acc.log_likelihood / max(float(acc.sigma2_images.sum()), 1.0)
-            if o.ini_high > 0:
-                half.tau2, half.ssnr = (mstep.ini_high_edge_filtered(
-                    a, box_angst=inputs.ori * inputs.pixel_size, ini_high=o.ini_high) for a in (half.tau2, half.ssnr))
+            mstep.report_cross_correlation(half, acc, box_angst=inputs.ori * inputs.pixel_size, ini_high=o.ini_high)
     # RELION broadcasts rank 1's <Pmax> (half 1) for the image-size rule.
     c.ave_pmax = state.halves[0].ave_pmax
     update_current_resolution(inputs, o, state, cc=cc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,10 +22,13 @@ from processing.fourier.masks import flatten_solvent
 
 from .estep import HalfAccumulator
 
+if TYPE_CHECKING:
+    from .state import HalfState
+
 __all__ = [
     "symmetrise_half", "join_low_resolution", "half_map_fsc", "HalfModel", "reconstruct_half",
     "update_noise", "update_sigma_offset", "update_scales", "resolution_shell_from_ssnr", "initial_tau2",
-    "initial_ssnr", "ini_high_edge_filtered",
+    "initial_ssnr", "ini_high_edge_filtered", "report_cross_correlation",
 ]
 
 
@@ -242,3 +246,13 @@ def ini_high_edge_filtered(spectrum: NDArray[np.float64], *, box_angst: float, i
     r = np.arange(spectrum.size, dtype=np.float64)
     edge = (0.5 - 0.5 * np.cos(np.pi * (outer - r) / 2.0)) ** 2
     return spectrum * np.where(r < radius, 1.0, np.where(r > outer, 0.0, edge))
+
+
+def report_cross_correlation(half: "HalfState", sums: HalfAccumulator, *, box_angst: float, ini_high: float) -> None:
+    """What relion_refine's model.star holds after a first cross-correlation iteration: the
+    mean correlation per image as the log-likelihood, and τ² and the data-versus-prior ratio
+    low-passed to ``--ini_high`` again (``ini_high`` ≤ 0: unfiltered)."""
+    half.log_likelihood = sums.log_likelihood / max(float(sums.sigma2_images.sum()), 1.0)
+    if ini_high > 0:
+        half.tau2, half.ssnr = (ini_high_edge_filtered(a, box_angst=box_angst, ini_high=ini_high)
+                                for a in (half.tau2, half.ssnr))
