@@ -194,18 +194,21 @@ def with_halves(dataset: Path, out: Path) -> Path:
     return out
 
 
-def refine_argv(opt: Path, ref: Path, out: Path, *, diameter: float, ini_high: float, healpix: int,
-                iterations: int = 1) -> list[str]:
-    """3D auto-refine (at most ``iterations`` iterations) with the tutorial's settings
-    (sessions/presets.py ``tutorial-bin*-refine3d``: C6, tilt prior 10°, local searches from
-    1.8°, pool 30), on 2 threads; the reference is not on the refinement's greyscale
-    (``--firstiter_cc``)."""
-    return ["--o", f"{out}/run", "--auto_refine", "--split_random_halves", "--ios", str(opt), "--ref", str(ref),
-            "--firstiter_cc", "--trust_ref_size", "--ini_high", f"{ini_high:g}", "--dont_combine_weights_via_disc",
-            "--pool", "30", "--pad", "2", "--ctf", "--particle_diameter", f"{diameter:g}", "--flatten_solvent",
-            "--zero_mask", "--oversampling", "1", "--healpix_order", str(healpix), "--auto_local_healpix_order", "4",
-            "--offset_range", "5", "--offset_step", "2", "--sym", "C6", "--low_resol_join_halves", "40", "--norm",
-            "--scale", "--sigma_tilt", "10", "--random_seed", "1", "--auto_iter_max", str(iterations), "--j", "2"]
+def refine_argv(opt: Path, ref: Path, out: Path, *, tag: str, diameter: float, iterations: int = 1) -> list[str]:
+    """3D auto-refine (at most ``iterations`` iterations) as the tutorial's preset for ``tag``
+    (``"bin6"`` or ``"bin2"``: sessions/presets.py ``tutorial-<tag>-refine3d``) builds it, on 2
+    threads and with the mask diameter of this form of the benchmark.
+
+    The preset is the tutorial's: the reference is Reconstruct particle's map of the same
+    particles, so it is on the refinement's greyscale (no ``--firstiter_cc``), C6, tilt prior
+    10°, 7.5° global then local searches from 1.8°, pool 30.
+    """
+    from sessions.presets import find_preset
+
+    params = find_preset(f"tutorial-{tag}-refine3d").params(None)
+    params.in_optimisation, params.fn_ref = str(opt), str(ref)
+    params.particle_diameter, params.nr_threads = diameter, 2
+    return [*params.command_args(out, is_continue=False), "--random_seed", "1", "--auto_iter_max", str(iterations)]
 
 
 def refined_particles(refine_dir: Path) -> Path | None:
@@ -243,8 +246,8 @@ def run_chain(dataset: Path, work: Path, n: int, geometry: Geometry, *, iteratio
         results.append(StepResult(name, n, seconds, rss, timings, converged))
         print(f"  {name:<17} {seconds:8.1f} s  {rss:8.0f} MB", flush=True)
 
-    for tag, (binning, box, crop), diameter, ini_high in (
-        ("bin6", geometry.bin6, geometry.diameter6, 60.0), ("bin2", geometry.bin2, geometry.diameter2, 20.0),
+    for tag, (binning, box, crop), diameter in (
+        ("bin6", geometry.bin6, geometry.diameter6), ("bin2", geometry.bin2, geometry.diameter2),
     ):
         shape = ["--bin", str(binning), "--b", str(box), "--crop", str(crop), "--j", "2"]
         ex, rec, ref = work / f"Extract_{tag}", work / f"Reconstruct_{tag}", work / f"Refine_{tag}"
@@ -260,9 +263,8 @@ def run_chain(dataset: Path, work: Path, n: int, geometry: Geometry, *, iteratio
                                     "--o", f"{rec}/", "--sym", "C6", *shape], rec, rec / "half1.mrc")
         # the tutorial refines bin 6 from the merged map and bin 2 from the bin-2 half1.mrc
         reference = rec / ("merged.mrc" if tag == "bin6" else "half1.mrc")
-        step(f"refine_{tag}", ["refine", *refine_argv(ex / "optimisation_set.star", reference, ref,
-                                                       diameter=diameter, ini_high=ini_high, healpix=2,
-                                                       iterations=iterations)],
+        step(f"refine_{tag}", ["refine", *refine_argv(ex / "optimisation_set.star", reference, ref, tag=tag,
+                                                       diameter=diameter, iterations=iterations)],
              ref, ref)
     return results
 
