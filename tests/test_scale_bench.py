@@ -179,15 +179,15 @@ def small_run(tmp_path_factory):
 
 @pytest.mark.parametrize("tag, ini_high", [("bin6", "60"), ("bin2", "20")])
 def test_refinements_run_the_tutorial_presets(tag, ini_high):
-    """The benchmark's refinements are the ones the tutorial's presets launch (reference on
-    absolute greyscale, so no cross-correlation iteration), with its own mask and 2 threads."""
+    """The benchmark's refinements are the ones the tutorial's presets launch, with its own
+    mask, 2 threads, and a first cross-correlation iteration (see ``refine_argv``)."""
     argv = bench.refine_argv(Path("Extract/optimisation_set.star"), Path("Reconstruct/merged.mrc"),
                              Path("Refine"), tag=tag, diameter=321.0, iterations=7)
 
     def value(flag: str) -> str:
         return argv[argv.index(flag) + 1]
 
-    assert "--firstiter_cc" not in argv
+    assert "--firstiter_cc" in argv
     assert (value("--ini_high"), value("--sym"), value("--sigma_tilt"), value("--pool")) == (ini_high, "C6", "10", "30")
     assert (value("--healpix_order"), value("--auto_local_healpix_order")) == ("2", "4")
     assert (value("--particle_diameter"), value("--j"), value("--auto_iter_max")) == ("321", "2", "7")

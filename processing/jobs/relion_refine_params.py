@@ -142,10 +142,13 @@ class RelionRefineParameters(TomoInputParameters):
         False, label="Ref. map is on absolute greyscale?",
         doc="The likelihood compares each image with a CTF-modulated projection of the "
             "reference directly, so the reference must be on the intensity scale RELION itself "
-            "reconstructs from these particles. Yes: for maps made by Reconstruct particle or a "
-            "previous refinement of the same particles. No (safe when in doubt): the first "
-            "iteration uses a scale-invariant cross-correlation and the result is low-pass "
-            "filtered again before iteration 2; it costs little.",
+            "reconstructs from these particles. Yes: for a previous refinement of the same "
+            "particles; RELION's tutorial also answers Yes for Reconstruct particle's maps, "
+            "although they are brighter than the refinement's own (13x at low resolution in "
+            "RELION 5's own run on the demo data), and with clean, high-contrast particles "
+            "that can scramble the first iteration's poses (RELION's as tomodash's). No (safe "
+            "when in doubt): the first iteration uses a scale-invariant cross-correlation and "
+            "the result is low-pass filtered again before iteration 2; it costs little.",
         metadata={"tab": "Reference", "var": "ref_correct_greyscale"},
     )
     trust_ref_size = param.Boolean(

@@ -161,7 +161,7 @@ def reconstruct_particles(
     log=print,
 ) -> ReconstructionResult | None:
     """Reconstruct half1, half2 and merged maps; the leader writes them and the FSC."""
-    start = time.perf_counter()
+    started = time.perf_counter()
     comm = comm or Communicator(None)
     output_dir = Path(output_dir)
     root_path = None if root is None else Path(root)
@@ -256,7 +256,7 @@ def reconstruct_particles(
         resolution_0143=resolution,
         n_particles=len(particles),
         n_slices=n_slices,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - started,
     )
 
 
