@@ -77,10 +77,10 @@ def reconstruct_in_process_is_relions(test_dataset: Path, out: Path, **settings)
 
     binning, box, crop, sym, _, _ = CASES["bin3_c1_halves"]
     before = time.perf_counter()
-    result = reconstruct_particles(particles_file=RELION / "particles_halves.star", tomograms_file=test_dataset / "tomograms.star",
-                          output_dir=out, log=lambda *a: None,
-                          settings=ReconstructionSettings(binning=binning, box=box, crop=crop, symmetry=sym, threads=2,
-                                                          **settings))
+    result = reconstruct_particles(
+        particles_file=RELION / "particles_halves.star", tomograms_file=test_dataset / "tomograms.star",
+        output_dir=out, log=lambda *a: None,
+        settings=ReconstructionSettings(binning=binning, box=box, crop=crop, symmetry=sym, threads=2, **settings))
     # the time it reports is this call's (a batch loop once overwrote its start time)
     assert 0.0 < result.seconds <= time.perf_counter() - before
     for theirs in sorted((RELION / "bin3_c1_halves").glob("*.mrc")):

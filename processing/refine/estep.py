@@ -447,9 +447,7 @@ def _score(
         power[start:start + r] = p.reshape(r, F).sum(axis=1)
         cross[:, start:start + r] = (V.reshape(r, -1).view(np.float32) @ Zc.T).T
     cross, power = to_host(cross), to_host(power)
-    WORK["poses"] += R * len(offsets_px)
-    WORK["matmul_flops"] += 2.0 * R * len(offsets_px) * Zc.shape[1]
-    WORK["slices"] += R * F
+    _count_scoring_work(R, len(offsets_px), F, freq.n)
     return 0.5 * power[None, :] - cross
 
 
@@ -483,10 +481,16 @@ def _cross_correlation_score(
         per_image = xp.matmul(V.reshape(r, F, -1).view(np.float32).transpose(1, 0, 2), Zc)   # (F, r, T)
         norm = inv_x[:, None] / xp.maximum(xp.sqrt(p.reshape(r, F).T), 1e-30)               # (F, r)
         cc[start:start + r] = (per_image * norm[:, :, None]).sum(axis=0)
-    WORK["poses"] += R * len(offsets_px)
-    WORK["matmul_flops"] += 2.0 * R * len(offsets_px) * F * Zc.shape[1]
-    WORK["slices"] += R * F
+    _count_scoring_work(R, len(offsets_px), F, pixels.n)
     return -to_host(cc).T
+
+
+def _count_scoring_work(n_rotations: int, n_translations: int, n_images: int, n_pixels: int) -> None:
+    """Add one particle's scoring to :data:`WORK`: its poses, its slices (one per rotation
+    and image) and the real flops of the cross-term product over (re, im) of every pixel."""
+    WORK["poses"] += n_rotations * n_translations
+    WORK["matmul_flops"] += 2.0 * n_rotations * n_translations * n_images * 2 * n_pixels
+    WORK["slices"] += n_rotations * n_images
 
 
 def _rotation_chunk(xp, n_images: int, n_points: int) -> int:

@@ -62,8 +62,9 @@ TEST = SimulationParameters(
 #:   carbon; no tilt-series alignment errors beyond the simulator's per-tilt shifts (σ 10 Å).
 #: * The hexamers on a sphere form a geodesic icosahedral net (252 sites, 250 kept: six
 #:   neighbours, five at 12 sites; nearest neighbours 117-160 Å apart), each turned to face
-#:   its nearest neighbour: like HIV's curved hexagonal lattice with pentamer defects, the neighbours inside the
-#:   500 Å mask give each particle's in-plane angle at the bin-6 refinement's resolutions.
+#:   its nearest neighbour: like HIV's curved hexagonal lattice with pentamer defects, the
+#:   neighbours inside the 500 Å mask give each particle's in-plane angle at the bin-6
+#:   refinement's resolutions.
 #:   A Fibonacci lattice with random in-plane angles (the other presets) gives none: the
 #:   phantom alone is nearly round below 30 Å (it correlates 0.98 with itself turned by 30°
 #:   at 40 Å), so a 60 Å start cannot find the angle and the two half sets later break the
