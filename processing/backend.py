@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 from types import ModuleType
 from typing import Any, Literal
@@ -141,18 +142,25 @@ def get_array_module(*arrays: Any) -> ModuleType:
         numpy arrays ``numpy`` is returned. Without arrays, the run's backend module.
     """
     if arrays:
-        if _cupy is not None:
-            for a in arrays:
-                if isinstance(a, _cupy.ndarray):
-                    return _cupy
+        cupy = _imported_cupy()
+        if cupy is not None and any(isinstance(a, cupy.ndarray) for a in arrays):
+            return cupy
         return np
     return _cupy if (_backend == "cupy" and _cupy is not None) else np
 
 
+def _imported_cupy() -> ModuleType | None:
+    """cupy where it has been imported, whatever the run's backend: a job that puts its own
+    arrays on a device (``--gpu``) imports it without :func:`set_backend`, and no device array
+    exists before it is imported."""
+    return sys.modules.get("cupy")
+
+
 def to_host(array: Any) -> np.ndarray:
     """A numpy copy (or view) of ``array`` wherever it lives."""
-    if _cupy is not None and isinstance(array, _cupy.ndarray):
-        return _cupy.asnumpy(array)
+    cupy = _imported_cupy()
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
     return np.asarray(array)
 
 

@@ -6,6 +6,11 @@ functions run here: they must give the numba kernels' numbers (here), and a whol
 of RELION's refinements run through them must give the CPU path's
 (test_refine_relion.py::test_an_iteration_through_the_gpus_array_kernels_is_the_cpus). Tests
 marked ``gpu`` run the real thing and are skipped where CuPy sees no device.
+
+The same whole-run tests run here with CuPy replaced by a host stand-in (tests/host_cupy.py):
+numpy held to CuPy's rules on host and device arrays, the gather kernel's own code compiled for
+the host. It found that a ``--gpu`` run handed its device arrays to numpy (nothing had made
+:func:`processing.backend.get_array_module` see them), which no numpy-only test could show.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import shutil
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -26,6 +32,7 @@ from processing.refine import _cuda_kernels as CK
 from processing.refine import _kernels as K
 from processing.refine.devices import parse_gpu_ids, plan_devices, thread_devices
 
+import host_cupy
 from conftest import run_cmd, venv_bin
 from test_refine_relion import relion_options, started_run, with_relion_halves  # noqa: F401
 
@@ -80,32 +87,12 @@ def test_gathers_match_the_numba_kernels(grid_and_points) -> None:
     np.testing.assert_allclose(power3_a, power3, rtol=1e-12)
 
 
-_HOST_LOOP = r"""
-extern "C" void host_gather(const float2* grid, int c, const float* a, const float* kx, const float* ky,
-                            long long n, long long k, float2* out)
-{
-    for (long long m = 0; m < n; ++m)
-        for (long long j = 0; j < k; ++j)
-            out[m * k + j] = gather_sample(grid, c, a + 6 * m, kx[j], ky[j]);
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def host_cuda_gather(tmp_path_factory):
     """The CUDA kernel's per-sample function compiled as host C++, called over every sample."""
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
+    if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("needs a C++ compiler")
-    work = tmp_path_factory.mktemp("cuda_host")
-    source, library = work / "gather.cpp", work / "gather.so"
-    source.write_text(CK.HOST_SHIMS + CK.SAMPLE_SOURCE + _HOST_LOOP)
-    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
-    function = ctypes.CDLL(str(library)).host_gather
-    pointer = np.ctypeslib.ndpointer
-    function.argtypes = [pointer(np.complex64, flags="C"), ctypes.c_int, pointer(np.float32, flags="C"),
-                         pointer(np.float32, flags="C"), pointer(np.float32, flags="C"), ctypes.c_longlong,
-                         ctypes.c_longlong, pointer(np.complex64, flags="C")]
+    function = host_cupy.compiled_gather(tmp_path_factory.mktemp("cuda_host"))
 
     def gather(grid, c, rot, pad, kx, ky):
         a = CK.scaled_rows(rot, pad, np)
@@ -113,6 +100,7 @@ def host_cuda_gather(tmp_path_factory):
         function(np.ascontiguousarray(grid, np.complex64), c, a, np.ascontiguousarray(kx, np.float32),
                  np.ascontiguousarray(ky, np.float32), a.shape[0], kx.size, out)
         return out
+    gather.kernel = function
     return gather
 
 
@@ -290,15 +278,57 @@ def test_gpu_gather_kernel_matches_the_numba_kernel(grid_and_points) -> None:
     np.testing.assert_allclose(cupy.asnumpy(power_gpu), power, rtol=2e-5)
 
 
-@gpu
-def test_gpu_iteration_matches_the_cpu_path(tmp_path) -> None:
-    """Iteration 1 of RELION's demo refinement on the GPU (--gpu 0) against the CPU run."""
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "host stand-in"])
+def device_cupy(request, host_cuda_gather):
+    """CuPy on a CUDA device ("cuda", skipped without one), or the host stand-in of
+    :mod:`host_cupy`, which holds numpy to CuPy's rules on host and device arrays and runs the
+    gather kernel's own code compiled for the host: a whole GPU run rehearsed here."""
+    if request.param == "cuda":
+        if not cupy_available():
+            pytest.skip("needs CuPy and a CUDA device")
+        yield sys.modules.get("cupy") or __import__("cupy")
+        return
+    CK._kernel.cache_clear()
+    try:
+        with host_cupy.installed() as cupy:
+            host_cupy.register_kernel("gather_points", host_cuda_gather.kernel)
+            yield cupy
+    finally:
+        CK._kernel.cache_clear()                       # the stand-in's kernel object stays behind
+
+
+def test_the_host_stand_in_keeps_cupys_rules(device_cupy) -> None:
+    """What the rehearsal relies on: host arrays refused where CuPy refuses them (and allowed
+    where CuPy copies them), device arrays refused by numpy and by numba."""
+    cp = device_cupy
+    a, host = cp.arange(6, dtype=np.float64), np.arange(6.0)
+    for mixed in (lambda: a + host, lambda: host * a, lambda: cp.maximum(a, host),
+                  lambda: cp.matmul(a[None], host[:, None]), lambda: np.asarray(a),
+                  lambda: cp.ascontiguousarray(host), lambda: a.__setitem__(slice(None), host)):
+        with pytest.raises(TypeError):
+            mixed()
+    with pytest.raises(numba.core.errors.TypingError):
+        K.gather_points(a, 1, a, 1.0, a, a, a, a, a)
+    b = cp.asarray(host)
+    host[0] = 99.0                                                 # asarray copied it over
+    assert float(b[0]) == 0.0 and isinstance(b[0], cp.ndarray) and isinstance(b.sum(), cp.ndarray)
+    b[np.array([1, 2])] = np.array([5.0, 6.0])                     # advanced indices may be host data
+    np.testing.assert_array_equal(cp.asnumpy(b[np.array([1, 2])]), [5.0, 6.0])
+    assert isinstance(np.exp(b), cp.ndarray) and float(np.sum(b)) == 23.0
+    assert cp.cuda.runtime.getDeviceCount() >= 1
+
+
+@pytest.mark.parametrize("cc", [False, True], ids=["likelihood", "cross-correlation"])
+def test_gpu_iteration_matches_the_cpu_path(tmp_path, device_cupy, cc) -> None:
+    """Iteration 1 of RELION's demo refinement on the GPU (--gpu 0) against the CPU run, scored
+    by likelihood and by cross-correlation (``--firstiter_cc``): the same poses and maps
+    (CUDA's float32 sums in another order: 1e-5 of the largest value)."""
     results = {}
     for name, gpu_ids in (("cpu", None), ("gpu", "0")):
         (tmp_path / name).mkdir()
         run, state = started_run(tmp_path / name, gpu=gpu_ids)
         assert run.device.on_gpu == (gpu_ids is not None)
-        run.iterate(state, 1, cc=False, final=False)
+        run.iterate(state, 1, cc=cc, final=False)
         results[name] = state
     cpu, gpu_state = results["cpu"], results["gpu"]
     np.testing.assert_allclose(np.array([p.angles for p in gpu_state.particles]),
@@ -356,8 +386,7 @@ def test_queue_gpu_field_fills_the_submission_template() -> None:
     assert "#SBATCH --gres=gpu:2" in proc.stdout and "tomodash refine --gpu 0:1" in proc.stdout
 
 
-@gpu
-def test_gpu_reconstruct_gives_relions_maps(test_dataset, tmp_path) -> None:
+def test_gpu_reconstruct_gives_relions_maps(test_dataset, tmp_path, device_cupy) -> None:
     """Reconstruct particle with its backprojection on GPU 0 gives RELION's maps (the same
     tolerance as the CPU's, test_reconstruct_relion.py)."""
     from test_reconstruct_relion import reconstruct_in_process_is_relions

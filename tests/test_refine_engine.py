@@ -9,6 +9,7 @@ the demo-scale convergence test is in test_refine_demo.py.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,33 @@ def test_mpi_run_matches_single_process(small_inputs: Path, small_run: Path) -> 
         curve = fsc(a, b)
         # 0.95 up to 0.8 x Nyquist: the runs share seeds and differ only in summation order.
         assert curve[1:int(0.8 * CROP / 2) + 1].min() > 0.95, curve
+
+
+def test_gpu_run_under_mpi_rehearsed_with_the_host_stand_in(small_inputs: Path, small_run: Path, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """``mpiexec -n 3 tomodash refine --gpu 0:1`` with CuPy replaced in every process by the host
+    stand-in (tests/host_cupy.py: numpy held to CuPy's rules on host and device arrays, two
+    devices, the gather kernel's own code compiled for the host): each working rank takes its
+    device, the leader none, and iteration 1 gives the single-process CPU run's maps."""
+    import host_cupy
+
+    tests = Path(__file__).parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests / "host_cupy_site"), str(tests),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HOST_CUPY_DEVICES", "2")
+    monkeypatch.setenv("HOST_CUPY_GATHER", str(host_cupy.build_gather(tmp_path)))
+    out = small_inputs / "gpu_rehearsal"
+    proc = run_cmd([venv_bin("mpiexec"), "-n", "3", *refine_args(small_inputs, str(out), "--j", "2", "--gpu", "0:1",
+                                                                 "--auto_iter_max", "1")], timeout=900)
+    assert " + process 1 runs on GPU device 0" in proc.stdout and " + process 2 runs on GPU device 1" in proc.stdout
+    assert " + process 0 runs on GPU" not in proc.stdout
+    for half in (1, 2):
+        ours = read_mrc(out / f"run_it001_half{half}_class001.mrc").data
+        cpu = read_mrc(small_run / f"run_it001_half{half}_class001.mrc").data
+        # the array kernels' float32 slices against numba's, sums in another order
+        np.testing.assert_allclose(ours, cpu, atol=1e-4 * np.abs(cpu).max())
+    assert ModelStarContents.read(out / "run_it001_half1_model.star").current_resolution == \
+        ModelStarContents.read(small_run / "run_it001_half1_model.star").current_resolution
 
 
 def test_combine_through_disc_under_mpi(small_inputs: Path, small_run: Path) -> None:
