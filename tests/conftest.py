@@ -79,6 +79,27 @@ def with_random_subsets(src: Path, dst: Path, seed: int = 1) -> Path:
 
 
 @pytest.fixture(scope="session")
+def host_cupy_gather(tmp_path_factory) -> Path:
+    """The refinement's CUDA gather kernel compiled for the host (tests/host_cupy.py)."""
+    import host_cupy
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("needs a C++ compiler")
+    return host_cupy.build_gather(tmp_path_factory.mktemp("host_cupy"))
+
+
+@pytest.fixture
+def gpu_stand_in_commands(host_cupy_gather, monkeypatch) -> None:
+    """Commands run by this test see two CUDA devices: CuPy replaced in every process by the
+    host stand-in of tests/host_cupy.py (a rehearsal of a GPU run on a machine without one)."""
+    tests = Path(__file__).parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests / "host_cupy_site"), str(tests),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HOST_CUPY_DEVICES", "2")
+    monkeypatch.setenv("HOST_CUPY_GATHER", str(host_cupy_gather))
+
+
+@pytest.fixture(scope="session")
 def test_dataset(tmp_path_factory) -> Path:
     """TEST preset with two tilt series (so that MPI over tomograms has work for 2 ranks)."""
     out = tmp_path_factory.mktemp("test_dataset")

@@ -9,7 +9,6 @@ the demo-scale convergence test is in test_refine_demo.py.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -142,19 +141,12 @@ def test_mpi_run_matches_single_process(small_inputs: Path, small_run: Path) -> 
         assert curve[1:int(0.8 * CROP / 2) + 1].min() > 0.95, curve
 
 
-def test_gpu_run_under_mpi_rehearsed_with_the_host_stand_in(small_inputs: Path, small_run: Path, tmp_path: Path,
-                                                           monkeypatch) -> None:
+@pytest.mark.usefixtures("gpu_stand_in_commands")
+def test_gpu_run_under_mpi_rehearsed_with_the_host_stand_in(small_inputs: Path, small_run: Path) -> None:
     """``mpiexec -n 3 tomodash refine --gpu 0:1`` with CuPy replaced in every process by the host
     stand-in (tests/host_cupy.py: numpy held to CuPy's rules on host and device arrays, two
     devices, the gather kernel's own code compiled for the host): each working rank takes its
     device, the leader none, and iteration 1 gives the single-process CPU run's maps."""
-    import host_cupy
-
-    tests = Path(__file__).parent
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests / "host_cupy_site"), str(tests),
-                                                      os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("HOST_CUPY_DEVICES", "2")
-    monkeypatch.setenv("HOST_CUPY_GATHER", str(host_cupy.build_gather(tmp_path)))
     out = small_inputs / "gpu_rehearsal"
     proc = run_cmd([venv_bin("mpiexec"), "-n", "3", *refine_args(small_inputs, str(out), "--j", "2", "--gpu", "0:1",
                                                                  "--auto_iter_max", "1")], timeout=900)

@@ -83,6 +83,7 @@ def run(params: ReconstructParameters, extras: argparse.Namespace, *, job_dir: P
     if extras.gpu is not None:
         device = process_device(extras.gpu, rank=comm.rank, n_devices=backend.device_count())
         settings = dataclasses.replace(settings, device=device)
+        print(f" + process {comm.rank} runs on GPU device {device}", flush=True)     # every process, as refine
     result = reconstruct_particles(
         particles_file=inputs.particles, tomograms_file=inputs.tomograms, output_dir=job_dir,
         settings=settings, trajectories_file=inputs.trajectories or None,
