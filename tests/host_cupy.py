@@ -226,6 +226,9 @@ class _Device:
     def use(self) -> None:
         _current.id = self.id
 
+    def synchronize(self) -> None:
+        """Nothing to wait for: the host computes each operation when it is called."""
+
     def __enter__(self) -> "_Device":
         self._previous.append(_current.id)
         _current.id = self.id
