@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Issue 14's GPU checks as one command on a lent GPU machine (the device tool's `run`, with
 # carry [".whl"] from benchmarks/device_wheels.sh), about 5 minutes on one H100:
-#   1. the `gpu` tests: RELION's demo iteration 1 with --gpu 0 against the CPU path, and
-#      Reconstruct particle's backprojection on GPU 0 against RELION's maps;
+#   1. the `gpu` tests: RELION's demo iteration 1 with --gpu 0 against the CPU path (likelihood
+#      and cross-correlation; two optics groups, not premultiplied, 3D pseudo-subtomograms),
+#      Reconstruct particle's backprojection on GPU 0 against RELION's maps, and real CuPy
+#      refusing what the host stand-in (tests/host_cupy.py) refuses;
 #   2. benchmarks/refine_bench.py --gpu: the demo refinement to convergence on 2 CPU threads and
 #      on the GPU (per-iteration E-step ratios, the GPU E-step against the device's GEMM rate,
 #      iteration counts, FSC between the two final maps).
