@@ -341,15 +341,13 @@ def test_the_host_stand_in_keeps_cupys_rules(device_cupy) -> None:
     assert cp.cuda.runtime.getDeviceCount() >= 1
 
 
-@pytest.mark.parametrize("cc", [False, True], ids=["likelihood", "cross-correlation"])
-def test_gpu_iteration_matches_the_cpu_path(tmp_path, device_cupy, cc) -> None:
-    """Iteration 1 of RELION's demo refinement on the GPU (--gpu 0) against the CPU run, scored
-    by likelihood and by cross-correlation (``--firstiter_cc``): the same poses and maps
-    (CUDA's float32 sums in another order: 1e-5 of the largest value)."""
+def assert_gpu_iteration_is_the_cpus(tmp_path, case=CASES["demo"], *, cc: bool = False) -> None:
+    """Iteration 1 of a RELION fixture on 2 CPU threads and with ``--gpu 0``: the same poses and
+    maps (CUDA's float32 sums in another order: 1e-5 of the largest value)."""
     results = {}
     for name, gpu_ids in (("cpu", None), ("gpu", "0")):
         (tmp_path / name).mkdir()
-        run, state = started_run(tmp_path / name, gpu=gpu_ids)
+        run, state = started_run(tmp_path / name, case, gpu=gpu_ids)
         assert run.device.on_gpu == (gpu_ids is not None)
         run.iterate(state, 1, cc=cc, final=False)
         results[name] = state
@@ -358,6 +356,13 @@ def test_gpu_iteration_matches_the_cpu_path(tmp_path, device_cupy, cc) -> None:
                                np.array([p.angles for p in cpu.particles]), atol=1e-6)
     for h_cpu, h_gpu in zip(cpu.halves, gpu_state.halves):
         np.testing.assert_allclose(h_gpu.map, h_cpu.map, atol=1e-5 * np.abs(h_cpu.map).max())
+
+
+@pytest.mark.parametrize("cc", [False, True], ids=["likelihood", "cross-correlation"])
+def test_gpu_iteration_matches_the_cpu_path(tmp_path, device_cupy, cc) -> None:
+    """Iteration 1 of RELION's demo refinement on the GPU against the CPU run, scored by
+    likelihood and by cross-correlation (``--firstiter_cc``)."""
+    assert_gpu_iteration_is_the_cpus(tmp_path, cc=cc)
 
 
 @pytest.mark.parametrize("case_name", ["two_optics_groups", "not_premultiplied", "pseudo3d"])
@@ -370,17 +375,7 @@ def test_gpu_iteration_of_the_unkind_cases_matches_the_cpu_path(tmp_path, device
         pytest.skip("the 3D gathers as numpy array operations take ~5 min for these 70 particles: "
                     "test_3d_array_kernels_keep_to_the_device rehearses them")
     case = request.getfixturevalue("pseudo3d_case") if case_name == "pseudo3d" else CASES[case_name]
-    results = {}
-    for name, gpu_ids in (("cpu", None), ("gpu", "0")):
-        (tmp_path / name).mkdir()
-        run, state = started_run(tmp_path / name, case, gpu=gpu_ids)
-        run.iterate(state, 1, cc=False, final=False)
-        results[name] = state
-    cpu, gpu_state = results["cpu"], results["gpu"]
-    np.testing.assert_allclose(np.array([p.angles for p in gpu_state.particles]),
-                               np.array([p.angles for p in cpu.particles]), atol=1e-6)
-    for h_cpu, h_gpu in zip(cpu.halves, gpu_state.halves):
-        np.testing.assert_allclose(h_gpu.map, h_cpu.map, atol=1e-5 * np.abs(h_cpu.map).max())
+    assert_gpu_iteration_is_the_cpus(tmp_path, case)
 
 
 @pytest.mark.skipif(cupy_available(), reason="checks the refusal where there is no GPU")

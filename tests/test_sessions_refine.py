@@ -75,3 +75,35 @@ def test_refine_abort_then_continue(tmp_path) -> None:
     assert headline.warning == "" or headline.warning.startswith("Nyquist")
     iterations = len(list(job_dir.glob("run_it[0-9][0-9][0-9]_half1_model.star")))
     assert headline.facts[0].startswith(f"{iterations} iterations")
+
+
+@pytest.mark.usefixtures("gpu_stand_in_commands")
+def test_a_gpu_refinement_launched_from_a_session_runs_on_its_devices(tmp_path) -> None:
+    """"Use GPU acceleration? Yes" and "Which GPUs to use: 0:1", launched by the runner as the
+    dashboard launches it, with CuPy replaced by the host stand-in of tests/host_cupy.py in this
+    process (the launch checks the machine's devices) and in the job's processes: each working
+    rank runs on its device and the refinement ends."""
+    import host_cupy
+
+    session = create_demo_session(tmp_path / "s", preset="test")
+    ex = runner.run_job(session, "extract", ExtractParameters(
+        in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
+    assert wait_for_job(session, ex.name, 900) == "Succeeded"
+    rec = runner.run_job(session, "reconstruct", ReconstructParameters(
+        in_optimisation=f"{ex.name}optimisation_set.star", binning=2, box_size=32, crop_size=24, sym_name="C6"))
+    assert wait_for_job(session, rec.name, 900) == "Succeeded"
+    params = Refine3DParameters(
+        in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
+        ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
+        offset_range=4, nr_pool=1, nr_mpi=3, nr_threads=1, use_gpu=True, gpu_ids="0:1",
+        other_args="--auto_iter_max 2")
+    with host_cupy.installed(devices=2):
+        job = runner.run_job(session, "refine3d", params, alias="gpu_refine")
+    assert wait_for_job(session, job.name, 900) == "Succeeded"
+    job_dir = session.root / job.name
+    assert "--gpu 0:1" in (job_dir / "note.txt").read_text()
+    out = (job_dir / "run.out").read_text()
+    lines = out.splitlines()
+    assert " + process 1 runs on GPU device 0" in lines and " + process 2 runs on GPU device 1" in lines, out
+    assert " + process 0 runs on GPU" not in out
+    assert "Stopped at --auto_iter_max" in out and (job_dir / "run_it002_half2_class001.mrc").exists()

@@ -23,7 +23,7 @@ from processing.geometry.symmetry import normalise_symmetry_name
 from processing.io.optimisation_set import OptimisationSet
 from processing.parallel import Communicator
 from processing.reconstruct import ReconstructionSettings, reconstruct_particles
-from processing.refine.devices import parse_gpu_ids
+from processing.refine.devices import announce_device, parse_gpu_ids
 
 from .extract import validate_inputs
 from .reconstruct_params import ReconstructParameters
@@ -83,7 +83,7 @@ def run(params: ReconstructParameters, extras: argparse.Namespace, *, job_dir: P
     if extras.gpu is not None:
         device = process_device(extras.gpu, rank=comm.rank, n_devices=backend.device_count())
         settings = dataclasses.replace(settings, device=device)
-        print(f" + process {comm.rank} runs on GPU device {device}", flush=True)     # every process, as refine
+        announce_device(comm.rank, device)
     result = reconstruct_particles(
         particles_file=inputs.particles, tomograms_file=inputs.tomograms, output_dir=job_dir,
         settings=settings, trajectories_file=inputs.trajectories or None,

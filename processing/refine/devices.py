@@ -13,11 +13,12 @@ one process's threads different devices is refused rather than silently narrowed
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from processing.errors import InputError
 
-__all__ = ["parse_gpu_ids", "thread_devices", "DevicePlan", "plan_devices"]
+__all__ = ["parse_gpu_ids", "thread_devices", "DevicePlan", "plan_devices", "announce_device"]
 
 
 def parse_gpu_ids(text: str) -> list[list[int]] | None:
@@ -107,3 +108,10 @@ def plan_devices(text: str | None, *, rank: int, n_ranks: int, n_threads: int, n
                          f"each process runs on one device here: give one number per process (e.g. '0:1')",
                          column="gpu_ids")
     return DevicePlan(devices[0])
+
+
+def announce_device(rank: int, device: int) -> None:
+    """Print " + process RANK runs on GPU device DEVICE" from every process of a job, as one
+    write: MPI ranks share the job's output, and print's separate newline interleaves there."""
+    sys.stdout.write(f" + process {rank} runs on GPU device {device}\n")
+    sys.stdout.flush()

@@ -30,7 +30,7 @@ from processing.abort import check_abort
 from processing.parallel import Communicator, get_communicator, particle_threads
 
 from .accuracy import expected_accuracy
-from .devices import DevicePlan, plan_devices
+from .devices import DevicePlan, announce_device, plan_devices
 from .distributed import combine_through_disc, sum_over_ranks, wait_for_workers, write_rank_progress
 from .estep import EStepContext, HalfAccumulator, ParticleResult, Reference, expect_particle
 from .initial import initial_state
@@ -94,7 +94,7 @@ class RefineRun:
                             n_devices=backend.device_count(), workers_on_host=self.comm.ranks_on_my_host())
         if plan.on_gpu:
             backend.select_device(plan.device)
-            print(f" + process {self.comm.rank} runs on GPU device {plan.device}", flush=True)
+            announce_device(self.comm.rank, plan.device)
         return plan
 
     def start(self) -> tuple[RunState, int]:
