@@ -115,13 +115,23 @@ def demo_dataset(tmp_path_factory) -> Path:
     return out
 
 
-def _extract(dataset: Path, out: Path, *extra: str) -> Path:
-    from dashboard.cli import main
+def processing_command(argv: list[str]) -> None:
+    """A ``tomodash`` processing command (extract, reconstruct, ...) run in this process, with
+    only the processing layer imported (a GPU machine's image lacks the dashboard's packages)."""
+    import argparse
 
+    from processing.cli import add_processing_commands
+
+    parser = argparse.ArgumentParser(prog="tomodash")
+    add_processing_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    assert int(args.func(args) or 0) == 0, argv
+
+
+def _extract(dataset: Path, out: Path, *extra: str) -> Path:
     e = DEMO_EXTRACTION
-    code = main(["extract", "--i", str(dataset / "optimisation_set.star"), "--o", str(out) + "/",
-                 "--b", str(e["box"]), "--crop", str(e["crop"]), "--bin", str(e["bin"]), "--j", "2", *extra])
-    assert code == 0
+    processing_command(["extract", "--i", str(dataset / "optimisation_set.star"), "--o", str(out) + "/",
+                        "--b", str(e["box"]), "--crop", str(e["crop"]), "--bin", str(e["bin"]), "--j", "2", *extra])
     return out
 
 

@@ -302,7 +302,7 @@ def test_gpu_gather_kernel_matches_the_numba_kernel(grid_and_points) -> None:
 
 
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "host stand-in"])
-def device_cupy(request, host_cuda_gather):
+def device_cupy(request):
     """CuPy on a CUDA device ("cuda", skipped without one), or the host stand-in of
     :mod:`host_cupy`, which holds numpy to CuPy's rules on host and device arrays and runs the
     gather kernel's own code compiled for the host: a whole GPU run rehearsed here."""
@@ -314,7 +314,8 @@ def device_cupy(request, host_cuda_gather):
     CK._kernel.cache_clear()
     try:
         with host_cupy.installed() as cupy:
-            host_cupy.register_kernel("gather_points", host_cuda_gather.kernel)
+            # only the stand-in compiles the kernel for the host (a GPU machine may lack g++)
+            host_cupy.register_kernel("gather_points", request.getfixturevalue("host_cuda_gather").kernel)
             yield cupy
     finally:
         CK._kernel.cache_clear()                       # the stand-in's kernel object stays behind

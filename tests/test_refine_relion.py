@@ -507,11 +507,11 @@ def pseudo3d_case(test_dataset, tmp_path_factory) -> Case:
     RELION refined relion_tomo_subtomo's volumes of the TEST dataset, which tomodash's
     extraction reproduces to 1e-6 (test_extract_relion.py), so the volumes are made here by
     tomodash and only RELION's STAR files and reference are stored."""
-    from conftest import run_cmd, venv_bin
+    from conftest import processing_command
 
     root = tmp_path_factory.mktemp("pseudo3d")
-    run_cmd([venv_bin("tomodash"), "extract", "--i", str(test_dataset / "optimisation_set.star"),
-             "--o", f"{root / 'ex'}/", "--b", "32", "--crop", "24", "--bin", "2", "--j", "1"])
+    processing_command(["extract", "--i", str(test_dataset / "optimisation_set.star"),
+                        "--o", f"{root / 'ex'}/", "--b", "32", "--crop", "24", "--bin", "2", "--j", "1"])
     source = DATA / "refine_unkind" / "pseudo3d"
     for name in ("Refine3D", "rec"):
         (root / name).symlink_to(source / name)
