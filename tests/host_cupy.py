@@ -17,8 +17,8 @@ The rules, as CuPy (v13) has them (``cupy/_core``):
   array, of any dimension, is an unsupported type (``_kernel._preprocess_arg``). Only
   :func:`asarray` and :func:`array` copy host data to the device;
 - indices may be numpy arrays (they are copied), and an advanced-index assignment may take a
-  numpy value; a basic-slice assignment refuses one (``_scatter_op``, "Refuse assignment
-  from CPU arrays");
+  numpy value; a basic-slice assignment refuses one unless it is 0-d (``_scatter_op``,
+  "Refuse assignment from CPU arrays", then ``fill``'s ``ValueError``);
 - indexing one element, and reductions, give 0-d device arrays, not scalars;
 - ``RawKernel`` arguments are device arrays or numpy scalars. Kernels run here as host
   functions registered under their names (:func:`register_kernel`): the real kernel's
@@ -110,9 +110,9 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801 - CuPy's name
 
     def __setitem__(self, index, value) -> None:
         index = _index(index)
-        if isinstance(value, np.ndarray) and not _is_advanced(index):
-            raise TypeError("a numpy array assigned to a basic slice of a device array "
-                            "(CuPy refuses assignment from CPU arrays there: copy it with asarray first)")
+        if isinstance(value, np.ndarray) and value.ndim and not _is_advanced(index):
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill (a host array assigned to a "
+                             "basic slice of a device array: CuPy refuses it there, copy it with asarray first)")
         self._host[index] = value._host if isinstance(value, ndarray) else value
 
     # everything else (shape, dtype, astype, reshape, view, sum, real, T, ...) is numpy's
