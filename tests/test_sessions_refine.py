@@ -22,7 +22,9 @@ def _progress(job_dir: Path) -> dict:
         return {}
 
 
-def test_refine_abort_then_continue(tmp_path) -> None:
+def _session_with_a_reference(tmp_path: Path):
+    """A TEST session with its particles extracted at bin 2 and reconstructed (C6): (session,
+    Extract job, Reconstruct job)."""
     session = create_demo_session(tmp_path / "s", preset="test")
     ex = runner.run_job(session, "extract", ExtractParameters(
         in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
@@ -30,6 +32,11 @@ def test_refine_abort_then_continue(tmp_path) -> None:
     rec = runner.run_job(session, "reconstruct", ReconstructParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", binning=2, box_size=32, crop_size=24, sym_name="C6"))
     assert wait_for_job(session, rec.name, 900) == "Succeeded"
+    return session, ex, rec
+
+
+def test_refine_abort_then_continue(tmp_path) -> None:
+    session, ex, rec = _session_with_a_reference(tmp_path)
     params = Refine3DParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
         ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
@@ -85,13 +92,7 @@ def test_a_gpu_refinement_launched_from_a_session_runs_on_its_devices(tmp_path) 
     rank runs on its device and the refinement ends."""
     import host_cupy
 
-    session = create_demo_session(tmp_path / "s", preset="test")
-    ex = runner.run_job(session, "extract", ExtractParameters(
-        in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
-    assert wait_for_job(session, ex.name, 900) == "Succeeded"
-    rec = runner.run_job(session, "reconstruct", ReconstructParameters(
-        in_optimisation=f"{ex.name}optimisation_set.star", binning=2, box_size=32, crop_size=24, sym_name="C6"))
-    assert wait_for_job(session, rec.name, 900) == "Succeeded"
+    session, ex, rec = _session_with_a_reference(tmp_path)
     params = Refine3DParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
         ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
