@@ -88,6 +88,33 @@ def host_cupy_gather(tmp_path_factory) -> Path:
     return host_cupy.build_gather(tmp_path_factory.mktemp("host_cupy"))
 
 
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "host stand-in"])
+def device_cupy(request):
+    """CuPy on a CUDA device ("cuda", marked ``gpu``, skipped without one), or the host stand-in
+    of tests/host_cupy.py ("host stand-in"), which holds numpy to CuPy's rules on host and
+    device arrays and runs the gather kernel's own code compiled for the host: a GPU run
+    rehearsed on any machine."""
+    from processing.backend import cupy_available
+    from processing.refine import _cuda_kernels as CK
+
+    if request.param == "cuda":
+        if not cupy_available():
+            pytest.skip("needs CuPy and a CUDA device")
+        yield sys.modules.get("cupy") or __import__("cupy")
+        return
+    import host_cupy
+
+    CK._kernel.cache_clear()
+    try:
+        with host_cupy.installed() as cupy:
+            # only the stand-in compiles the kernel for the host (a GPU machine may lack g++)
+            host_cupy.register_kernel("gather_points",
+                                      host_cupy.load_gather(request.getfixturevalue("host_cupy_gather")))
+            yield cupy
+    finally:
+        CK._kernel.cache_clear()                       # the stand-in's kernel object stays behind
+
+
 @pytest.fixture
 def gpu_stand_in_commands(host_cupy_gather, monkeypatch) -> None:
     """Commands run by this test see two CUDA devices: CuPy replaced in every process by the

@@ -1,16 +1,18 @@
 """The GPU's code path of the refinement, checked where there is no GPU, and ``--gpu``.
 
 The E-step runs on a GPU through CuPy with the array-module kernels
-(:mod:`processing.refine._array_kernels`) in place of the numba ones. With numpy those same
-functions run here: they must give the numba kernels' numbers (here), and a whole iteration
-of RELION's refinements run through them must give the CPU path's
-(test_refine_relion.py::test_an_iteration_through_the_gpus_array_kernels_is_the_cpus). Tests
-marked ``gpu`` run the real thing and are skipped where CuPy sees no device.
+(:mod:`processing.refine._array_kernels`) and the CUDA gather (:mod:`._cuda_kernels`) in place
+of the numba ones. With numpy the array kernels must give the numba kernels' numbers (here).
+Tests marked ``gpu`` run the real thing and are skipped where CuPy sees no device.
 
-The same whole-run tests run here with CuPy replaced by a host stand-in (tests/host_cupy.py):
-numpy held to CuPy's rules on host and device arrays, the gather kernel's own code compiled for
-the host. It found that a ``--gpu`` run handed its device arrays to numpy (nothing had made
-:func:`processing.backend.get_array_module` see them), which no numpy-only test could show.
+The whole-run tests also run with CuPy replaced by a host stand-in (tests/host_cupy.py, the
+``device_cupy`` fixture): numpy held to CuPy's rules on host and device arrays, the gather
+kernel's own code compiled for the host. RELION's fixtures go through it in
+test_refine_relion.py::test_an_iteration_on_the_gpu_is_the_cpus, MPI runs in
+test_refine_engine.py and test_reconstruct_job.py, a launch from a session in
+test_sessions_refine.py. It found that a ``--gpu`` run handed its device arrays to numpy
+(nothing had made :func:`processing.backend.get_array_module` see them), which no numpy-only
+test could show.
 """
 from __future__ import annotations
 
@@ -88,11 +90,9 @@ def test_gathers_match_the_numba_kernels(grid_and_points) -> None:
 
 
 @pytest.fixture(scope="module")
-def host_cuda_gather(tmp_path_factory):
+def host_cuda_gather(host_cupy_gather):
     """The CUDA kernel's per-sample function compiled as host C++, called over every sample."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("needs a C++ compiler")
-    function = host_cupy.compiled_gather(tmp_path_factory.mktemp("cuda_host"))
+    function = host_cupy.load_gather(host_cupy_gather)
 
     def gather(grid, c, rot, pad, kx, ky):
         a = CK.scaled_rows(rot, pad, np)
@@ -100,7 +100,6 @@ def host_cuda_gather(tmp_path_factory):
         function(np.ascontiguousarray(grid, np.complex64), c, a, np.ascontiguousarray(kx, np.float32),
                  np.ascontiguousarray(ky, np.float32), a.shape[0], kx.size, out)
         return out
-    gather.kernel = function
     return gather
 
 
@@ -301,26 +300,6 @@ def test_gpu_gather_kernel_matches_the_numba_kernel(grid_and_points) -> None:
     np.testing.assert_allclose(cupy.asnumpy(power_gpu), power, rtol=2e-5)
 
 
-@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "host stand-in"])
-def device_cupy(request):
-    """CuPy on a CUDA device ("cuda", skipped without one), or the host stand-in of
-    :mod:`host_cupy`, which holds numpy to CuPy's rules on host and device arrays and runs the
-    gather kernel's own code compiled for the host: a whole GPU run rehearsed here."""
-    if request.param == "cuda":
-        if not cupy_available():
-            pytest.skip("needs CuPy and a CUDA device")
-        yield sys.modules.get("cupy") or __import__("cupy")
-        return
-    CK._kernel.cache_clear()
-    try:
-        with host_cupy.installed() as cupy:
-            # only the stand-in compiles the kernel for the host (a GPU machine may lack g++)
-            host_cupy.register_kernel("gather_points", request.getfixturevalue("host_cuda_gather").kernel)
-            yield cupy
-    finally:
-        CK._kernel.cache_clear()                       # the stand-in's kernel object stays behind
-
-
 def test_the_host_stand_in_keeps_cupys_rules(device_cupy) -> None:
     """What the rehearsal relies on: host arrays refused where CuPy refuses them (and allowed
     where CuPy copies them), device arrays refused by numpy and by numba."""
@@ -363,24 +342,20 @@ def assert_gpu_iteration_is_the_cpus(tmp_path, case=CASES["demo"], *, cc: bool =
         np.testing.assert_allclose(h_gpu.map, h_cpu.map, atol=1e-5 * np.abs(h_cpu.map).max())
 
 
-@pytest.mark.parametrize("cc", [False, True], ids=["likelihood", "cross-correlation"])
-def test_gpu_iteration_matches_the_cpu_path(tmp_path, device_cupy, cc) -> None:
-    """Iteration 1 of RELION's demo refinement on the GPU against the CPU run, scored by
-    likelihood and by cross-correlation (``--firstiter_cc``)."""
-    assert_gpu_iteration_is_the_cpus(tmp_path, cc=cc)
+def test_gpu_cross_correlation_iteration_matches_the_cpu_path(tmp_path, device_cupy) -> None:
+    """A first iteration scored by cross-correlation (``--firstiter_cc``: the batched
+    ``xp.matmul`` of the CC score) on RELION's demo, on the GPU against the CPU run. The
+    likelihood iterations of RELION's fixtures are compared in test_refine_relion.py
+    (test_an_iteration_on_the_gpu_is_the_cpus)."""
+    assert_gpu_iteration_is_the_cpus(tmp_path, cc=True)
 
 
-@pytest.mark.parametrize("case_name", ["two_optics_groups", "not_premultiplied", "pseudo3d"])
-def test_gpu_iteration_of_the_unkind_cases_matches_the_cpu_path(tmp_path, device_cupy, case_name,
-                                                                 request) -> None:
-    """The same on RELION's unkind fixtures: two optics groups of other boxes and pixel sizes
-    (remapped frequencies), CTFs not premultiplied, and 3D pseudo-subtomograms (the 3D gathers
-    and insertions)."""
-    if case_name == "pseudo3d" and request.node.callspec.params["device_cupy"] != "cuda":
-        pytest.skip("the 3D gathers as numpy array operations take ~5 min for these 70 particles: "
-                    "test_3d_array_kernels_keep_to_the_device rehearses them")
-    case = request.getfixturevalue("pseudo3d_case") if case_name == "pseudo3d" else CASES[case_name]
-    assert_gpu_iteration_is_the_cpus(tmp_path, case)
+@gpu
+def test_gpu_iteration_on_pseudo_subtomograms_matches_the_cpu_path(tmp_path, pseudo3d_case) -> None:
+    """3D pseudo-subtomograms (the 3D gathers and insertions) on CUDA. Not rehearsed whole on the
+    host: there the 3D gathers, as numpy array operations, take ~5 min for these 70 particles
+    (test_3d_array_kernels_keep_to_the_device rehearses them)."""
+    assert_gpu_iteration_is_the_cpus(tmp_path, pseudo3d_case)
 
 
 @pytest.mark.skipif(cupy_available(), reason="checks the refusal where there is no GPU")

@@ -155,8 +155,8 @@ def test_gpu_run_under_mpi_rehearsed_with_the_host_stand_in(small_inputs: Path, 
     for half in (1, 2):
         ours = read_mrc(out / f"run_it001_half{half}_class001.mrc").data
         cpu = read_mrc(small_run / f"run_it001_half{half}_class001.mrc").data
-        # the array kernels' float32 slices against numba's, sums in another order
-        np.testing.assert_allclose(ours, cpu, atol=1e-4 * np.abs(cpu).max())
+        # the array kernels' float32 slices against numba's, sums in another order: measured 3e-7
+        np.testing.assert_allclose(ours, cpu, atol=1e-5 * np.abs(cpu).max())
     assert ModelStarContents.read(out / "run_it001_half1_model.star").current_resolution == \
         ModelStarContents.read(small_run / "run_it001_half1_model.star").current_resolution
 

@@ -174,18 +174,19 @@ def test_first_iteration_model_matches_relion(iteration_one) -> None:
         assert written.overall_fourier_completeness == pytest.approx(model.overall_fourier_completeness, abs=0.02)
 
 
-@pytest.mark.parametrize("iteration_one", ["demo", "two_optics_groups"], indirect=True)
-def test_an_iteration_through_the_gpus_array_kernels_is_the_cpus(iteration_one, tmp_path) -> None:
-    """Iteration 1 again with the E-step's array-module kernels (the GPU's code path, run by
-    numpy): the same poses, noise and maps as the numba kernels' iteration. Two optics groups
-    of another box and pixel size take the remapped frequencies through them too."""
+def test_an_iteration_on_the_gpu_is_the_cpus(iteration_one, device_cupy, tmp_path) -> None:
+    """Iteration 1 again with ``--gpu 0``: on CUDA, or rehearsed with the host stand-in of
+    tests/host_cupy.py (numpy held to CuPy's rules, the gather kernel's CUDA code compiled for the
+    host). The same poses, noise and maps as the numba kernels' iteration, on each fixture: two
+    optics groups of another box and pixel size take the remapped frequencies through the
+    device, and stacks not CTF-premultiplied their CTFs."""
     case, run, _, cpu = iteration_one
     (tmp_path / "out").mkdir()
-    again = RefineRun(run.options.with_changes(output_root=str(tmp_path / "out" / "run")), log=lambda *a, **k: None,
-                      array_kernels=True)
+    again = RefineRun(run.options.with_changes(output_root=str(tmp_path / "out" / "run"), gpu="0"),
+                      log=lambda *a, **k: None)
     state, _ = again.start()
     again.iterate(state, 1, cc=False, final=False)
-    assert again.array_kernels and not run.array_kernels
+    assert again.device.on_gpu and again.array_kernels and not run.array_kernels
     # Slices agree to float32 rounding (1e-6 relative), so every particle's best pose is the same.
     assert_same_iteration(state, cpu)
 

@@ -22,10 +22,11 @@ def _progress(job_dir: Path) -> dict:
         return {}
 
 
-def _session_with_a_reference(tmp_path: Path):
+@pytest.fixture(scope="module")
+def session_with_a_reference(tmp_path_factory):
     """A TEST session with its particles extracted at bin 2 and reconstructed (C6): (session,
-    Extract job, Reconstruct job)."""
-    session = create_demo_session(tmp_path / "s", preset="test")
+    Extract job, Reconstruct job). The tests add their own refinements to it."""
+    session = create_demo_session(tmp_path_factory.mktemp("refine_session") / "s", preset="test")
     ex = runner.run_job(session, "extract", ExtractParameters(
         in_optimisation="Import/job001/optimisation_set.star", binning=2, box_size=32, crop_size=24))
     assert wait_for_job(session, ex.name, 900) == "Succeeded"
@@ -35,8 +36,8 @@ def _session_with_a_reference(tmp_path: Path):
     return session, ex, rec
 
 
-def test_refine_abort_then_continue(tmp_path) -> None:
-    session, ex, rec = _session_with_a_reference(tmp_path)
+def test_refine_abort_then_continue(session_with_a_reference) -> None:
+    session, ex, rec = session_with_a_reference
     params = Refine3DParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
         ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
@@ -85,14 +86,14 @@ def test_refine_abort_then_continue(tmp_path) -> None:
 
 
 @pytest.mark.usefixtures("gpu_stand_in_commands")
-def test_a_gpu_refinement_launched_from_a_session_runs_on_its_devices(tmp_path) -> None:
+def test_a_gpu_refinement_launched_from_a_session_runs_on_its_devices(session_with_a_reference) -> None:
     """"Use GPU acceleration? Yes" and "Which GPUs to use: 0:1", launched by the runner as the
     dashboard launches it, with CuPy replaced by the host stand-in of tests/host_cupy.py in this
     process (the launch checks the machine's devices) and in the job's processes: each working
     rank runs on its device and the refinement ends."""
     import host_cupy
 
-    session, ex, rec = _session_with_a_reference(tmp_path)
+    session, ex, rec = session_with_a_reference
     params = Refine3DParameters(
         in_optimisation=f"{ex.name}optimisation_set.star", fn_ref=f"{rec.name}merged.mrc",
         ref_correct_greyscale=True, ini_high=60, sym_name="C6", particle_diameter=200, sigma_tilt=10,
