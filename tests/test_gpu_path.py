@@ -300,6 +300,20 @@ def test_gpu_gather_kernel_matches_the_numba_kernel(grid_and_points) -> None:
     np.testing.assert_allclose(cupy.asnumpy(power_gpu), power, rtol=2e-5)
 
 
+def test_device_arrays_are_seen_without_a_backend_switch(device_cupy) -> None:
+    """A ``--gpu`` job puts its own arrays on a device and never calls ``set_backend``: its
+    device arrays must still be recognised (they were not, and every GPU run handed them to
+    numpy)."""
+    from processing import backend
+
+    cp = device_cupy
+    assert backend.get_backend() == "numpy"
+    a = cp.arange(3.0)
+    assert backend.get_array_module(a) is cp and backend.get_array_module(np.zeros(1)) is np
+    host = backend.to_host(a)
+    assert type(host) is np.ndarray and host.tolist() == [0.0, 1.0, 2.0]
+
+
 def test_the_host_stand_in_keeps_cupys_rules(device_cupy) -> None:
     """What the rehearsal relies on: host arrays refused where CuPy refuses them (and allowed
     where CuPy copies them), device arrays refused by numpy and by numba."""
