@@ -50,7 +50,7 @@ def gridding_corrected(data: NDArray[np.complex128], box: int) -> NDArray[np.flo
     (box, box, box) float64: ``√N``-scaled inverse transform (unitary convention) divided by
     ``sinc²(r/box)``, floored at :data:`GRIDDING_FLOOR` (the centre voxel is left as is).
     """
-    volume = np.fft.fftshift(np.fft.irfftn(data, s=(box,) * 3)) * box**1.5
+    volume = np.fft.fftshift(np.fft.irfftn(data, s=(box,) * 3, axes=(0, 1, 2))) * box**1.5
     c = np.arange(box, dtype=np.float64) - box // 2
     r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -95,7 +95,7 @@ def divide_by_ctf2(volume: NDArray[np.float64], ctf2: NDArray[np.float64], *, sn
     box = volume.shape[0]
     spectrum = np.fft.rfftn(volume)
     if snr > 0:
-        return np.fft.irfftn(spectrum / (ctf2 + 1.0 / snr), s=volume.shape)
+        return np.fft.irfftn(spectrum / (ctf2 + 1.0 / snr), s=volume.shape, axes=(0, 1, 2))
     n_bins = box // 2 + 1
     radius = _fourier_radius(box)
     average = _radial_average_linear(ctf2, radius, n_bins)
@@ -106,7 +106,7 @@ def divide_by_ctf2(volume: NDArray[np.float64], ctf2: NDArray[np.float64], *, sn
     local_average = frac * average[r0c + 1] + (1.0 - frac) * average[r0c]
     divisor = np.maximum(ctf2, local_average * WEIGHT_FRACTION)
     divided = np.where(divisor > 0, spectrum / np.where(divisor > 0, divisor, 1.0), spectrum)
-    return np.fft.irfftn(np.where(inside, divided, 0.0), s=volume.shape)
+    return np.fft.irfftn(np.where(inside, divided, 0.0), s=volume.shape, axes=(0, 1, 2))
 
 
 def finish_map(
