@@ -44,7 +44,6 @@ BackendName = Literal["numpy", "cupy"]
 _VALID = ("numpy", "cupy")
 
 _backend: str = "numpy"
-_cupy: ModuleType | None = None
 
 
 def _probe_cupy() -> tuple[ModuleType | None, int, str | None]:
@@ -110,14 +109,13 @@ def set_backend(name: BackendName) -> None:
     RuntimeError
         When ``"cupy"`` is requested but cupy cannot be imported or sees no GPU.
     """
-    global _backend, _cupy
+    global _backend
     if name not in _VALID:
         raise ValueError(f"backend must be one of {_VALID}, got {name!r}")
     if name == "cupy":
         cupy, _, problem = _probe_cupy()
         if cupy is None:
             raise RuntimeError(f"backend 'cupy' requested but cupy cannot run here: {problem}")
-        _cupy = cupy
     _backend = name
 
 
@@ -146,7 +144,7 @@ def get_array_module(*arrays: Any) -> ModuleType:
         if cupy is not None and any(isinstance(a, cupy.ndarray) for a in arrays):
             return cupy
         return np
-    return _cupy if (_backend == "cupy" and _cupy is not None) else np
+    return (_imported_cupy() or np) if _backend == "cupy" else np
 
 
 def _imported_cupy() -> ModuleType | None:

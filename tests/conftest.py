@@ -100,7 +100,9 @@ def device_cupy(request):
     if request.param == "cuda":
         if not cupy_available():
             pytest.skip("needs CuPy and a CUDA device")
-        yield sys.modules.get("cupy") or __import__("cupy")
+        import cupy
+
+        yield cupy
         return
     import host_cupy
 

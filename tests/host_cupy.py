@@ -22,7 +22,7 @@ The rules, as CuPy (v13) has them (``cupy/_core``):
 - indexing one element, and reductions, give 0-d device arrays, not scalars;
 - ``RawKernel`` arguments are device arrays or numpy scalars. Kernels run here as host
   functions registered under their names (:func:`register_kernel`): the real kernel's
-  per-sample code compiled as C++ (:func:`compiled_gather`).
+  per-sample code compiled as C++ (:func:`build_gather`, :func:`load_gather`).
 
 Not rehearsed: arithmetic on the device (CUDA's, cuBLAS's and cuFFT's rounding), streams,
 and memory: :class:`_Device` reports a fixed free memory.
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-__all__ = ["build_gather", "compiled_gather", "install_from_environment", "installed", "load_gather", "make_module",
+__all__ = ["build_gather", "install_from_environment", "installed", "load_gather", "make_module",
            "ndarray", "register_kernel"]
 
 #: What CuPy says when a device array is converted to numpy implicitly.
@@ -199,10 +199,6 @@ def asnumpy(a: Any) -> np.ndarray:
     return a._host.copy() if isinstance(a, ndarray) else np.asarray(a)
 
 
-def get_array_module(*arrays: Any) -> types.ModuleType:
-    return sys.modules["cupy"] if any(isinstance(a, ndarray) for a in arrays) else np
-
-
 # ---------------------------------------------------------------------------------------------
 # CUDA: devices and kernels
 
@@ -279,12 +275,6 @@ class RawKernel:
         _kernels[self.name](*host_args)
 
 
-def compiled_gather(work: Path) -> Callable[..., None]:
-    """The refinement's gather kernel (:mod:`processing.refine._cuda_kernels`) compiled as host
-    C++, one loop over the kernel's threads, as a function of the kernel's arguments."""
-    return load_gather(build_gather(work))
-
-
 def build_gather(work: Path) -> Path:
     """Compile the gather kernel's host version into ``work``; the shared library's path."""
     from processing.refine import _cuda_kernels as CK
@@ -352,7 +342,7 @@ def make_module() -> tuple[types.ModuleType, types.ModuleType]:
     fft = _NumpyOnDevice("cupy.fft", np.fft, {})
     cupy = _NumpyOnDevice("cupy", np, {
         "ndarray": ndarray, "asarray": asarray, "array": array, "asnumpy": asnumpy, "cuda": cuda,
-        "RawKernel": RawKernel, "fft": fft, "get_array_module": get_array_module, "__version__": "host stand-in",
+        "RawKernel": RawKernel, "fft": fft, "__version__": "host stand-in",
     })
     cupyx = types.ModuleType("cupyx")
     cupyx.scatter_add = _scatter_add

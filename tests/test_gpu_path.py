@@ -16,7 +16,6 @@ test could show.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
