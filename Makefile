@@ -15,16 +15,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# System packages the tests need (SLURM for the queue tests, Chromium for browser tests):
+# System packages the tests need (SLURM for the queue tests, Chromium for browser tests, g++
+# for the GPU rehearsal's host-compiled CUDA kernel):
 # apt-installed only when missing (CI runs as root with Debian's repositories reachable).
-SYSTEM_TEST_COMMANDS := slurmctld slurmd munged chromium
+SYSTEM_TEST_COMMANDS := slurmctld slurmd munged chromium g++
 test-deps:
 	@missing=""; for c in $(SYSTEM_TEST_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages for:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq slurm-wlm munge chromium >/dev/null \
-			|| echo "WARNING: could not apt-get install slurm-wlm munge chromium; the slurm/browser tests will fail"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq slurm-wlm munge chromium g++ >/dev/null \
+			|| echo "WARNING: could not apt-get install slurm-wlm munge chromium g++; the slurm/browser/GPU-rehearsal tests will fail"; \
 	fi
 
 test: $(STAMP) test-deps
