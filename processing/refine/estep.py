@@ -16,6 +16,7 @@ significant orientation.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -150,7 +151,14 @@ class EStepContext:
     #: ``--strict_highres_exp``: both passes score at the coarse size (the sums still use the
     #: current size)
     strict_highres: bool = False
+    #: The box (px) the likelihood's shift phases exp(-2πi k·t/N) divide by; 0: each image's
+    #: own box, as RELION's accelerated (--gpu, --cpu) code and every back-projection do.
+    #: RELION's original CPU code (relion_refine without --cpu) divides by the model's box in
+    #: getAllSquaredDifferences, which for an optics group of another box scales the scored
+    #: translations by box/ori; the tests against its runs set this to the model's box.
+    score_phase_box: int = 0
     _views: dict = field(default_factory=dict, repr=False, compare=False)
+    _projected: dict = field(default_factory=dict, repr=False, compare=False)
 
     def for_particle(self, state: "ParticleState") -> "EStepContext":
         """This context in the units of the particle's optics group: its box, pixel size and
@@ -171,6 +179,7 @@ class EStepContext:
             view = replace(self, ori=box, pixel_size=pixel, current_size=current, coarse_size=coarse,
                            sigma2=sigma2, translations=self.translations * factor,
                            offset_step=self.offset_step * factor, remap=remap, optics_grids=(), _views={},
+                           _projected={},
                            model_current_size=self.current_size)
             self._views[state.optics] = view
         return view
@@ -191,6 +200,28 @@ class EStepContext:
             insert_radius = self.model_current_size / 2.0 / self.remap + 1e-9
         build = frequency_set_3d if self.is_3d else frequency_set
         return build(self.ori, size, insert_radius)
+
+    def projected(self, freq: FrequencySet) -> NDArray[np.float32]:
+        """(K,) 1 at the pixels of ``freq`` that RELION's reference projection fills, 0 at
+        the others, which it scores against a zero projection (``Projector::project``).
+
+        It fills the image pixels within the window's radius ``|k| <= size/2``, where the
+        window's own pixels of shell ``size/2`` reach ``size/2 + 1/2``, and of those only the
+        ones whose reference coordinates ``pad · remap · |k|`` lie within the model's current
+        radius (truncated, in padded pixels), which bounds an optics group of another box or
+        pixel size. 3D data are projected by another rule: all ones."""
+        mask = self._projected.get(freq)
+        if mask is None:
+            if freq.kz is not None:
+                mask = np.ones(freq.n, dtype=np.float32)
+            else:
+                k2 = freq.kx**2 + freq.ky**2
+                pad = self.references[0].pad
+                model_radius = math.floor((self.model_current_size or self.current_size) // 2 * pad)
+                inside = (k2 <= (freq.size // 2) ** 2) & ((pad * self.remap) ** 2 * k2 <= model_radius**2)
+                mask = inside.astype(np.float32)
+            self._projected[freq] = mask
+        return mask
 
     def noise(self, state: "ParticleState") -> NDArray[np.float64]:
         """(n_shells,) noise spectrum of the particle's half set and optics group."""
@@ -428,11 +459,13 @@ def _score(
         inv_s2 = _divided_by_multiplicity(inv_s2[None], M, multiplicity_power).astype(np.float32)
     else:
         inv_s2 = np.broadcast_to(inv_s2, C.shape)
-    sc = np.float32(scale) * C
+    # Pixels the projection leaves empty compare the image with zero: a constant per particle.
+    sc = np.float32(scale) * C * ctx.projected(freq)
     z_weight, power_weights = sc * inv_s2, sc * sc * inv_s2
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
     # conj(Z) = weight · X e^{-2πi k·p/N}, viewed as interleaved float32 (T, 2FK).
-    Zc = xp.asarray((X * z_weight).astype(np.complex64))[None] * phase_factors(freq, shifts, ctx.ori, -1.0, xp=xp)
+    Zc = xp.asarray((X * z_weight).astype(np.complex64))[None] * phase_factors(
+        freq, shifts, ctx.score_phase_box or ctx.ori, -1.0, xp=xp)
     Zc = Zc.reshape(len(offsets_px), -1).view(np.float32)
     power_weights = xp.asarray(power_weights, dtype=np.float32)
     R = part_rot.shape[0]
@@ -464,10 +497,11 @@ def _cross_correlation_score(
     pixels, window = cross_correlation_pixels(ctx.ori, size, 3 if ctx.is_3d else 2)
     masked = particle.masked.reshape(F, -1)
     X = masked[:, pixels.flat]
-    C = particle.ctf2.reshape(F, -1)[:, pixels.flat].astype(np.float32)
+    C = particle.ctf2.reshape(F, -1)[:, pixels.flat].astype(np.float32) * ctx.projected(pixels)
     x_norm = np.sqrt((np.abs(masked[:, window]) ** 2).sum(axis=1))                 # (F,)
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)
-    Zc = xp.asarray((X * C).astype(np.complex64))[None] * phase_factors(pixels, shifts, ctx.ori, -1.0, xp=xp)
+    Zc = xp.asarray((X * C).astype(np.complex64))[None] * phase_factors(
+        pixels, shifts, ctx.score_phase_box or ctx.ori, -1.0, xp=xp)
     Zc = xp.ascontiguousarray(Zc.view(np.float32).transpose(1, 2, 0))             # (F, 2K, T)
     power_weights = xp.asarray(C * C, dtype=np.float32)
     inv_x = xp.asarray(1.0 / np.maximum(x_norm, 1e-30), dtype=np.float32)
@@ -826,6 +860,8 @@ def _accumulate(
     strong = xp.asarray(np.flatnonzero(_strong_pixels(ctx, freq))) if ctx.scales is not None else None
     # The significant orientations in chunks of bounded size: a wide local search at the full
     # image size has hundreds of them, and (R', F, K) arrays of each would take gigabytes.
+    # The residuals compare the image with zero where the projection leaves pixels empty.
+    C_projected = C * xp.asarray(ctx.projected(freq))
     resid = xp.zeros((F, freq.n))
     xa = aa = 0.0
     rot_all = image_rotations(geo.rotations, fine_rot[cols])                # (R'·F, 3, 3)
@@ -836,7 +872,7 @@ def _accumulate(
         shift_sum = (xp.asarray(wt[:, part].T.astype(np.complex64)) @ E).reshape(n_part, F, -1)  # (r, F, K)
         rot = rot_all[part.start * F:part.stop * F]
         V = central_slices(ref, rot, freq, remap=ctx.remap)[0].reshape(n_part, F, -1)
-        CV = scale * C[None] * V
+        CV = scale * C_projected[None] * V
         values = (shift_sum[..., ins] * weighted_images[None]).reshape(n_part * F, -1).astype(np.complex128)
         w_part = xp.asarray(w_r[part])
         weights = (w_part[:, None, None] * weight_factor[None]).reshape(n_part * F, -1)

@@ -6,8 +6,11 @@ RELION windows each image's half transform to the current (or coarse) size ``s``
 the half of the ``kx = 0`` column (``ky < 0``) that FFTW stores twice
 (``MlOptimiser::updateImageSizeAndResolutionPointers``). Shell 0 stays in the set for the noise
 sums; the likelihood gives it no weight (``1/sigma^2 = 0`` there), which makes it invariant to
-additive offsets. Back-projection inserts the window's pixels that land within the model's
-current radius (``BackProjector::backproject2Dto3D``), flagged by :attr:`FrequencySet.inserted`:
+additive offsets. The reference projection fills only the pixels with ``|k| <= s/2``
+(``Projector::project``), so the rest of shell ``s/2`` is scored against zero
+(``EStepContext.projected``). Back-projection inserts the window's pixels that land within
+the model's current radius (``BackProjector::backproject2Dto3D``), flagged by
+:attr:`FrequencySet.inserted`:
 ``|k| <= s/2`` on the model's own grid; an optics group with another box or pixel size adds the
 window's corners that map inside it, which only back-projection uses (``measured`` is False).
 3D data also leave out the ``kz < 0`` half of the ``kx = 0`` plane from back-projection
