@@ -13,9 +13,10 @@ deterministic) and classified by ``tomodash refine`` with the same command.
   so is each class's accuracy estimate.
 * From scratch: iteration 1 (cross-correlation, class 1 only) and the seed iteration 2 (each
   particle one random class: glibc ``srand(seed + j) rand() % K`` in the visiting order) give
-  RELION's class of every particle and its class distribution; later iterations differ only
-  as far as iteration 1's hard assignments did (maps FSC > 0.9 against RELION's at every shell),
-  which a chaotic classification then amplifies: resolutions equal, distributions within 0.08.
+  RELION's class of every particle and its class distribution, and so do iterations 3 and 4
+  (measured: every particle's class, distributions within 4e-4, noise spectra within 0.14 %);
+  iteration 1's maps, of the cross-correlation iteration's hard assignments, have an FSC above
+  0.9 against RELION's at every shell.
 * The run from scratch is made under MPI (leader + 2 ranks sharing all particles), as RELION's
   was; the continuation is one process with two threads.
 """
@@ -116,20 +117,19 @@ def _labels(path: Path) -> set[str]:
     return {line.split()[0] for line in path.read_text().splitlines() if line.startswith(("_rln", "data_"))}
 
 
-def test_first_two_iterations_are_relions(ours: Path) -> None:
-    for iteration in (1, 2):
+def test_first_four_iterations_are_relions(ours: Path) -> None:
+    # Measured in iterations 1-4: every particle's class, distributions within 4e-4 (float16
+    # stacks scored in single precision against RELION's double), noise spectra within 0.14 %.
+    for iteration in range(1, 5):
         theirs, mine = _classes(RELION, iteration), _classes(ours, iteration)
         assert (mine.loc[theirs.index] == theirs).all(), iteration
-        np.testing.assert_allclose(_model(ours, iteration)["model_classes"]["rlnClassDistribution"],
-                                   _model(RELION, iteration)["model_classes"]["rlnClassDistribution"], atol=1e-3)
-    for iteration in range(1, 5):
         a, b = _model(ours, iteration)["model_general"], _model(RELION, iteration)["model_general"]
         assert float(a["rlnCurrentResolution"]) == pytest.approx(float(b["rlnCurrentResolution"]), rel=1e-6)
         np.testing.assert_allclose(_model(ours, iteration)["model_classes"]["rlnClassDistribution"],
-                                   _model(RELION, iteration)["model_classes"]["rlnClassDistribution"], atol=0.08)
+                                   _model(RELION, iteration)["model_classes"]["rlnClassDistribution"], atol=2e-3)
         noise_ours = _model(ours, iteration)["model_optics_group_1"]["rlnSigma2Noise"].to_numpy()
         noise_relion = _model(RELION, iteration)["model_optics_group_1"]["rlnSigma2Noise"].to_numpy()
-        np.testing.assert_allclose(noise_ours, noise_relion, rtol=0.01)
+        np.testing.assert_allclose(noise_ours, noise_relion, rtol=5e-3)
     # The cross-correlation iteration's likelihoods: each particle's best correlation averaged
     # over its images, and their sum over all images in the model (tomodash wrote 0).
     theirs, mine = (starfile.read(d / "run_it001_data.star")["particles"] for d in (RELION, ours))
