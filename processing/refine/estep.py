@@ -151,12 +151,12 @@ class EStepContext:
     #: ``--strict_highres_exp``: both passes score at the coarse size (the sums still use the
     #: current size)
     strict_highres: bool = False
-    #: The box (px) the likelihood's shift phases exp(-2πi k·t/N) divide by; 0: each image's
-    #: own box, as RELION's accelerated (--gpu, --cpu) code and every back-projection do.
-    #: RELION's original CPU code (relion_refine without --cpu) divides by the model's box in
-    #: getAllSquaredDifferences, which for an optics group of another box scales the scored
-    #: translations by box/ori; the tests against its runs set this to the model's box.
-    score_phase_box: int = 0
+    #: Score optics groups of another box or pixel size by the rules of RELION's original CPU
+    #: code (relion_refine without --gpu or --cpu), not by those of its accelerated code, which
+    #: GPU runs use (the default). The two differ only for such groups (see :meth:`projected`
+    #: and :meth:`phase_box`); the tests against RELION's CPU runs set this.
+    relion_cpu_rules: bool = False
+    model_ori: int = 0                          # the model's box (views of other optics groups)
     _views: dict = field(default_factory=dict, repr=False, compare=False)
     _projected: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -179,8 +179,7 @@ class EStepContext:
             view = replace(self, ori=box, pixel_size=pixel, current_size=current, coarse_size=coarse,
                            sigma2=sigma2, translations=self.translations * factor,
                            offset_step=self.offset_step * factor, remap=remap, optics_grids=(), _views={},
-                           _projected={},
-                           model_current_size=self.current_size)
+                           _projected={}, model_current_size=self.current_size, model_ori=self.ori)
             self._views[state.optics] = view
         return view
 
@@ -203,13 +202,18 @@ class EStepContext:
 
     def projected(self, freq: FrequencySet) -> NDArray[np.float32]:
         """(K,) 1 at the pixels of ``freq`` that RELION's reference projection fills, 0 at
-        the others, which it scores against a zero projection (``Projector::project``).
+        the others, which it scores against a zero projection.
 
-        It fills the image pixels within the window's radius ``|k| <= size/2``, where the
-        window's own pixels of shell ``size/2`` reach ``size/2 + 1/2``, and of those only the
-        ones whose reference coordinates ``pad · remap · |k|`` lie within the model's current
-        radius (truncated, in padded pixels), which bounds an optics group of another box or
-        pixel size. 3D data are projected by another rule: all ones."""
+        With the model's radius ``R`` (current size / 2), the window's radius ``s/2`` and the
+        reference coordinates ``p = pad · remap · |k|``:
+
+        - RELION's accelerated code (``AccProjectorKernel``): ``floor(p²) <= (pad · min(R,
+          s/2))²``;
+        - its CPU code (``Projector::project``): ``|k| <= s/2`` and ``p² <= floor(pad · R)²``.
+
+        On the model's own grid (``remap = 1``) both are ``|k| <= min(R, s/2)``, which leaves
+        out the rest of shell ``s/2`` (its pixels reach ``s/2 + 1/2``). 3D data are projected
+        by another rule: all ones."""
         mask = self._projected.get(freq)
         if mask is None:
             if freq.kz is not None:
@@ -217,11 +221,23 @@ class EStepContext:
             else:
                 k2 = freq.kx**2 + freq.ky**2
                 pad = self.references[0].pad
-                model_radius = math.floor((self.model_current_size or self.current_size) // 2 * pad)
-                inside = (k2 <= (freq.size // 2) ** 2) & ((pad * self.remap) ** 2 * k2 <= model_radius**2)
+                p2 = (pad * self.remap) ** 2 * k2
+                model_radius = (self.model_current_size or self.current_size) // 2
+                if self.relion_cpu_rules:
+                    inside = (k2 <= (freq.size // 2) ** 2) & (p2 <= math.floor(model_radius * pad) ** 2)
+                else:
+                    inside = np.floor(p2 + 1e-9) <= (min(model_radius, freq.size // 2) * pad) ** 2
                 mask = inside.astype(np.float32)
             self._projected[freq] = mask
         return mask
+
+    @property
+    def phase_box(self) -> int:
+        """The box ``N`` of the likelihood's shift phases ``exp(-2πi k·t/N)``: the image's own,
+        as RELION's accelerated code and every back-projection; RELION's CPU code divides by
+        the model's box in ``getAllSquaredDifferences``, which scales the scored translations
+        of an optics group of another box by box/ori."""
+        return (self.model_ori or self.ori) if self.relion_cpu_rules else self.ori
 
     def noise(self, state: "ParticleState") -> NDArray[np.float64]:
         """(n_shells,) noise spectrum of the particle's half set and optics group."""
@@ -465,7 +481,7 @@ def _score(
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)         # (T, F, d)
     # conj(Z) = weight · X e^{-2πi k·p/N}, viewed as interleaved float32 (T, 2FK).
     Zc = xp.asarray((X * z_weight).astype(np.complex64))[None] * phase_factors(
-        freq, shifts, ctx.score_phase_box or ctx.ori, -1.0, xp=xp)
+        freq, shifts, ctx.phase_box, -1.0, xp=xp)
     Zc = Zc.reshape(len(offsets_px), -1).view(np.float32)
     power_weights = xp.asarray(power_weights, dtype=np.float32)
     R = part_rot.shape[0]
@@ -501,7 +517,7 @@ def _cross_correlation_score(
     x_norm = np.sqrt((np.abs(masked[:, window]) ** 2).sum(axis=1))                 # (F,)
     shifts = _projected_shifts(geo.rotations, offsets_px, ctx.is_3d)
     Zc = xp.asarray((X * C).astype(np.complex64))[None] * phase_factors(
-        pixels, shifts, ctx.score_phase_box or ctx.ori, -1.0, xp=xp)
+        pixels, shifts, ctx.phase_box, -1.0, xp=xp)
     Zc = xp.ascontiguousarray(Zc.view(np.float32).transpose(1, 2, 0))             # (F, 2K, T)
     power_weights = xp.asarray(C * C, dtype=np.float32)
     inv_x = xp.asarray(1.0 / np.maximum(x_norm, 1e-30), dtype=np.float32)
