@@ -539,8 +539,8 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path, monkeypatch) -> N
         pmax = np.abs(state.pmax - relion["rlnMaxValueProbDistribution"].to_numpy())
         # Every pose of both groups is RELION's, Pmax within 4e-6 (median, both groups, both
         # rule sets). Group 2 scored by the other rule set matches 80 % of the orientations
-        # and 97 % of the origins of either run, as tomodash did before it followed either
-        # (phases by each image's box, no projection radius).
+        # and 97 % of the origins of either run; so did tomodash against the CPU run before
+        # it followed either (phases by each image's box, no projection radius).
         assert np.all(difference < 1e-3) and np.all(shift < 1e-3), rules
         assert np.median(pmax[group == 1]) < 1e-4 and np.median(pmax[group == 2]) < 1e-4, rules
         log_likelihood = state.log_likelihood_particles - relion["rlnLogLikeliContribution"].to_numpy()
