@@ -212,22 +212,19 @@ class EStepContext:
         - its CPU code (``Projector::project``): ``|k| <= s/2`` and ``p² <= floor(pad · R)²``.
 
         On the model's own grid (``remap = 1``) both are ``|k| <= min(R, s/2)``, which leaves
-        out the rest of shell ``s/2`` (its pixels reach ``s/2 + 1/2``). 3D data are projected
-        by another rule: all ones."""
+        out the rest of shell ``s/2`` (its pixels reach ``s/2 + 1/2``). 3D data follow the
+        same rules with ``|k|`` in 3D (``Projector::project`` of a volume)."""
         mask = self._projected.get(freq)
         if mask is None:
-            if freq.kz is not None:
-                mask = np.ones(freq.n, dtype=np.float32)
+            k2 = freq.kx**2 + freq.ky**2 + (0.0 if freq.kz is None else freq.kz**2)
+            pad = self.references[0].pad
+            p2 = (pad * self.remap) ** 2 * k2
+            model_radius = (self.model_current_size or self.current_size) // 2
+            if self.relion_cpu_rules:
+                inside = (k2 <= (freq.size // 2) ** 2) & (p2 <= math.floor(model_radius * pad) ** 2)
             else:
-                k2 = freq.kx**2 + freq.ky**2
-                pad = self.references[0].pad
-                p2 = (pad * self.remap) ** 2 * k2
-                model_radius = (self.model_current_size or self.current_size) // 2
-                if self.relion_cpu_rules:
-                    inside = (k2 <= (freq.size // 2) ** 2) & (p2 <= math.floor(model_radius * pad) ** 2)
-                else:
-                    inside = np.floor(p2 + 1e-9) <= (min(model_radius, freq.size // 2) * pad) ** 2
-                mask = inside.astype(np.float32)
+                inside = np.floor(p2 + 1e-9) <= (min(model_radius, freq.size // 2) * pad) ** 2
+            mask = inside.astype(np.float32)
             self._projected[freq] = mask
         return mask
 
