@@ -473,8 +473,9 @@ def _iteration_one_with_rules(tmp_path: Path, case: Case, monkeypatch, *, relion
         return replace(context(self, state, **kwargs), relion_cpu_rules=relion_cpu_rules)
 
     monkeypatch.setattr(RefineRun, "_context", with_rules)
-    (tmp_path / "cpu" if relion_cpu_rules else tmp_path / "accelerated").mkdir()
-    run, state = started_run(tmp_path / ("cpu" if relion_cpu_rules else "accelerated"), case)
+    folder = tmp_path / ("cpu" if relion_cpu_rules else "accelerated")
+    folder.mkdir()
+    run, state = started_run(folder, case)
     run.iterate(state, 1, cc=False, final=False)
     monkeypatch.setattr(RefineRun, "_context", context)
     return run, state
