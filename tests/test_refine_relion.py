@@ -474,12 +474,12 @@ def _iteration_one_with_rules(tmp_path: Path, case: Case, monkeypatch, *, relion
     def with_rules(self, state, **kwargs):
         return replace(context(self, state, **kwargs), relion_cpu_rules=relion_cpu_rules)
 
-    monkeypatch.setattr(RefineRun, "_context", with_rules)
     folder = tmp_path / ("cpu" if relion_cpu_rules else "accelerated")
     folder.mkdir()
-    run, state = started_run(folder, case)
-    run.iterate(state, 1, cc=False, final=False)
-    monkeypatch.setattr(RefineRun, "_context", context)
+    with monkeypatch.context() as patch:
+        patch.setattr(RefineRun, "_context", with_rules)
+        run, state = started_run(folder, case)
+        run.iterate(state, 1, cc=False, final=False)
     return run, state
 
 
@@ -505,11 +505,11 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path, monkeypatch) -> N
         # 2's images); without the corner rule shells 8-12 of group 2 were 1.8 times too large.
         for group in range(2):
             np.testing.assert_allclose(state.halves[half - 1].sigma2[group], model.sigma2_noise[group], rtol=1e-3)
-    runs = {
-        rules: (folder, *_iteration_one_with_rules(tmp_path, case, monkeypatch, relion_cpu_rules=rules))
-        for rules, folder in ((True, case.relion), (False, case.root / "Refine3D_cpu"))
-    }
-    for rules, (folder, run, state) in runs.items():
+    optics = starfile.read(case.relion / "run_it001_data.star")["particles"]["rlnOpticsGroup"].to_numpy()
+    states = {}
+    for rules, folder in ((True, case.relion), (False, case.root / "Refine3D_cpu")):
+        run, state = _iteration_one_with_rules(tmp_path, case, monkeypatch, relion_cpu_rules=rules)
+        states[rules] = state
         c = state.counters
         optimiser = OptimiserStarContents.read(folder / "run_it001_optimiser.star")
         assert 1.0 / c.current_resolution == pytest.approx(
@@ -538,14 +538,13 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path, monkeypatch) -> N
                                            model.gold_standard_fsc[: run.inputs.n_shells], atol=0.04)
         relion = starfile.read(folder / "run_it001_data.star")["particles"]
         difference, shift = _pose_differences(state, relion)
-        group = relion["rlnOpticsGroup"].to_numpy()
         pmax = np.abs(state.pmax - relion["rlnMaxValueProbDistribution"].to_numpy())
         # Every pose of both groups is RELION's, Pmax within 4e-6 (median, both groups, both
         # rule sets). Group 2 scored by the other rule set matches 80 % of the orientations
         # and 97 % of the origins of either run; so did tomodash against the CPU run before
         # it followed either (phases by each image's box, no projection radius).
         assert np.all(difference < 1e-3) and np.all(shift < 1e-3), rules
-        assert np.median(pmax[group == 1]) < 1e-4 and np.median(pmax[group == 2]) < 1e-4, rules
+        assert np.median(pmax[optics == 1]) < 1e-4 and np.median(pmax[optics == 2]) < 1e-4, rules
         log_likelihood = state.log_likelihood_particles - relion["rlnLogLikeliContribution"].to_numpy()
         if rules:
             # RELION's CPU code: the same log-likelihoods (median |difference| 2.8e-4 in group 1
@@ -556,8 +555,8 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path, monkeypatch) -> N
             # (its normalisation): the spread about that offset is what is compared.
             assert np.median(np.abs(log_likelihood - np.median(log_likelihood))) < 1e-3
     # On the model's own grid the two rule sets agree: group 1 scored identically.
-    np.testing.assert_array_equal(runs[True][2].log_likelihood_particles[group == 1],
-                                  runs[False][2].log_likelihood_particles[group == 1])
+    np.testing.assert_array_equal(states[True].log_likelihood_particles[optics == 1],
+                                  states[False].log_likelihood_particles[optics == 1])
 
 
 @pytest.fixture(scope="module")

@@ -223,6 +223,7 @@ class EStepContext:
             if self.relion_cpu_rules:
                 inside = (k2 <= (freq.size // 2) ** 2) & (p2 <= math.floor(model_radius * pad) ** 2)
             else:
+                # p² is an integer on the model's own grid; the tolerance keeps it one
                 inside = np.floor(p2 + 1e-9) <= (min(model_radius, freq.size // 2) * pad) ** 2
             mask = inside.astype(np.float32)
             self._projected[freq] = mask
