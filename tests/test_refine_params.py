@@ -328,6 +328,19 @@ def test_parse_defaults_and_optional_gpu():
     assert o.threads == 2
 
 
+@pytest.mark.parametrize("extra, code", [
+    ([], "cpu"), (["--gpu"], "gpu"), (["--gpu", "0:1"], "gpu"), (["--cpu"], "altcpu"),
+    (["--K", "3", "--skip_align", "--gpu"], "cpu"),
+])
+def test_the_command_line_names_the_relion_code_followed(extra, code):
+    """Like relion_refine: its original CPU code by default, the accelerated code with --gpu
+    or --cpu, and the CPU code again when classification skips alignment (RELION drops the
+    accelerators then)."""
+    new_run = ["--o", "R/run", "--ios", "s.star", "--ref", "r.mrc"]
+    kind = [] if "--K" in extra else ["--auto_refine", "--split_random_halves"]
+    assert parse_refine_args(new_run + kind + extra).relion_code.value == code
+
+
 @pytest.mark.parametrize("argv, column, words", [
     (["--o", "R/run", "--bogus"], "--bogus", "unknown option"),
     (["--o", "R/run", "--continue", "x", "--blush"], "--blush", "Blush"),

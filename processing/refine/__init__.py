@@ -7,7 +7,8 @@ under MPI when started with ``mpiexec``). Inside, in the order a run uses them:
 CTFs), ``estep`` (expectation), ``maximisation`` and ``mstep`` (the leader's work after it,
 and one half set's M-step), ``schedule`` (auto-sampling and convergence), ``state`` (what an
 iteration hands to the next), ``outputs`` (iteration files and continuation),
-``distributed`` (the ranks' sums and progress), ``driver`` (the iteration loop).
+``distributed`` (the ranks' sums and progress), ``driver`` (the iteration loop);
+``relion_code`` (which of relion_refine's codes, CPU, ``--gpu`` or ``--cpu``, a run's numbers follow).
 """
 from __future__ import annotations
 

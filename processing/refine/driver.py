@@ -171,6 +171,7 @@ class RefineRun:
             n_classes=K, skip_align=self.options.skip_align and self.options.classification,
             pdf_class=np.array([h.pdf_class for h in state.halves]),
             strict_highres=self.options.classification and self.options.strict_highres_exp > 0,
+            relion_code=self.options.relion_code,
         )
 
     def _choose_classes(self, state: RunState, *, cc: bool) -> None:

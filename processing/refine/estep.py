@@ -35,6 +35,7 @@ from . import _cuda_kernels as CK
 from . import _kernels as K
 from .frequencies import FrequencySet, cross_correlation_pixels, frequency_set, frequency_set_3d, highres_pixels
 from .particles import ParticleImages
+from .relion_code import RelionCode
 
 __all__ = [
     "Reference", "EStepContext", "ParticleState", "ParticleResult", "HalfAccumulator", "expect_particle",
@@ -151,11 +152,10 @@ class EStepContext:
     #: ``--strict_highres_exp``: both passes score at the coarse size (the sums still use the
     #: current size)
     strict_highres: bool = False
-    #: Score optics groups of another box or pixel size by the rules of RELION's original CPU
-    #: code (relion_refine without --gpu or --cpu), not by those of its accelerated code, which
-    #: GPU runs use (the default). The two differ only for such groups (see :meth:`projected`
-    #: and :meth:`phase_box`); the tests against RELION's CPU runs set this.
-    relion_cpu_rules: bool = False
+    #: the RELION implementation whose rules the E-step follows where they differ: optics
+    #: groups of another box (:meth:`projected`, :attr:`phase_box`), the log-likelihood's prior
+    #: normalisation and which pixels are back-projected (:mod:`.relion_code`)
+    relion_code: RelionCode = RelionCode.CPU
     model_ori: int = 0                          # the model's box (views of other optics groups)
     _views: dict = field(default_factory=dict, repr=False, compare=False)
     _projected: dict = field(default_factory=dict, repr=False, compare=False)
@@ -197,8 +197,9 @@ class EStepContext:
         if self.remap != 1.0 and size == self.current_size:
             # Back-projection takes the window's pixels within the model's current radius.
             insert_radius = self.model_current_size / 2.0 / self.remap + 1e-9
-        build = frequency_set_3d if self.is_3d else frequency_set
-        return build(self.ori, size, insert_radius)
+        if self.is_3d:
+            return frequency_set_3d(self.ori, size, insert_radius)
+        return frequency_set(self.ori, size, insert_radius, trim_rows=self.relion_code.trims_inserted_rows)
 
     def projected(self, freq: FrequencySet) -> NDArray[np.float32]:
         """(K,) 1 at the pixels of ``freq`` that RELION's reference projection fills, 0 at
@@ -220,7 +221,7 @@ class EStepContext:
             pad = self.references[0].pad
             p2 = (pad * self.remap) ** 2 * k2
             model_radius = (self.model_current_size or self.current_size) // 2
-            if self.relion_cpu_rules:
+            if not self.relion_code.accelerated:
                 inside = (k2 <= (freq.size // 2) ** 2) & (p2 <= math.floor(model_radius * pad) ** 2)
             else:
                 # p² is an integer on the model's own grid; the tolerance keeps it one
@@ -235,7 +236,7 @@ class EStepContext:
         as RELION's accelerated code and every back-projection; RELION's CPU code divides by
         the model's box in ``getAllSquaredDifferences``, which scales the scored translations
         of an optics group of another box by box/ori."""
-        return (self.model_ori or self.ori) if self.relion_cpu_rules else self.ori
+        return self.ori if self.relion_code.accelerated else (self.model_ori or self.ori)
 
     def noise(self, state: "ParticleState") -> NDArray[np.float64]:
         """(n_shells,) noise spectrum of the particle's half set and optics group."""
@@ -576,9 +577,9 @@ def _likelihood_constants(
 ) -> float:
     """What turns log Σ exp(logw) into RELION's ``rlnLogLikeliContribution``
     (``ln Σw − min diff2 − Σ_img Σ_k ln 2πσ²``): the image terms the score leaves out
-    (Σ|X|²/2σ² and half the power beyond the current size), the normalisation term, and RELION's
-    prior normalisations (orientation priors, over every class searched, and offset priors
-    divided by their means over the coarse grid)."""
+    (Σ|X|²/2σ² and half the power beyond the current size), the normalisation term, and the
+    CPU code's prior normalisations (orientation priors, over every class searched, and offset
+    priors divided by their means over the coarse grid), which the accelerated code leaves out."""
     F = particle.masked.shape[0]
     inv = inverse_noise(sigma2, freq)[None]
     if particle.multiplicity is not None:
@@ -589,6 +590,9 @@ def _likelihood_constants(
     scored_sigma2 = sigma2[freq.shell[freq.scored]]
     # Image shells beyond the model's last shell (other optics groups) are not scored.
     log_norm = F * float(np.log(2.0 * np.pi * scored_sigma2[np.isfinite(scored_sigma2)]).sum())
+    if ctx.relion_code.accelerated:
+        # The accelerated code weighs by the priors as they are (AccUtilities::initOrientations).
+        return -image_term - log_norm
     return -_log_mean(log_prior_rot) - _log_mean(log_prior_t) - image_term - log_norm
 
 

@@ -14,7 +14,8 @@ the model's current radius (``BackProjector::backproject2Dto3D``), flagged by
 ``|k| <= s/2`` on the model's own grid; an optics group with another box or pixel size adds the
 window's corners that map inside it, which only back-projection uses (``measured`` is False).
 3D data also leave out the ``kz < 0`` half of the ``kx = 0`` plane from back-projection
-(``BackProjector::backrotate3D``).
+(``BackProjector::backrotate3D``). RELION's accelerated code on the CPU (``--cpu``) inserts
+fewer pixels of 2D images: those with ``(kx + 1)² + ky² <= (s/2)²`` (``trim_rows``).
 """
 from __future__ import annotations
 
@@ -117,12 +118,15 @@ def _window(grid: _HalfGrid, size: int) -> NDArray[np.bool_]:
     return window
 
 
-def _build(ori: int, size: int, ndim: int, insert_radius: float | None) -> FrequencySet:
+def _build(ori: int, size: int, ndim: int, insert_radius: float | None, trim_rows: bool = False) -> FrequencySet:
     grid = _half_grid(ori, ndim)
     half = size // 2
     window = grid.non_redundant & _window(grid, size)
     measured = grid.shell <= half
     inserted = grid.radius <= (half if insert_radius is None else insert_radius)
+    if trim_rows:
+        # RELION's accelerated CPU kernel (backprojectRef3D) runs x over [0, int(sqrt(h² - y²))).
+        inserted &= measured & ((grid.k[-1] + 1) ** 2 + grid.k[-2] ** 2 <= half * half)
     if ndim == 3:
         # RELION's backrotate3D also skips the kz < 0 half of the kx = 0 plane, so with the
         # ky < 0 half gone too, a quarter of that plane is never back-projected.
@@ -136,10 +140,13 @@ def _build(ori: int, size: int, ndim: int, insert_radius: float | None) -> Frequ
 
 
 @lru_cache(maxsize=64)
-def frequency_set(ori: int, size: int, insert_radius: float | None = None) -> FrequencySet:
+def frequency_set(ori: int, size: int, insert_radius: float | None = None, *, trim_rows: bool = False
+                  ) -> FrequencySet:
     """Pixels of a 2D half transform of box ``ori`` windowed to image size ``size`` (even);
-    back-projection inserts those with ``|k| <= insert_radius`` (default ``size/2``)."""
-    return _build(ori, size, 2, insert_radius)
+    back-projection inserts those with ``|k| <= insert_radius`` (default ``size/2``), and with
+    ``trim_rows`` only those with ``(kx + 1)² + ky² <= (size/2)²`` among them (RELION's
+    accelerated code on the CPU, ``--cpu``)."""
+    return _build(ori, size, 2, insert_radius, trim_rows)
 
 
 @lru_cache(maxsize=64)

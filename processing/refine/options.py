@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any
 
+from .relion_code import RelionCode
+
 __all__ = ["RefineOptions", "Flag", "option_flags", "to_argv", "SAMPLING_CHOICES", "healpix_order_from_sampling"]
 
 #: The GUI's angular-sampling menu; the 0-based index is the HEALPix order (oversampling 1).
@@ -148,6 +150,8 @@ class RefineOptions:
     threads: int = option(1, "--j", "int", "threads per MPI process")
     gpu: str | None = option(None, "--gpu", "optional_str",
         "use GPUs (optional ids: ranks separated by ':', threads by ',')")
+    cpu: bool = option(False, "--cpu", "flag",
+        "reproduce RELION's accelerated code on the CPU (relion_refine --cpu) rather than its original CPU code")
     # Anything else from the command line, kept for the record (note.txt, optimiser.star).
     command_line: tuple[str, ...] = field(default_factory=tuple)
 
@@ -155,6 +159,15 @@ class RefineOptions:
     def classification(self) -> bool:
         """3D classification (relion_refine without ``--auto_refine``)."""
         return not self.auto_refine
+
+    @property
+    def relion_code(self) -> RelionCode:
+        """The RELION implementation whose numbers this run reproduces (see
+        :mod:`.relion_code`): the accelerated code with ``--gpu`` or ``--cpu``, unless
+        classification skips alignment (relion_refine then falls back to its CPU code too)."""
+        if self.skip_align and self.classification:
+            return RelionCode.CPU
+        return RelionCode.chosen_by(gpu=self.gpu, cpu=self.cpu)
 
     def with_changes(self, **changes) -> "RefineOptions":
         return replace(self, **changes)
