@@ -126,7 +126,8 @@ def _build(ori: int, size: int, ndim: int, insert_radius: float | None, trim_row
     inserted = grid.radius <= (half if insert_radius is None else insert_radius)
     if trim_rows:
         # RELION's accelerated CPU kernel (backprojectRef3D) runs x over [0, int(sqrt(h² - y²))).
-        inserted &= measured & ((grid.k[-1] + 1) ** 2 + grid.k[-2] ** 2 <= half * half)
+        # (It implies |k| < s/2, so every such pixel is also scored.)
+        inserted &= (grid.k[-1] + 1) ** 2 + grid.k[-2] ** 2 <= half * half
     if ndim == 3:
         # RELION's backrotate3D also skips the kz < 0 half of the kx = 0 plane, so with the
         # ky < 0 half gone too, a quarter of that plane is never back-projected.

@@ -162,12 +162,8 @@ class RefineOptions:
 
     @property
     def relion_code(self) -> RelionCode:
-        """The RELION implementation whose numbers this run reproduces (see
-        :mod:`.relion_code`): the accelerated code with ``--gpu`` or ``--cpu``, unless
-        classification skips alignment (relion_refine then falls back to its CPU code too)."""
-        if self.skip_align and self.classification:
-            return RelionCode.CPU
-        return RelionCode.chosen_by(gpu=self.gpu, cpu=self.cpu)
+        """The RELION implementation whose numbers this run reproduces (:mod:`.relion_code`)."""
+        return RelionCode.chosen_by(gpu=self.gpu, cpu=self.cpu, skip_align=self.skip_align and self.classification)
 
     def with_changes(self, **changes) -> "RefineOptions":
         return replace(self, **changes)

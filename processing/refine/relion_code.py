@@ -35,8 +35,12 @@ class RelionCode(enum.Enum):
     ALTCPU = "altcpu"
 
     @classmethod
-    def chosen_by(cls, *, gpu: str | None, cpu: bool) -> "RelionCode":
-        """The code relion_refine runs for its ``--gpu [ids]`` (None: not given) and ``--cpu``."""
+    def chosen_by(cls, *, gpu: str | None, cpu: bool, skip_align: bool = False) -> "RelionCode":
+        """The code relion_refine runs for its ``--gpu [ids]`` (None: not given) and ``--cpu``:
+        ``--gpu`` wins over ``--cpu``, and a classification without alignment
+        (``--skip_align``) runs the CPU code whatever the flags (RELION drops the accelerators)."""
+        if skip_align:
+            return cls.CPU
         if gpu is not None:
             return cls.GPU
         return cls.ALTCPU if cpu else cls.CPU
