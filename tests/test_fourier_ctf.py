@@ -84,3 +84,18 @@ def test_depth_defocus():
     shifted = CtfParameters(15000 + off, 14000 + off, 30.0)
     kx, ky = np.meshgrid(np.linspace(-0.2, 0.2, 9), np.linspace(-0.2, 0.2, 9))
     np.testing.assert_allclose(ctf_value(kx, ky, p, defocus_offset=off), ctf_value(kx, ky, shifted), atol=1e-12)
+
+
+def test_frequency_grid_puts_the_nyquist_row_where_asked() -> None:
+    """numpy's row box//2 is -1/(2 px); RELION's FFTW images (CTF::getFftwImage) have +1/(2 px).
+    Nothing else moves, and an odd box has no Nyquist row."""
+    from processing.fourier.ctf import fourier_frequency_grid
+
+    kx, ky = fourier_frequency_grid(24, 2.0)
+    kx_r, ky_r = fourier_frequency_grid(24, 2.0, positive_nyquist_row=True)
+    assert ky[12, 0] == -0.25 and ky_r[12, 0] == 0.25
+    np.testing.assert_array_equal(np.delete(ky_r, 12, axis=0), np.delete(ky, 12, axis=0))
+    np.testing.assert_array_equal(kx_r, kx)
+    for flag in (False, True):
+        np.testing.assert_array_equal(fourier_frequency_grid(23, 2.0, positive_nyquist_row=flag)[1],
+                                      fourier_frequency_grid(23, 2.0)[1])

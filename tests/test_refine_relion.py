@@ -492,13 +492,11 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path) -> None:
         for group in range(2):
             np.testing.assert_allclose(state.halves[half - 1].sigma2[group], model.sigma2_noise[group], rtol=1e-3)
     optics = starfile.read(case.relion / "run_it001_data.star")["particles"]["rlnOpticsGroup"].to_numpy()
-    states = {}
     for code, folder in ((RelionCode.CPU, case.relion), (RelionCode.ALTCPU, case.root / "Refine3D_cpu")):
         (tmp_path / code.value).mkdir()
         run, state = started_run(tmp_path / code.value, case, cpu=code is RelionCode.ALTCPU)
         assert run.options.relion_code is code
         run.iterate(state, 1, cc=False, final=False)
-        states[code] = state
         c = state.counters
         optimiser = OptimiserStarContents.read(folder / "run_it001_optimiser.star")
         assert 1.0 / c.current_resolution == pytest.approx(
@@ -533,19 +531,15 @@ def test_optics_groups_with_other_box_and_pixel_size(tmp_path) -> None:
         # it followed either (phases by each image's box, no projection radius).
         assert np.all(difference < 1e-3) and np.all(shift < 1e-3), code
         assert np.median(pmax[optics == 1]) < 1e-4 and np.median(pmax[optics == 2]) < 1e-4, code
-        # The same log-likelihoods: median |difference| 2.8e-4 and 3.5e-4 (groups 1 and 2) for
-        # the CPU code, 1.7e-4 and 4e-5 for --cpu. Normalising the priors in the --cpu run too
-        # (the CPU code's rule) put every one 9.38 above RELION's. Not explained: 11 of group
-        # 1's 35 particles, all with Pmax below 0.08, are 0.02-1.7 below --cpu's (their poses
-        # and Pmax are RELION's, and the CPU code's run has no such outliers).
+        # The same log-likelihood for every particle: largest |difference| 1.1e-3 and 1.3e-3
+        # (groups 1 and 2) for the CPU code, 2.2e-4 and 2.0e-4 for --cpu. The --cpu run's
+        # differ from the CPU code's by the priors' normalisation (9.38 for every particle; the
+        # CPU code's rule put every one 9.38 above RELION's) and, for 11 of group 1's 35
+        # particles, by the power of the pixels where the CTF² is below 1e-8, which the
+        # accelerated code leaves out (scoring them, as the CPU code does, put those 0.02-1.66
+        # below RELION's; one of them, at (2, 12), only with the CTF's Nyquist row at +12).
         log_likelihood = state.log_likelihood_particles - relion["rlnLogLikeliContribution"].to_numpy()
-        assert np.median(np.abs(log_likelihood[optics == 1])) < 1e-3, code
-        assert np.median(np.abs(log_likelihood[optics == 2])) < 1e-3, code
-    # On the model's own grid the two codes score alike: group 1's log-likelihoods differ by
-    # the prior normalisation alone, the same for every particle.
-    normalisation = (states[RelionCode.CPU].log_likelihood_particles
-                     - states[RelionCode.ALTCPU].log_likelihood_particles)[optics == 1]
-    assert np.ptp(normalisation) < 1e-6 and normalisation[0] > 9.0
+        assert np.abs(log_likelihood).max() < 2e-3, code
 
 
 def test_cpu_kernels_back_project_fewer_pixels_of_each_row() -> None:

@@ -146,13 +146,21 @@ def dose_weight(
     return np.where(k > 0, np.exp(-dose / (2.0 * critical)), 1.0)
 
 
-def fourier_frequency_grid(box: int, pixel_size: float, *, half: bool = True) -> tuple[NDArray, NDArray]:
+def fourier_frequency_grid(
+    box: int, pixel_size: float, *, half: bool = True, positive_nyquist_row: bool = False,
+) -> tuple[NDArray, NDArray]:
     """Frequencies (kx, ky) in Å⁻¹ of a 2D FFT of a ``box`` x ``box`` image.
 
     Returns arrays of shape (box, box//2+1) (half transform, numpy ``rfft2`` layout) or
-    (box, box) (full ``fft2`` layout).
+    (box, box) (full ``fft2`` layout). Row ``box//2`` of an even box is ky = -1/(2·pixel_size),
+    as numpy has it; ``positive_nyquist_row`` makes it +1/(2·pixel_size), as RELION's FFTW
+    images have it (``CTF::getFftwImage``). The two differ only where the function is not
+    symmetric under ky -> -ky at that row, e.g. an astigmatic CTF at kx != 0.
     """
     ky = np.fft.fftfreq(box, d=pixel_size)[:, None]
+    if positive_nyquist_row and box % 2 == 0:
+        ky = ky.copy()
+        ky[box // 2] = -ky[box // 2]
     kx = (np.fft.rfftfreq(box, d=pixel_size) if half else np.fft.fftfreq(box, d=pixel_size))[None, :]
     return np.broadcast_arrays(kx, ky)
 

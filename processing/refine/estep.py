@@ -579,13 +579,21 @@ def _likelihood_constants(
     (``ln Σw − min diff2 − Σ_img Σ_k ln 2πσ²``): the image terms the score leaves out
     (Σ|X|²/2σ² and half the power beyond the current size), the normalisation term, and the
     CPU code's prior normalisations (orientation priors, over every class searched, and offset
-    priors divided by their means over the coarse grid), which the accelerated code leaves out."""
+    priors divided by their means over the coarse grid), which the accelerated code leaves out
+    together with the image power where the CTF is near zero."""
     F = particle.masked.shape[0]
     inv = inverse_noise(sigma2, freq)[None]
     if particle.multiplicity is not None:
         inv = _divided_by_multiplicity(inv, particle.multiplicity.reshape(F, -1)[:, freq.flat], multiplicity_power)
     X = particle.masked.reshape(F, -1)
-    image_term = float((np.abs(X[:, freq.flat]) ** 2 * inv).sum()) / 2.0
+    power = np.abs(X[:, freq.flat]) ** 2 * inv
+    if ctx.relion_code.accelerated:
+        # The accelerated code scores each image divided by its CTF with weights C²/σ², but
+        # leaves the pixels with |C| <= 1e-8 undivided (getAllSquaredDifferences, its
+        # "pixel_correction"): their weight all but zeroes them in every squared difference, so
+        # their power is not in its log-likelihood. Poses and weights do not depend on them.
+        power = np.where(np.abs(particle.ctf2.reshape(F, -1)[:, freq.flat]) > _ACCELERATED_CTF_FLOOR, power, 0.0)
+    image_term = float(power.sum()) / 2.0
     image_term += float(_power_beyond(ctx, particle).sum()) / 2.0
     scored_sigma2 = sigma2[freq.shell[freq.scored]]
     # Image shells beyond the model's last shell (other optics groups) are not scored.
@@ -594,6 +602,10 @@ def _likelihood_constants(
         # The accelerated code weighs by the priors as they are (AccUtilities::initOrientations).
         return -image_term - log_norm
     return -_log_mean(log_prior_rot) - _log_mean(log_prior_t) - image_term - log_norm
+
+
+#: Below this |C| relion_refine's accelerated code does not divide an image pixel by its CTF.
+_ACCELERATED_CTF_FLOOR = 1e-8
 
 
 def _log_mean(log_values: NDArray) -> float:

@@ -301,7 +301,10 @@ class ParticleStore:
         """The image model's CTF array: CTF² for premultiplied data, else CTF (|CTF| when the
         data are phase-flipped), dose weighting included (spec 5.12)."""
         n = int(self.boxes[g.index])
-        kx, ky = fourier_frequency_grid(n, float(self.pixel_sizes[g.index]))
+        # relion_refine's CTF images put the Nyquist row at +n/2: it changes only pixels beyond
+        # the projections' radius, which the accelerated code leaves out of its log-likelihood
+        # where the CTF is near zero (estep._likelihood_constants).
+        kx, ky = fourier_frequency_grid(n, float(self.pixel_sizes[g.index]), positive_nyquist_row=True)
         out = np.ones((len(g.ctf), n, n // 2 + 1), dtype=np.float32)
         if not self.do_ctf:
             return out

@@ -16,7 +16,11 @@ RELION 5.0.1 runs, ``tests/data/refine_unkind/sizes2``):
 - the reference projection's radius for such a group (``EStepContext.projected``);
 - ``rlnLogLikeliContribution``: the CPU code divides the orientation and offset priors by their
   means over the searched grid; the accelerated code uses them as they are, so its
-  log-likelihoods are lower by the log of those means (9.38 per particle on ``sizes2``);
+  log-likelihoods are lower by the log of those means (9.38 per particle on ``sizes2``); it
+  also divides each image pixel by its CTF before scoring except where ``|C| <= 1e-8``, and
+  those pixels' weight ``C²/σ²`` leaves their power out of its log-likelihoods (up to 1.66 higher
+  than the CPU code's rule on 11 of ``sizes2``'s 35 particles of group 1; the poses and weights
+  do not depend on it);
 - back-projection of 2D images: the accelerated code's CPU kernel (``backprojectRef3D``) inserts
   a pixel ``(x, y)`` of the half transform only when ``(x + 1)² + y² <= (s/2)²`` (``s``: the
   image's current size), which leaves out the outermost pixel of every row; the CUDA kernel and
