@@ -31,6 +31,7 @@ from processing.geometry.sampling import (
     perturb_orientations,
     perturb_translations,
     real_wrap,
+    relion_oversampled_translations,
     select_orientations_with_prior,
     translation_grid,
 )
@@ -127,6 +128,21 @@ def test_translation_grids() -> None:
     assert translation_grid(0, 2, 3).shape == (1, 3)
     with pytest.raises(InputError):
         translation_grid(5, 0, 3)
+
+
+def test_fine_translations_in_relions_arithmetic() -> None:
+    """getTranslationsInPixel works in Å and divides by the pixel size: the same children as
+    the pixel-unit rule, up to the last bits, and those are RELION's. With a 16.2 Å step at
+    8.1 Å/px, the child half a pixel above the centre is (-8.1 + 1.5·16.2/2) / 8.1 =
+    0.49999999999999989, which RELION's ROUND takes to 0 (relion_refine --cpu's whole-pixel
+    search centres of the demo's iteration 2 say so)."""
+    indices = translation_grid(4, 2, 3) / 2
+    fine = relion_oversampled_translations(indices, 16.2, 8.1, 1)
+    np.testing.assert_allclose(fine, oversampled_translations(indices * 2, 2.0, 1), rtol=0, atol=1e-14)
+    centre = int(np.flatnonzero(np.all(indices == 0, axis=1))[0])
+    assert fine[centre, 7, 0] == 0.49999999999999989 and fine[centre, 7, 0] != 0.5
+    assert np.floor(fine[centre, 7, 0] + 0.5) == 0.0
+    np.testing.assert_array_equal(relion_oversampled_translations(indices, 16.2, 8.1, 0)[:, 0], indices * 16.2 / 8.1)
 
 
 def test_healpix_basics() -> None:

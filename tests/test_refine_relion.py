@@ -347,16 +347,16 @@ def test_first_cross_correlation_iteration_model_matches_relion(cross_correlatio
         assert ours.accuracy_rotations == relion.accuracy_rotations == 0.0
 
 
-def relion_path(last: int) -> list[dict]:
-    """RELION's state after each iteration 1..last of the demo run (its optimiser, sampling
+def relion_path(last: int, folder: Path = RELION) -> list[dict]:
+    """RELION's state after each iteration 1..last of a demo run (its optimiser, sampling
     and half-1 model files)."""
     from processing.io.refine_star import SamplingStarContents
 
     path = []
     for iteration in range(1, last + 1):
-        optimiser = OptimiserStarContents.read(RELION / f"run_it{iteration:03d}_optimiser.star")
-        sampling = SamplingStarContents.read(RELION / f"run_it{iteration:03d}_sampling.star")
-        model = relion_model(iteration, 1)
+        optimiser = OptimiserStarContents.read(folder / f"run_it{iteration:03d}_optimiser.star")
+        sampling = SamplingStarContents.read(folder / f"run_it{iteration:03d}_sampling.star")
+        model = ModelStarContents.read(folder / f"run_it{iteration:03d}_half1_model.star")
         path.append({
             "resolution": model.current_resolution, "healpix_order": sampling.healpix_order,
             "offset_range": sampling.offset_range, "offset_step": sampling.offset_step,
@@ -373,7 +373,13 @@ def relion_path(last: int) -> list[dict]:
 def demo_path(tmp_path_factory) -> list[dict]:
     """tomodash's state after each of the first ten iterations on RELION's inputs (about a
     minute on 2 cores)."""
-    run, state = started_run(tmp_path_factory.mktemp("relion_path"))
+    return tomodash_path(tmp_path_factory.mktemp("relion_path"))
+
+
+def tomodash_path(tmp: Path, **changes) -> list[dict]:
+    """tomodash's state after each of the demo's first ten iterations, run with RELION's
+    command line plus ``changes``."""
+    run, state = started_run(tmp, **changes)
     path = []
     for iteration in range(1, RECORDED_ITERATIONS + 1):
         run.iterate(state, iteration, cc=False, final=False)
@@ -385,6 +391,8 @@ def demo_path(tmp_path_factory) -> list[dict]:
             "wo_gain": c.nr_iter_wo_resol_gain, "wo_changes": c.nr_iter_wo_large_changes,
             "local": s.local_search, "joined": state.joined, "converged": c.has_converged,
             "fsc": np.array(state.halves[0].fsc, dtype=float), "size": c.current_size,
+            "angles": np.array([p.angles for p in state.particles]),
+            "origins": np.array([p.origin for p in state.particles]),
         })
     return path
 
@@ -442,6 +450,55 @@ def test_whole_run_follows_relion(demo_path) -> None:
     resolutions = [box / p["resolution"] for p in demo_path]
     # While the halves are separate the resolution never falls by more than a shell.
     assert all(b >= a - 1.0 for a, b in zip(resolutions, resolutions[1:])), resolutions
+
+
+def test_whole_run_of_the_accelerated_code_follows_relion(tmp_path) -> None:
+    """The demo's first ten iterations with ``--cpu`` against RELION's ``--cpu`` run of the
+    same command (``refine_demo/Refine3D_cpu``). From iteration 2 on, the accelerated code
+    centres each 2D stack's search on its old offset rounded to whole pixels (the CPU code
+    does not round for tilt stacks), and that offset is relion_refine's own sum in pixels, whose
+    last bits decide: half a pixel reached through a 16.2 Å step at 8.1 Å/px is
+    0.49999999999999989 and rounds to 0."""
+    ours_path = tomodash_path(tmp_path, cpu=True)
+    folder = DEMO / "Refine3D_cpu"
+    relion = relion_path(RECORDED_ITERATIONS, folder)
+    first = ModelStarContents.read(folder / "run_it001_half1_model.star")
+    box = first.ori_size * first.pixel_size                                     # Å
+    same_resolutions = True
+    for i, (ours, theirs) in enumerate(zip(ours_path, relion), start=1):
+        shells = min(min(ours["size"], theirs["size"]) // 2, int(round(box / theirs["resolution"])))
+        gap = np.abs(ours["fsc"][1:shells] - theirs["fsc"][1:shells])
+        # Measured: mean gap at most 0.0058 and largest 0.031 (iteration 3). There, centring on
+        # the unrounded offset (the CPU code's rule) gave 0.024 and 0.15, and rounding offsets
+        # summed as tomodash did (half a pixel exactly) 0.019 and 0.11.
+        assert gap.mean() < 0.008 and gap.max() < 0.04, (i, np.round(gap, 3))
+        assert ours["healpix_order"] == theirs["healpix_order"], i
+        assert ours["offset_range"] == pytest.approx(theirs["offset_range"], rel=1e-3), i
+        assert ours["offset_step"] == pytest.approx(theirs["offset_step"], rel=1e-3), i
+        # Accuracies on RELION's 100 particles: within 0.7 % (iteration 7).
+        assert ours["acc_rot"] == pytest.approx(theirs["acc_rot"], rel=0.015), (i, ours["acc_rot"], theirs["acc_rot"])
+        assert ours["acc_trans"] == pytest.approx(theirs["acc_trans"], rel=0.015), i
+        # The resolution is RELION's while shell 17's FSC stays clear of 0.5 (iterations 1-6).
+        # From iteration 7 it hovers at 0.47-0.52 in both runs, and RELION's resolution goes
+        # 19.06, 20.25, 19.06, 19.06 Å where tomodash's stays at 20.25; the hidden-variable
+        # changes are compared while the resolutions have been the same: orientations within
+        # 1.9 %, offsets (whole fine steps, so coarser) within 4.2 %.
+        low, high = sorted(int(round(box / p["resolution"])) for p in (ours, theirs))
+        if high != low:
+            same_resolutions = False
+            assert high - low == 1 and abs(ours["fsc"][high] - 0.5) < 0.03 and abs(theirs["fsc"][high] - 0.5) < 0.03, \
+                (i, ours["resolution"], theirs["resolution"])
+        assert i >= 7 or same_resolutions, i
+        if same_resolutions:
+            assert ours["changes"][0] == pytest.approx(theirs["changes"][0], rel=0.03), (i, ours["changes"], theirs["changes"])
+            assert ours["changes"][1] == pytest.approx(theirs["changes"][1], rel=0.06), (i, ours["changes"], theirs["changes"])
+    # Iteration 2's poses (Pmax 0.48 on average, so many near-ties): 98.6 % of the orientations
+    # and 98.9 % of the origins identical; 45 % and 35 % before the offsets were rounded.
+    relion_two = starfile.read(folder / "run_it002_data.star")["particles"]
+    angles = relion_two[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()
+    origins = relion_two[["rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst"]].to_numpy()
+    assert np.mean(_angle_between(angles, ours_path[1]["angles"]) < 1e-3) > 0.97
+    assert np.mean(np.linalg.norm(origins - ours_path[1]["origins"], axis=1) < 1e-3) > 0.97
 
 
 def test_half_maps_as_reference(tmp_path) -> None:

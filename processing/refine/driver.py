@@ -156,7 +156,7 @@ class RefineRun:
             sigma2=np.stack([h.sigma2 for h in sets]),
             coarse_size=c.coarse_size, current_size=c.current_size, sampling=sampling,
             translations=translation_grid(s.offset_range / self.inputs.pixel_size, step_px, dim=3),
-            offset_step=step_px, perturbation=c.random_perturbation,
+            offset_step=step_px, offset_step_angst=s.offset_step, perturbation=c.random_perturbation,
             sigma_rot=s.sigma_rot, sigma_tilt=s.sigma_tilt, sigma_psi=s.sigma_psi,
             local_search=s.local_search,
             pdf_direction=None if (s.sigma_rot > 0 or s.sigma_tilt > 0 or s.sigma_psi > 0)
@@ -391,8 +391,9 @@ class RefineRun:
                 noise = np.where(np.isfinite(noise), noise, 0.0)
             first = p.half * K
             with backend.use_device(self.device.device):
-                return i, expect_particle(ctx, self.inputs.store.load(i, noise=noise, origin=p.origin), p,
-                                          accs[first:first + K], lock=locks[p.half], classes=self._classes_of(i))
+                images = self.inputs.store.load(i, noise=noise, origin=p.origin, offset_px=p.origin_px)
+                return i, expect_particle(ctx, images, p, accs[first:first + K], lock=locks[p.half],
+                                          classes=self._classes_of(i))
 
         with particle_threads(o.threads) as pmap:
             for b in range(0, len(mine), batch):
@@ -435,7 +436,8 @@ class RefineRun:
     def _shared(state: RunState) -> dict:
         return {
             "halves": state.halves, "counters": state.counters, "sampling": state.sampling,
-            "poses": [(p.angles, p.origin, p.class_number) for p in state.particles], "joined": state.joined,
+            "poses": [(p.angles, p.origin, p.origin_px, p.class_number) for p in state.particles],
+            "joined": state.joined,
         }
 
     @staticmethod
@@ -444,8 +446,8 @@ class RefineRun:
         state.counters = shared["counters"]
         state.sampling = shared["sampling"]
         state.joined = shared["joined"]
-        for p, (angles, origin, class_number) in zip(state.particles, shared["poses"]):
-            p.angles, p.origin, p.class_number = angles, origin, class_number
+        for p, (angles, origin, origin_px, class_number) in zip(state.particles, shared["poses"]):
+            p.angles, p.origin, p.origin_px, p.class_number = angles, origin, origin_px, class_number
 
 
 def run_refine(options: RefineOptions, *, comm: Communicator | None = None, log=print) -> int:

@@ -27,14 +27,14 @@ from numpy.typing import NDArray
 from processing.backend import get_array_module, to_host
 from processing.geometry.euler import euler_to_matrix, matrix_to_euler
 from processing.geometry.sampling import (
-    AngularSampling, PriorSubset, oversampled_translations, perturb_rotation_matrices, select_orientations_with_prior,
+    AngularSampling, PriorSubset, perturb_rotation_matrices, relion_oversampled_translations, select_orientations_with_prior,
 )
 
 from . import _array_kernels as AK
 from . import _cuda_kernels as CK
 from . import _kernels as K
 from .frequencies import FrequencySet, cross_correlation_pixels, frequency_set, frequency_set_3d, highres_pixels
-from .particles import ParticleImages
+from .particles import ParticleImages, relion_round
 from .relion_code import RelionCode
 
 __all__ = [
@@ -96,6 +96,15 @@ class ParticleState:
     group: int                           # scale-correction group (0-based)
     optics: int = 0                      # optics group (0-based): selects the noise spectrum
     class_number: int = 0                # rlnClassNumber (0: none yet; 1 after the first iteration)
+    #: (3,) the offset in the particle's image pixels as relion_refine holds it between
+    #: iterations (the search centre plus the fine translation, in its arithmetic): where it
+    #: rounds the offset to whole pixels, a value a hair below half a pixel goes the other way
+    #: from ``origin / pixel size``. None: ``origin / pixel size``, as RELION reads a STAR file.
+    origin_px: NDArray[np.float64] | None = None
+
+    def offset_px(self, pixel_size: float) -> NDArray[np.float64]:
+        """The offset in pixels of size ``pixel_size`` (the particle's images)."""
+        return self.origin / pixel_size if self.origin_px is None else self.origin_px
 
 
 @dataclass
@@ -107,6 +116,7 @@ class ParticleResult:
     log_likelihood: float
     direction_index: int
     class_index: int = 0             # 0-based class of the best pose
+    origin_px: NDArray[np.float64] | None = None   # the new offset as ParticleState.origin_px
 
 
 @dataclass
@@ -157,6 +167,9 @@ class EStepContext:
     #: normalisation and which pixels are back-projected (:mod:`.relion_code`)
     relion_code: RelionCode = RelionCode.CPU
     model_ori: int = 0                          # the model's box (views of other optics groups)
+    #: the coarse step in Å as the sampling holds it (0: offset_step · pixel_size), for the
+    #: fine translations in relion_refine's arithmetic
+    offset_step_angst: float = 0.0
     _views: dict = field(default_factory=dict, repr=False, compare=False)
     _projected: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -627,6 +640,16 @@ def _offset_log_prior(ctx: EStepContext, state: ParticleState, centre_px: NDArra
     return -d2 / (2.0 * float(ctx.sigma_offset[state.half]) ** 2)
 
 
+def _fine_translations(ctx: EStepContext, coarse: NDArray[np.int64], oversampling: int) -> NDArray[np.float64]:
+    """(len(coarse), 2**(3·os), 3) pixels: the oversampled children of the coarse
+    translations ``coarse`` (indices into ``ctx.translations``) in relion_refine's arithmetic,
+    moved by the random perturbation as the coarse ones are."""
+    step_angst = ctx.offset_step_angst or ctx.offset_step * ctx.pixel_size
+    indices = np.rint(ctx.translations[coarse] / ctx.offset_step)
+    fine = relion_oversampled_translations(indices, step_angst, ctx.pixel_size, oversampling)
+    return fine + ctx.perturbation * ctx.offset_step if ctx.perturbation else fine
+
+
 def _significant(weights: NDArray, fraction: float) -> NDArray[np.bool_]:
     """Boolean mask of the largest weights whose sum first reaches ``fraction`` of the total.
 
@@ -722,9 +745,13 @@ def expect_particle(
         offset_grid = ctx.translations
     # The search is centred on the old offset: exactly for 2D stacks, whose shifts are applied
     # here in Fourier space; rounded to whole pixels for volumes, which the store has already
-    # moved by that much (relion_refine drops the fraction, getFourierTransformsAndCtfs).
+    # moved by that much (relion_refine drops the fraction, getFourierTransformsAndCtfs). The
+    # accelerated code rounds it for 2D stacks too (its old offset is rounded before the
+    # translations are added), so there the offsets stay on the grid of the rounded centre.
     if particle.preshift_px is None:
-        centre_px = state.origin / ctx.pixel_size
+        centre_px = state.offset_px(ctx.pixel_size)
+        if ctx.relion_code.accelerated:
+            centre_px = relion_round(centre_px)
         origin_px = centre_px
     else:
         centre_px = particle.preshift_px
@@ -763,7 +790,7 @@ def expect_particle(
         fine_t = trans.copy()
         n_child_t = 1
     else:
-        fine_t = oversampled_translations(trans[ut], ctx.offset_step, os_)          # (nt, 8, 3)
+        fine_t = _fine_translations(ctx, ut, os_)                                   # (nt, 8, 3)
         n_child_t = fine_t.shape[1]
         fine_t = fine_t.reshape(-1, 3)
     blocks = []    # per class with significant samples: (search, coarse cols, fine rotations, diff2, valid)
@@ -817,7 +844,8 @@ def expect_particle(
     c_best, ur_best, n_child_best, fine_best, _ = blocks[b_best]
     col = br - block_start[b_best]
     angles = np.array([float(a) for a in matrix_to_euler(fine_best[col])])
-    new_origin = (centre_px + fine_t[bt]) * ctx.pixel_size
+    new_origin_px = centre_px + fine_t[bt]
+    new_origin = new_origin_px * ctx.pixel_size
     direction = int(c_best.d_idx[ur_best[col // n_child_best]])
 
     if any(a is not None for a in accs):
@@ -834,7 +862,7 @@ def expect_particle(
                         centre_px, fine_t, w_class, scale, c.d_idx[ur], n_child_r,
                         pmax=pmax if is_best else 0.0, log_likelihood=log_sum if is_best else 0.0,
                         lock=lock, multiplicity_power=powers[2], count_particle=is_best)
-    return ParticleResult(angles=angles, origin=new_origin, pmax=pmax, n_significant=n_significant,
+    return ParticleResult(angles=angles, origin=new_origin, origin_px=new_origin_px, pmax=pmax, n_significant=n_significant,
                           log_likelihood=log_sum, direction_index=direction, class_index=int(c_best.k))
 
 

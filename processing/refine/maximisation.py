@@ -121,6 +121,7 @@ def record_poses(inputs: RefineInputs, state: RunState, results: dict[int, Parti
         r = results[i]
         state.particles[i].angles = r.angles
         state.particles[i].origin = r.origin
+        state.particles[i].origin_px = r.origin_px
         state.particles[i].class_number = r.class_index + 1
         state.pmax[i] = r.pmax
         state.n_significant[i] = r.n_significant

@@ -21,6 +21,11 @@ RELION 5.0.1 runs, ``tests/data/refine_unkind/sizes2``):
   those pixels' weight ``C²/σ²`` leaves their power out of its log-likelihoods (up to 1.66 higher
   than the CPU code's rule on 11 of ``sizes2``'s 35 particles of group 1; the poses and weights
   do not depend on it);
+- the search centre of a 2D tilt stack: the accelerated code rounds the old offset to whole
+  pixels (``selfROUND``) and adds the translations to that; the CPU code keeps it as it is.
+  Either way the offset is relion_refine's own sum in pixels
+  (:attr:`~processing.refine.estep.ParticleState.origin_px`), and a half pixel reached through
+  its arithmetic can come out 0.49999999999999989 and round down;
 - back-projection of 2D images: the accelerated code's CPU kernel (``backprojectRef3D``) inserts
   a pixel ``(x, y)`` of the half transform only when ``(x + 1)² + y² <= (s/2)²`` (``s``: the
   image's current size), which leaves out the outermost pixel of every row; the CUDA kernel and
