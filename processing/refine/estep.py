@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 from processing.backend import get_array_module, to_host
 from processing.geometry.euler import euler_to_matrix, matrix_to_euler
 from processing.geometry.sampling import (
-    AngularSampling, PriorSubset, perturb_rotation_matrices, relion_oversampled_translations, select_orientations_with_prior,
+    AngularSampling, PriorSubset, perturb_rotation_matrices, relion_oversampled_translations,
+    select_orientations_with_prior,
 )
 
 from . import _array_kernels as AK
@@ -862,8 +863,9 @@ def expect_particle(
                         centre_px, fine_t, w_class, scale, c.d_idx[ur], n_child_r,
                         pmax=pmax if is_best else 0.0, log_likelihood=log_sum if is_best else 0.0,
                         lock=lock, multiplicity_power=powers[2], count_particle=is_best)
-    return ParticleResult(angles=angles, origin=new_origin, origin_px=new_origin_px, pmax=pmax, n_significant=n_significant,
-                          log_likelihood=log_sum, direction_index=direction, class_index=int(c_best.k))
+    return ParticleResult(angles=angles, origin=new_origin, origin_px=new_origin_px, pmax=pmax,
+                          n_significant=n_significant, log_likelihood=log_sum, direction_index=direction,
+                          class_index=int(c_best.k))
 
 
 def _accumulate(
