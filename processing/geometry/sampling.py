@@ -118,7 +118,7 @@ def relion_oversampled_translations(
 
     Returns
     -------
-    (..., 2**(dim*os), dim) float64 pixels, in :func:`oversampled_translations`' order.
+    (..., 2**(dim*os), dim) float64 pixels; x outermost, last axis innermost (RELION's order).
     """
     t = np.asarray(indices, dtype=np.float64) * float(step_angst)
     dim = t.shape[-1]
@@ -152,12 +152,7 @@ def oversampled_translations(
     (..., 2**(dim*os), dim) float64; x outermost, last axis innermost (RELION's order).
     """
     t = np.asarray(translations, dtype=np.float64)
-    dim = t.shape[-1]
-    n = 1 << oversampling
-    sub = -0.5 * offset_step + (0.5 + np.arange(n)) * offset_step / n
-    grids = np.meshgrid(*([sub] * dim), indexing="ij")
-    offsets = np.stack([g.ravel() for g in grids], axis=-1)  # (n**dim, dim)
-    return t[..., None, :] + offsets
+    return relion_oversampled_translations(t / offset_step, offset_step, 1.0, oversampling)
 
 
 # ---------------------------------------------------------------------------------------

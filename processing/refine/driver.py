@@ -391,7 +391,8 @@ class RefineRun:
                 noise = np.where(np.isfinite(noise), noise, 0.0)
             first = p.half * K
             with backend.use_device(self.device.device):
-                images = self.inputs.store.load(i, noise=noise, origin=p.origin, offset_px=p.origin_px)
+                store = self.inputs.store
+                images = store.load(i, noise=noise, offset_px=p.offset_px(float(store.pixel_sizes[i])))
                 return i, expect_particle(ctx, images, p, accs[first:first + K], lock=locks[p.half],
                                           classes=self._classes_of(i))
 

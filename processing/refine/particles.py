@@ -329,24 +329,19 @@ class ParticleStore:
         volume = self._mask(data, i, None) if masked else data
         return rfft3_centered(volume).astype(np.complex64)[None]
 
-    def load(self, i: int, *, noise: NDArray | None = None, origin: NDArray | None = None,
-             offset_px: NDArray | None = None) -> ParticleImages:
+    def load(self, i: int, *, noise: NDArray | None = None, offset_px: NDArray | None = None) -> ParticleImages:
         """Fourier data of particle ``i`` (cached when pre-reading). Without ``--zero_mask``,
         ``noise`` (the particle's noise spectrum per shell) fills the solvent of the masked copy.
 
-        ``origin`` (3,) Å, the particle's current offset: a 3D volume is first moved by it,
-        rounded to whole pixels, in real space (relion_refine pre-shifts every image that is
-        not a 2D tilt stack, ``getFourierTransformsAndCtfs``); the result's ``preshift_px``
-        says by how much; ``offset_px``, when given, is that offset in pixels as relion_refine
-        holds it (:attr:`~processing.refine.estep.ParticleState.origin_px`), whose rounding
-        decides. 2D stacks ignore both."""
+        ``offset_px`` (3,), the particle's current offset in its pixels as relion_refine holds
+        it (:meth:`~processing.refine.estep.ParticleState.offset_px`; None: zero): a 3D volume
+        is first moved by it, rounded to whole pixels, in real space (relion_refine pre-shifts
+        every image that is not a 2D tilt stack, ``getFourierTransformsAndCtfs``); the result's
+        ``preshift_px`` says by how much. 2D stacks ignore it."""
         fill = None if self.zero_mask else noise
         preshift = None
         if self.is_3d:
-            if offset_px is None:
-                origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
-                offset_px = origin / float(self.pixel_sizes[i])
-            preshift = relion_round(np.asarray(offset_px, dtype=np.float64))
+            preshift = relion_round(np.zeros(3) if offset_px is None else np.asarray(offset_px, dtype=np.float64))
         cached = self._cache.get(i)
         if cached is not None and preshift is not None and not np.array_equal(cached.preshift_px, preshift):
             cached = None
